@@ -1,0 +1,10 @@
+//! Models: configuration, checkpoint I/O, shared layers and the Qwen3-VL implementation.
+
+pub mod config;
+pub mod layers;
+pub mod ops;
+pub mod qwen3_vl;
+pub mod weights;
+
+pub use config::Qwen3VlConfig;
+pub use qwen3_vl::{CollectHidden, Flow, LayerObserver, ModelInputs, Qwen3VlModel};

@@ -1,0 +1,359 @@
+//! Qwen3-VL (dense): vision tower -> image tokens placed at `<|image_pad|>` -> decoder
+//! layers (with DeepStack additions after the first ones) -> final norm -> LM head.
+//!
+//! A [`LayerObserver`] watches the hidden state after the embeddings and after every
+//! decoder layer, in transformers' `output_hidden_states` numbering, and may stop the
+//! pass early so that nothing past the last needed layer runs.
+
+pub mod rope;
+pub mod text;
+pub mod vision;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::config::Qwen3VlConfig;
+use super::layers::{Linear, RmsNorm};
+use super::ops::Grad;
+use super::weights::{self, TensorInfo};
+use text::{DecoderLayer, RopeTables};
+use vision::{VisionModel, VisionOutput};
+
+/// What the decoder consumes for one sequence (batch size 1).
+#[derive(Debug, Clone)]
+pub struct ModelInputs {
+    pub input_ids: Vec<u32>,
+    /// 0 text, 1 image, 2 video, per token (transformers' `mm_token_type_ids`).
+    pub mm_token_type_ids: Vec<u8>,
+    /// (patches, C*T*P*P), all images concatenated; None for text-only input.
+    pub pixel_values: Option<Tensor>,
+    pub image_grid_thw: Vec<[usize; 3]>,
+}
+
+impl ModelInputs {
+    /// Text-only input.
+    pub fn text(input_ids: Vec<u32>) -> Self {
+        let n = input_ids.len();
+        Self {
+            input_ids,
+            mm_token_type_ids: vec![rope::TOKEN_TEXT; n],
+            pixel_values: None,
+            image_grid_thw: Vec::new(),
+        }
+    }
+}
+
+/// Tells the forward pass whether to go on after an observed hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Sees each hidden state of one forward pass, shaped (batch, seq, hidden).
+///
+/// `index` follows transformers' `output_hidden_states`: 0 is the input embeddings with
+/// image features placed; i (1 <= i < L) is the output of the i-th decoder layer of this
+/// model *before* any DeepStack addition; L is the final output after the final norm.
+/// `layer` is the original index of the decoder layer that produced the state (None for
+/// the embeddings), which differs from `index - 1` in a pruned model.
+pub trait LayerObserver {
+    fn observe(&mut self, index: usize, layer: Option<usize>, hidden: &Tensor) -> Result<Flow>;
+}
+
+/// Collects every hidden state; for tests and debugging (real consumers should reduce
+/// on the fly instead of keeping them).
+#[derive(Default)]
+pub struct CollectHidden(pub Vec<Tensor>);
+
+impl LayerObserver for CollectHidden {
+    fn observe(&mut self, _index: usize, _layer: Option<usize>, hidden: &Tensor) -> Result<Flow> {
+        self.0.push(hidden.clone());
+        Ok(Flow::Continue)
+    }
+}
+
+/// Decoder inputs after the vision tower ran and image features were placed.
+pub struct Embedded {
+    /// (1, seq, hidden)
+    pub embeds: Tensor,
+    /// Per DeepStack level, a (1, seq, hidden) tensor holding the level's features at the
+    /// image positions and zeros elsewhere.
+    pub deepstack: Vec<Tensor>,
+    pub rope: RopeTables,
+    /// Additive causal mask, None for a single token.
+    pub mask: Option<Tensor>,
+    pub rope_delta: i64,
+}
+
+pub struct Qwen3VlModel {
+    pub config: Qwen3VlConfig,
+    pub embed_tokens: Tensor,
+    pub visual: VisionModel,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// None when tied to the token embeddings.
+    pub lm_head: Option<Linear>,
+    pub tensors: Vec<TensorInfo>,
+    device: Device,
+    dtype: DType,
+}
+
+/// Decoder layer indices present in the checkpoint's tensor names.
+fn stored_layer_indices(infos: &[TensorInfo]) -> BTreeSet<usize> {
+    let prefix = "model.language_model.layers.";
+    infos
+        .iter()
+        .filter_map(|i| i.name.strip_prefix(prefix))
+        .filter_map(|rest| rest.split('.').next()?.parse().ok())
+        .collect()
+}
+
+impl Qwen3VlModel {
+    /// Loads a Hugging Face checkpoint directory. `dtype` is the compute dtype (f32 on CPU).
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config = Qwen3VlConfig::from_dir(dir)?;
+        let (vb, tensors) = weights::var_builder(dir, dtype, device)?;
+        let stored = stored_layer_indices(&tensors);
+        let expected = config.text.num_hidden_layers;
+        if stored.len() != expected || stored.iter().next_back().is_some_and(|&m| m + 1 != expected) {
+            bail!(
+                "{}: config.json says num_hidden_layers = {expected} but the weights hold {} decoder layers",
+                dir.display(),
+                stored.len()
+            );
+        }
+        // Original indices of a pruned checkpoint come from its plan, when it has one.
+        let original = read_original_indices(dir, expected)?;
+        Self::from_var_builder(config, vb, tensors, &original, device)
+            .with_context(|| format!("{}: weights do not match config.json", dir.display()))
+    }
+
+    fn from_var_builder(
+        config: Qwen3VlConfig,
+        vb: VarBuilder<'static>,
+        tensors: Vec<TensorInfo>,
+        original: &[usize],
+        device: &Device,
+    ) -> Result<Self> {
+        let t = &config.text;
+        let lm = vb.pp("model.language_model");
+        let embed_tokens = lm
+            .pp("embed_tokens")
+            .get((t.vocab_size, t.hidden_size), "weight")?;
+        let visual = VisionModel::new(&config.vision, vb.pp("model.visual"))?;
+        let layers = (0..t.num_hidden_layers)
+            .map(|i| DecoderLayer::new(t, lm.pp(format!("layers.{i}")), original[i]))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(lm.pp("norm"), t.hidden_size, t.rms_norm_eps)?;
+        let has_head = tensors.iter().any(|i| i.name == "lm_head.weight");
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else if has_head {
+            Some(Linear::new(vb.pp("lm_head"), t.hidden_size, t.vocab_size, false)?)
+        } else {
+            bail!("lm_head.weight is missing and tie_word_embeddings is false");
+        };
+        let dtype = embed_tokens.dtype();
+        Ok(Self {
+            config,
+            embed_tokens,
+            visual,
+            layers,
+            norm,
+            lm_head,
+            tensors,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Runs the vision tower on the inputs' images.
+    pub fn image_features(&self, pixel_values: &Tensor, grid_thw: &[[usize; 3]], grad: Grad) -> Result<VisionOutput> {
+        self.visual.forward(pixel_values, grid_thw, grad)
+    }
+
+    /// Token embeddings with image features placed, DeepStack features, rotary tables, mask.
+    pub fn embed(&self, inputs: &ModelInputs, grad: Grad) -> Result<Embedded> {
+        let seq = inputs.input_ids.len();
+        if seq == 0 {
+            bail!("empty input");
+        }
+        if inputs.mm_token_type_ids.len() != seq {
+            bail!(
+                "mm_token_type_ids has {} entries for {seq} tokens",
+                inputs.mm_token_type_ids.len()
+            );
+        }
+        let vocab = self.config.text.vocab_size;
+        if let Some(&bad) = inputs.input_ids.iter().find(|&&id| id as usize >= vocab) {
+            bail!("token id {bad} is outside the vocabulary ({vocab} entries)");
+        }
+        let ids = Tensor::new(inputs.input_ids.as_slice(), &self.device)?;
+        let mut embeds = self.embed_tokens.index_select(&ids, 0)?; // (seq, hidden)
+        let image_pos: Vec<u32> = inputs
+            .input_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &id)| id == self.config.image_token_id)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let mut deepstack = Vec::new();
+        match &inputs.pixel_values {
+            Some(pv) => {
+                let out = self.image_features(pv, &inputs.image_grid_thw, grad)?;
+                let n_feat = out.image_embeds.dim(0)?;
+                if n_feat != image_pos.len() {
+                    bail!(
+                        "image features and image tokens do not match: {} image tokens, {n_feat} features",
+                        image_pos.len()
+                    );
+                }
+                let pos = Tensor::new(image_pos.as_slice(), &self.device)?;
+                let scatter = |feat: &Tensor| -> Result<Tensor> {
+                    let zeros = Tensor::zeros((seq, feat.dim(1)?), feat.dtype(), &self.device)?;
+                    Ok(zeros.index_add(&pos, feat, 0)?)
+                };
+                let mask: Vec<u8> = inputs
+                    .input_ids
+                    .iter()
+                    .map(|&id| u8::from(id == self.config.image_token_id))
+                    .collect();
+                let mask = Tensor::from_vec(mask, (seq, 1), &self.device)?
+                    .broadcast_as(embeds.shape())?;
+                embeds = mask.where_cond(&scatter(&out.image_embeds)?, &embeds)?;
+                for level in &out.deepstack {
+                    deepstack.push(scatter(level)?.unsqueeze(0)?);
+                }
+            }
+            None => {
+                if !image_pos.is_empty() {
+                    bail!("input has {} image tokens but no images", image_pos.len());
+                }
+            }
+        }
+        let index = rope::get_rope_index(
+            &inputs.mm_token_type_ids,
+            &inputs.image_grid_thw,
+            self.config.vision.spatial_merge_size,
+        )?;
+        let t = &self.config.text;
+        let (cos, sin) = rope::text_cos_sin(
+            &index.positions,
+            t.head_dim,
+            t.rope_theta,
+            &t.mrope_section,
+            &self.device,
+        )?;
+        let mask = if seq > 1 {
+            Some(text::causal_mask(seq, self.dtype, &self.device)?)
+        } else {
+            None
+        };
+        Ok(Embedded {
+            embeds: embeds.unsqueeze(0)?,
+            deepstack,
+            rope: RopeTables {
+                cos: cos.to_dtype(self.dtype)?,
+                sin: sin.to_dtype(self.dtype)?,
+            },
+            mask,
+            rope_delta: index.delta,
+        })
+    }
+
+    /// Runs the decoder; returns the final normed hidden state (1, seq, hidden), or None
+    /// when the observer stopped the pass.
+    pub fn run_decoder(
+        &self,
+        emb: &Embedded,
+        mut observer: Option<&mut dyn LayerObserver>,
+        grad: Grad,
+    ) -> Result<Option<Tensor>> {
+        let mut h = emb.embeds.clone();
+        if let Some(obs) = observer.as_deref_mut() {
+            if obs.observe(0, None, &h)? == Flow::Stop {
+                return Ok(None);
+            }
+        }
+        let n = self.layers.len();
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h, &emb.rope, emb.mask.as_ref(), grad)?;
+            if i + 1 < n {
+                if let Some(obs) = observer.as_deref_mut() {
+                    if obs.observe(i + 1, Some(layer.original_index), &h)? == Flow::Stop {
+                        return Ok(None);
+                    }
+                }
+            }
+            // DeepStack features go into the first layers of *this* stack.
+            if let Some(ds) = emb.deepstack.get(i) {
+                h = (h + ds)?;
+            }
+        }
+        let h = self.norm.forward(&h, grad)?;
+        if let Some(obs) = observer.as_deref_mut() {
+            let last = self.layers.last().map(|l| l.original_index);
+            obs.observe(n, last, &h)?;
+        }
+        Ok(Some(h))
+    }
+
+    /// LM head on (…, hidden) hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let w = match &self.lm_head {
+            Some(l) => &l.weight,
+            None => &self.embed_tokens,
+        };
+        Ok(super::ops::linear(hidden, w, None)?)
+    }
+
+    /// Full forward pass: logits (seq, vocab).
+    pub fn forward(&self, inputs: &ModelInputs, observer: Option<&mut dyn LayerObserver>) -> Result<Tensor> {
+        let emb = self.embed(inputs, Grad::None)?;
+        let h = self
+            .run_decoder(&emb, observer, Grad::None)?
+            .context("the observer stopped the pass; no logits")?;
+        self.logits(&h.squeeze(0)?)
+    }
+}
+
+/// Original layer indices: from `interlace_plan.json`'s `kept` when present (a pruned
+/// checkpoint), else 0..n.
+fn read_original_indices(dir: &Path, n: usize) -> Result<Vec<usize>> {
+    let path = dir.join("interlace_plan.json");
+    if !path.exists() {
+        return Ok((0..n).collect());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let kept: Vec<usize> = json
+        .get("kept")
+        .and_then(|k| k.as_array())
+        .with_context(|| format!("{}: missing list `kept`", path.display()))?
+        .iter()
+        .map(|v| v.as_u64().map(|x| x as usize))
+        .collect::<Option<_>>()
+        .with_context(|| format!("{}: `kept` must list layer indices", path.display()))?;
+    if kept.len() != n {
+        bail!(
+            "{}: `kept` lists {} layers but the model has {n}",
+            path.display(),
+            kept.len()
+        );
+    }
+    Ok(kept)
+}

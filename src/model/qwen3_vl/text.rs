@@ -1,0 +1,155 @@
+//! The Qwen3-VL text decoder: GQA attention with q/k RMSNorm and interleaved M-RoPE,
+//! SwiGLU MLP, pre-norm residual layers. Weight names mirror `model.language_model.*`.
+//! Every layer keeps its original index so that a pruned model still speaks in the
+//! original model's layer numbers.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::model::config::TextConfig;
+use crate::model::layers::{Linear, RmsNorm};
+use crate::model::ops::{self, Grad};
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: RmsNorm,
+    pub k_norm: RmsNorm,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+    act: candle_nn::Activation,
+}
+
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    /// Index of this layer in the original (unpruned) model.
+    pub original_index: usize,
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    pub fn new(cfg: &TextConfig, vb: VarBuilder, original_index: usize) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim;
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let a = vb.pp("self_attn");
+        let bias = cfg.attention_bias;
+        let self_attn = Attention {
+            q_proj: Linear::new(a.pp("q_proj"), h, nh * hd, bias)?,
+            k_proj: Linear::new(a.pp("k_proj"), h, nkv * hd, bias)?,
+            v_proj: Linear::new(a.pp("v_proj"), h, nkv * hd, bias)?,
+            o_proj: Linear::new(a.pp("o_proj"), nh * hd, h, bias)?,
+            q_norm: RmsNorm::new(a.pp("q_norm"), hd, cfg.rms_norm_eps)?,
+            k_norm: RmsNorm::new(a.pp("k_norm"), hd, cfg.rms_norm_eps)?,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        };
+        let m = vb.pp("mlp");
+        let mlp = Mlp {
+            gate_proj: Linear::new(m.pp("gate_proj"), h, cfg.intermediate_size, false)?,
+            up_proj: Linear::new(m.pp("up_proj"), h, cfg.intermediate_size, false)?,
+            down_proj: Linear::new(m.pp("down_proj"), cfg.intermediate_size, h, false)?,
+            act: cfg.hidden_act,
+        };
+        Ok(Self {
+            original_index,
+            self_attn,
+            mlp,
+            input_layernorm: RmsNorm::new(vb.pp("input_layernorm"), h, cfg.rms_norm_eps)?,
+            post_attention_layernorm: RmsNorm::new(
+                vb.pp("post_attention_layernorm"),
+                h,
+                cfg.rms_norm_eps,
+            )?,
+        })
+    }
+
+    /// `x`: (batch, seq, hidden); `mask`: additive (seq, seq) or None for no masking.
+    pub fn forward(&self, x: &Tensor, rope: &RopeTables, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
+        let h = self.input_layernorm.forward(x, grad)?;
+        let h = self.self_attn.forward(&h, rope, mask, grad)?;
+        let x = (x + h)?;
+        let h = self.post_attention_layernorm.forward(&x, grad)?;
+        let h = self.mlp.forward(&h)?;
+        Ok((x + h)?)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate_proj.forward(x)?.apply(&self.act)?;
+        let u = self.up_proj.forward(x)?;
+        Ok(self.down_proj.forward(&(g * u)?)?)
+    }
+}
+
+/// cos/sin of shape (seq, head_dim), shared by every layer of one forward pass.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, rope: &RopeTables, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let hd = self.head_dim;
+        let q = self.q_proj.forward(x)?.reshape((b, seq, self.num_heads, hd))?;
+        let k = self.k_proj.forward(x)?.reshape((b, seq, self.num_kv_heads, hd))?;
+        let v = self.v_proj.forward(x)?.reshape((b, seq, self.num_kv_heads, hd))?;
+        let q = self.q_norm.forward(&q, grad)?.transpose(1, 2)?;
+        let k = self.k_norm.forward(&k, grad)?.transpose(1, 2)?;
+        let v = v.transpose(1, 2)?;
+        let q = ops::apply_rope(&q, &rope.cos, &rope.sin, grad)?;
+        let k = ops::apply_rope(&k, &rope.cos, &rope.sin, grad)?;
+        // Grouped-query attention without copying K/V: fold the query heads that share a
+        // K/V head into the row dimension of one matmul.
+        let rep = self.num_heads / self.num_kv_heads;
+        let q = q
+            .contiguous()?
+            .reshape((b, self.num_kv_heads, rep * seq, hd))?;
+        let k = k.contiguous()?;
+        let v = v.contiguous()?;
+        let scale = (hd as f64).powf(-0.5);
+        let att = (q.matmul(&k.t()?)? * scale)?; // (b, kv, rep*seq, seq)
+        let att = match mask {
+            Some(m) => {
+                let att = att.reshape((b, self.num_kv_heads, rep, seq, seq))?;
+                att.broadcast_add(m)?
+                    .reshape((b, self.num_kv_heads, rep * seq, seq))?
+            }
+            None => att,
+        };
+        let att = ops::softmax_last_dim(&att, grad)?;
+        let out = att.matmul(&v)?; // (b, kv, rep*seq, hd)
+        let out = out
+            .reshape((b, self.num_heads, seq, hd))?
+            .transpose(1, 2)?
+            .reshape((b, seq, self.num_heads * hd))?;
+        Ok(self.o_proj.forward(&out)?)
+    }
+}
+
+/// Additive causal mask (seq, seq): 0 on and below the diagonal, -inf above.
+pub fn causal_mask(seq: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (seq, seq), device)?.to_dtype(dtype)?)
+}

@@ -1,0 +1,125 @@
+//! Safetensors checkpoints in Hugging Face layout: a single `model.safetensors` or shards
+//! listed by `model.safetensors.index.json`, memory-mapped, converted to the compute dtype
+//! as each tensor is read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+/// Name, dtype and shape of one stored tensor, read from the safetensors headers only.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub file: PathBuf,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The safetensors files of a checkpoint directory, in shard order.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("{}: cannot read", index.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", index.display()))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .with_context(|| format!("{}: missing weight_map", index.display()))?;
+        let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        if names.is_empty() {
+            bail!("{}: weight_map lists no files", index.display());
+        }
+        let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
+        for f in &files {
+            if !f.exists() {
+                bail!("{}: shard listed in {} is missing", f.display(), index.display());
+            }
+        }
+        return Ok(files);
+    }
+    bail!(
+        "{}: no model.safetensors or model.safetensors.index.json found",
+        dir.display()
+    )
+}
+
+/// Reads every file's header, failing with the file's name on truncation or corruption.
+pub fn read_tensor_infos(files: &[PathBuf]) -> Result<Vec<TensorInfo>> {
+    let mut out = Vec::new();
+    for file in files {
+        let f = std::fs::File::open(file)
+            .with_context(|| format!("{}: cannot open", file.display()))?;
+        // SAFETY: the file is opened read-only; like every mmap user we assume nobody
+        // truncates it while we read.
+        let mmap = unsafe { memmap2::Mmap::map(&f) }
+            .with_context(|| format!("{}: cannot memory-map", file.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: truncated or corrupt safetensors file ({e})",
+                file.display()
+            )
+        })?;
+        for (name, view) in st.tensors() {
+            out.push(TensorInfo {
+                name,
+                dtype: view.dtype(),
+                shape: view.shape().to_vec(),
+                file: file.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Memory-maps the checkpoint and returns a VarBuilder that converts to `dtype` on read.
+pub fn var_builder(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<(VarBuilder<'static>, Vec<TensorInfo>)> {
+    let files = weight_files(dir)?;
+    let infos = read_tensor_infos(&files)?;
+    for info in &infos {
+        match info.dtype {
+            safetensors::Dtype::F32 | safetensors::Dtype::BF16 | safetensors::Dtype::F16 => {}
+            other => bail!(
+                "{}: tensor {} has dtype {other:?}; only f32, bf16 and f16 weights are supported",
+                info.file.display(),
+                info.name
+            ),
+        }
+    }
+    // SAFETY: as above, the files are read-only memory maps.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+        .with_context(|| format!("{}: cannot load safetensors", dir.display()))?;
+    Ok((vb, infos))
+}
+
+/// The dtype most of the stored floating-point parameters use, for display.
+pub fn dominant_dtype(infos: &[TensorInfo]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for i in infos {
+        *counts.entry(format!("{:?}", i.dtype)).or_default() += i.numel();
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(d, _)| d.to_lowercase())
+        .unwrap_or_else(|| "none".into())
+}

@@ -1,0 +1,118 @@
+//! `interlace inspect`: what a checkpoint is, read from its config and tensor headers only.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::model::config::Qwen3VlConfig;
+use crate::model::weights;
+use crate::processor::image::ImageProcessorConfig;
+
+/// Parameter counts by part of the model.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ParamCounts {
+    pub vision: usize,
+    pub language: usize,
+    pub head: usize,
+    pub other: usize,
+}
+
+impl ParamCounts {
+    pub fn total(&self) -> usize {
+        self.vision + self.language + self.head + self.other
+    }
+}
+
+pub fn count_params(infos: &[weights::TensorInfo]) -> ParamCounts {
+    let mut c = ParamCounts::default();
+    for i in infos {
+        let n = i.numel();
+        if i.name.starts_with("model.visual.") {
+            c.vision += n;
+        } else if i.name.starts_with("model.language_model.") {
+            c.language += n;
+        } else if i.name.starts_with("lm_head.") {
+            c.head += n;
+        } else {
+            c.other += n;
+        }
+    }
+    c
+}
+
+fn human(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+/// A multi-line human-readable description of the checkpoint in `dir`.
+pub fn describe(dir: &Path) -> Result<String> {
+    let cfg = Qwen3VlConfig::from_dir(dir)?;
+    let files = weights::weight_files(dir)?;
+    let infos = weights::read_tensor_infos(&files)?;
+    let counts = count_params(&infos);
+    let t = &cfg.text;
+    let v = &cfg.vision;
+    let mut s = String::new();
+    let mut line = |k: &str, val: String| s.push_str(&format!("{k:<22} {val}\n"));
+    line("model", dir.display().to_string());
+    line("architecture", format!("{} (Qwen3-VL dense)", cfg.model_type));
+    line("decoder layers", t.num_hidden_layers.to_string());
+    line(
+        "text",
+        format!(
+            "hidden {}, heads {} (kv {}), head_dim {}, mlp {}, vocab {}",
+            t.hidden_size, t.num_attention_heads, t.num_key_value_heads, t.head_dim, t.intermediate_size, t.vocab_size
+        ),
+    );
+    line(
+        "rope",
+        format!("theta {}, mrope_section {:?} (interleaved)", t.rope_theta, t.mrope_section),
+    );
+    line(
+        "vision",
+        format!(
+            "depth {}, hidden {}, heads {}, mlp {}, patch {}x{} (temporal {}), merge {}",
+            v.depth, v.hidden_size, v.num_heads, v.intermediate_size, v.patch_size, v.patch_size, v.temporal_patch_size, v.spatial_merge_size
+        ),
+    );
+    line("deepstack", format!("vision blocks {:?} -> first {} decoder layers", v.deepstack_visual_indexes, v.deepstack_visual_indexes.len()));
+    line("parameters: vision", human(counts.vision));
+    line("parameters: language", human(counts.language));
+    line(
+        "parameters: head",
+        if cfg.tie_word_embeddings {
+            "tied to token embeddings".to_string()
+        } else {
+            human(counts.head)
+        },
+    );
+    if counts.other > 0 {
+        line("parameters: other", human(counts.other));
+    }
+    line("parameters: total", format!("{} ({})", human(counts.total()), counts.total()));
+    line("dtype", weights::dominant_dtype(&infos));
+    line(
+        "weights",
+        format!("{} file(s), {} tensors", files.len(), infos.len()),
+    );
+    match ImageProcessorConfig::from_dir(dir) {
+        Ok(p) => line(
+            "images",
+            format!(
+                "pixels {}..{} (resized to multiples of {}), mean {:?}, std {:?}",
+                p.min_pixels,
+                p.max_pixels,
+                p.patch_size * p.merge_size,
+                p.image_mean,
+                p.image_std
+            ),
+        ),
+        Err(e) => line("images", format!("no usable preprocessor_config.json ({e:#})")),
+    }
+    Ok(s)
+}

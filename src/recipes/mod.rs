@@ -1,0 +1,3 @@
+//! End-to-end flows behind the subcommands. Everything below them knows nothing of the CLI.
+
+pub mod inspect;

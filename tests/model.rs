@@ -1,0 +1,102 @@
+//! Forward-pass parity with transformers on the fixture checkpoints: same input ids and
+//! pixel values (taken from transformers' processor), every hidden state, vision tower
+//! outputs, M-RoPE positions and logits within 1e-4 relative in f32.
+
+mod common;
+
+use candle_core::{DType, Device};
+use common::*;
+use interlace::model::qwen3_vl::rope::get_rope_index;
+use interlace::model::qwen3_vl::ModelInputs;
+use interlace::model::{CollectHidden, Qwen3VlModel};
+
+const TOL: f32 = 1e-4;
+
+fn inputs_from_case(model: &Qwen3VlModel, case: &std::collections::HashMap<String, candle_core::Tensor>) -> ModelInputs {
+    let input_ids = to_u32(&case["input_ids"]);
+    let mm: Vec<u8> = match case.get("mm_token_type_ids") {
+        Some(t) => to_i64(t).into_iter().map(|x| x as u8).collect(),
+        None => input_ids
+            .iter()
+            .map(|&id| u8::from(id == model.config.image_token_id))
+            .collect(),
+    };
+    let grids: Vec<[usize; 3]> = match case.get("image_grid_thw") {
+        Some(t) => to_i64(t)
+            .chunks(3)
+            .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
+            .collect(),
+        None => Vec::new(),
+    };
+    ModelInputs {
+        input_ids,
+        mm_token_type_ids: mm,
+        pixel_values: case.get("pixel_values").cloned(),
+        image_grid_thw: grids,
+    }
+}
+
+#[test]
+fn hidden_states_and_logits_match_transformers() {
+    for &name in MODELS {
+        let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+        for &case_name in CASES {
+            let case = load_case(name, case_name);
+            let inputs = inputs_from_case(&model, &case);
+            let mut seen = CollectHidden::default();
+            let logits = model.forward(&inputs, Some(&mut seen)).unwrap();
+            let n_layers = model.config.text.num_hidden_layers;
+            assert_eq!(seen.0.len(), n_layers + 1, "{name}/{case_name}: number of hidden states");
+            for (i, h) in seen.0.iter().enumerate() {
+                let reference = &case[&format!("hidden_state.{i}")];
+                let err = rel_err(&h.squeeze(0).unwrap(), reference);
+                assert!(err < TOL, "{name}/{case_name}: hidden state {i} differs by {err:e} (relative)");
+            }
+            let err = rel_err(&logits, &case["logits"]);
+            eprintln!("{name}/{case_name}: logits relative error {err:e}, seq {}", inputs.input_ids.len());
+            assert!(err < TOL, "{name}/{case_name}: logits differ by {err:e} (relative)");
+        }
+    }
+}
+
+#[test]
+fn mrope_positions_match_get_rope_index() {
+    for &name in MODELS {
+        let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+        for &case_name in CASES {
+            let case = load_case(name, case_name);
+            let inputs = inputs_from_case(&model, &case);
+            let idx = get_rope_index(
+                &inputs.mm_token_type_ids,
+                &inputs.image_grid_thw,
+                model.config.vision.spatial_merge_size,
+            )
+            .unwrap();
+            let expected = to_i64(&case["position_ids"]);
+            let ours: Vec<i64> = idx.positions.iter().flatten().copied().collect();
+            assert_eq!(ours, expected, "{name}/{case_name}: position ids");
+            if let Some(d) = case.get("rope_deltas") {
+                assert_eq!(idx.delta, to_i64(d)[0], "{name}/{case_name}: rope delta");
+            }
+        }
+    }
+}
+
+#[test]
+fn vision_tower_matches_transformers() {
+    for &name in MODELS {
+        let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+        let case = load_case(name, "one_image");
+        let inputs = inputs_from_case(&model, &case);
+        let out = model
+            .image_features(inputs.pixel_values.as_ref().unwrap(), &inputs.image_grid_thw, Default::default())
+            .unwrap();
+        let err = rel_err(&out.image_embeds, &case["image_embeds"]);
+        assert!(err < TOL, "{name}: image embeds differ by {err:e}");
+        assert_eq!(out.deepstack.len(), model.config.vision.deepstack_visual_indexes.len());
+        for (j, d) in out.deepstack.iter().enumerate() {
+            let err = rel_err(d, &case[&format!("deepstack.{j}")]);
+            assert!(err < TOL, "{name}: deepstack {j} differs by {err:e}");
+        }
+    }
+}
