@@ -7,3 +7,20 @@
 pub mod model;
 pub mod processor;
 pub mod recipes;
+
+/// One line for a user: every context of the error chain, joined by ": ", keeping only the
+/// first line of each (candle's errors may append a backtrace on further lines).
+pub fn error_line(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|e| {
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
+}

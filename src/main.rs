@@ -25,12 +25,42 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
     },
+    /// Run one forward pass: how much each decoder layer changes the hidden state
+    /// (mean cosine between its input and output) and the most likely next tokens.
+    Forward {
+        /// Hugging Face model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// An image to put before the prompt (repeat for several, in order).
+        #[arg(long = "image", value_name = "PATH")]
+        images: Vec<PathBuf>,
+        /// The user's text.
+        #[arg(long)]
+        prompt: String,
+        /// How many next-token candidates to show.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect { model } => {
             print!("{}", interlace::recipes::inspect::describe(&model)?);
+        }
+        Command::Forward {
+            model,
+            images,
+            prompt,
+            top_k,
+        } => {
+            let args = interlace::recipes::forward::ForwardArgs {
+                model,
+                images,
+                prompt,
+                top_k,
+            };
+            print!("{}", interlace::recipes::forward::run(&args)?);
         }
     }
     Ok(())
@@ -41,9 +71,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the chain of contexts joined, starting with the file at fault.
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", interlace::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -12,7 +12,10 @@ use interlace::model::{CollectHidden, Qwen3VlModel};
 
 const TOL: f32 = 1e-4;
 
-fn inputs_from_case(model: &Qwen3VlModel, case: &std::collections::HashMap<String, candle_core::Tensor>) -> ModelInputs {
+fn inputs_from_case(
+    model: &Qwen3VlModel,
+    case: &std::collections::HashMap<String, candle_core::Tensor>,
+) -> ModelInputs {
     let input_ids = to_u32(&case["input_ids"]);
     let mm: Vec<u8> = match case.get("mm_token_type_ids") {
         Some(t) => to_i64(t).into_iter().map(|x| x as u8).collect(),
@@ -46,15 +49,28 @@ fn hidden_states_and_logits_match_transformers() {
             let mut seen = CollectHidden::default();
             let logits = model.forward(&inputs, Some(&mut seen)).unwrap();
             let n_layers = model.config.text.num_hidden_layers;
-            assert_eq!(seen.0.len(), n_layers + 1, "{name}/{case_name}: number of hidden states");
+            assert_eq!(
+                seen.0.len(),
+                n_layers + 1,
+                "{name}/{case_name}: number of hidden states"
+            );
             for (i, h) in seen.0.iter().enumerate() {
                 let reference = &case[&format!("hidden_state.{i}")];
                 let err = rel_err(&h.squeeze(0).unwrap(), reference);
-                assert!(err < TOL, "{name}/{case_name}: hidden state {i} differs by {err:e} (relative)");
+                assert!(
+                    err < TOL,
+                    "{name}/{case_name}: hidden state {i} differs by {err:e} (relative)"
+                );
             }
             let err = rel_err(&logits, &case["logits"]);
-            eprintln!("{name}/{case_name}: logits relative error {err:e}, seq {}", inputs.input_ids.len());
-            assert!(err < TOL, "{name}/{case_name}: logits differ by {err:e} (relative)");
+            eprintln!(
+                "{name}/{case_name}: logits relative error {err:e}, seq {}",
+                inputs.input_ids.len()
+            );
+            assert!(
+                err < TOL,
+                "{name}/{case_name}: logits differ by {err:e} (relative)"
+            );
         }
     }
 }
@@ -89,11 +105,18 @@ fn vision_tower_matches_transformers() {
         let case = load_case(name, "one_image");
         let inputs = inputs_from_case(&model, &case);
         let out = model
-            .image_features(inputs.pixel_values.as_ref().unwrap(), &inputs.image_grid_thw, Default::default())
+            .image_features(
+                inputs.pixel_values.as_ref().unwrap(),
+                &inputs.image_grid_thw,
+                Default::default(),
+            )
             .unwrap();
         let err = rel_err(&out.image_embeds, &case["image_embeds"]);
         assert!(err < TOL, "{name}: image embeds differ by {err:e}");
-        assert_eq!(out.deepstack.len(), model.config.vision.deepstack_visual_indexes.len());
+        assert_eq!(
+            out.deepstack.len(),
+            model.config.vision.deepstack_visual_indexes.len()
+        );
         for (j, d) in out.deepstack.iter().enumerate() {
             let err = rel_err(d, &case[&format!("deepstack.{j}")]);
             assert!(err < TOL, "{name}: deepstack {j} differs by {err:e}");

@@ -97,7 +97,12 @@ fn opt_bool(obj: &Value, key: &str, default: bool) -> Result<bool> {
     }
 }
 
-fn activation(obj: &Value, key: &str, section: &str, default: &str) -> Result<candle_nn::Activation> {
+fn activation(
+    obj: &Value,
+    key: &str,
+    section: &str,
+    default: &str,
+) -> Result<candle_nn::Activation> {
     let name = match get(obj, key) {
         None => default.to_string(),
         Some(v) => v
@@ -128,7 +133,10 @@ fn text_rope(text: &Value) -> Result<(f64, Vec<usize>)> {
     let theta = params
         .and_then(|p| get(p, "rope_theta"))
         .or_else(|| get(text, "rope_theta"))
-        .map(|v| v.as_f64().context("text_config.rope_theta must be a number"))
+        .map(|v| {
+            v.as_f64()
+                .context("text_config.rope_theta must be a number")
+        })
         .transpose()?
         .unwrap_or(500_000.0);
     if let Some(kind) = params.and_then(|p| get(p, "rope_type").or_else(|| get(p, "type"))) {
@@ -163,7 +171,10 @@ impl Qwen3VlConfig {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         if !path.exists() {
-            bail!("{}: not found (is this a Hugging Face model directory?)", path.display());
+            bail!(
+                "{}: not found (is this a Hugging Face model directory?)",
+                path.display()
+            );
         }
         Self::from_file(&path)
     }
@@ -254,15 +265,18 @@ impl Qwen3VlConfig {
         if t.num_attention_heads == 0 || t.num_key_value_heads == 0 {
             bail!("text_config: attention head counts must be positive");
         }
-        if t.num_attention_heads % t.num_key_value_heads != 0 {
+        if !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
             bail!(
                 "text_config: num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 t.num_attention_heads,
                 t.num_key_value_heads
             );
         }
-        if t.head_dim % 2 != 0 {
-            bail!("text_config: head_dim ({}) must be even for RoPE", t.head_dim);
+        if !t.head_dim.is_multiple_of(2) {
+            bail!(
+                "text_config: head_dim ({}) must be even for RoPE",
+                t.head_dim
+            );
         }
         let sections: usize = t.mrope_section.iter().sum();
         if t.mrope_section.len() != 3 || sections != t.head_dim / 2 {
@@ -273,14 +287,14 @@ impl Qwen3VlConfig {
             );
         }
         let v = &self.vision;
-        if v.num_heads == 0 || v.hidden_size % v.num_heads != 0 {
+        if v.num_heads == 0 || !v.hidden_size.is_multiple_of(v.num_heads) {
             bail!(
                 "vision_config: hidden_size ({}) is not a multiple of num_heads ({})",
                 v.hidden_size,
                 v.num_heads
             );
         }
-        if (v.hidden_size / v.num_heads) % 4 != 0 {
+        if !(v.hidden_size / v.num_heads).is_multiple_of(4) {
             bail!("vision_config: head dim must be a multiple of 4 for 2-D RoPE");
         }
         let side = (v.num_position_embeddings as f64).sqrt() as usize;

@@ -15,7 +15,11 @@ pub struct Linear {
 impl Linear {
     pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 

@@ -21,7 +21,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, grad: Grad) -> Result<Ten
     let dtype = x.dtype();
     let x = x.to_dtype(DType::F32)?;
     let y = match grad {
-        Grad::None => candle_nn::ops::rms_norm(&x.contiguous()?, &weight.to_dtype(DType::F32)?, eps as f32)?,
+        Grad::None => {
+            candle_nn::ops::rms_norm(&x.contiguous()?, &weight.to_dtype(DType::F32)?, eps as f32)?
+        }
         Grad::Track => {
             let var = x.sqr()?.mean_keepdim(D::Minus1)?;
             let normed = x.broadcast_div(&(var + eps)?.sqrt()?)?;
@@ -32,7 +34,13 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, grad: Grad) -> Result<Ten
 }
 
 /// LayerNorm over the last dimension with weight and bias.
-pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64, grad: Grad) -> Result<Tensor> {
+pub fn layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    grad: Grad,
+) -> Result<Tensor> {
     match grad {
         Grad::None => candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32),
         Grad::Track => {
@@ -98,13 +106,33 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     y.reshape(out)
 }
 
+/// Cosine similarity of matching rows of `a` and `b` (…, dim) -> (…), computed in f32.
+pub fn row_cosine(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let a = a.to_dtype(DType::F32)?;
+    let b = b.to_dtype(DType::F32)?;
+    let dot = (&a * &b)?.sum(D::Minus1)?;
+    let na = a.sqr()?.sum(D::Minus1)?.sqrt()?;
+    let nb = b.sqr()?.sum(D::Minus1)?.sqrt()?;
+    // torch's cosine_similarity clamps each norm at eps = 1e-8.
+    dot.div(&(na.clamp(1e-8f32, f32::MAX)? * nb.clamp(1e-8f32, f32::MAX)?)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -117,10 +145,39 @@ mod tests {
         let cos = Tensor::cat(&[&cos, &cos], 1)?;
         let sin = Tensor::randn(0f32, 1.0, (5, 4), &dev)?;
         let sin = Tensor::cat(&[&sin, &sin], 1)?;
-        assert!(max_diff(&rms_norm(&x, &w, 1e-6, Grad::None)?, &rms_norm(&x, &w, 1e-6, Grad::Track)?) < 1e-5);
-        assert!(max_diff(&layer_norm(&x, &w, &b, 1e-6, Grad::None)?, &layer_norm(&x, &w, &b, 1e-6, Grad::Track)?) < 1e-5);
-        assert!(max_diff(&softmax_last_dim(&x, Grad::None)?, &softmax_last_dim(&x, Grad::Track)?) < 1e-6);
-        assert!(max_diff(&apply_rope(&x, &cos, &sin, Grad::None)?, &apply_rope(&x, &cos, &sin, Grad::Track)?) < 1e-5);
+        assert!(
+            max_diff(
+                &rms_norm(&x, &w, 1e-6, Grad::None)?,
+                &rms_norm(&x, &w, 1e-6, Grad::Track)?
+            ) < 1e-5
+        );
+        assert!(
+            max_diff(
+                &layer_norm(&x, &w, &b, 1e-6, Grad::None)?,
+                &layer_norm(&x, &w, &b, 1e-6, Grad::Track)?
+            ) < 1e-5
+        );
+        assert!(
+            max_diff(
+                &softmax_last_dim(&x, Grad::None)?,
+                &softmax_last_dim(&x, Grad::Track)?
+            ) < 1e-6
+        );
+        assert!(
+            max_diff(
+                &apply_rope(&x, &cos, &sin, Grad::None)?,
+                &apply_rope(&x, &cos, &sin, Grad::Track)?
+            ) < 1e-5
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn row_cosine_matches_definition() -> Result<()> {
+        let a = Tensor::new(&[[1f32, 0.0], [3.0, 4.0]], &Device::Cpu)?;
+        let b = Tensor::new(&[[0f32, 2.0], [6.0, 8.0]], &Device::Cpu)?;
+        let c = row_cosine(&a, &b)?.to_vec1::<f32>()?;
+        assert!(c[0].abs() < 1e-7 && (c[1] - 1.0).abs() < 1e-6);
         Ok(())
     }
 
@@ -137,7 +194,9 @@ mod tests {
         let loss = (y * target)?.sum_all()?;
         let grads = loss.backward()?;
         for v in [&x, &w, &b] {
-            let g = grads.get(v.as_tensor()).expect("gradient reaches every input");
+            let g = grads
+                .get(v.as_tensor())
+                .expect("gradient reaches every input");
             assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
         }
         Ok(())

@@ -47,7 +47,11 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
         for f in &files {
             if !f.exists() {
-                bail!("{}: shard listed in {} is missing", f.display(), index.display());
+                bail!(
+                    "{}: shard listed in {} is missing",
+                    f.display(),
+                    index.display()
+                );
             }
         }
         return Ok(files);

@@ -60,27 +60,52 @@ pub fn describe(dir: &Path) -> Result<String> {
     let mut s = String::new();
     let mut line = |k: &str, val: String| s.push_str(&format!("{k:<22} {val}\n"));
     line("model", dir.display().to_string());
-    line("architecture", format!("{} (Qwen3-VL dense)", cfg.model_type));
+    line(
+        "architecture",
+        format!("{} (Qwen3-VL dense)", cfg.model_type),
+    );
     line("decoder layers", t.num_hidden_layers.to_string());
     line(
         "text",
         format!(
             "hidden {}, heads {} (kv {}), head_dim {}, mlp {}, vocab {}",
-            t.hidden_size, t.num_attention_heads, t.num_key_value_heads, t.head_dim, t.intermediate_size, t.vocab_size
+            t.hidden_size,
+            t.num_attention_heads,
+            t.num_key_value_heads,
+            t.head_dim,
+            t.intermediate_size,
+            t.vocab_size
         ),
     );
     line(
         "rope",
-        format!("theta {}, mrope_section {:?} (interleaved)", t.rope_theta, t.mrope_section),
+        format!(
+            "theta {}, mrope_section {:?} (interleaved)",
+            t.rope_theta, t.mrope_section
+        ),
     );
     line(
         "vision",
         format!(
             "depth {}, hidden {}, heads {}, mlp {}, patch {}x{} (temporal {}), merge {}",
-            v.depth, v.hidden_size, v.num_heads, v.intermediate_size, v.patch_size, v.patch_size, v.temporal_patch_size, v.spatial_merge_size
+            v.depth,
+            v.hidden_size,
+            v.num_heads,
+            v.intermediate_size,
+            v.patch_size,
+            v.patch_size,
+            v.temporal_patch_size,
+            v.spatial_merge_size
         ),
     );
-    line("deepstack", format!("vision blocks {:?} -> first {} decoder layers", v.deepstack_visual_indexes, v.deepstack_visual_indexes.len()));
+    line(
+        "deepstack",
+        format!(
+            "vision blocks {:?} -> first {} decoder layers",
+            v.deepstack_visual_indexes,
+            v.deepstack_visual_indexes.len()
+        ),
+    );
     line("parameters: vision", human(counts.vision));
     line("parameters: language", human(counts.language));
     line(
@@ -94,7 +119,10 @@ pub fn describe(dir: &Path) -> Result<String> {
     if counts.other > 0 {
         line("parameters: other", human(counts.other));
     }
-    line("parameters: total", format!("{} ({})", human(counts.total()), counts.total()));
+    line(
+        "parameters: total",
+        format!("{} ({})", human(counts.total()), counts.total()),
+    );
     line("dtype", weights::dominant_dtype(&infos));
     line(
         "weights",
@@ -112,7 +140,10 @@ pub fn describe(dir: &Path) -> Result<String> {
                 p.image_std
             ),
         ),
-        Err(e) => line("images", format!("no usable preprocessor_config.json ({e:#})")),
+        Err(e) => line(
+            "images",
+            format!("no usable preprocessor_config.json ({e:#})"),
+        ),
     }
     Ok(s)
 }

@@ -1,3 +1,4 @@
 //! End-to-end flows behind the subcommands. Everything below them knows nothing of the CLI.
 
+pub mod forward;
 pub mod inspect;

@@ -35,6 +35,26 @@ pub struct ModelInputs {
 }
 
 impl ModelInputs {
+    /// The processor's output as decoder input on `device`.
+    pub fn from_encoded(enc: &crate::processor::Encoded, device: &Device) -> Result<Self> {
+        let pixel_values = if enc.image_grid_thw.is_empty() {
+            None
+        } else {
+            let rows = enc.pixel_values.len() / enc.patch_dim.max(1);
+            Some(Tensor::from_slice(
+                &enc.pixel_values,
+                (rows, enc.patch_dim),
+                device,
+            )?)
+        };
+        Ok(Self {
+            input_ids: enc.input_ids.clone(),
+            mm_token_type_ids: enc.mm_token_type_ids.clone(),
+            pixel_values,
+            image_grid_thw: enc.image_grid_thw.clone(),
+        })
+    }
+
     /// Text-only input.
     pub fn text(input_ids: Vec<u32>) -> Self {
         let n = input_ids.len();
@@ -120,7 +140,12 @@ impl Qwen3VlModel {
         let (vb, tensors) = weights::var_builder(dir, dtype, device)?;
         let stored = stored_layer_indices(&tensors);
         let expected = config.text.num_hidden_layers;
-        if stored.len() != expected || stored.iter().next_back().is_some_and(|&m| m + 1 != expected) {
+        if stored.len() != expected
+            || stored
+                .iter()
+                .next_back()
+                .is_some_and(|&m| m + 1 != expected)
+        {
             bail!(
                 "{}: config.json says num_hidden_layers = {expected} but the weights hold {} decoder layers",
                 dir.display(),
@@ -154,7 +179,12 @@ impl Qwen3VlModel {
         let lm_head = if config.tie_word_embeddings {
             None
         } else if has_head {
-            Some(Linear::new(vb.pp("lm_head"), t.hidden_size, t.vocab_size, false)?)
+            Some(Linear::new(
+                vb.pp("lm_head"),
+                t.hidden_size,
+                t.vocab_size,
+                false,
+            )?)
         } else {
             bail!("lm_head.weight is missing and tie_word_embeddings is false");
         };
@@ -181,7 +211,12 @@ impl Qwen3VlModel {
     }
 
     /// Runs the vision tower on the inputs' images.
-    pub fn image_features(&self, pixel_values: &Tensor, grid_thw: &[[usize; 3]], grad: Grad) -> Result<VisionOutput> {
+    pub fn image_features(
+        &self,
+        pixel_values: &Tensor,
+        grid_thw: &[[usize; 3]],
+        grad: Grad,
+    ) -> Result<VisionOutput> {
         self.visual.forward(pixel_values, grid_thw, grad)
     }
 
@@ -231,8 +266,8 @@ impl Qwen3VlModel {
                     .iter()
                     .map(|&id| u8::from(id == self.config.image_token_id))
                     .collect();
-                let mask = Tensor::from_vec(mask, (seq, 1), &self.device)?
-                    .broadcast_as(embeds.shape())?;
+                let mask =
+                    Tensor::from_vec(mask, (seq, 1), &self.device)?.broadcast_as(embeds.shape())?;
                 embeds = mask.where_cond(&scatter(&out.image_embeds)?, &embeds)?;
                 for level in &out.deepstack {
                     deepstack.push(scatter(level)?.unsqueeze(0)?);
@@ -304,7 +339,7 @@ impl Qwen3VlModel {
             }
         }
         let h = self.norm.forward(&h, grad)?;
-        if let Some(obs) = observer.as_deref_mut() {
+        if let Some(obs) = observer {
             let last = self.layers.last().map(|l| l.original_index);
             obs.observe(n, last, &h)?;
         }
@@ -321,7 +356,11 @@ impl Qwen3VlModel {
     }
 
     /// Full forward pass: logits (seq, vocab).
-    pub fn forward(&self, inputs: &ModelInputs, observer: Option<&mut dyn LayerObserver>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        inputs: &ModelInputs,
+        observer: Option<&mut dyn LayerObserver>,
+    ) -> Result<Tensor> {
         let emb = self.embed(inputs, Grad::None)?;
         let h = self
             .run_decoder(&emb, observer, Grad::None)?
@@ -337,9 +376,10 @@ fn read_original_indices(dir: &Path, n: usize) -> Result<Vec<usize>> {
     if !path.exists() {
         return Ok((0..n).collect());
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
     let kept: Vec<usize> = json
         .get("kept")
         .and_then(|k| k.as_array())

@@ -82,7 +82,12 @@ pub fn get_rope_index(
     if grids.next().is_some() {
         bail!("image_grid_thw lists more images than the input has image token runs");
     }
-    let max = pos.iter().flat_map(|r| r.iter()).copied().max().unwrap_or(-1);
+    let max = pos
+        .iter()
+        .flat_map(|r| r.iter())
+        .copied()
+        .max()
+        .unwrap_or(-1);
     Ok(RopeIndex {
         positions: pos,
         delta: max + 1 - n as i64,
@@ -126,10 +131,10 @@ pub fn text_cos_sin(
         .collect();
     let mut cos = Vec::with_capacity(seq * head_dim);
     let mut sin = Vec::with_capacity(seq * head_dim);
-    for s in 0..seq {
-        let row: Vec<f32> = (0..half)
-            .map(|j| positions[axis[j]][s] as f32 * inv[j])
-            .collect();
+    let rows = positions[0].iter().zip(&positions[1]).zip(&positions[2]);
+    for ((&t, &h), &w) in rows {
+        let thw = [t, h, w];
+        let row: Vec<f32> = (0..half).map(|j| thw[axis[j]] as f32 * inv[j]).collect();
         for _ in 0..2 {
             cos.extend(row.iter().map(|f| f.cos()));
             sin.extend(row.iter().map(|f| f.sin()));

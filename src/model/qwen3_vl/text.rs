@@ -81,7 +81,13 @@ impl DecoderLayer {
     }
 
     /// `x`: (batch, seq, hidden); `mask`: additive (seq, seq) or None for no masking.
-    pub fn forward(&self, x: &Tensor, rope: &RopeTables, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        grad: Grad,
+    ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x, grad)?;
         let h = self.self_attn.forward(&h, rope, mask, grad)?;
         let x = (x + h)?;
@@ -107,12 +113,27 @@ pub struct RopeTables {
 }
 
 impl Attention {
-    fn forward(&self, x: &Tensor, rope: &RopeTables, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        grad: Grad,
+    ) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let hd = self.head_dim;
-        let q = self.q_proj.forward(x)?.reshape((b, seq, self.num_heads, hd))?;
-        let k = self.k_proj.forward(x)?.reshape((b, seq, self.num_kv_heads, hd))?;
-        let v = self.v_proj.forward(x)?.reshape((b, seq, self.num_kv_heads, hd))?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((b, seq, self.num_heads, hd))?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((b, seq, self.num_kv_heads, hd))?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((b, seq, self.num_kv_heads, hd))?;
         let q = self.q_norm.forward(&q, grad)?.transpose(1, 2)?;
         let k = self.k_norm.forward(&k, grad)?.transpose(1, 2)?;
         let v = v.transpose(1, 2)?;

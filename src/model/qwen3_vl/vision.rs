@@ -33,9 +33,17 @@ struct PatchMerger {
 }
 
 impl PatchMerger {
-    fn new(vb: VarBuilder, cfg: &VisionConfig, postshuffle_norm: bool) -> candle_core::Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        cfg: &VisionConfig,
+        postshuffle_norm: bool,
+    ) -> candle_core::Result<Self> {
         let merged_dim = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
-        let norm_dim = if postshuffle_norm { merged_dim } else { cfg.hidden_size };
+        let norm_dim = if postshuffle_norm {
+            merged_dim
+        } else {
+            cfg.hidden_size
+        };
         Ok(Self {
             norm: LayerNorm::new(vb.pp("norm"), norm_dim, 1e-6)?,
             fc1: Linear::new(vb.pp("linear_fc1"), merged_dim, merged_dim, true)?,
@@ -47,7 +55,8 @@ impl PatchMerger {
 
     fn forward(&self, x: &Tensor, grad: Grad) -> candle_core::Result<Tensor> {
         let x = if self.postshuffle_norm {
-            self.norm.forward(&x.reshape(((), self.merged_dim))?, grad)?
+            self.norm
+                .forward(&x.reshape(((), self.merged_dim))?, grad)?
         } else {
             self.norm.forward(x, grad)?.reshape(((), self.merged_dim))?
         };
@@ -84,14 +93,22 @@ impl VisionModel {
         let conv = vb
             .pp("patch_embed.proj")
             .get(
-                (h, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size),
+                (
+                    h,
+                    cfg.in_channels,
+                    cfg.temporal_patch_size,
+                    cfg.patch_size,
+                    cfg.patch_size,
+                ),
                 "weight",
             )
             .context("vision patch embedding")?;
         // A Conv3d whose stride equals its kernel over one patch is a matmul.
         let patch_w = conv.reshape((h, patch_dim))?;
         let patch_b = vb.pp("patch_embed.proj").get(h, "bias")?;
-        let pos_embed = vb.pp("pos_embed").get((cfg.num_position_embeddings, h), "weight")?;
+        let pos_embed = vb
+            .pp("pos_embed")
+            .get((cfg.num_position_embeddings, h), "weight")?;
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
             let b = vb.pp(format!("blocks.{i}"));
@@ -127,13 +144,16 @@ impl VisionModel {
     /// Resampled learned position embeddings for every patch, (patches, hidden).
     fn position_embeddings(&self, grid_thw: &[[usize; 3]], device: &Device) -> Result<Tensor> {
         let side = (self.cfg.num_position_embeddings as f64).sqrt() as usize;
-        let (idx, wts) = rope::vision_pos_interpolation(grid_thw, self.cfg.spatial_merge_size, side);
+        let (idx, wts) =
+            rope::vision_pos_interpolation(grid_thw, self.cfg.spatial_merge_size, side);
         let n = idx.len();
         let mut acc: Option<Tensor> = None;
         for tap in 0..4 {
             let ids: Vec<u32> = idx.iter().map(|i| i[tap]).collect();
             let w: Vec<f32> = wts.iter().map(|w| w[tap]).collect();
-            let rows = self.pos_embed.index_select(&Tensor::from_vec(ids, n, device)?, 0)?;
+            let rows = self
+                .pos_embed
+                .index_select(&Tensor::from_vec(ids, n, device)?, 0)?;
             let term = rows.broadcast_mul(&Tensor::from_vec(w, (n, 1), device)?)?;
             acc = Some(match acc {
                 None => term,
@@ -144,7 +164,12 @@ impl VisionModel {
     }
 
     /// Runs the tower on `pixel_values` (patches, C*T*P*P) for images with `grid_thw`.
-    pub fn forward(&self, pixel_values: &Tensor, grid_thw: &[[usize; 3]], grad: Grad) -> Result<VisionOutput> {
+    pub fn forward(
+        &self,
+        pixel_values: &Tensor,
+        grid_thw: &[[usize; 3]],
+        grad: Grad,
+    ) -> Result<VisionOutput> {
         let device = pixel_values.device();
         let n: usize = grid_thw.iter().map(|g| g[0] * g[1] * g[2]).sum();
         let (rows, _) = pixel_values.dims2()?;
@@ -175,7 +200,12 @@ impl VisionModel {
         let mut deepstack = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             x = self.block_forward(block, &x, &cos, &sin, &segments, grad)?;
-            if let Some(j) = self.cfg.deepstack_visual_indexes.iter().position(|&d| d == i) {
+            if let Some(j) = self
+                .cfg
+                .deepstack_visual_indexes
+                .iter()
+                .position(|&d| d == i)
+            {
                 deepstack.push(self.deepstack_mergers[j].forward(&x, grad)?);
             }
         }
@@ -202,7 +232,10 @@ impl VisionModel {
         // (n, 3, heads, hd) -> three (1, heads, n, hd)
         let qkv = b.qkv.forward(&h)?.reshape((n, 3, heads, hd))?;
         let split = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.unsqueeze(0)
+            qkv.narrow(1, i, 1)?
+                .squeeze(1)?
+                .transpose(0, 1)?
+                .unsqueeze(0)
         };
         let q = ops::apply_rope(&split(0)?, cos, sin, grad)?;
         let k = ops::apply_rope(&split(1)?, cos, sin, grad)?;

@@ -1,0 +1,110 @@
+//! `interlace forward`: one forward pass over a prompt (and images) showing how much each
+//! decoder layer changes the hidden state (mean cosine between consecutive hidden states,
+//! the pack-1 score of the similarity analysis) and the most likely next tokens.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+
+use crate::model::ops::row_cosine;
+use crate::model::{Flow, LayerObserver, ModelInputs, Qwen3VlModel};
+use crate::processor::{load_image, Content, Message, Processor};
+
+pub struct ForwardArgs {
+    pub model: PathBuf,
+    pub images: Vec<PathBuf>,
+    pub prompt: String,
+    pub top_k: usize,
+}
+
+/// Mean over token positions of cos(h_i, h_{i+1}) for consecutive hidden states.
+#[derive(Default)]
+struct ConsecutiveCosine {
+    prev: Option<Tensor>,
+    /// (original layer index, mean cosine between its input and output)
+    scores: Vec<(Option<usize>, f32)>,
+}
+
+impl LayerObserver for ConsecutiveCosine {
+    fn observe(&mut self, _index: usize, layer: Option<usize>, hidden: &Tensor) -> Result<Flow> {
+        if let Some(prev) = &self.prev {
+            let c = row_cosine(prev, hidden)?.mean_all()?.to_scalar::<f32>()?;
+            self.scores.push((layer, c));
+        }
+        self.prev = Some(hidden.clone());
+        Ok(Flow::Continue)
+    }
+}
+
+/// A user message holding the images first, then the text (SPEC.md's calibration layout).
+pub fn user_message(num_images: usize, text: &str) -> Message {
+    let mut content = vec![Content::Image; num_images];
+    content.push(Content::Text(text.to_string()));
+    Message::new("user", content)
+}
+
+pub fn run(args: &ForwardArgs) -> Result<String> {
+    let device = Device::Cpu;
+    let processor = Processor::from_dir(&args.model)?;
+    let images = args
+        .images
+        .iter()
+        .map(load_image)
+        .collect::<Result<Vec<_>>>()?;
+    let messages = [user_message(images.len(), &args.prompt)];
+    let enc = processor.encode(&messages, &images, true)?;
+    let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
+    let inputs = ModelInputs::from_encoded(&enc, &device)?;
+    let mut obs = ConsecutiveCosine::default();
+    let logits = model.forward(&inputs, Some(&mut obs))?;
+
+    let mut out = String::new();
+    let n_image_tokens = enc.mm_token_type_ids.iter().filter(|&&t| t == 1).count();
+    out.push_str(&format!(
+        "{} tokens ({} image tokens from {} image(s){})\n",
+        enc.input_ids.len(),
+        n_image_tokens,
+        images.len(),
+        describe_grids(&enc.image_grid_thw, &args.images)
+    ));
+    out.push_str("layer  cos(in, out)  (1.0 = the layer changes nothing)\n");
+    let n = obs.scores.len();
+    for (i, (layer, c)) in obs.scores.iter().enumerate() {
+        let label = match layer {
+            Some(l) if i + 1 < n => format!("{l:>5}"),
+            Some(l) => format!("{l:>5}*"),
+            None => "    ?".into(),
+        };
+        out.push_str(&format!("{label}  {c:.4}\n"));
+    }
+    out.push_str("(* the last layer's output is compared after the final norm)\n");
+
+    let last = logits.get(logits.dim(0)? - 1)?;
+    let probs = candle_nn::ops::softmax_last_dim(&last.unsqueeze(0)?)?.squeeze(0)?;
+    let mut ranked: Vec<(usize, f32)> = probs.to_vec1::<f32>()?.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out.push_str("next token:");
+    for (id, p) in ranked.into_iter().take(args.top_k) {
+        let text = processor
+            .decode(&[id as u32])
+            .unwrap_or_else(|_| format!("<{id}>"));
+        out.push_str(&format!(" {text:?} {p:.3}"));
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+fn describe_grids(grids: &[[usize; 3]], paths: &[PathBuf]) -> String {
+    grids
+        .iter()
+        .zip(paths)
+        .map(|(g, p)| format!("; {}: {}x{} patches", file_name(p), g[1], g[2]))
+        .collect()
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}

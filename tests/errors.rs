@@ -1,0 +1,167 @@
+//! Bad input gives one clear line naming the file and the problem, and a non-zero exit;
+//! never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::model_dir;
+
+/// Runs the CLI; returns (success, stderr).
+fn interlace(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args(args)
+        .output()
+        .expect("run interlace");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A copy of the tiny-a fixture in a fresh temporary directory.
+fn copy_of_tiny_a() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir("tiny-a")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    tmp
+}
+
+fn assert_one_line_error(stderr: &str, needles: &[&str]) {
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "expected {n:?} in: {stderr}");
+    }
+}
+
+fn inspect(dir: &Path) -> (bool, String) {
+    interlace(&["inspect", "--model", dir.to_str().unwrap()])
+}
+
+#[test]
+fn inspect_describes_a_good_checkpoint() {
+    let dir = model_dir("tiny-b");
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args(["inspect", "--model", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Expected values straight from the fixture's own files: tiny-b is sharded and untied.
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    let shards: std::collections::BTreeSet<&str> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let layers = cfg["text_config"]["num_hidden_layers"].as_u64().unwrap();
+    assert!(
+        text.contains(&format!("decoder layers         {layers}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{} file(s)", shards.len())),
+        "{text}"
+    );
+    assert!(shards.len() > 1, "tiny-b must be sharded");
+    assert!(!text.contains("tied to token embeddings"), "{text}");
+}
+
+#[test]
+fn missing_model_directory() {
+    let (ok, err) = inspect(Path::new("/nonexistent/model"));
+    assert!(!ok);
+    assert_one_line_error(&err, &["/nonexistent/model/config.json", "not found"]);
+}
+
+#[test]
+fn missing_weights() {
+    let tmp = copy_of_tiny_a();
+    std::fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
+    let (ok, err) = inspect(tmp.path());
+    assert!(!ok);
+    assert_one_line_error(&err, &["no model.safetensors"]);
+}
+
+#[test]
+fn truncated_safetensors() {
+    let tmp = copy_of_tiny_a();
+    let path = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, err) = inspect(tmp.path());
+    assert!(!ok);
+    assert_one_line_error(&err, &["model.safetensors", "truncated or corrupt"]);
+}
+
+#[test]
+fn unsupported_model_type() {
+    let tmp = copy_of_tiny_a();
+    let path = tmp.path().join("config.json");
+    let cfg = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"qwen3_vl\"", "\"llava\"");
+    std::fs::write(&path, cfg).unwrap();
+    let (ok, err) = inspect(tmp.path());
+    assert!(!ok);
+    assert_one_line_error(
+        &err,
+        &["config.json", "model_type \"llava\" is not supported"],
+    );
+}
+
+#[test]
+fn invalid_json_config() {
+    let tmp = copy_of_tiny_a();
+    std::fs::write(tmp.path().join("config.json"), "{ not json").unwrap();
+    let (ok, err) = inspect(tmp.path());
+    assert!(!ok);
+    assert_one_line_error(&err, &["config.json", "not valid JSON"]);
+}
+
+/// Loading (not just inspecting) must catch config/weights disagreements.
+fn load(dir: &Path) -> anyhow::Result<interlace::model::Qwen3VlModel> {
+    interlace::model::Qwen3VlModel::load(dir, candle_core::DType::F32, &candle_core::Device::Cpu)
+}
+
+#[test]
+fn config_and_weights_shape_mismatch() {
+    let tmp = copy_of_tiny_a();
+    let path = tmp.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let inter = cfg["text_config"]["intermediate_size"].as_u64().unwrap();
+    cfg["text_config"]["intermediate_size"] = (inter + 16).into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let err = interlace::error_line(&load(tmp.path()).err().expect("must fail"));
+    assert!(err.contains("weights do not match config.json"), "{err}");
+    assert!(err.contains("shape mismatch"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}
+
+#[test]
+fn config_layer_count_mismatch() {
+    let tmp = copy_of_tiny_a();
+    let path = tmp.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["text_config"]["num_hidden_layers"] = 3.into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let err = interlace::error_line(&load(tmp.path()).err().expect("must fail"));
+    assert!(
+        err.contains("num_hidden_layers = 3 but the weights hold 4"),
+        "{err}"
+    );
+}

@@ -1,0 +1,428 @@
+//! The processor against transformers' outputs (tests/fixtures, made by tools/make_fixtures.py):
+//! image preprocessing vs the slow (PIL) image processor, rendered prompts, token ids and
+//! mm_token_type_ids vs `Qwen3VLProcessor`, plus error messages for broken inputs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use interlace::processor::image::{convert_to_rgb, decode_image_file, ImageProcessor};
+use interlace::processor::{load_image, DynamicImage, Message, Processor};
+
+const MODELS: &[&str] = &["tiny-a", "tiny-b"];
+const CASES: &[&str] = &["text", "one_image", "two_images", "two_images_multiturn"];
+const IMAGES: &[&str] = &[
+    "tiny_13x9.png",
+    "wide_150x12.png",
+    "tall_11x170.png",
+    "odd_97x61.png",
+    "rgba_45x38.png",
+    "gray_70x45.png",
+    "photo_83x57.jpg",
+];
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn model_dir(model: &str) -> PathBuf {
+    fixtures().join("models").join(model)
+}
+
+fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn i64s(t: &Tensor) -> Vec<i64> {
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// What the fixtures pass to the processor: `PIL.Image.open(path)`, mode kept.
+fn open_like_pil(rel: &str) -> DynamicImage {
+    decode_image_file(&fixtures().join(rel)).unwrap()
+}
+
+fn grid_of(t: &Tensor) -> Vec<[usize; 3]> {
+    i64s(t)
+        .chunks(3)
+        .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
+        .collect()
+}
+
+#[test]
+fn decoded_images_match_pil() {
+    // `rgb_u8` is PIL's decode + transformers' convert_to_rgb (RGBA composited onto white).
+    for image in IMAGES {
+        let stem = image.rsplit_once('.').unwrap().0;
+        let t = load_tensors(&fixtures().join(format!("processor/tiny-a__{stem}.safetensors")));
+        let expected = t["rgb_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let ours = convert_to_rgb(&open_like_pil(&format!("images/{image}")));
+        let ours = ours.as_raw();
+        assert_eq!(ours.len(), expected.len(), "{image}: size");
+        let max = ours
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert_eq!(
+            max, 0,
+            "{image}: decoded pixels differ from PIL by up to {max}"
+        );
+    }
+}
+
+#[test]
+fn pixel_values_match_slow_processor() {
+    for model in MODELS {
+        let proc = ImageProcessor::from_dir(model_dir(model)).unwrap();
+        for image in IMAGES {
+            let stem = image.rsplit_once('.').unwrap().0;
+            let t =
+                load_tensors(&fixtures().join(format!("processor/{model}__{stem}.safetensors")));
+            let out = proc
+                .preprocess(&open_like_pil(&format!("images/{image}")))
+                .unwrap();
+            assert_eq!(
+                vec![out.grid_thw],
+                grid_of(&t["image_grid_thw"]),
+                "{model}/{image}"
+            );
+            assert_eq!(
+                out.patch_dim,
+                t["pixel_values"].dims()[1],
+                "{model}/{image}"
+            );
+            let d = max_abs_diff(&out.pixel_values, &f32s(&t["pixel_values"]));
+            assert!(d <= 1e-5, "{model}/{image}: max |ours - slow| = {d}");
+        }
+    }
+}
+
+#[test]
+fn pixel_values_from_pil_decoded_rgb_match_slow_processor() {
+    // Resizing + normalisation alone, starting from PIL's own decoded pixels.
+    for model in MODELS {
+        let proc = ImageProcessor::from_dir(model_dir(model)).unwrap();
+        for image in IMAGES {
+            let stem = image.rsplit_once('.').unwrap().0;
+            let t =
+                load_tensors(&fixtures().join(format!("processor/{model}__{stem}.safetensors")));
+            let rgb = &t["rgb_u8"];
+            let (h, w) = (rgb.dims()[0] as u32, rgb.dims()[1] as u32);
+            let raw = rgb.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+            let img = DynamicImage::ImageRgb8(::image::RgbImage::from_raw(w, h, raw).unwrap());
+            let out = proc.preprocess(&img).unwrap();
+            let d = max_abs_diff(&out.pixel_values, &f32s(&t["pixel_values"]));
+            assert!(d <= 1e-5, "{model}/{image}: max |ours - slow| = {d}");
+        }
+    }
+}
+
+#[test]
+fn pixel_values_vs_fast_processor() {
+    // The torchvision ("fast") processor resamples differently; report and bound the gap.
+    let mut worst = 0f32;
+    for model in MODELS {
+        let proc = ImageProcessor::from_dir(model_dir(model)).unwrap();
+        for image in IMAGES {
+            let stem = image.rsplit_once('.').unwrap().0;
+            let t =
+                load_tensors(&fixtures().join(format!("processor/{model}__{stem}.safetensors")));
+            let Some(fast) = t.get("pixel_values_fast") else {
+                continue;
+            };
+            let out = proc
+                .preprocess(&open_like_pil(&format!("images/{image}")))
+                .unwrap();
+            let d = max_abs_diff(&out.pixel_values, &f32s(fast));
+            let mean = out
+                .pixel_values
+                .iter()
+                .zip(f32s(fast))
+                .map(|(a, b)| (a - b).abs() as f64)
+                .sum::<f64>()
+                / out.pixel_values.len() as f64;
+            println!("{model}/{image}: max |ours - fast| = {d:.6}, mean {mean:.2e}");
+            worst = worst.max(d);
+        }
+    }
+    // Fast differs from slow by a few 8-bit levels (2/255 in [-1, 1] units is 0.0157).
+    assert!(
+        worst <= 4.0 * 2.0 / 255.0 + 1e-5,
+        "max |ours - fast| = {worst}"
+    );
+}
+
+fn case_json(model: &str, case: &str) -> serde_json::Value {
+    let path = fixtures().join(format!("cases/{model}/{case}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn cases_match_transformers_processor() {
+    for model in MODELS {
+        let processor = Processor::from_dir(model_dir(model)).unwrap();
+        for case in CASES {
+            let json = case_json(model, case);
+            let t = load_tensors(&fixtures().join(format!("cases/{model}/{case}.safetensors")));
+            let messages: Vec<Message> = json["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| Message::from_json(m).unwrap())
+                .collect();
+            let images: Vec<DynamicImage> = json["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| open_like_pil(p.as_str().unwrap()))
+                .collect();
+            let add_gen = json["add_generation_prompt"].as_bool().unwrap();
+            let enc = processor.encode(&messages, &images, add_gen).unwrap();
+            let label = format!("{model}/{case}");
+
+            assert_eq!(
+                enc.prompt,
+                json["prompt"].as_str().unwrap(),
+                "{label}: prompt"
+            );
+            // The same prompt from the HF-format JSON messages directly.
+            let direct = processor
+                .chat_template
+                .render_json(
+                    &json["messages"],
+                    add_gen,
+                    &processor.tokenizer.special_tokens_map,
+                    &Default::default(),
+                )
+                .unwrap();
+            assert_eq!(direct, enc.prompt, "{label}: prompt from JSON messages");
+
+            let ids: Vec<i64> = enc.input_ids.iter().map(|&x| x as i64).collect();
+            assert_eq!(ids, i64s(&t["input_ids"]), "{label}: input_ids");
+            let mm: Vec<i64> = enc.mm_token_type_ids.iter().map(|&x| x as i64).collect();
+            assert_eq!(
+                mm,
+                i64s(&t["mm_token_type_ids"]),
+                "{label}: mm_token_type_ids"
+            );
+
+            match t.get("pixel_values") {
+                Some(pv) => {
+                    assert_eq!(
+                        enc.image_grid_thw,
+                        grid_of(&t["image_grid_thw"]),
+                        "{label}: grid"
+                    );
+                    assert_eq!(enc.patch_dim, pv.dims()[1], "{label}: patch_dim");
+                    let d = max_abs_diff(&enc.pixel_values, &f32s(pv));
+                    assert!(d <= 1e-5, "{label}: max |pixel_values diff| = {d}");
+                }
+                None => {
+                    assert!(
+                        enc.pixel_values.is_empty() && enc.image_grid_thw.is_empty(),
+                        "{label}"
+                    );
+                }
+            }
+            // Decoding the ids gives back the expanded prompt.
+            let text = processor.decode(&enc.input_ids).unwrap();
+            assert_eq!(
+                text.replace("<|image_pad|>", ""),
+                enc.prompt.replace("<|image_pad|>", ""),
+                "{label}: decode"
+            );
+        }
+    }
+}
+
+#[test]
+fn tokenizer_matches_transformers() {
+    let path = fixtures().join("tokenizer/encodings.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for model in MODELS {
+        let processor = Processor::from_dir(model_dir(model)).unwrap();
+        for case in json["cases"].as_array().unwrap() {
+            let s = case["text"].as_str().unwrap();
+            let expected: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let ids = processor.tokenizer.encode(s, true).unwrap();
+            assert_eq!(ids, expected, "{model}: {s:?}");
+            assert_eq!(
+                processor.encode_text(s).unwrap(),
+                expected,
+                "{model}: {s:?}"
+            );
+            assert_eq!(
+                processor.decode(&ids).unwrap(),
+                case["decoded"].as_str().unwrap(),
+                "{model}: decode {s:?}"
+            );
+            assert_eq!(
+                processor.tokenizer.decode(&ids, true).unwrap(),
+                case["decoded_skip_special"].as_str().unwrap(),
+                "{model}: decode(skip_special) {s:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn special_tokens_and_back_to_back_placeholders() {
+    let processor = Processor::from_dir(model_dir("tiny-a")).unwrap();
+    let ids = processor.special_token_ids();
+    assert_eq!(ids.image_pad, Some(412));
+    assert_eq!(ids.video_pad, Some(413));
+    assert_eq!(ids.vision_start, Some(409));
+    assert_eq!(ids.vision_end, Some(410));
+    assert_eq!(ids.im_start, Some(401));
+    assert_eq!(ids.im_end, Some(402));
+    assert_eq!(ids.endoftext, Some(400));
+    let toks = processor
+        .encode_text("<|vision_start|><|image_pad|><|image_pad|><|image_pad|><|vision_end|>a")
+        .unwrap();
+    assert_eq!(&toks[..5], &[409, 412, 412, 412, 410]);
+    assert_eq!(toks.len(), 6);
+}
+
+#[test]
+fn placeholder_count_must_match_images() {
+    let processor = Processor::from_dir(model_dir("tiny-a")).unwrap();
+    let img = open_like_pil("images/tiny_13x9.png");
+    let msgs = vec![Message::text("user", "no image here")];
+    let err = processor.encode(&msgs, &[img], true).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("0 image placeholder") && msg.contains("1 image"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn pixel_bounds_override() {
+    let processor = Processor::from_dir(model_dir("tiny-a"))
+        .unwrap()
+        .with_pixel_bounds(Some(784), Some(50176))
+        .unwrap();
+    let cfg = &processor.image_processor.config;
+    assert_eq!((cfg.min_pixels, cfg.max_pixels), (784, 50176));
+    let out = processor
+        .image_processor
+        .preprocess(&open_like_pil("images/odd_97x61.png"))
+        .unwrap();
+    // smart_resize(61, 97, 32, 784, 50176) = (64, 96).
+    assert_eq!(out.grid_thw, [1, 4, 6]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors name the file and the problem in one line.
+
+fn copy_model(model: &str, skip: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir(model)).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == skip || name.to_string_lossy().ends_with(".safetensors") {
+            continue;
+        }
+        std::fs::copy(entry.path(), dir.path().join(&name)).unwrap();
+    }
+    dir
+}
+
+fn one_line(err: &anyhow::Error) -> String {
+    let msg = format!("{err:#}");
+    assert!(!msg.contains('\n'), "error spans several lines: {msg}");
+    msg
+}
+
+#[test]
+fn missing_preprocessor_config_names_the_file() {
+    let dir = copy_model("tiny-a", "preprocessor_config.json");
+    let err = Processor::from_dir(dir.path()).unwrap_err();
+    let msg = one_line(&err);
+    assert!(msg.contains("preprocessor_config.json"), "{msg}");
+}
+
+#[test]
+fn bad_preprocessor_config_names_the_file_and_field() {
+    let dir = copy_model("tiny-a", "");
+    std::fs::write(
+        dir.path().join("preprocessor_config.json"),
+        r#"{"patch_size": "sixteen"}"#,
+    )
+    .unwrap();
+    let err = ImageProcessor::from_dir(dir.path()).unwrap_err();
+    let msg = one_line(&err);
+    assert!(
+        msg.contains("preprocessor_config.json") && msg.contains("patch_size"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_tokenizer_names_the_file() {
+    let dir = copy_model("tiny-b", "tokenizer.json");
+    let err = Processor::from_dir(dir.path()).unwrap_err();
+    let msg = one_line(&err);
+    assert!(msg.contains("tokenizer.json"), "{msg}");
+}
+
+#[test]
+fn missing_chat_template_names_the_directory() {
+    let dir = copy_model("tiny-b", "chat_template.json");
+    let err = Processor::from_dir(dir.path()).unwrap_err();
+    let msg = one_line(&err);
+    assert!(msg.contains("chat template"), "{msg}");
+}
+
+#[test]
+fn unreadable_image_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.png");
+    std::fs::write(&path, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
+    let msg = one_line(&load_image(&path).unwrap_err());
+    assert!(msg.contains("broken.png"), "{msg}");
+    let missing = dir.path().join("missing.jpg");
+    let msg = one_line(&load_image(&missing).unwrap_err());
+    assert!(msg.contains("missing.jpg"), "{msg}");
+}
+
+#[test]
+fn extreme_aspect_ratio_is_an_error() {
+    let proc = ImageProcessor::from_dir(model_dir("tiny-a")).unwrap();
+    let img = DynamicImage::ImageRgb8(::image::RgbImage::new(402, 2));
+    let msg = one_line(&proc.preprocess(&img).unwrap_err());
+    assert!(msg.contains("aspect ratio"), "{msg}");
+}
+
+#[test]
+fn processor_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Processor>();
+}
