@@ -123,3 +123,25 @@ fn vision_tower_matches_transformers() {
         }
     }
 }
+
+/// The whole path a user takes: messages and image files through our processor, then our
+/// model, against transformers' logits for the same conversation.
+#[test]
+fn conversation_to_logits_end_to_end() {
+    for &name in MODELS {
+        let dir = model_dir(name);
+        let model = Qwen3VlModel::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let processor = interlace::processor::Processor::from_dir(&dir).unwrap();
+        for &case_name in CASES {
+            let (messages, images, add_gen) = case_conversation(name, case_name);
+            let enc = processor.encode(&messages, &images, add_gen).unwrap();
+            let inputs = ModelInputs::from_encoded(&enc, &Device::Cpu).unwrap();
+            let logits = model.forward(&inputs, None).unwrap();
+            let err = rel_err(&logits, &load_case(name, case_name)["logits"]);
+            assert!(
+                err < TOL,
+                "{name}/{case_name}: end-to-end logits differ by {err:e}"
+            );
+        }
+    }
+}

@@ -2,15 +2,13 @@
 //! image preprocessing vs the slow (PIL) image processor, rendered prompts, token ids and
 //! mm_token_type_ids vs `Qwen3VLProcessor`, plus error messages for broken inputs.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod common;
 
-use candle_core::{DType, Device, Tensor};
-use interlace::processor::image::{convert_to_rgb, decode_image_file, ImageProcessor};
+use candle_core::Tensor;
+use common::*;
+use interlace::processor::image::{convert_to_rgb, ImageProcessor};
 use interlace::processor::{load_image, DynamicImage, Message, Processor};
 
-const MODELS: &[&str] = &["tiny-a", "tiny-b"];
-const CASES: &[&str] = &["text", "one_image", "two_images", "two_images_multiturn"];
 const IMAGES: &[&str] = &[
     "tiny_13x9.png",
     "wide_150x12.png",
@@ -21,30 +19,8 @@ const IMAGES: &[&str] = &[
     "photo_83x57.jpg",
 ];
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn model_dir(model: &str) -> PathBuf {
-    fixtures().join("models").join(model)
-}
-
-fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn f32s(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-fn i64s(t: &Tensor) -> Vec<i64> {
-    t.to_dtype(DType::I64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -55,13 +31,8 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// What the fixtures pass to the processor: `PIL.Image.open(path)`, mode kept.
-fn open_like_pil(rel: &str) -> DynamicImage {
-    decode_image_file(&fixtures().join(rel)).unwrap()
-}
-
 fn grid_of(t: &Tensor) -> Vec<[usize; 3]> {
-    i64s(t)
+    to_i64(t)
         .chunks(3)
         .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
         .collect()
@@ -172,32 +143,14 @@ fn pixel_values_vs_fast_processor() {
     );
 }
 
-fn case_json(model: &str, case: &str) -> serde_json::Value {
-    let path = fixtures().join(format!("cases/{model}/{case}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
 #[test]
 fn cases_match_transformers_processor() {
     for model in MODELS {
         let processor = Processor::from_dir(model_dir(model)).unwrap();
         for case in CASES {
             let json = case_json(model, case);
-            let t = load_tensors(&fixtures().join(format!("cases/{model}/{case}.safetensors")));
-            let messages: Vec<Message> = json["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| Message::from_json(m).unwrap())
-                .collect();
-            let images: Vec<DynamicImage> = json["images"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| open_like_pil(p.as_str().unwrap()))
-                .collect();
-            let add_gen = json["add_generation_prompt"].as_bool().unwrap();
+            let t = load_case(model, case);
+            let (messages, images, add_gen) = case_conversation(model, case);
             let enc = processor.encode(&messages, &images, add_gen).unwrap();
             let label = format!("{model}/{case}");
 
@@ -219,11 +172,11 @@ fn cases_match_transformers_processor() {
             assert_eq!(direct, enc.prompt, "{label}: prompt from JSON messages");
 
             let ids: Vec<i64> = enc.input_ids.iter().map(|&x| x as i64).collect();
-            assert_eq!(ids, i64s(&t["input_ids"]), "{label}: input_ids");
+            assert_eq!(ids, to_i64(&t["input_ids"]), "{label}: input_ids");
             let mm: Vec<i64> = enc.mm_token_type_ids.iter().map(|&x| x as i64).collect();
             assert_eq!(
                 mm,
-                i64s(&t["mm_token_type_ids"]),
+                to_i64(&t["mm_token_type_ids"]),
                 "{label}: mm_token_type_ids"
             );
 
@@ -356,8 +309,11 @@ fn copy_model(model: &str, skip: &str) -> tempfile::TempDir {
 }
 
 fn one_line(err: &anyhow::Error) -> String {
-    let msg = format!("{err:#}");
-    assert!(!msg.contains('\n'), "error spans several lines: {msg}");
+    let msg = interlace::error_line(err);
+    assert!(
+        !format!("{err:#}").contains('\n'),
+        "error spans several lines: {err:#}"
+    );
     msg
 }
 

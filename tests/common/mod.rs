@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use interlace::processor::image::decode_image_file;
+use interlace::processor::{DynamicImage, Message};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -17,14 +19,14 @@ pub fn model_dir(name: &str) -> PathBuf {
 pub const MODELS: &[&str] = &["tiny-a", "tiny-b"];
 pub const CASES: &[&str] = &["text", "one_image", "two_images", "two_images_multiturn"];
 
+pub fn load_tensors(path: &std::path::Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The tensors transformers produced for one fixture case.
 pub fn load_case(model: &str, case: &str) -> HashMap<String, Tensor> {
-    let path = fixtures()
-        .join("cases")
-        .join(model)
-        .join(format!("{case}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    load_tensors(&fixtures().join(format!("cases/{model}/{case}.safetensors")))
 }
 
 pub fn case_json(model: &str, case: &str) -> serde_json::Value {
@@ -81,4 +83,32 @@ pub fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
         .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(diff.is_finite(), "non-finite values");
     diff / scale
+}
+
+/// What the fixtures passed to transformers' processor: `PIL.Image.open(path)`, mode kept
+/// (the processor then composites RGBA onto white).
+pub fn open_like_pil(rel: &str) -> DynamicImage {
+    decode_image_file(&fixtures().join(rel)).unwrap()
+}
+
+/// A fixture case's conversation: messages, images in order, add_generation_prompt.
+pub fn case_conversation(model: &str, case: &str) -> (Vec<Message>, Vec<DynamicImage>, bool) {
+    let json = case_json(model, case);
+    let messages = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| Message::from_json(m).unwrap())
+        .collect();
+    let images = json["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| open_like_pil(p.as_str().unwrap()))
+        .collect();
+    (
+        messages,
+        images,
+        json["add_generation_prompt"].as_bool().unwrap(),
+    )
 }
