@@ -6,6 +6,7 @@
 
 pub mod model;
 pub mod processor;
+pub mod prune;
 pub mod recipes;
 
 /// One line for a user: every context of the error chain, joined by ": ", keeping only the
