@@ -73,7 +73,7 @@ fn rotate_half(x: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
 }
 
-/// Rotary embedding on `x` of shape (batch, heads, seq, head_dim) with `cos`/`sin` of shape
+/// Rotary embedding on `x` of shape (batch, seq, heads, head_dim) with `cos`/`sin` of shape
 /// (seq, head_dim) laid out as `cat(freqs, freqs)` (non-interleaved halves).
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: Grad) -> Result<Tensor> {
     match grad {
@@ -81,13 +81,128 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: Grad) -> Result<
             let half = cos.dim(D::Minus1)? / 2;
             let c = cos.narrow(D::Minus1, 0, half)?.contiguous()?;
             let s = sin.narrow(D::Minus1, 0, half)?.contiguous()?;
-            candle_nn::rotary_emb::rope(&x.contiguous()?, &c, &s)
+            candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &c, &s)
         }
         Grad::Track => {
+            let cos = cos.unsqueeze(1)?;
+            let sin = sin.unsqueeze(1)?;
             let rot = rotate_half(x)?;
-            x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?
+            x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?
         }
     }
+}
+
+/// Scale, optional causal mask and softmax over the last dimension in one pass, for
+/// inference on CPU (no backward). Rows are query positions; with grouped-query attention
+/// several heads are folded into the rows, so row `r` is query position `r % seq_q`.
+struct ScaledMaskedSoftmax {
+    scale: f32,
+    causal: bool,
+    seq_q: usize,
+}
+
+impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "scaled-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(src) = storage else {
+            candle_core::bail!("scaled-masked-softmax: f32 only");
+        };
+        let Some((o1, o2)) = layout.contiguous_offsets() else {
+            candle_core::bail!("scaled-masked-softmax: input must be contiguous");
+        };
+        let src = &src[o1..o2];
+        let seq_k = layout.dims()[layout.dims().len() - 1];
+        // Causal alignment: query i sees keys 0..=i + (seq_k - seq_q).
+        let offset = seq_k.saturating_sub(self.seq_q);
+        let mut dst = vec![0f32; src.len()];
+        dst.par_chunks_mut(seq_k)
+            .zip(src.par_chunks(seq_k))
+            .enumerate()
+            .for_each(|(r, (d, s))| {
+                let visible = if self.causal {
+                    (r % self.seq_q + offset + 1).min(seq_k)
+                } else {
+                    seq_k
+                };
+                let (d, s) = (&mut d[..visible], &s[..visible]);
+                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
+                let mut sum = 0f32;
+                for (o, &x) in d.iter_mut().zip(s) {
+                    *o = (x * self.scale - max).exp();
+                    sum += *o;
+                }
+                let inv = 1.0 / sum;
+                d.iter_mut().for_each(|o| *o *= inv);
+            });
+        Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+/// Scaled dot-product attention. `q` (batch, seq, heads, head_dim), `k`/`v` (batch, seq,
+/// kv_heads, head_dim) with heads a multiple of kv_heads (grouped-query attention).
+/// Returns (batch, seq, heads * head_dim).
+///
+/// The query heads that share a K/V head are folded into the rows of one matmul, so K/V
+/// are never copied per head. Inference on CPU fuses scale, mask and softmax into one
+/// pass; training (and other devices) uses plain ops that have a backward pass.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, grad: Grad) -> Result<Tensor> {
+    let (b, seq, heads, hd) = q.dims4()?;
+    let kv_heads = k.dim(2)?;
+    let seq_k = k.dim(1)?;
+    let scale = (hd as f64).powf(-0.5);
+    let rep = heads / kv_heads;
+    let q = q
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, kv_heads, rep * seq, hd))?;
+    let k = k.transpose(1, 2)?.contiguous()?;
+    let v = v.transpose(1, 2)?.contiguous()?;
+    let scores = q.matmul(&k.t()?)?; // (b, kv, rep*seq, seq_k)
+    let fused = grad == Grad::None && q.device().is_cpu() && q.dtype() == DType::F32;
+    let att = if fused {
+        scores.apply_op1_no_bwd(&ScaledMaskedSoftmax {
+            scale: scale as f32,
+            causal,
+            seq_q: seq,
+        })?
+    } else {
+        let scores = (scores * scale)?;
+        let scores = if causal {
+            let offset = seq_k.saturating_sub(seq);
+            let mask: Vec<f32> = (0..seq)
+                .flat_map(|i| {
+                    (0..seq_k).map(move |j| {
+                        if j > i + offset {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            let mask =
+                Tensor::from_vec(mask, (seq, seq_k), q.device())?.to_dtype(scores.dtype())?;
+            scores
+                .reshape((b, kv_heads, rep, seq, seq_k))?
+                .broadcast_add(&mask)?
+                .reshape((b, kv_heads, rep * seq, seq_k))?
+        } else {
+            scores
+        };
+        softmax_last_dim(&scores, grad)?
+    };
+    att.matmul(&v)?
+        .reshape((b, heads, seq, hd))?
+        .transpose(1, 2)?
+        .reshape((b, seq, heads * hd))
 }
 
 /// `x @ w.T (+ b)` for a torch-layout Linear weight, with any number of leading dimensions.
@@ -138,7 +253,7 @@ mod tests {
     #[test]
     fn fused_and_differentiable_paths_agree() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 5, 8), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 3, 8), &dev)?;
         let w = Tensor::randn(1f32, 0.2, 8, &dev)?;
         let b = Tensor::randn(0f32, 0.2, 8, &dev)?;
         let cos = Tensor::randn(0f32, 1.0, (5, 4), &dev)?;
@@ -169,6 +284,33 @@ mod tests {
                 &apply_rope(&x, &cos, &sin, Grad::Track)?
             ) < 1e-5
         );
+        Ok(())
+    }
+
+    #[test]
+    fn fused_and_differentiable_attention_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 7, 6, 8), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (1, 7, 2, 8), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (1, 7, 2, 8), &dev)?;
+        for causal in [false, true] {
+            let a = attention(&q, &k, &v, causal, Grad::None)?;
+            let b = attention(&q, &k, &v, causal, Grad::Track)?;
+            assert_eq!(a.dims(), &[1, 7, 48]);
+            assert!(max_diff(&a, &b) < 1e-5, "causal={causal}");
+        }
+        // The first query position may only see the first key: its output is v[0] per head.
+        let a = attention(&q, &k, &v, true, Grad::None)?;
+        let first = a.get(0)?.get(0)?.reshape((6, 8))?;
+        let v0 = v.get(0)?.get(0)?; // (2, 8)
+        let expected = Tensor::cat(
+            &[
+                &v0.get(0)?.unsqueeze(0)?.repeat((3, 1))?,
+                &v0.get(1)?.unsqueeze(0)?.repeat((3, 1))?,
+            ],
+            0,
+        )?;
+        assert!(max_diff(&first, &expected) < 1e-6);
         Ok(())
     }
 

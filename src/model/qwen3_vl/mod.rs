@@ -105,8 +105,8 @@ pub struct Embedded {
     /// image positions and zeros elsewhere.
     pub deepstack: Vec<Tensor>,
     pub rope: RopeTables,
-    /// Additive causal mask, None for a single token.
-    pub mask: Option<Tensor>,
+    /// Whether attention masks future positions (always, for a prompt).
+    pub causal: bool,
     pub rope_delta: i64,
 }
 
@@ -292,11 +292,6 @@ impl Qwen3VlModel {
             &t.mrope_section,
             &self.device,
         )?;
-        let mask = if seq > 1 {
-            Some(text::causal_mask(seq, self.dtype, &self.device)?)
-        } else {
-            None
-        };
         Ok(Embedded {
             embeds: embeds.unsqueeze(0)?,
             deepstack,
@@ -304,7 +299,7 @@ impl Qwen3VlModel {
                 cos: cos.to_dtype(self.dtype)?,
                 sin: sin.to_dtype(self.dtype)?,
             },
-            mask,
+            causal: seq > 1,
             rope_delta: index.delta,
         })
     }
@@ -325,7 +320,7 @@ impl Qwen3VlModel {
         }
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h, &emb.rope, emb.mask.as_ref(), grad)?;
+            h = layer.forward(&h, &emb.rope, emb.causal, grad)?;
             if i + 1 < n {
                 if let Some(obs) = observer.as_deref_mut() {
                     if obs.observe(i + 1, Some(layer.original_index), &h)? == Flow::Stop {

@@ -4,7 +4,7 @@
 //! original model's layer numbers.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::model::config::TextConfig;
@@ -80,16 +80,16 @@ impl DecoderLayer {
         })
     }
 
-    /// `x`: (batch, seq, hidden); `mask`: additive (seq, seq) or None for no masking.
+    /// `x`: (batch, seq, hidden); `causal`: mask future positions.
     pub fn forward(
         &self,
         x: &Tensor,
         rope: &RopeTables,
-        mask: Option<&Tensor>,
+        causal: bool,
         grad: Grad,
     ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x, grad)?;
-        let h = self.self_attn.forward(&h, rope, mask, grad)?;
+        let h = self.self_attn.forward(&h, rope, causal, grad)?;
         let x = (x + h)?;
         let h = self.post_attention_layernorm.forward(&x, grad)?;
         let h = self.mlp.forward(&h)?;
@@ -113,13 +113,7 @@ pub struct RopeTables {
 }
 
 impl Attention {
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RopeTables,
-        mask: Option<&Tensor>,
-        grad: Grad,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, rope: &RopeTables, causal: bool, grad: Grad) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let hd = self.head_dim;
         let q = self
@@ -134,43 +128,9 @@ impl Attention {
             .v_proj
             .forward(x)?
             .reshape((b, seq, self.num_kv_heads, hd))?;
-        let q = self.q_norm.forward(&q, grad)?.transpose(1, 2)?;
-        let k = self.k_norm.forward(&k, grad)?.transpose(1, 2)?;
-        let v = v.transpose(1, 2)?;
-        let q = ops::apply_rope(&q, &rope.cos, &rope.sin, grad)?;
-        let k = ops::apply_rope(&k, &rope.cos, &rope.sin, grad)?;
-        // Grouped-query attention without copying K/V: fold the query heads that share a
-        // K/V head into the row dimension of one matmul.
-        let rep = self.num_heads / self.num_kv_heads;
-        let q = q
-            .contiguous()?
-            .reshape((b, self.num_kv_heads, rep * seq, hd))?;
-        let k = k.contiguous()?;
-        let v = v.contiguous()?;
-        let scale = (hd as f64).powf(-0.5);
-        let att = (q.matmul(&k.t()?)? * scale)?; // (b, kv, rep*seq, seq)
-        let att = match mask {
-            Some(m) => {
-                let att = att.reshape((b, self.num_kv_heads, rep, seq, seq))?;
-                att.broadcast_add(m)?
-                    .reshape((b, self.num_kv_heads, rep * seq, seq))?
-            }
-            None => att,
-        };
-        let att = ops::softmax_last_dim(&att, grad)?;
-        let out = att.matmul(&v)?; // (b, kv, rep*seq, hd)
-        let out = out
-            .reshape((b, self.num_heads, seq, hd))?
-            .transpose(1, 2)?
-            .reshape((b, seq, self.num_heads * hd))?;
+        let q = ops::apply_rope(&self.q_norm.forward(&q, grad)?, &rope.cos, &rope.sin, grad)?;
+        let k = ops::apply_rope(&self.k_norm.forward(&k, grad)?, &rope.cos, &rope.sin, grad)?;
+        let out = ops::attention(&q, &k, &v, causal, grad)?;
         Ok(self.o_proj.forward(&out)?)
     }
-}
-
-/// Additive causal mask (seq, seq): 0 on and below the diagonal, -inf above.
-pub fn causal_mask(seq: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (seq, seq), device)?.to_dtype(dtype)?)
 }

@@ -229,29 +229,27 @@ impl VisionModel {
         let heads = self.cfg.num_heads;
         let hd = self.cfg.hidden_size / heads;
         let h = b.norm1.forward(x, grad)?;
-        // (n, 3, heads, hd) -> three (1, heads, n, hd)
+        // (n, 3, heads, hd) -> three (1, n, heads, hd)
         let qkv = b.qkv.forward(&h)?.reshape((n, 3, heads, hd))?;
         let split = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(1, i, 1)?
-                .squeeze(1)?
-                .transpose(0, 1)?
-                .unsqueeze(0)
+            qkv.narrow(1, i, 1)?.squeeze(1)?.unsqueeze(0)
         };
         let q = ops::apply_rope(&split(0)?, cos, sin, grad)?;
         let k = ops::apply_rope(&split(1)?, cos, sin, grad)?;
-        let v = split(2)?.contiguous()?;
-        let scale = (hd as f64).powf(-0.5);
+        let v = split(2)?;
+        // Attention runs within each frame of each image.
         let mut outs = Vec::with_capacity(segments.len());
         for &(s, len) in segments {
-            let qs = q.narrow(2, s, len)?.contiguous()?;
-            let ks = k.narrow(2, s, len)?.contiguous()?;
-            let vs = v.narrow(2, s, len)?;
-            let att = (qs.matmul(&ks.t()?)? * scale)?;
-            let att = ops::softmax_last_dim(&att, grad)?;
-            outs.push(att.matmul(&vs)?);
+            let part = |t: &Tensor| t.narrow(1, s, len);
+            outs.push(ops::attention(
+                &part(&q)?,
+                &part(&k)?,
+                &part(&v)?,
+                false,
+                grad,
+            )?);
         }
-        let attn = Tensor::cat(&outs, 2)?; // (1, heads, n, hd)
-        let attn = attn.squeeze(0)?.transpose(0, 1)?.reshape((n, heads * hd))?;
+        let attn = Tensor::cat(&outs, 1)?.squeeze(0)?; // (n, heads * hd)
         let x = (x + b.proj.forward(&attn)?)?;
         let h = b.norm2.forward(&x, grad)?;
         let m = b.fc2.forward(&b.fc1.forward(&h)?.apply(&self.act)?)?;
