@@ -165,3 +165,72 @@ fn config_layer_count_mismatch() {
         "{err}"
     );
 }
+
+fn forward(dir: &Path, image: &Path) -> (bool, String) {
+    interlace(&[
+        "forward",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "What is this?",
+    ])
+}
+
+#[test]
+fn forward_runs_on_a_good_checkpoint() {
+    let img = common::fixtures().join("images/odd_97x61.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args(["forward", "--model", model_dir("tiny-b").to_str().unwrap()])
+        .args([
+            "--image",
+            img.to_str().unwrap(),
+            "--prompt",
+            "What is this?",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // One line per decoder layer of tiny-b, then the next-token candidates.
+    // Layer rows are the only lines that start with an indented number.
+    let layers = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("    ") && l.trim_start().starts_with(|c: char| c.is_ascii_digit())
+        })
+        .count();
+    assert_eq!(layers, 6, "{text}");
+    assert!(text.contains("next token:"), "{text}");
+}
+
+#[test]
+fn unreadable_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
+    let (ok, err) = forward(&model_dir("tiny-a"), &bad);
+    assert!(!ok);
+    assert_one_line_error(&err, &["broken.png"]);
+    let (ok, err) = forward(&model_dir("tiny-a"), &tmp.path().join("missing.jpg"));
+    assert!(!ok);
+    assert_one_line_error(&err, &["missing.jpg"]);
+}
+
+#[test]
+fn preprocessor_and_model_disagree_on_patch_size() {
+    let tmp = copy_of_tiny_a();
+    let path = tmp.path().join("preprocessor_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["patch_size"] = 8.into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (ok, err) = forward(tmp.path(), &common::fixtures().join("images/odd_97x61.png"));
+    assert!(!ok);
+    assert_one_line_error(&err, &["disagree on patch"]);
+}

@@ -172,7 +172,13 @@ impl VisionModel {
     ) -> Result<VisionOutput> {
         let device = pixel_values.device();
         let n: usize = grid_thw.iter().map(|g| g[0] * g[1] * g[2]).sum();
-        let (rows, _) = pixel_values.dims2()?;
+        let (rows, cols) = pixel_values.dims2()?;
+        let patch_dim = self.patch_w.dim(1)?;
+        anyhow::ensure!(
+            cols == patch_dim,
+            "pixel_values rows hold {cols} values but the vision tower expects {patch_dim} \
+             (preprocessor_config.json and config.json disagree on patch or temporal patch size)"
+        );
         anyhow::ensure!(
             rows == n,
             "pixel_values has {rows} patches but image_grid_thw describes {n}"
