@@ -145,3 +145,41 @@ fn conversation_to_logits_end_to_end() {
         }
     }
 }
+
+/// bf16 and f16 checkpoints load into f32 compute: converting a half-precision value to f32
+/// is exact, so a checkpoint stored in bf16 must give exactly the logits of the same
+/// weights stored as f32 after rounding to bf16.
+#[test]
+fn half_precision_checkpoints_convert_exactly() {
+    use candle_core::Tensor;
+    let src = model_dir("tiny-a");
+    let weights = load_tensors(&src.join("model.safetensors"));
+    for half in [DType::BF16, DType::F16] {
+        let as_half: std::collections::HashMap<String, Tensor> = weights
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_dtype(half).unwrap()))
+            .collect();
+        let rounded: std::collections::HashMap<String, Tensor> = as_half
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_dtype(DType::F32).unwrap()))
+            .collect();
+        let mut logits = Vec::new();
+        for tensors in [&as_half, &rounded] {
+            let tmp = tempfile::tempdir().unwrap();
+            for entry in std::fs::read_dir(&src).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_name() != "model.safetensors" {
+                    std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+                }
+            }
+            candle_core::safetensors::save(tensors, tmp.path().join("model.safetensors")).unwrap();
+            let model = Qwen3VlModel::load(tmp.path(), DType::F32, &Device::Cpu).unwrap();
+            let case = load_case("tiny-a", "one_image");
+            let inputs = inputs_from_case(&model, &case);
+            logits.push(model.forward(&inputs, None).unwrap());
+        }
+        assert_eq!(rel_err(&logits[0], &logits[1]), 0.0, "{half:?}");
+        // And the rounding itself is visible: the half model is not the f32 fixture.
+        assert!(rel_err(&logits[0], &load_case("tiny-a", "one_image")["logits"]) > 0.0);
+    }
+}
