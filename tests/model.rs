@@ -54,6 +54,7 @@ fn hidden_states_and_logits_match_transformers() {
                 n_layers + 1,
                 "{name}/{case_name}: number of hidden states"
             );
+            let mut worst = 0f32;
             for (i, h) in seen.0.iter().enumerate() {
                 let reference = &case[&format!("hidden_state.{i}")];
                 let err = rel_err(&h.squeeze(0).unwrap(), reference);
@@ -61,7 +62,9 @@ fn hidden_states_and_logits_match_transformers() {
                     err < TOL,
                     "{name}/{case_name}: hidden state {i} differs by {err:e} (relative)"
                 );
+                worst = worst.max(err);
             }
+            eprintln!("{name}/{case_name}: worst hidden state relative error {worst:e}");
             let err = rel_err(&logits, &case["logits"]);
             eprintln!(
                 "{name}/{case_name}: logits relative error {err:e}, seq {}",
