@@ -13,12 +13,14 @@
 pub mod plan;
 pub mod scores;
 pub mod select;
+pub mod similarity;
 
 pub use plan::{role_table, Plan, Role};
 pub use scores::SimilarityScores;
 pub use select::{
     drop_count, select, FinetunePolicy, SelectOptions, Selection, SplitMix64, Strategy,
 };
+pub use similarity::SimilarityAccumulator;
 
 use std::io::Write;
 use std::path::Path;
