@@ -41,6 +41,42 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         top_k: usize,
     },
+    /// Choose the layers to drop and to fine-tune from similarity scores, write plan.json
+    /// and print every layer's role with its scores s1, s2, s3.
+    ///
+    /// INTERLACE walks layer triplets by s3 (most redundant first), drops the more
+    /// redundant of the first two layers, fine-tunes the other and freezes the third as an
+    /// anchor; pairs by s2 fill in when triplets run out.
+    Plan {
+        /// sim.json from `interlace similarity`.
+        #[arg(long, value_name = "FILE")]
+        similarity: Option<PathBuf>,
+        /// Reference scripts' pack-1 score file (instead of --similarity).
+        #[arg(long, value_name = "FILE")]
+        pack1: Option<PathBuf>,
+        /// Reference scripts' pack-2 score file.
+        #[arg(long, value_name = "FILE", requires = "pack1")]
+        pack2: Option<PathBuf>,
+        /// Reference scripts' pack-3 score file.
+        #[arg(long, value_name = "FILE", requires = "pack2")]
+        pack3: Option<PathBuf>,
+        /// Share of decoder layers to drop: floor(layers x ratio) layers, 0 <= ratio < 1.
+        #[arg(long, default_value_t = 0.25)]
+        ratio: f64,
+        /// interlace | interlace-oa | interlace-tn | random | consecutive | shortgpt | sleb
+        #[arg(long, default_value = "interlace")]
+        strategy: interlace::prune::Strategy,
+        /// Which kept layers to fine-tune: paired (the strategy's own), next (the layer after
+        /// each dropped one), all, none.
+        #[arg(long, default_value = "paired")]
+        finetune_policy: interlace::prune::FinetunePolicy,
+        /// Seed of the random strategy.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where to write plan.json.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -61,6 +97,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 top_k,
             };
             print!("{}", interlace::recipes::forward::run(&args)?);
+        }
+        Command::Plan {
+            similarity,
+            pack1,
+            pack2,
+            pack3,
+            ratio,
+            strategy,
+            finetune_policy,
+            seed,
+            out,
+        } => {
+            let args = interlace::recipes::plan::PlanArgs {
+                similarity,
+                pack_files: [pack1, pack2, pack3].into_iter().flatten().collect(),
+                ratio,
+                strategy,
+                finetune_policy,
+                seed,
+                out,
+            };
+            print!("{}", interlace::recipes::plan::run(&args)?);
         }
     }
     Ok(())
