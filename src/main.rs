@@ -77,6 +77,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Delete the plan's dropped decoder layers from a checkpoint and write the smaller
+    /// checkpoint (layers renumbered, num_hidden_layers updated, every other file copied,
+    /// the plan recorded as interlace_plan.json). Pruning a pruned checkpoint composes.
+    Prune {
+        /// Hugging Face model directory to prune.
+        #[arg(long)]
+        model: PathBuf,
+        /// plan.json from `interlace plan`, in the layer numbering of --model.
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+        /// Output directory (must not exist yet).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -119,6 +133,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out,
             };
             print!("{}", interlace::recipes::plan::run(&args)?);
+        }
+        Command::Prune { model, plan, out } => {
+            print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }
     }
     Ok(())

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod scores;
 pub mod select;
 pub mod similarity;
+pub mod surgery;
 
 pub use plan::{role_table, Plan, Role};
 pub use scores::SimilarityScores;

@@ -3,3 +3,4 @@
 pub mod forward;
 pub mod inspect;
 pub mod plan;
+pub mod prune;

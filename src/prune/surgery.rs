@@ -1,0 +1,230 @@
+//! Pruning surgery (SPEC.md step 3): delete the dropped decoder layers of a checkpoint,
+//! renumber the rest, set `num_hidden_layers`, copy every other file, and record the plan
+//! (in original layer indices) as `interlace_plan.json`.
+//!
+//! Shards are rewritten one by one straight from their memory maps, so the model is never
+//! held in memory twice; the output is built in a temporary directory that is renamed into
+//! place only when complete.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::plan::Plan;
+use crate::model::weights;
+
+/// Name of the plan file a pruned checkpoint carries.
+pub const PLAN_FILE: &str = "interlace_plan.json";
+const LAYER_PREFIX: &str = "model.language_model.layers.";
+
+/// What [`prune_checkpoint`] did.
+#[derive(Debug, Clone)]
+pub struct PruneReport {
+    /// The plan in original indices, as written to `interlace_plan.json`.
+    pub plan: Plan,
+    pub layers_before: usize,
+    pub layers_after: usize,
+    pub tensors_written: usize,
+    pub tensors_removed: usize,
+}
+
+/// The plan a pruned checkpoint carries, if any.
+pub fn read_checkpoint_plan(dir: &Path) -> Result<Option<Plan>> {
+    let path = dir.join(PLAN_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Plan::read(&path)?))
+}
+
+/// `model.language_model.layers.{i}.rest` -> Some((i, rest)).
+fn split_layer_name(name: &str) -> Option<(usize, &str)> {
+    let rest = name.strip_prefix(LAYER_PREFIX)?;
+    let (idx, tail) = rest.split_once('.')?;
+    Some((idx.parse().ok()?, tail))
+}
+
+/// Applies `plan` to the checkpoint in `src`, writing the pruned checkpoint to `out`.
+///
+/// `plan` speaks of the layers of `src` as they are: original indices for an unpruned
+/// checkpoint, or positions 0..L' for an already pruned one (whose own
+/// `interlace_plan.json` maps positions to original indices; the written plan composes both).
+pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneReport> {
+    let config_path = src.join("config.json");
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(&config_path)
+            .with_context(|| format!("{}: cannot read", config_path.display()))?,
+    )
+    .with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+    let layers_before = config
+        .pointer("/text_config/num_hidden_layers")
+        .and_then(Value::as_u64)
+        .with_context(|| {
+            format!(
+                "{}: missing text_config.num_hidden_layers",
+                config_path.display()
+            )
+        })? as usize;
+    if plan.num_layers != layers_before {
+        bail!(
+            "the plan is for a model with {} decoder layers but {} has {layers_before}",
+            plan.num_layers,
+            src.display()
+        );
+    }
+    let written_plan = match read_checkpoint_plan(src)? {
+        Some(prev) => plan
+            .in_original_indices(&prev.kept, prev.num_layers)
+            .with_context(|| {
+                format!(
+                    "{}: composing with the earlier plan",
+                    src.join(PLAN_FILE).display()
+                )
+            })?,
+        None => plan.clone(),
+    };
+    if out.exists() {
+        bail!(
+            "{}: already exists; choose another --out or remove it",
+            out.display()
+        );
+    }
+    // Position in `src` -> position in the output.
+    let mut new_index = vec![None; layers_before];
+    for (new, &old) in plan.kept.iter().enumerate() {
+        new_index[old] = Some(new);
+    }
+    let layers_after = plan.kept.len();
+
+    let tmp = tmp_dir_for(out)?;
+    let result = (|| -> Result<(usize, usize)> {
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let files = weights::weight_files(src)?;
+        let mut weight_map = BTreeMap::new();
+        let (mut written, mut removed, mut total_size) = (0, 0, 0usize);
+        for file in &files {
+            let f = std::fs::File::open(file)
+                .with_context(|| format!("{}: cannot open", file.display()))?;
+            // SAFETY: read-only map of a file we do not modify.
+            let mmap = unsafe { memmap2::Mmap::map(&f) }
+                .with_context(|| format!("{}: cannot memory-map", file.display()))?;
+            let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: truncated or corrupt safetensors file ({e})",
+                    file.display()
+                )
+            })?;
+            let mut views = Vec::new();
+            for (name, view) in st.tensors() {
+                let renamed = match split_layer_name(&name) {
+                    Some((i, rest)) => match new_index.get(i).copied().flatten() {
+                        Some(j) => format!("{LAYER_PREFIX}{j}.{rest}"),
+                        None if i < layers_before => {
+                            removed += 1;
+                            continue;
+                        }
+                        None => bail!(
+                            "{}: tensor {name} is beyond num_hidden_layers",
+                            file.display()
+                        ),
+                    },
+                    None => name.clone(),
+                };
+                total_size += view.data().len();
+                views.push((renamed, view));
+            }
+            views.sort_by(|a, b| a.0.cmp(&b.0));
+            let file_name = file
+                .file_name()
+                .context("weight file without a name")?
+                .to_owned();
+            for (name, _) in &views {
+                weight_map.insert(name.clone(), file_name.to_string_lossy().into_owned());
+            }
+            written += views.len();
+            let metadata = Some(std::collections::HashMap::from([(
+                "format".to_string(),
+                "pt".to_string(),
+            )]));
+            let dest = tmp.join(&file_name);
+            safetensors::serialize_to_file(views, metadata, &dest)
+                .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", dest.display()))?;
+        }
+        if files.len() > 1 || src.join("model.safetensors.index.json").exists() {
+            let index = serde_json::json!({
+                "metadata": {"total_size": total_size},
+                "weight_map": weight_map,
+            });
+            write_json(&tmp.join("model.safetensors.index.json"), &index)?;
+        }
+        config["text_config"]["num_hidden_layers"] = layers_after.into();
+        if let Some(types) = config
+            .pointer_mut("/text_config/layer_types")
+            .and_then(Value::as_array_mut)
+        {
+            let kept: Vec<Value> = plan
+                .kept
+                .iter()
+                .filter_map(|&i| types.get(i).cloned())
+                .collect();
+            *types = kept;
+        }
+        write_json(&tmp.join("config.json"), &config)?;
+        let plan_path = tmp.join(PLAN_FILE);
+        std::fs::write(&plan_path, written_plan.to_json_string())
+            .with_context(|| format!("{}: cannot write", plan_path.display()))?;
+        // Everything else (tokenizer, templates, preprocessor and generation configs) as is.
+        for entry in
+            std::fs::read_dir(src).with_context(|| format!("{}: cannot list", src.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name_str = name.to_string_lossy();
+            let handled = name_str.ends_with(".safetensors")
+                || name_str == "model.safetensors.index.json"
+                || name_str == "config.json"
+                || name_str == PLAN_FILE;
+            if !handled && entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), tmp.join(&name))
+                    .with_context(|| format!("{}: cannot copy", entry.path().display()))?;
+            }
+        }
+        Ok((written, removed))
+    })();
+    match result {
+        Ok((tensors_written, tensors_removed)) => {
+            std::fs::rename(&tmp, out)
+                .with_context(|| format!("{}: cannot create", out.display()))?;
+            Ok(PruneReport {
+                plan: written_plan,
+                layers_before,
+                layers_after,
+                tensors_written,
+                tensors_removed,
+            })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn tmp_dir_for(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("{}: not a directory path", out.display()))?;
+    Ok(out.with_file_name(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
+}

@@ -1,0 +1,23 @@
+//! `interlace prune`: apply a plan to a checkpoint.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::prune::surgery::prune_checkpoint;
+use crate::prune::Plan;
+
+pub fn run(model: &Path, plan: &Path, out: &Path) -> Result<String> {
+    let plan = Plan::read(plan)?;
+    let report = prune_checkpoint(model, &plan, out)?;
+    Ok(format!(
+        "{}: {} -> {} decoder layers ({} tensors written, {} removed); dropped original layers {:?}; plan in {}\n",
+        out.display(),
+        report.layers_before,
+        report.layers_after,
+        report.tensors_written,
+        report.tensors_removed,
+        report.plan.drop,
+        out.join(crate::prune::surgery::PLAN_FILE).display()
+    ))
+}
