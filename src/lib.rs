@@ -4,6 +4,7 @@
 //! The library is usable without the command-line program: `model` loads and runs
 //! checkpoints, `processor` turns conversations and images into model inputs.
 
+pub mod data;
 pub mod model;
 pub mod processor;
 pub mod prune;

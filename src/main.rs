@@ -41,6 +41,33 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         top_k: usize,
     },
+    /// Score how much each pack of 1, 2, 3 consecutive decoder layers changes the hidden
+    /// state (mean cosine over tokens between the pack's input and output), averaged over a
+    /// calibration sample of the data: one forward pass per sample that stops before the
+    /// last layer. Writes sim.json for `interlace plan`.
+    Similarity {
+        /// Hugging Face model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// LLaVA-style JSON or JSONL (image paths relative to the file).
+        #[arg(long, value_name = "FILE")]
+        data: PathBuf,
+        /// Share of the samples to use, chosen at random with --seed.
+        #[arg(long, default_value_t = 0.1)]
+        portion: f64,
+        /// Use this many samples instead of --portion.
+        #[arg(long, value_name = "N")]
+        samples: Option<usize>,
+        /// Seed of the sample choice.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Largest pack size to score.
+        #[arg(long, default_value_t = 3)]
+        max_pack: usize,
+        /// Where to write sim.json.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Choose the layers to drop and to fine-tune from similarity scores, write plan.json
     /// and print every layer's role with its scores s1, s2, s3.
     ///
@@ -111,6 +138,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 top_k,
             };
             print!("{}", interlace::recipes::forward::run(&args)?);
+        }
+        Command::Similarity {
+            model,
+            data,
+            portion,
+            samples,
+            seed,
+            max_pack,
+            out,
+        } => {
+            let args = interlace::recipes::similarity::SimilarityArgs {
+                model,
+                data,
+                portion,
+                samples,
+                seed,
+                max_pack,
+                out,
+            };
+            print!("{}", interlace::recipes::similarity::run(&args)?);
         }
         Command::Plan {
             similarity,

@@ -4,3 +4,4 @@ pub mod forward;
 pub mod inspect;
 pub mod plan;
 pub mod prune;
+pub mod similarity;

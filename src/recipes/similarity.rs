@@ -1,0 +1,151 @@
+//! `interlace similarity`: hidden-state similarity of every layer pack over a calibration
+//! sample, one forward pass per sample, written to sim.json.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+
+use crate::data::{choose, read_samples, Sample};
+use crate::model::{ModelInputs, Qwen3VlModel};
+use crate::processor::Processor;
+use crate::prune::{SimilarityAccumulator, SimilarityScores};
+
+pub struct SimilarityArgs {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    pub portion: f64,
+    pub samples: Option<usize>,
+    pub seed: u64,
+    pub max_pack: usize,
+    pub out: PathBuf,
+}
+
+/// Progress on a terminal as a bar, elsewhere as a log line every few samples.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} similarity [{bar:30}] {pos}/{len} samples, {per_sec}, ETA {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Self {
+            bar,
+            total,
+            start: Instant::now(),
+        }
+    }
+
+    fn tick(&self, done: usize, skipped: usize) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(done as u64);
+                if skipped > 0 {
+                    bar.set_message(format!("({skipped} skipped)"));
+                }
+            }
+            None => {
+                let step = (self.total / 20).max(1);
+                if done.is_multiple_of(step) || done == self.total {
+                    let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+                    eprintln!(
+                        "similarity: {done}/{} samples, {rate:.2} samples/s, {skipped} skipped",
+                        self.total
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+pub fn run(args: &SimilarityArgs) -> Result<String> {
+    let device = Device::Cpu;
+    let processor = Processor::from_dir(&args.model)?;
+    let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
+    let num_layers = model.layers.len();
+    let all = read_samples(&args.data)?;
+    if all.is_empty() {
+        bail!("{}: no samples", args.data.display());
+    }
+    let chosen = choose(all.len(), args.portion, args.samples, args.seed)?;
+    let mut acc = SimilarityAccumulator::new(num_layers, args.max_pack)?;
+    let progress = Progress::new(chosen.len());
+    let mut skipped: Vec<String> = Vec::new();
+    for (done, &i) in chosen.iter().enumerate() {
+        if let Err(e) = score_sample(&model, &processor, &all[i], &mut acc, &device) {
+            skipped.push(crate::error_line(&e));
+        }
+        progress.tick(done + 1, skipped.len());
+    }
+    progress.finish();
+    if acc.num_samples() == 0 {
+        bail!(
+            "{}: none of the {} chosen samples could be used (first problem: {})",
+            args.data.display(),
+            chosen.len(),
+            skipped.first().map(String::as_str).unwrap_or("?")
+        );
+    }
+    let model_type = model.config.model_type.clone();
+    let scores = SimilarityScores::new(
+        args.model.display().to_string(),
+        model_type,
+        num_layers,
+        acc.into_packs(),
+    )?;
+    scores.write(&args.out)?;
+    let mut report = format!(
+        "{}: {} samples scored, packs 1..={}, {} layers",
+        args.out.display(),
+        scores.num_samples(),
+        args.max_pack,
+        num_layers
+    );
+    if !skipped.is_empty() {
+        report.push_str(&format!("; {} skipped, e.g. {}", skipped.len(), skipped[0]));
+    }
+    report.push('\n');
+    Ok(report)
+}
+
+fn score_sample(
+    model: &Qwen3VlModel,
+    processor: &Processor,
+    sample: &Sample,
+    acc: &mut SimilarityAccumulator,
+    device: &Device,
+) -> Result<()> {
+    let message = sample.first_user_turn()?;
+    let images = sample
+        .images
+        .iter()
+        .map(|s| s.load())
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| e.context(sample.origin.clone()))?;
+    let enc = processor.encode(&[message], &images, true)?;
+    let inputs = ModelInputs::from_encoded(&enc, device)?;
+    let emb = model.embed(&inputs, Default::default())?;
+    let mut obs = acc.sample();
+    model.run_decoder(&emb, Some(&mut obs), Default::default())?;
+    Ok(())
+}
