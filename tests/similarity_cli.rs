@@ -66,6 +66,9 @@ fn similarity_command_matches_transformers_and_skips_bad_samples() {
     );
     assert!(report.contains("missing.png"), "{report}");
 
+    assert!(std::fs::read_to_string(tmp.path().join("sim.svg"))
+        .unwrap()
+        .contains("<svg"));
     let scores = SimilarityScores::read(tmp.path().join("sim.json")).unwrap();
     let l = 6;
     assert_eq!(scores.num_layers(), l);

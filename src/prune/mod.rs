@@ -10,6 +10,7 @@
 //! - [`plan`](mod@plan): [`Plan`], the `plan.json` file, layer roles, the role table, and
 //!   composition of a plan made on an already pruned model.
 
+pub mod heatmap;
 pub mod plan;
 pub mod scores;
 pub mod select;
@@ -29,7 +30,7 @@ use std::path::Path;
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
 /// synced, then renamed over `path`. On failure the temporary file is removed and `path` is
 /// left untouched, so no partial file ever looks complete.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;
     let name = path
         .file_name()

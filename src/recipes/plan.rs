@@ -37,6 +37,12 @@ pub fn run(args: &PlanArgs) -> Result<String> {
     };
     let plan = select(&scores, args.strategy, args.ratio, &opts)?;
     plan.write(&args.out)?;
+    let picture = args.out.with_extension("svg");
+    let title = format!("{} at ratio {}", args.strategy, args.ratio);
+    crate::prune::write_atomic(
+        &picture,
+        crate::prune::heatmap::svg(&scores, Some(&plan), &title).as_bytes(),
+    )?;
     let mut report = format!(
         "{}: ratio {} of {} layers -> drop {:?}, fine-tune {:?}, anchors {:?} (strategy {}, fine-tune policy {})\n",
         args.out.display(),
@@ -49,5 +55,6 @@ pub fn run(args: &PlanArgs) -> Result<String> {
         args.finetune_policy
     );
     report.push_str(&role_table(&plan, Some(&scores))?);
+    report.push_str(&format!("heat-map: {}\n", picture.display()));
     Ok(report)
 }

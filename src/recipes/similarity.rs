@@ -114,6 +114,12 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
         acc.into_packs(),
     )?;
     scores.write(&args.out)?;
+    let picture = args.out.with_extension("svg");
+    let title = format!("layer similarity of {}", args.model.display());
+    crate::prune::write_atomic(
+        &picture,
+        crate::prune::heatmap::svg(&scores, None, &title).as_bytes(),
+    )?;
     let mut report = format!(
         "{}: {} samples scored, packs 1..={}, {} layers",
         args.out.display(),
@@ -124,7 +130,7 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     if !skipped.is_empty() {
         report.push_str(&format!("; {} skipped, e.g. {}", skipped.len(), skipped[0]));
     }
-    report.push('\n');
+    report.push_str(&format!("\nheat-map: {}\n", picture.display()));
     Ok(report)
 }
 
