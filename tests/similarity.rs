@@ -9,23 +9,6 @@ use interlace::model::{CollectHidden, ModelInputs, Qwen3VlModel};
 use interlace::processor::Processor;
 use interlace::prune::{SimilarityAccumulator, SimilarityScores};
 
-/// Mean over tokens of cos(a[t], b[t]), in f64, straight from the definition.
-fn mean_cosine(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
-    let b = b.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
-    let per_token: Vec<f64> = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| {
-            let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
-            let nx: f64 = x.iter().map(|p| p * p).sum::<f64>().sqrt();
-            let ny: f64 = y.iter().map(|q| q * q).sum::<f64>().sqrt();
-            dot / (nx * ny)
-        })
-        .collect();
-    per_token.iter().sum::<f64>() / per_token.len() as f64
-}
-
 #[test]
 fn one_pass_scores_match_transformers_hidden_states() {
     for &name in MODELS {

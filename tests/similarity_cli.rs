@@ -6,24 +6,8 @@ mod common;
 
 use std::process::Command;
 
-use candle_core::{DType, Tensor};
 use common::*;
 use interlace::prune::SimilarityScores;
-
-fn mean_cosine(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
-    let b = b.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
-    let per: Vec<f64> = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| {
-            let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
-            dot / (x.iter().map(|p| p * p).sum::<f64>().sqrt()
-                * y.iter().map(|q| q * q).sum::<f64>().sqrt())
-        })
-        .collect();
-    per.iter().sum::<f64>() / per.len() as f64
-}
 
 #[test]
 fn similarity_command_matches_transformers_and_skips_bad_samples() {

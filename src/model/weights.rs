@@ -62,22 +62,32 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     )
 }
 
+/// Memory-maps a safetensors file read-only.
+pub fn map_file(file: &Path) -> Result<memmap2::Mmap> {
+    let f =
+        std::fs::File::open(file).with_context(|| format!("{}: cannot open", file.display()))?;
+    // SAFETY: the file is opened read-only; like every mmap user we assume nobody
+    // truncates it while we read.
+    unsafe { memmap2::Mmap::map(&f) }
+        .with_context(|| format!("{}: cannot memory-map", file.display()))
+}
+
+/// Parses a mapped safetensors file, naming the file on truncation or corruption.
+pub fn parse<'a>(file: &Path, bytes: &'a [u8]) -> Result<safetensors::SafeTensors<'a>> {
+    safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: truncated or corrupt safetensors file ({e})",
+            file.display()
+        )
+    })
+}
+
 /// Reads every file's header, failing with the file's name on truncation or corruption.
 pub fn read_tensor_infos(files: &[PathBuf]) -> Result<Vec<TensorInfo>> {
     let mut out = Vec::new();
     for file in files {
-        let f = std::fs::File::open(file)
-            .with_context(|| format!("{}: cannot open", file.display()))?;
-        // SAFETY: the file is opened read-only; like every mmap user we assume nobody
-        // truncates it while we read.
-        let mmap = unsafe { memmap2::Mmap::map(&f) }
-            .with_context(|| format!("{}: cannot memory-map", file.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: truncated or corrupt safetensors file ({e})",
-                file.display()
-            )
-        })?;
+        let mmap = map_file(file)?;
+        let st = parse(file, &mmap)?;
         for (name, view) in st.tensors() {
             out.push(TensorInfo {
                 name,

@@ -106,17 +106,8 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
         let mut weight_map = BTreeMap::new();
         let (mut written, mut removed, mut total_size) = (0, 0, 0usize);
         for file in &files {
-            let f = std::fs::File::open(file)
-                .with_context(|| format!("{}: cannot open", file.display()))?;
-            // SAFETY: read-only map of a file we do not modify.
-            let mmap = unsafe { memmap2::Mmap::map(&f) }
-                .with_context(|| format!("{}: cannot memory-map", file.display()))?;
-            let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: truncated or corrupt safetensors file ({e})",
-                    file.display()
-                )
-            })?;
+            let mmap = weights::map_file(file)?;
+            let st = weights::parse(file, &mmap)?;
             let mut views = Vec::new();
             for (name, view) in st.tensors() {
                 let renamed = match split_layer_name(&name) {

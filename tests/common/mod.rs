@@ -112,3 +112,21 @@ pub fn case_conversation(model: &str, case: &str) -> (Vec<Message>, Vec<DynamicI
         json["add_generation_prompt"].as_bool().unwrap(),
     )
 }
+
+/// Mean over tokens of cos(a[t], b[t]) for (tokens, hidden) tensors, in f64, straight from
+/// the definition (the expected similarity scores from transformers' hidden states).
+pub fn mean_cosine(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+    let b = b.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+    let per_token: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            let nx: f64 = x.iter().map(|p| p * p).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|q| q * q).sum::<f64>().sqrt();
+            dot / (nx * ny)
+        })
+        .collect();
+    per_token.iter().sum::<f64>() / per_token.len() as f64
+}
