@@ -30,10 +30,10 @@ fn one_pass_scores_match_transformers_hidden_states() {
         }
         let scores = SimilarityScores::new(name, "qwen3_vl", l, acc.into_packs()).unwrap();
         assert_eq!(scores.num_samples(), CASES.len());
+        let cases: Vec<_> = CASES.iter().map(|&c| load_case(name, c)).collect();
         for k in 1..=3 {
             for i in 0..l - k {
-                for (s, &case) in CASES.iter().enumerate() {
-                    let t = load_case(name, case);
+                for (s, (t, &case)) in cases.iter().zip(CASES).enumerate() {
                     let expected = mean_cosine(
                         &t[&format!("hidden_state.{i}")],
                         &t[&format!("hidden_state.{}", i + k)],
