@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::processor::{load_image, load_image_from_memory, Content, DynamicImage, Message};
+use crate::processor::{load_image, load_image_from_memory, DynamicImage, Message};
 
 /// Where a sample's image comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,9 +58,7 @@ impl Sample {
             bail!("{}: no user turn", self.origin);
         };
         let text = turn.text.replace("<image>\n", "").replace(IMAGE_MARKER, "");
-        let mut content = vec![Content::Image; self.images.len()];
-        content.push(Content::Text(text));
-        Ok(Message::new("user", content))
+        Ok(Message::user_with_images(self.images.len(), text))
     }
 }
 

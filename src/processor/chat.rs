@@ -38,6 +38,14 @@ impl Message {
         Self::new(role, vec![Content::Text(text.into())])
     }
 
+    /// A user turn holding `num_images` images first, then `text` (the layout of the
+    /// calibration prompts and of `interlace forward`).
+    pub fn user_with_images(num_images: usize, text: impl Into<String>) -> Self {
+        let mut content = vec![Content::Image; num_images];
+        content.push(Content::Text(text.into()));
+        Self::new("user", content)
+    }
+
     pub fn num_images(&self) -> usize {
         self.content
             .iter()

@@ -9,12 +9,21 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::model::ops::row_cosine;
 use crate::model::{Flow, LayerObserver, ModelInputs, Qwen3VlModel};
-use crate::processor::{load_image, Content, Message, Processor};
+use crate::processor::{load_image, Message, Processor};
 
+#[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
+    /// Hugging Face model directory.
+    #[arg(long)]
     pub model: PathBuf,
+    /// An image to put before the prompt (repeat for several, in order).
+    #[arg(long = "image", value_name = "PATH")]
     pub images: Vec<PathBuf>,
+    /// The user's text.
+    #[arg(long)]
     pub prompt: String,
+    /// How many next-token candidates to show.
+    #[arg(long, default_value_t = 5)]
     pub top_k: usize,
 }
 
@@ -37,13 +46,6 @@ impl LayerObserver for ConsecutiveCosine {
     }
 }
 
-/// A user message holding the images first, then the text (SPEC.md's calibration layout).
-pub fn user_message(num_images: usize, text: &str) -> Message {
-    let mut content = vec![Content::Image; num_images];
-    content.push(Content::Text(text.to_string()));
-    Message::new("user", content)
-}
-
 pub fn run(args: &ForwardArgs) -> Result<String> {
     let device = Device::Cpu;
     let processor = Processor::from_dir(&args.model)?;
@@ -52,7 +54,10 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         .iter()
         .map(load_image)
         .collect::<Result<Vec<_>>>()?;
-    let messages = [user_message(images.len(), &args.prompt)];
+    let messages = [Message::user_with_images(
+        images.len(),
+        args.prompt.as_str(),
+    )];
     let enc = processor.encode(&messages, &images, true)?;
     let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
     let inputs = ModelInputs::from_encoded(&enc, &device)?;

@@ -12,13 +12,28 @@ use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::Processor;
 use crate::prune::{SimilarityAccumulator, SimilarityScores};
 
+#[derive(Debug, clap::Args)]
 pub struct SimilarityArgs {
+    /// Hugging Face model directory.
+    #[arg(long)]
     pub model: PathBuf,
+    /// LLaVA-style JSON or JSONL (image paths relative to the file).
+    #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+    /// Share of the samples to use, chosen at random with --seed.
+    #[arg(long, default_value_t = 0.1)]
     pub portion: f64,
+    /// Use this many samples instead of --portion.
+    #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
+    /// Seed of the sample choice.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Largest pack size to score.
+    #[arg(long, default_value_t = 3)]
     pub max_pack: usize,
+    /// Where to write sim.json.
+    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 }
 

@@ -39,15 +39,7 @@ pub fn case_json(model: &str, case: &str) -> serde_json::Value {
 }
 
 pub fn to_u32(t: &Tensor) -> Vec<u32> {
-    t.to_dtype(DType::I64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|x| x as u32)
-        .collect()
+    to_i64(t).into_iter().map(|x| x as u32).collect()
 }
 
 pub fn to_i64(t: &Tensor) -> Vec<i64> {
@@ -129,4 +121,30 @@ pub fn mean_cosine(a: &Tensor, b: &Tensor) -> f64 {
         })
         .collect();
     per_token.iter().sum::<f64>() / per_token.len() as f64
+}
+
+/// Asserts that sample `s` of `scores` holds, for every pack k in 1..=3 and start i, the
+/// mean token cosine of transformers' hidden states h_i and h_{i+k} of fixture `case`.
+pub fn assert_scores_match_case(
+    scores: &interlace::prune::SimilarityScores,
+    s: usize,
+    model: &str,
+    case: &str,
+) {
+    let t = load_case(model, case);
+    let l = scores.num_layers();
+    for k in 1..=3 {
+        for i in 0..l - k {
+            let expected = mean_cosine(
+                &t[&format!("hidden_state.{i}")],
+                &t[&format!("hidden_state.{}", i + k)],
+            );
+            let ours = scores.samples(k, i).unwrap()[s];
+            assert!(
+                (ours - expected).abs() < 1e-4,
+                "{model}/{case}: s_{k}({i}) = {ours}, transformers gives {expected}"
+            );
+        }
+        assert!(scores.samples(k, l - k).is_none(), "no pack may use h_L");
+    }
 }

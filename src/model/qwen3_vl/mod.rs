@@ -107,7 +107,6 @@ pub struct Embedded {
     pub rope: RopeTables,
     /// Whether attention masks future positions (always, for a prompt).
     pub causal: bool,
-    pub rope_delta: i64,
 }
 
 pub struct Qwen3VlModel {
@@ -118,7 +117,6 @@ pub struct Qwen3VlModel {
     pub norm: RmsNorm,
     /// None when tied to the token embeddings.
     pub lm_head: Option<Linear>,
-    pub tensors: Vec<TensorInfo>,
     device: Device,
     dtype: DType,
 }
@@ -154,14 +152,14 @@ impl Qwen3VlModel {
         }
         // Original indices of a pruned checkpoint come from its plan, when it has one.
         let original = read_original_indices(dir, expected)?;
-        Self::from_var_builder(config, vb, tensors, &original, device)
+        Self::from_var_builder(config, vb, &tensors, &original, device)
             .with_context(|| format!("{}: weights do not match config.json", dir.display()))
     }
 
     fn from_var_builder(
         config: Qwen3VlConfig,
         vb: VarBuilder<'static>,
-        tensors: Vec<TensorInfo>,
+        tensors: &[TensorInfo],
         original: &[usize],
         device: &Device,
     ) -> Result<Self> {
@@ -196,7 +194,6 @@ impl Qwen3VlModel {
             layers,
             norm,
             lm_head,
-            tensors,
             device: device.clone(),
             dtype,
         })
@@ -300,7 +297,6 @@ impl Qwen3VlModel {
                 sin: sin.to_dtype(self.dtype)?,
             },
             causal: seq > 1,
-            rope_delta: index.delta,
         })
     }
 
