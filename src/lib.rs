@@ -9,6 +9,7 @@ pub mod model;
 pub mod processor;
 pub mod prune;
 pub mod recipes;
+pub mod train;
 
 /// One line for a user: every context of the error chain, joined by ": ", keeping only the
 /// first line of each (candle's errors may append a backtrace on further lines).

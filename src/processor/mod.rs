@@ -40,6 +40,34 @@ pub struct Encoded {
     pub mm_token_type_ids: Vec<u8>,
     /// The rendered template before placeholder expansion (one `<|image_pad|>` per image).
     pub prompt: String,
+    /// Byte range of each token in the *expanded* text (the prompt with each placeholder
+    /// repeated once per image token; see [`expand_image_placeholders`]).
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// The prompt with its `i`-th `<|image_pad|>` repeated `counts[i]` times, as the processor
+/// expands it before tokenising. A prefix of the prompt expands to a prefix of the result,
+/// so positions in the prompt map to positions in the expanded text by expanding prefixes.
+pub fn expand_image_placeholders(prompt: &str, counts: &[usize]) -> Result<String> {
+    let pad = tokenizer::IMAGE_PAD;
+    let extra: usize = counts.iter().map(|c| c.saturating_sub(1) * pad.len()).sum();
+    let mut text = String::with_capacity(prompt.len() + extra);
+    let mut rest = prompt;
+    for &n in counts {
+        let Some(pos) = rest.find(pad) else {
+            bail!(
+                "the prompt has fewer image placeholders than the {} image(s) given",
+                counts.len()
+            );
+        };
+        text.push_str(&rest[..pos]);
+        for _ in 0..n {
+            text.push_str(pad);
+        }
+        rest = &rest[pos + pad.len()..];
+    }
+    text.push_str(rest);
+    Ok(text)
 }
 
 /// Tokenizer, chat template and image processor of one model directory.
@@ -143,20 +171,8 @@ impl Processor {
             );
         }
         let merge = self.image_processor.config.merge_size;
-        let mut text = String::with_capacity(prompt.len());
-        let mut rest = prompt.as_str();
-        for img in &images {
-            // Checked above: there is one placeholder per image.
-            let Some(pos) = rest.find(tokenizer::IMAGE_PAD) else {
-                bail!("internal error: image placeholder vanished");
-            };
-            text.push_str(&rest[..pos]);
-            for _ in 0..img.num_tokens(merge) {
-                text.push_str(tokenizer::IMAGE_PAD);
-            }
-            rest = &rest[pos + tokenizer::IMAGE_PAD.len()..];
-        }
-        text.push_str(rest);
+        let counts: Vec<usize> = images.iter().map(|i| i.num_tokens(merge)).collect();
+        let text = expand_image_placeholders(&prompt, &counts)?;
 
         // The processor calls the tokenizer with its default add_special_tokens=True, except
         // that apply_chat_template turns it off when the prompt already starts with BOS.
@@ -164,7 +180,9 @@ impl Processor {
             .tokenizer
             .bos_token()
             .is_some_and(|bos| text.starts_with(bos));
-        let input_ids = self.tokenizer.encode(&text, !starts_with_bos)?;
+        let (input_ids, offsets) = self
+            .tokenizer
+            .encode_with_offsets(&text, !starts_with_bos)?;
         let ids = self.tokenizer.ids;
         let mm_token_type_ids = input_ids
             .iter()
@@ -202,6 +220,7 @@ impl Processor {
             image_grid_thw,
             mm_token_type_ids,
             prompt,
+            offsets,
         })
     }
 

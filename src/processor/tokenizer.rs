@@ -118,6 +118,19 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Like [`Tokenizer::encode`], with each token's byte range in `text`.
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| anyhow::anyhow!("tokenization failed: {e}"))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
     /// Text of `ids` as transformers' `decode(ids, skip_special_tokens=...)` gives it (Qwen's
     /// tokenizer_config sets `clean_up_tokenization_spaces` false, so no clean-up is done).
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {

@@ -14,6 +14,7 @@ pub mod heatmap;
 pub mod plan;
 pub mod scores;
 pub mod select;
+pub mod sleb;
 pub mod similarity;
 pub mod surgery;
 

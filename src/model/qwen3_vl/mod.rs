@@ -337,6 +337,40 @@ impl Qwen3VlModel {
         Ok(Some(h))
     }
 
+    /// Runs positions `range` of a decoder stack on `h`: `stack` lists, in order, the
+    /// indices (into `self.layers`) of the layers that make up the stack, e.g. the kept
+    /// layers of a pruning candidate. As in a pruned checkpoint, DeepStack features go into
+    /// the first layers of the stack.
+    pub fn run_stack(
+        &self,
+        emb: &Embedded,
+        stack: &[usize],
+        mut h: Tensor,
+        range: std::ops::Range<usize>,
+        grad: Grad,
+    ) -> Result<Tensor> {
+        for pos in range {
+            let layer = stack
+                .get(pos)
+                .and_then(|&i| self.layers.get(i))
+                .context("decoder stack position out of range")?;
+            h = layer.forward(&h, &emb.rope, emb.causal, grad)?;
+            if let Some(ds) = emb.deepstack.get(pos) {
+                h = (h + ds)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Final norm and LM head at the given positions of (1, seq, hidden) decoder output:
+    /// (positions, vocab) logits, never the vocabulary-sized logits of every position.
+    pub fn logits_at(&self, hidden: &Tensor, positions: &[u32], grad: Grad) -> Result<Tensor> {
+        let pos = Tensor::new(positions, hidden.device())?;
+        let rows = hidden.squeeze(0)?.index_select(&pos, 0)?;
+        let rows = self.norm.forward(&rows, grad)?;
+        self.logits(&rows)
+    }
+
     /// LM head on (…, hidden) hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = match &self.lm_head {

@@ -80,6 +80,36 @@ impl DecoderLayer {
         })
     }
 
+    /// Every weight of the layer with its name relative to the layer
+    /// (`self_attn.q_proj.weight`, ...), for the trainer to swap in trainable copies.
+    pub fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = Vec::new();
+        let a = &mut self.self_attn;
+        for (name, lin) in [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.o_proj", &mut a.o_proj),
+            ("mlp.gate_proj", &mut self.mlp.gate_proj),
+            ("mlp.up_proj", &mut self.mlp.up_proj),
+            ("mlp.down_proj", &mut self.mlp.down_proj),
+        ] {
+            out.push((format!("{name}.weight"), &mut lin.weight));
+            if let Some(b) = lin.bias.as_mut() {
+                out.push((format!("{name}.bias"), b));
+            }
+        }
+        for (name, norm) in [
+            ("self_attn.q_norm", &mut a.q_norm),
+            ("self_attn.k_norm", &mut a.k_norm),
+            ("input_layernorm", &mut self.input_layernorm),
+            ("post_attention_layernorm", &mut self.post_attention_layernorm),
+        ] {
+            out.push((format!("{name}.weight"), &mut norm.weight));
+        }
+        out
+    }
+
     /// `x`: (batch, seq, hidden); `causal`: mask future positions.
     pub fn forward(
         &self,

@@ -1,0 +1,5 @@
+//! Recovery fine-tuning (SPEC.md step 4): supervised-token labels, the loss, and the
+//! training loop with its optimizer, schedule and checkpoints.
+
+pub mod labels;
+pub mod loss;
