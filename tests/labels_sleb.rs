@@ -32,7 +32,10 @@ fn labels_match_the_independent_rule() {
             let sup = labels::prepare(&processor, sample, 1 << 20).unwrap();
             let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
             let mask: Vec<u8> = serde_json::from_value(case["supervised"].clone()).unwrap();
-            assert_eq!(sup.enc.input_ids, ids, "{model} conversation {i}: token ids");
+            assert_eq!(
+                sup.enc.input_ids, ids,
+                "{model} conversation {i}: token ids"
+            );
             let ours: Vec<u8> = sup.supervised.iter().map(|&b| b as u8).collect();
             assert_eq!(ours, mask, "{model} conversation {i}: supervised mask");
             assert!(sup.num_targets() > 0);
@@ -49,7 +52,10 @@ fn truncation_drops_whole_images_and_refuses_cuts_through_them() {
     let image = processor.special_token_ids().image_pad.unwrap();
     let first_image = full.enc.input_ids.iter().position(|&t| t == image).unwrap();
     let err = labels::prepare(&processor, &samples[4], first_image + 1).unwrap_err();
-    assert!(format!("{err:#}").contains("cuts through an image"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("cuts through an image"),
+        "{err:#}"
+    );
     // Cutting before any supervised token leaves nothing to learn.
     let err = labels::prepare(&processor, &samples[4], first_image).unwrap_err();
     assert!(format!("{err:#}").contains("nothing to learn"), "{err:#}");
@@ -104,4 +110,70 @@ fn sleb_rounds_match_transformers() {
         }
         assert_eq!(ours.removed as u64, want["removed"].as_u64().unwrap());
     }
+}
+
+#[test]
+fn plan_cli_runs_sleb_and_explains_missing_inputs() {
+    let expected = train_json("sleb.json");
+    let n_samples = expected["samples"].as_u64().unwrap() as usize;
+    let tmp = tempfile::tempdir().unwrap();
+    // The fixture's calibration set, with image paths made absolute.
+    let base = fixtures().join("train");
+    let mut data: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(base.join("data.json")).unwrap()).unwrap();
+    data.truncate(n_samples);
+    for s in &mut data {
+        let abs = |v: &Value| Value::String(base.join(v.as_str().unwrap()).display().to_string());
+        if let Some(img) = s.get_mut("image") {
+            *img = match img {
+                Value::Array(a) => Value::Array(a.iter().map(abs).collect()),
+                ref other => abs(other),
+            };
+        }
+    }
+    let data_path = tmp.path().join("calib.json");
+    std::fs::write(&data_path, serde_json::to_string(&data).unwrap()).unwrap();
+    let out = tmp.path().join("plan.json");
+    let rounds = expected["rounds"].as_array().unwrap().len();
+    let ratio = format!("{}", (rounds as f64 + 0.5) / 6.0);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args(["plan", "--strategy", "sleb", "--finetune-policy", "next"])
+        .arg("--model")
+        .arg(model_dir("tiny-b"))
+        .arg("--data")
+        .arg(&data_path)
+        .args(["--samples", &n_samples.to_string(), "--ratio", &ratio])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let mut want: Vec<u64> = expected["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["removed"].as_u64().unwrap())
+        .collect();
+    want.sort_unstable();
+    let drop: Vec<u64> = serde_json::from_value(plan["drop"].clone()).unwrap();
+    assert_eq!(drop, want);
+    assert_eq!(plan["strategy"], "sleb");
+    // Each dropped layer's next kept layer is fine-tuned (policy next).
+    assert!(!plan["finetune"].as_array().unwrap().is_empty());
+
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args(["plan", "--strategy", "sleb", "--ratio", "0.25"])
+        .arg("--out")
+        .arg(tmp.path().join("x.json"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("sleb needs --model"), "{err}");
+    assert!(!tmp.path().join("x.json").exists());
 }

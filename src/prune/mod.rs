@@ -14,8 +14,8 @@ pub mod heatmap;
 pub mod plan;
 pub mod scores;
 pub mod select;
-pub mod sleb;
 pub mod similarity;
+pub mod sleb;
 pub mod surgery;
 
 pub use plan::{role_table, Plan, Role};

@@ -3,5 +3,6 @@
 pub mod forward;
 pub mod inspect;
 pub mod plan;
+pub mod progress;
 pub mod prune;
 pub mod similarity;

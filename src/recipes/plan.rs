@@ -3,8 +3,16 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use candle_core::{DType, Device};
 
-use crate::prune::{role_table, select, SelectOptions, SimilarityScores, Strategy};
+use crate::data::{choose, read_samples};
+use crate::model::Qwen3VlModel;
+use crate::processor::Processor;
+use crate::prune::sleb::{self, calibration_loss, CalibrationExample};
+use crate::prune::{
+    drop_count, role_table, select, Plan, SelectOptions, SimilarityScores, Strategy,
+};
+use crate::recipes::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -36,6 +44,19 @@ pub struct PlanArgs {
     /// Where to write plan.json.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// sleb only: the model whose layers are removed.
+    #[arg(long, help_heading = "SLEB")]
+    pub model: Option<PathBuf>,
+    /// sleb only: calibration conversations (LLaVA JSON/JSONL); the loss is next-token
+    /// cross-entropy on their assistant turns.
+    #[arg(long, value_name = "FILE", help_heading = "SLEB")]
+    pub data: Option<PathBuf>,
+    /// sleb only: number of calibration conversations, chosen at random with --seed.
+    #[arg(long, value_name = "N", default_value_t = 32, help_heading = "SLEB")]
+    pub samples: usize,
+    /// sleb only: conversations are cut to this many tokens.
+    #[arg(long, default_value_t = 8192, help_heading = "SLEB")]
+    pub max_length: usize,
 }
 
 /// Selects, writes `plan.json` and returns the report (summary + role table).
@@ -45,29 +66,40 @@ pub fn run(args: &PlanArgs) -> Result<String> {
         .flatten()
         .collect();
     let scores = match (&args.similarity, pack_files.is_empty()) {
-        (Some(path), true) => SimilarityScores::read(path)?,
-        (None, false) => SimilarityScores::from_pack_files(&pack_files)?,
+        (Some(path), true) => Some(SimilarityScores::read(path)?),
+        (None, false) => Some(SimilarityScores::from_pack_files(&pack_files)?),
         (Some(_), false) => bail!("give either --similarity or --pack1/--pack2/--pack3, not both"),
+        (None, true) if args.strategy == Strategy::Sleb => None,
         (None, true) => {
             bail!("no scores: give --similarity sim.json (or the reference scripts' --pack1 ...)")
         }
     };
-    if args.strategy == Strategy::Sleb {
-        bail!("strategy sleb needs the model and calibration data (--model/--data); it is not available in `plan` yet");
-    }
-    let opts = SelectOptions {
-        seed: args.seed,
-        finetune: args.finetune_policy,
+    let mut report = String::new();
+    let plan = if args.strategy == Strategy::Sleb {
+        let (plan, log) = sleb_plan(args, scores.as_ref())?;
+        report.push_str(&log);
+        plan
+    } else {
+        if args.model.is_some() || args.data.is_some() {
+            bail!("--model and --data are only used by --strategy sleb");
+        }
+        let opts = SelectOptions {
+            seed: args.seed,
+            finetune: args.finetune_policy,
+        };
+        let scores = scores.as_ref().expect("checked above");
+        select(scores, args.strategy, args.ratio, &opts)?
     };
-    let plan = select(&scores, args.strategy, args.ratio, &opts)?;
     plan.write(&args.out)?;
     let picture = args.out.with_extension("svg");
-    let title = format!("{} at ratio {}", args.strategy, args.ratio);
-    crate::prune::write_atomic(
-        &picture,
-        crate::prune::heatmap::svg(&scores, Some(&plan), &title).as_bytes(),
-    )?;
-    let mut report = format!(
+    if let Some(scores) = &scores {
+        let title = format!("{} at ratio {}", args.strategy, args.ratio);
+        crate::prune::write_atomic(
+            &picture,
+            crate::prune::heatmap::svg(scores, Some(&plan), &title).as_bytes(),
+        )?;
+    }
+    report.push_str(&format!(
         "{}: ratio {} of {} layers -> drop {:?}, fine-tune {:?}, anchors {:?} (strategy {}, fine-tune policy {})\n",
         args.out.display(),
         args.ratio,
@@ -77,8 +109,89 @@ pub fn run(args: &PlanArgs) -> Result<String> {
         plan.anchors,
         args.strategy,
         args.finetune_policy
-    );
-    report.push_str(&role_table(&plan, Some(&scores))?);
-    report.push_str(&format!("heat-map: {}\n", picture.display()));
+    ));
+    report.push_str(&role_table(&plan, scores.as_ref())?);
+    if scores.is_some() {
+        report.push_str(&format!("heat-map: {}\n", picture.display()));
+    }
     Ok(report)
+}
+
+/// SLEB: greedy removal by calibration loss on the model itself.
+fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan, String)> {
+    let (Some(model_dir), Some(data)) = (&args.model, &args.data) else {
+        bail!("strategy sleb needs --model DIR and --data FILE (calibration conversations)");
+    };
+    let device = Device::Cpu;
+    let model = Qwen3VlModel::load(model_dir, DType::F32, &device)?;
+    let processor = Processor::from_dir(model_dir)?;
+    let num_layers = model.layers.len();
+    if let Some(s) = scores {
+        if s.num_layers() != num_layers {
+            bail!(
+                "the similarity scores are for {} layers but {} has {num_layers}",
+                s.num_layers(),
+                model_dir.display()
+            );
+        }
+    }
+    let n = drop_count(num_layers, args.ratio)?;
+    let all = read_samples(data)?;
+    let chosen = choose(all.len(), 1.0, Some(args.samples), args.seed)?;
+    let mut examples = Vec::new();
+    let mut skipped = Vec::new();
+    for &i in &chosen {
+        match CalibrationExample::new(&model, &processor, &all[i], args.max_length, &device) {
+            Ok(ex) => examples.push(ex),
+            Err(e) => skipped.push(crate::error_line(&e)),
+        }
+    }
+    if examples.is_empty() {
+        bail!(
+            "{}: none of the {} chosen conversations can be used (first problem: {})",
+            data.display(),
+            chosen.len(),
+            skipped.first().map(String::as_str).unwrap_or("no samples")
+        );
+    }
+    let mut log = format!(
+        "sleb: {} calibration conversations ({} skipped{}), removing {n} of {num_layers} layers\n",
+        examples.len(),
+        skipped.len(),
+        skipped
+            .first()
+            .map(|s| format!(", e.g. {s}"))
+            .unwrap_or_default()
+    );
+    let kept: Vec<usize> = (0..num_layers).collect();
+    let dense = calibration_loss(&model, &examples, &kept)?;
+    log.push_str(&format!(
+        "sleb: calibration loss of the whole model {dense:.5}\n"
+    ));
+    let total = (0..n).map(|r| num_layers - r).sum::<usize>();
+    let progress = Progress::new("sleb", "candidate stacks", total);
+    let mut done = 0;
+    let rounds = sleb::greedy(num_layers, n, |stack| {
+        let l = calibration_loss(&model, &examples, stack);
+        done += 1;
+        progress.set(done, "");
+        l
+    })?;
+    progress.finish();
+    for (r, round) in rounds.iter().enumerate() {
+        let loss = round
+            .candidates
+            .iter()
+            .find(|c| c.0 == round.removed)
+            .map(|c| c.1)
+            .unwrap_or(f64::NAN);
+        log.push_str(&format!(
+            "sleb: round {}: remove layer {} (loss {loss:.5})\n",
+            r + 1,
+            round.removed
+        ));
+    }
+    let drops = rounds.iter().map(|r| r.removed).collect();
+    let plan = Plan::from_drops("sleb", args.ratio, num_layers, drops, args.finetune_policy)?;
+    Ok((plan, log))
 }

@@ -2,7 +2,6 @@
 //! sample, one forward pass per sample, written to sim.json.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
@@ -11,6 +10,7 @@ use crate::data::{choose, read_samples, Sample};
 use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::Processor;
 use crate::prune::{SimilarityAccumulator, SimilarityScores};
+use crate::recipes::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 pub struct SimilarityArgs {
@@ -37,62 +37,6 @@ pub struct SimilarityArgs {
     pub out: PathBuf,
 }
 
-/// Progress on a terminal as a bar, elsewhere as a log line every few samples.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    total: usize,
-    start: Instant,
-}
-
-impl Progress {
-    fn new(total: usize) -> Self {
-        use std::io::IsTerminal;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} similarity [{bar:30}] {pos}/{len} samples, {per_sec}, ETA {eta} {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar
-        });
-        Self {
-            bar,
-            total,
-            start: Instant::now(),
-        }
-    }
-
-    fn tick(&self, done: usize, skipped: usize) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(done as u64);
-                if skipped > 0 {
-                    bar.set_message(format!("({skipped} skipped)"));
-                }
-            }
-            None => {
-                let step = (self.total / 20).max(1);
-                if done.is_multiple_of(step) || done == self.total {
-                    let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
-                    eprintln!(
-                        "similarity: {done}/{} samples, {rate:.2} samples/s, {skipped} skipped",
-                        self.total
-                    );
-                }
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish();
-        }
-    }
-}
-
 pub fn run(args: &SimilarityArgs) -> Result<String> {
     let device = Device::Cpu;
     let processor = Processor::from_dir(&args.model)?;
@@ -104,13 +48,18 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     }
     let chosen = choose(all.len(), args.portion, args.samples, args.seed)?;
     let mut acc = SimilarityAccumulator::new(num_layers, args.max_pack)?;
-    let progress = Progress::new(chosen.len());
+    let progress = Progress::new("similarity", "samples", chosen.len());
     let mut skipped: Vec<String> = Vec::new();
     for (done, &i) in chosen.iter().enumerate() {
         if let Err(e) = score_sample(&model, &processor, &all[i], &mut acc, &device) {
             skipped.push(crate::error_line(&e));
         }
-        progress.tick(done + 1, skipped.len());
+        let msg = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("({} skipped)", skipped.len())
+        };
+        progress.set(done + 1, &msg);
     }
     progress.finish();
     if acc.num_samples() == 0 {

@@ -88,8 +88,7 @@ pub fn assistant_spans(processor: &Processor, messages: &[Message]) -> Result<Ve
         }
         let before = processor.render(&messages[..j], true)?;
         let after = processor.render(&messages[..=j], false)?;
-        if !(full.starts_with(&before) && full.starts_with(&after) && after.len() >= before.len())
-        {
+        if !(full.starts_with(&before) && full.starts_with(&after) && after.len() >= before.len()) {
             bail!(
                 "the chat template renders turn {} differently inside the whole conversation; cannot find its supervised tokens",
                 j + 1
@@ -118,7 +117,9 @@ pub fn encode_supervised(
     // Span boundaries in the expanded text: expand the prefix that ends there.
     let expanded_pos = |pos: usize| -> Result<usize> {
         let prefix = &prompt[..pos];
-        let k = prefix.matches(crate::processor::tokenizer::IMAGE_PAD).count();
+        let k = prefix
+            .matches(crate::processor::tokenizer::IMAGE_PAD)
+            .count();
         Ok(expand_image_placeholders(prefix, &counts[..k])?.len())
     };
     let spans = spans
@@ -150,7 +151,12 @@ pub fn truncate(mut s: Supervised, max_len: usize, image_token: u32) -> Result<S
     let merge2 = {
         // Tokens per image = t*h*w / merge²; recover merge² from the totals.
         let total_tokens = ids.iter().filter(|&&i| i == image_token).count();
-        let total_patches: usize = s.enc.image_grid_thw.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        let total_patches: usize = s
+            .enc
+            .image_grid_thw
+            .iter()
+            .map(|g| g[0] * g[1] * g[2])
+            .sum();
         if total_tokens == 0 {
             1
         } else {
@@ -199,7 +205,7 @@ pub fn prepare(processor: &Processor, sample: &Sample, max_len: usize) -> Result
         .special_token_ids()
         .image_pad
         .context("the tokenizer has no <|image_pad|> token")?;
-    let s = encode_supervised(processor, &messages, images)
-        .with_context(|| sample.origin.clone())?;
+    let s =
+        encode_supervised(processor, &messages, images).with_context(|| sample.origin.clone())?;
     truncate(s, max_len, image_token).with_context(|| sample.origin.clone())
 }

@@ -103,7 +103,10 @@ impl DecoderLayer {
             ("self_attn.q_norm", &mut a.q_norm),
             ("self_attn.k_norm", &mut a.k_norm),
             ("input_layernorm", &mut self.input_layernorm),
-            ("post_attention_layernorm", &mut self.post_attention_layernorm),
+            (
+                "post_attention_layernorm",
+                &mut self.post_attention_layernorm,
+            ),
         ] {
             out.push((format!("{name}.weight"), &mut norm.weight));
         }
