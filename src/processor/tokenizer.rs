@@ -29,6 +29,9 @@ pub struct SpecialTokenIds {
     pub endoftext: Option<u32>,
 }
 
+/// A token's byte range in the encoded text.
+pub type Offset = (usize, usize);
+
 /// A Hugging Face tokenizer with the special-token settings of `tokenizer_config.json`.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
@@ -123,7 +126,7 @@ impl Tokenizer {
         &self,
         text: &str,
         add_special_tokens: bool,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    ) -> Result<(Vec<u32>, Vec<Offset>)> {
         let enc = self
             .inner
             .encode(text, add_special_tokens)

@@ -157,11 +157,7 @@ pub fn truncate(mut s: Supervised, max_len: usize, image_token: u32) -> Result<S
             .iter()
             .map(|g| g[0] * g[1] * g[2])
             .sum();
-        if total_tokens == 0 {
-            1
-        } else {
-            total_patches / total_tokens
-        }
+        total_patches.checked_div(total_tokens).unwrap_or(1)
     };
     let (mut tokens, mut patches, mut keep) = (0, 0, 0);
     for g in &s.enc.image_grid_thw {
