@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_fixtures import FIX, load_processor, open_image  # noqa: E402
+from make_fixtures import FIX, load_processor  # noqa: E402
 from transformers import Qwen3VLForConditionalGeneration  # noqa: E402
+from transformers.image_utils import load_image  # noqa: E402
 from transformers.optimization import get_cosine_schedule_with_warmup  # noqa: E402
 
 OUT = FIX / "train"
@@ -100,8 +101,9 @@ def messages_and_images(sample):
             if piece:
                 content.append({"type": "text", "text": piece})
         messages.append({"role": ROLE[t["from"]], "content": content})
-    paths = [OUT / p for p in images]
-    return messages, [open_image(p) for p in paths]
+    # Images named by path are loaded the way transformers loads a path it is given
+    # (`load_image`: EXIF transpose, then convert("RGB"), which drops alpha).
+    return messages, [load_image(str(OUT / p)) for p in images]
 
 
 def count_images(messages):

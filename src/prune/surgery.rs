@@ -6,7 +6,8 @@
 //! held in memory twice; the output is built in a temporary directory that is renamed into
 //! place only when complete.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -102,55 +103,17 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
     let result = (|| -> Result<(usize, usize)> {
         std::fs::create_dir_all(&tmp)
             .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        let files = weights::weight_files(src)?;
-        let mut weight_map = BTreeMap::new();
-        let (mut written, mut removed, mut total_size) = (0, 0, 0usize);
-        for file in &files {
-            let mmap = weights::map_file(file)?;
-            let st = weights::parse(file, &mmap)?;
-            let mut views = Vec::new();
-            for (name, view) in st.tensors() {
-                let renamed = match split_layer_name(&name) {
-                    Some((i, rest)) => match new_index.get(i).copied().flatten() {
-                        Some(j) => format!("{LAYER_PREFIX}{j}.{rest}"),
-                        None if i < layers_before => {
-                            removed += 1;
-                            continue;
-                        }
-                        None => bail!(
-                            "{}: tensor {name} is beyond num_hidden_layers",
-                            file.display()
-                        ),
-                    },
-                    None => name.clone(),
-                };
-                total_size += view.data().len();
-                views.push((renamed, view));
-            }
-            views.sort_by(|a, b| a.0.cmp(&b.0));
-            let file_name = file
-                .file_name()
-                .context("weight file without a name")?
-                .to_owned();
-            for (name, _) in &views {
-                weight_map.insert(name.clone(), file_name.to_string_lossy().into_owned());
-            }
-            written += views.len();
-            let metadata = Some(std::collections::HashMap::from([(
-                "format".to_string(),
-                "pt".to_string(),
-            )]));
-            let dest = tmp.join(&file_name);
-            safetensors::serialize_to_file(views, metadata, &dest)
-                .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", dest.display()))?;
-        }
-        if files.len() > 1 || src.join("model.safetensors.index.json").exists() {
-            let index = serde_json::json!({
-                "metadata": {"total_size": total_size},
-                "weight_map": weight_map,
-            });
-            write_json(&tmp.join("model.safetensors.index.json"), &index)?;
-        }
+        let rename = |name: &str| -> Result<Option<String>> {
+            Ok(match split_layer_name(name) {
+                Some((i, rest)) => match new_index.get(i).copied().flatten() {
+                    Some(j) => Some(format!("{LAYER_PREFIX}{j}.{rest}")),
+                    None if i < layers_before => None,
+                    None => bail!("tensor {name} is beyond num_hidden_layers"),
+                },
+                None => Some(name.to_string()),
+            })
+        };
+        let (written, removed) = rewrite_weights(src, &tmp, rename, &HashMap::new())?;
         config["text_config"]["num_hidden_layers"] = layers_after.into();
         if let Some(types) = config
             .pointer_mut("/text_config/layer_types")
@@ -167,22 +130,7 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
         let plan_path = tmp.join(PLAN_FILE);
         std::fs::write(&plan_path, written_plan.to_json_string())
             .with_context(|| format!("{}: cannot write", plan_path.display()))?;
-        // Everything else (tokenizer, templates, preprocessor and generation configs) as is.
-        for entry in
-            std::fs::read_dir(src).with_context(|| format!("{}: cannot list", src.display()))?
-        {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name_str = name.to_string_lossy();
-            let handled = name_str.ends_with(".safetensors")
-                || name_str == "model.safetensors.index.json"
-                || name_str == "config.json"
-                || name_str == PLAN_FILE;
-            if !handled && entry.file_type()?.is_file() {
-                std::fs::copy(entry.path(), tmp.join(&name))
-                    .with_context(|| format!("{}: cannot copy", entry.path().display()))?;
-            }
-        }
+        copy_other_files(src, &tmp)?;
         Ok((written, removed))
     })();
     match result {
@@ -204,7 +152,171 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
     }
 }
 
-fn tmp_dir_for(out: &Path) -> Result<PathBuf> {
+/// A tensor to write: straight from a source file's memory map, or new data.
+enum OutTensor<'a> {
+    Mapped(safetensors::tensor::TensorView<'a>),
+    Owned {
+        dtype: safetensors::Dtype,
+        shape: Vec<usize>,
+        data: Vec<u8>,
+    },
+}
+
+impl safetensors::View for &OutTensor<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        match self {
+            OutTensor::Mapped(v) => v.dtype(),
+            OutTensor::Owned { dtype, .. } => *dtype,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        match self {
+            OutTensor::Mapped(v) => v.shape(),
+            OutTensor::Owned { shape, .. } => shape,
+        }
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self {
+            OutTensor::Mapped(v) => Cow::Borrowed(v.data()),
+            OutTensor::Owned { data, .. } => Cow::Borrowed(data),
+        }
+    }
+    fn data_len(&self) -> usize {
+        match self {
+            OutTensor::Mapped(v) => v.data().len(),
+            OutTensor::Owned { data, .. } => data.len(),
+        }
+    }
+}
+
+/// `t` as bytes of the safetensors dtype `dtype` (the dtype the source stored).
+fn tensor_bytes(t: &candle_core::Tensor, dtype: safetensors::Dtype) -> Result<Vec<u8>> {
+    use candle_core::DType;
+    let t = t.flatten_all()?;
+    Ok(match dtype {
+        safetensors::Dtype::F32 => t
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        safetensors::Dtype::BF16 => t
+            .to_dtype(DType::BF16)?
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        safetensors::Dtype::F16 => t
+            .to_dtype(DType::F16)?
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        other => bail!("cannot write a trained tensor as {other:?}"),
+    })
+}
+
+/// Rewrites every safetensors file of `src` into `dst` (same file names, `{"format": "pt"}`
+/// metadata, and `model.safetensors.index.json` when the source is sharded), one shard at a
+/// time from its memory map. `rename` gives each tensor's new name, or None to leave it
+/// out; `replace` holds new values by *new* name, written in the dtype the source stored.
+/// Returns (tensors written, tensors left out).
+pub fn rewrite_weights(
+    src: &Path,
+    dst: &Path,
+    rename: impl Fn(&str) -> Result<Option<String>>,
+    replace: &HashMap<String, candle_core::Tensor>,
+) -> Result<(usize, usize)> {
+    let files = weights::weight_files(src)?;
+    let mut weight_map = BTreeMap::new();
+    let (mut written, mut removed, mut total_size) = (0, 0, 0usize);
+    let mut replaced = 0;
+    for file in &files {
+        let mmap = weights::map_file(file)?;
+        let st = weights::parse(file, &mmap)?;
+        let mut views = Vec::new();
+        for (name, view) in st.tensors() {
+            let Some(renamed) = rename(&name).with_context(|| file.display().to_string())? else {
+                removed += 1;
+                continue;
+            };
+            let out = match replace.get(&renamed) {
+                Some(t) => {
+                    if t.dims() != view.shape() {
+                        bail!(
+                            "{}: new value of {renamed} has shape {:?}, stored {:?}",
+                            file.display(),
+                            t.dims(),
+                            view.shape()
+                        );
+                    }
+                    replaced += 1;
+                    OutTensor::Owned {
+                        dtype: view.dtype(),
+                        shape: view.shape().to_vec(),
+                        data: tensor_bytes(t, view.dtype())?,
+                    }
+                }
+                None => OutTensor::Mapped(view),
+            };
+            total_size += safetensors::View::data_len(&&out);
+            views.push((renamed, out));
+        }
+        views.sort_by(|a, b| a.0.cmp(&b.0));
+        let file_name = file
+            .file_name()
+            .context("weight file without a name")?
+            .to_owned();
+        for (name, _) in &views {
+            weight_map.insert(name.clone(), file_name.to_string_lossy().into_owned());
+        }
+        written += views.len();
+        let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+        let dest = dst.join(&file_name);
+        let refs: Vec<(&String, &OutTensor)> = views.iter().map(|(n, v)| (n, v)).collect();
+        safetensors::serialize_to_file(refs, metadata, &dest)
+            .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", dest.display()))?;
+    }
+    if replaced != replace.len() {
+        bail!(
+            "{}: {} of the {} tensors to replace are not in the checkpoint",
+            src.display(),
+            replace.len() - replaced,
+            replace.len()
+        );
+    }
+    if files.len() > 1 || src.join("model.safetensors.index.json").exists() {
+        let index = serde_json::json!({
+            "metadata": {"total_size": total_size},
+            "weight_map": weight_map,
+        });
+        write_json(&dst.join("model.safetensors.index.json"), &index)?;
+    }
+    Ok((written, removed))
+}
+
+/// Copies everything but the weights, their index, `config.json` and the plan file
+/// (tokenizer, templates, preprocessor and generation configs) from `src` to `dst`.
+pub fn copy_other_files(src: &Path, dst: &Path) -> Result<()> {
+    for entry in
+        std::fs::read_dir(src).with_context(|| format!("{}: cannot list", src.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        let handled = name_str.ends_with(".safetensors")
+            || name_str == "model.safetensors.index.json"
+            || name_str == "config.json"
+            || name_str == PLAN_FILE;
+        if !handled && entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), dst.join(&name))
+                .with_context(|| format!("{}: cannot copy", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn tmp_dir_for(out: &Path) -> Result<PathBuf> {
     let name = out
         .file_name()
         .with_context(|| format!("{}: not a directory path", out.display()))?;
@@ -215,7 +327,7 @@ fn tmp_dir_for(out: &Path) -> Result<PathBuf> {
     )))
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<()> {
+pub fn write_json(path: &Path, value: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
     std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
 }

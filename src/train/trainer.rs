@@ -1,0 +1,289 @@
+//! One optimizer step at a time: gradients of the mean supervised-token loss of a batch with
+//! respect to the trainable decoder layers only, gradient-norm clipping, AdamW.
+//!
+//! Layers below the first trainable one run with the fast inference kernels and build no
+//! autograd graph; the rest run with differentiable ops. With gradient checkpointing only
+//! each layer's input is kept during the forward pass, and the backward pass goes layer by
+//! layer from the top, recomputing each layer (with its input as a leaf) and pulling the
+//! incoming gradient through it, so memory holds one layer's graph at a time.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::adamw::{AdamW, AdamWConfig};
+use super::labels::Supervised;
+use super::loss::cross_entropy_sum;
+use crate::model::ops::Grad;
+use crate::model::{ModelInputs, Qwen3VlModel};
+
+/// Name prefix of decoder layer tensors in a Qwen3-VL checkpoint.
+pub const LAYER_PREFIX: &str = "model.language_model.layers.";
+
+#[derive(Debug, Clone, Copy)]
+pub struct TrainOptions {
+    pub grad_checkpoint: bool,
+    /// Global gradient-norm clip (0: none).
+    pub max_grad_norm: f64,
+    pub adamw: AdamWConfig,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            grad_checkpoint: false,
+            max_grad_norm: 1.0,
+            adamw: AdamWConfig::default(),
+        }
+    }
+}
+
+/// A trainable tensor and its name in the loaded checkpoint.
+pub struct Param {
+    pub name: String,
+    pub var: Var,
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Mean cross-entropy over the supervised tokens of the whole batch.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// Supervised tokens of the batch.
+    pub supervised_tokens: usize,
+    /// All input tokens of the batch.
+    pub input_tokens: usize,
+}
+
+pub struct Trainer {
+    pub model: Qwen3VlModel,
+    pub params: Vec<Param>,
+    /// Positions (in the loaded model) of the trainable layers, ascending.
+    pub trainable: Vec<usize>,
+    pub opt: AdamW,
+    pub options: TrainOptions,
+}
+
+impl Trainer {
+    /// Makes the layers at `positions` of `model` trainable (f32 copies of their weights).
+    pub fn new(
+        mut model: Qwen3VlModel,
+        positions: &[usize],
+        options: TrainOptions,
+    ) -> Result<Self> {
+        let mut trainable = positions.to_vec();
+        trainable.sort_unstable();
+        trainable.dedup();
+        if trainable.is_empty() {
+            bail!("no layer to fine-tune");
+        }
+        let n = model.layers.len();
+        if let Some(&bad) = trainable.iter().find(|&&p| p >= n) {
+            bail!("layer position {bad} is beyond the model's {n} decoder layers");
+        }
+        let mut params = Vec::new();
+        for &pos in &trainable {
+            for (name, t) in model.layers[pos].params_mut() {
+                let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+                *t = var.as_tensor().clone();
+                params.push(Param {
+                    name: format!("{LAYER_PREFIX}{pos}.{name}"),
+                    var,
+                });
+            }
+        }
+        let sizes: Vec<usize> = params.iter().map(|p| p.var.elem_count()).collect();
+        let opt = AdamW::new(options.adamw, &sizes);
+        Ok(Self {
+            model,
+            params,
+            trainable,
+            opt,
+            options,
+        })
+    }
+
+    fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    /// Gradients of (sum of the batch's supervised-token losses) × `scale`, accumulated
+    /// into `acc` (one tensor per parameter). Returns the unscaled loss sum.
+    pub fn accumulate_gradients(
+        &self,
+        sup: &Supervised,
+        scale: f64,
+        acc: &mut [Tensor],
+    ) -> Result<f64> {
+        let model = &self.model;
+        let (positions, labels) = sup.targets();
+        if labels.is_empty() {
+            bail!("no supervised tokens");
+        }
+        let inputs = ModelInputs::from_encoded(&sup.enc, self.device())?;
+        let emb = model.embed(&inputs, Grad::None)?;
+        let n = model.layers.len();
+        let stack: Vec<usize> = (0..n).collect();
+        let first = self.trainable[0];
+        let h = model.run_stack(&emb, &stack, emb.embeds.clone(), 0..first, Grad::None)?;
+
+        if !self.options.grad_checkpoint {
+            let h = model.run_stack(&emb, &stack, h, first..n, Grad::Track)?;
+            let logits = model.logits_at(&h, &positions, Grad::Track)?;
+            let loss = cross_entropy_sum(&logits, &labels)?;
+            let grads = (&loss * scale)?.backward()?;
+            for (p, a) in self.params.iter().zip(acc.iter_mut()) {
+                if let Some(g) = grads.get(p.var.as_tensor()) {
+                    *a = (&*a + g)?;
+                }
+            }
+            return Ok(loss.to_scalar::<f32>()? as f64);
+        }
+
+        // Forward without a graph, keeping each layer's input.
+        let mut saved = Vec::with_capacity(n - first);
+        let mut h = h;
+        for pos in first..n {
+            saved.push(h.clone());
+            h = model.run_stack(&emb, &stack, h, pos..pos + 1, Grad::None)?;
+        }
+        let top = Var::from_tensor(&h)?;
+        let logits = model.logits_at(top.as_tensor(), &positions, Grad::Track)?;
+        let loss = cross_entropy_sum(&logits, &labels)?;
+        let grads = (&loss * scale)?.backward()?;
+        let mut g = grads
+            .get(top.as_tensor())
+            .context("no gradient reached the last decoder layer")?
+            .clone();
+        let mut param_index = self.params.len();
+        for pos in (first..n).rev() {
+            let x = Var::from_tensor(&saved[pos - first])?;
+            let y = model.run_stack(
+                &emb,
+                &stack,
+                x.as_tensor().clone(),
+                pos..pos + 1,
+                Grad::Track,
+            )?;
+            let grads = (y * &g)?.sum_all()?.backward()?;
+            if self.trainable.binary_search(&pos).is_ok() {
+                let prefix = format!("{LAYER_PREFIX}{pos}.");
+                let start = self.params[..param_index]
+                    .iter()
+                    .position(|p| p.name.starts_with(&prefix))
+                    .context("internal error: trainable layer without parameters")?;
+                for (p, a) in self.params[start..param_index]
+                    .iter()
+                    .zip(acc[start..param_index].iter_mut())
+                {
+                    if let Some(gp) = grads.get(p.var.as_tensor()) {
+                        *a = (&*a + gp)?;
+                    }
+                }
+                param_index = start;
+            }
+            if pos > first {
+                g = grads
+                    .get(x.as_tensor())
+                    .context("no gradient reached a layer input")?
+                    .clone();
+            }
+        }
+        Ok(loss.to_scalar::<f32>()? as f64)
+    }
+
+    /// Gradients (flattened, one per parameter) of the mean supervised-token loss of
+    /// `batch`, and that loss. Samples are processed one at a time; the mean is over all
+    /// supervised tokens of the batch, as SPEC.md defines the loss of one optimizer step.
+    pub fn gradients(&self, batch: &[Supervised]) -> Result<(Vec<Vec<f32>>, f64, usize)> {
+        let tokens: usize = batch.iter().map(Supervised::num_targets).sum();
+        if tokens == 0 {
+            bail!("the batch has no supervised tokens");
+        }
+        let mut acc = self
+            .params
+            .iter()
+            .map(|p| Tensor::zeros(p.var.shape(), DType::F32, self.device()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut loss_sum = 0.0;
+        for sup in batch {
+            loss_sum += self.accumulate_gradients(sup, 1.0 / tokens as f64, &mut acc)?;
+        }
+        let grads = acc
+            .iter()
+            .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((grads, loss_sum / tokens as f64, tokens))
+    }
+
+    /// Current values of the trainable tensors, flattened.
+    pub fn values(&self) -> Result<Vec<Vec<f32>>> {
+        self.params
+            .iter()
+            .map(|p| Ok(p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?))
+            .collect()
+    }
+
+    pub fn set_values(&mut self, values: Vec<Vec<f32>>) -> Result<()> {
+        if values.len() != self.params.len() {
+            bail!(
+                "{} values for {} trainable tensors",
+                values.len(),
+                self.params.len()
+            );
+        }
+        for (p, v) in self.params.iter().zip(values) {
+            let t = Tensor::from_vec(v, p.var.shape(), self.device())?;
+            p.var.set(&t)?;
+        }
+        Ok(())
+    }
+
+    /// One optimizer step on `batch` at learning rate `lr`. A non-finite loss or gradient
+    /// norm is an error and leaves the weights and optimizer untouched.
+    pub fn step(&mut self, batch: &[Supervised], lr: f64) -> Result<StepStats> {
+        let (mut grads, loss, tokens) = self.gradients(batch)?;
+        let grad_norm = global_norm(&grads);
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            bail!("the loss is {loss} and the gradient norm {grad_norm}; stopping before the weights are touched");
+        }
+        clip(&mut grads, grad_norm, self.options.max_grad_norm);
+        let mut values = self.values()?;
+        self.opt.step(&mut values, &grads, lr)?;
+        self.set_values(values)?;
+        Ok(StepStats {
+            loss,
+            grad_norm,
+            lr,
+            supervised_tokens: tokens,
+            input_tokens: batch.iter().map(|s| s.enc.input_ids.len()).sum(),
+        })
+    }
+}
+
+/// The 2-norm of all gradients together (torch's `clip_grad_norm_` total norm).
+pub fn global_norm(grads: &[Vec<f32>]) -> f64 {
+    grads
+        .iter()
+        .flat_map(|g| g.iter())
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// torch's `clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is below 1.
+pub fn clip(grads: &mut [Vec<f32>], norm: f64, max_norm: f64) {
+    if max_norm <= 0.0 {
+        return;
+    }
+    let coef = (max_norm as f32) / (norm as f32 + 1e-6);
+    if coef < 1.0 {
+        for g in grads.iter_mut() {
+            for x in g.iter_mut() {
+                *x *= coef;
+            }
+        }
+    }
+}
