@@ -54,6 +54,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Fine-tune exactly the plan's fine-tune layers (everything else frozen) on a small
+    /// share of the data: next-token cross-entropy on the assistant turns, AdamW with a
+    /// cosine schedule and linear warm-up, gradient clipping and accumulation.
+    ///
+    /// Writes a complete checkpoint with interlace_plan.json, training_log.jsonl (one line
+    /// per optimizer step) and loss.svg. With --save-every N, a run that is killed can be
+    /// continued with --resume (same flags).
+    Finetune(interlace::recipes::finetune::FinetuneArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -64,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forward(args) => print!("{}", interlace::recipes::forward::run(&args)?),
         Command::Similarity(args) => print!("{}", interlace::recipes::similarity::run(&args)?),
         Command::Plan(args) => print!("{}", interlace::recipes::plan::run(&args)?),
+        Command::Finetune(args) => print!("{}", interlace::recipes::finetune::run(&args)?),
         Command::Prune { model, plan, out } => {
             print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }

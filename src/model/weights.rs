@@ -2,6 +2,7 @@
 //! listed by `model.safetensors.index.json`, memory-mapped, converted to the compute dtype
 //! as each tensor is read.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -136,4 +137,100 @@ pub fn dominant_dtype(infos: &[TensorInfo]) -> String {
         .max_by_key(|(_, n)| *n)
         .map(|(d, _)| d.to_lowercase())
         .unwrap_or_else(|| "none".into())
+}
+
+/// A tensor to write: straight from a source file's memory map, or new data.
+pub enum OutTensor<'a> {
+    Mapped(safetensors::tensor::TensorView<'a>),
+    Owned {
+        dtype: safetensors::Dtype,
+        shape: Vec<usize>,
+        data: Vec<u8>,
+    },
+}
+
+impl safetensors::View for &OutTensor<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        match self {
+            OutTensor::Mapped(v) => v.dtype(),
+            OutTensor::Owned { dtype, .. } => *dtype,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        match self {
+            OutTensor::Mapped(v) => v.shape(),
+            OutTensor::Owned { shape, .. } => shape,
+        }
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self {
+            OutTensor::Mapped(v) => Cow::Borrowed(v.data()),
+            OutTensor::Owned { data, .. } => Cow::Borrowed(data),
+        }
+    }
+    fn data_len(&self) -> usize {
+        match self {
+            OutTensor::Mapped(v) => v.data().len(),
+            OutTensor::Owned { data, .. } => data.len(),
+        }
+    }
+}
+
+/// `t` as bytes of the safetensors dtype `dtype` (the dtype the source stored).
+pub fn tensor_bytes(t: &candle_core::Tensor, dtype: safetensors::Dtype) -> Result<Vec<u8>> {
+    use candle_core::DType;
+    let t = t.flatten_all()?;
+    Ok(match dtype {
+        safetensors::Dtype::F32 => t
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        safetensors::Dtype::BF16 => t
+            .to_dtype(DType::BF16)?
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        safetensors::Dtype::F16 => t
+            .to_dtype(DType::F16)?
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        other => bail!("cannot write a trained tensor as {other:?}"),
+    })
+}
+
+/// Writes `tensors` (any dtype candle holds, stored as f32 unless bf16/f16) to one
+/// safetensors file with `{"format": "pt"}` metadata, names sorted.
+pub fn save_tensors(
+    path: &Path,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+) -> Result<()> {
+    let mut owned = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let dtype = match t.dtype() {
+            candle_core::DType::BF16 => safetensors::Dtype::BF16,
+            candle_core::DType::F16 => safetensors::Dtype::F16,
+            _ => safetensors::Dtype::F32,
+        };
+        owned.push((
+            name.clone(),
+            OutTensor::Owned {
+                dtype,
+                shape: t.dims().to_vec(),
+                data: tensor_bytes(t, dtype)?,
+            },
+        ));
+    }
+    owned.sort_by(|a, b| a.0.cmp(&b.0));
+    let refs: Vec<(&String, &OutTensor)> = owned.iter().map(|(n, v)| (n, v)).collect();
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    safetensors::serialize_to_file(refs, metadata, path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", path.display()))
 }

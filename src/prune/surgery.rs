@@ -6,7 +6,6 @@
 //! held in memory twice; the output is built in a temporary directory that is renamed into
 //! place only when complete.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::plan::Plan;
-use crate::model::weights;
+use crate::model::weights::{self, tensor_bytes, OutTensor};
 
 /// Name of the plan file a pruned checkpoint carries.
 pub const PLAN_FILE: &str = "interlace_plan.json";
@@ -150,70 +149,6 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
             Err(e)
         }
     }
-}
-
-/// A tensor to write: straight from a source file's memory map, or new data.
-enum OutTensor<'a> {
-    Mapped(safetensors::tensor::TensorView<'a>),
-    Owned {
-        dtype: safetensors::Dtype,
-        shape: Vec<usize>,
-        data: Vec<u8>,
-    },
-}
-
-impl safetensors::View for &OutTensor<'_> {
-    fn dtype(&self) -> safetensors::Dtype {
-        match self {
-            OutTensor::Mapped(v) => v.dtype(),
-            OutTensor::Owned { dtype, .. } => *dtype,
-        }
-    }
-    fn shape(&self) -> &[usize] {
-        match self {
-            OutTensor::Mapped(v) => v.shape(),
-            OutTensor::Owned { shape, .. } => shape,
-        }
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        match self {
-            OutTensor::Mapped(v) => Cow::Borrowed(v.data()),
-            OutTensor::Owned { data, .. } => Cow::Borrowed(data),
-        }
-    }
-    fn data_len(&self) -> usize {
-        match self {
-            OutTensor::Mapped(v) => v.data().len(),
-            OutTensor::Owned { data, .. } => data.len(),
-        }
-    }
-}
-
-/// `t` as bytes of the safetensors dtype `dtype` (the dtype the source stored).
-fn tensor_bytes(t: &candle_core::Tensor, dtype: safetensors::Dtype) -> Result<Vec<u8>> {
-    use candle_core::DType;
-    let t = t.flatten_all()?;
-    Ok(match dtype {
-        safetensors::Dtype::F32 => t
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        safetensors::Dtype::BF16 => t
-            .to_dtype(DType::BF16)?
-            .to_vec1::<half::bf16>()?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        safetensors::Dtype::F16 => t
-            .to_dtype(DType::F16)?
-            .to_vec1::<half::f16>()?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        other => bail!("cannot write a trained tensor as {other:?}"),
-    })
 }
 
 /// Rewrites every safetensors file of `src` into `dst` (same file names, `{"format": "pt"}`

@@ -2,7 +2,9 @@
 //! training loop with its optimizer, schedule and checkpoints.
 
 pub mod adamw;
+pub mod checkpoint;
 pub mod labels;
 pub mod loss;
+pub mod plot;
 pub mod schedule;
 pub mod trainer;

@@ -1,0 +1,175 @@
+//! Resumable training state: the trainable tensors, AdamW's moments and step, and the
+//! position in the run, saved under a state directory as `step-N/` folders. A folder is
+//! written under a temporary name and renamed when complete, then `latest` is replaced
+//! (also by rename) to point at it, so a run killed at any moment leaves the previous
+//! checkpoint intact. Which samples each step uses follows from the seed and the step
+//! number, so the step number is the whole data position.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::trainer::Trainer;
+use crate::model::weights::save_tensors;
+
+/// Progress and identity of a run, stored as `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub total_steps: usize,
+    /// Samples skipped so far (failed to load or to label).
+    pub skipped: usize,
+    /// The settings that determine the result; a resumed run must have the same.
+    pub fingerprint: serde_json::Value,
+}
+
+pub const LATEST: &str = "latest";
+
+fn step_dir(state_dir: &Path, step: usize) -> PathBuf {
+    state_dir.join(format!("step-{step}"))
+}
+
+/// Saves the trainer and run state as `step-{state.step}` and points `latest` at it; older
+/// step folders are removed afterwards.
+pub fn save(state_dir: &Path, trainer: &Trainer, state: &RunState) -> Result<()> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("{}: cannot create", state_dir.display()))?;
+    let final_dir = step_dir(state_dir, state.step);
+    let tmp = state_dir.join(format!(".step-{}.tmp", state.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let device = Device::Cpu;
+    let mut params = HashMap::new();
+    let mut moments = HashMap::new();
+    for (p, m) in trainer.params.iter().zip(&trainer.opt.moments) {
+        params.insert(p.name.clone(), p.var.as_tensor().clone());
+        let shape = p.var.shape();
+        moments.insert(
+            format!("{}.exp_avg", p.name),
+            Tensor::from_slice(&m.exp_avg, shape, &device)?,
+        );
+        moments.insert(
+            format!("{}.exp_avg_sq", p.name),
+            Tensor::from_slice(&m.exp_avg_sq, shape, &device)?,
+        );
+    }
+    save_tensors(&tmp.join("trainable.safetensors"), &params)?;
+    save_tensors(&tmp.join("optimizer.safetensors"), &moments)?;
+    let json = serde_json::json!({
+        "run": state,
+        "optimizer_step": trainer.opt.step,
+        "adamw": {
+            "beta1": trainer.opt.config.beta1,
+            "beta2": trainer.opt.config.beta2,
+            "eps": trainer.opt.config.eps,
+            "weight_decay": trainer.opt.config.weight_decay,
+        },
+    });
+    std::fs::write(
+        tmp.join("state.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )
+    .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("{}: cannot create", final_dir.display()))?;
+    crate::prune::write_atomic(
+        &state_dir.join(LATEST),
+        format!("step-{}\n", state.step).as_bytes(),
+    )?;
+    // Older checkpoints are no longer needed.
+    for entry in std::fs::read_dir(state_dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("step-") && entry.path() != final_dir {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The folder `latest` points at, if any.
+pub fn latest(state_dir: &Path) -> Result<Option<PathBuf>> {
+    let path = state_dir.join(LATEST);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let dir = state_dir.join(name.trim());
+    if !dir.join("state.json").exists() {
+        bail!(
+            "{}: names {}, which is not a complete checkpoint",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(Some(dir))
+}
+
+/// Restores the trainer from a checkpoint folder and returns its run state.
+pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<RunState> {
+    let state_path = dir.join("state.json");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&state_path)
+            .with_context(|| format!("{}: cannot read", state_path.display()))?,
+    )
+    .with_context(|| format!("{}: not valid JSON", state_path.display()))?;
+    let state: RunState = serde_json::from_value(json["run"].clone())
+        .with_context(|| format!("{}: missing or malformed \"run\"", state_path.display()))?;
+    let opt_step = json["optimizer_step"]
+        .as_u64()
+        .with_context(|| format!("{}: missing optimizer_step", state_path.display()))?;
+    let device = Device::Cpu;
+    let read = |name: &str| -> Result<HashMap<String, Tensor>> {
+        let path = dir.join(name);
+        candle_core::safetensors::load(&path, &device)
+            .with_context(|| format!("{}: cannot read", path.display()))
+    };
+    let params = read("trainable.safetensors")?;
+    let moments = read("optimizer.safetensors")?;
+    let get = |map: &HashMap<String, Tensor>, key: &str, file: &str| -> Result<Vec<f32>> {
+        map.get(key)
+            .with_context(|| {
+                format!(
+                    "{}: no tensor {key}; the checkpoint is for other trainable layers",
+                    dir.join(file).display()
+                )
+            })?
+            .flatten_all()?
+            .to_vec1::<f32>()
+            .map_err(Into::into)
+    };
+    let mut values = Vec::new();
+    for (p, m) in trainer.params.iter().zip(trainer.opt.moments.iter_mut()) {
+        let v = get(&params, &p.name, "trainable.safetensors")?;
+        if v.len() != p.var.elem_count() {
+            bail!("{}: {} has the wrong size", dir.display(), p.name);
+        }
+        values.push(v);
+        m.exp_avg = get(
+            &moments,
+            &format!("{}.exp_avg", p.name),
+            "optimizer.safetensors",
+        )?;
+        m.exp_avg_sq = get(
+            &moments,
+            &format!("{}.exp_avg_sq", p.name),
+            "optimizer.safetensors",
+        )?;
+    }
+    if params.len() != trainer.params.len() {
+        bail!(
+            "{}: holds {} trainable tensors, this run has {}",
+            dir.display(),
+            params.len(),
+            trainer.params.len()
+        );
+    }
+    trainer.set_values(values)?;
+    trainer.opt.step = opt_step;
+    Ok(state)
+}

@@ -1,0 +1,309 @@
+//! `interlace finetune` end to end: output checkpoint, frozen tensors untouched, resume after
+//! SIGKILL equal to an uninterrupted run, bad samples skipped and counted, NaN stops.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+use common::{fixtures, load_tensors, model_dir};
+use interlace::model::Qwen3VlModel;
+use serde_json::Value;
+
+const PLAN: &str = r#"{"strategy": "manual", "ratio": 0.0, "num_layers": 6, "drop": [],
+ "finetune": [1, 4], "freeze": [0, 2, 3, 5], "anchors": [], "kept": [0, 1, 2, 3, 4, 5]}"#;
+
+/// Training data with absolute image paths, plus `extra` samples.
+fn write_data(dir: &Path, extra: &[Value]) -> PathBuf {
+    let base = fixtures().join("train");
+    let mut data: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(base.join("data.json")).unwrap()).unwrap();
+    for s in &mut data {
+        let abs = |v: &Value| Value::String(base.join(v.as_str().unwrap()).display().to_string());
+        if let Some(img) = s.get_mut("image") {
+            *img = match img {
+                Value::Array(a) => Value::Array(a.iter().map(abs).collect()),
+                ref other => abs(other),
+            };
+        }
+    }
+    data.extend(extra.iter().cloned());
+    let path = dir.join("data.json");
+    std::fs::write(&path, serde_json::to_string(&data).unwrap()).unwrap();
+    path
+}
+
+fn finetune_cmd(dir: &Path, data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let plan = dir.join("plan.json");
+    std::fs::write(&plan, PLAN).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
+    cmd.arg("finetune")
+        .arg("--model")
+        .arg(model_dir("tiny-b"))
+        .arg("--plan")
+        .arg(&plan)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(["--portion", "1", "--grad-accum", "1"])
+        .args(extra);
+    if !extra.contains(&"--lr") {
+        cmd.args(["--lr", "1e-3"]);
+    }
+    cmd
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "finetune failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn log_values(dir: &Path) -> Vec<(u64, f64, f64, f64)> {
+    std::fs::read_to_string(dir.join("training_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert!(v["tokens_per_s"].as_f64().unwrap() > 0.0);
+            (
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap(),
+                v["lr"].as_f64().unwrap(),
+                v["grad_norm"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut all = Vec::new();
+    for f in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        for (k, t) in load_tensors(&dir.join(f)) {
+            let v = t
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            all.push((k, v));
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+#[test]
+fn output_is_complete_and_only_trainable_layers_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let out = tmp.path().join("ft");
+    let report = ok(
+        finetune_cmd(tmp.path(), &data, &out, &["--batch-size", "4"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        report.contains("fine-tuned layers 1, 4 for 2 steps"),
+        "{report}"
+    );
+    for f in [
+        "config.json",
+        "interlace_plan.json",
+        "loss.svg",
+        "tokenizer.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let log = log_values(&out);
+    assert_eq!(log.len(), 2);
+    // One warm-up step (ceil(2 × 0.03)): the first step runs at learning rate 0.
+    assert_eq!(log[0].2, 0.0);
+    assert!((log[1].2 - 1e-3).abs() < 1e-15);
+    let before = weights(&model_dir("tiny-b"));
+    let after = weights(&out);
+    assert_eq!(before.len(), after.len());
+    let mut changed = 0;
+    for ((name, a), (name2, b)) in before.iter().zip(&after) {
+        assert_eq!(name, name2);
+        let trainable = name.starts_with("model.language_model.layers.1.")
+            || name.starts_with("model.language_model.layers.4.");
+        if trainable {
+            // Step 1 has lr 0, step 2 moves every weight with a non-zero gradient.
+            if a != b {
+                changed += 1;
+            }
+        } else {
+            assert_eq!(a, b, "{name}: a frozen tensor changed");
+        }
+    }
+    assert_eq!(changed, 22, "every trainable tensor should change");
+    // Loads in our code; state directory removed after success.
+    Qwen3VlModel::load(&out, DType::F32, &Device::Cpu).unwrap();
+    assert!(!tmp.path().join("ft.train").exists());
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let flags = ["--batch-size", "1", "--epochs", "6", "--save-every", "1"];
+    let whole = tmp.path().join("whole");
+    ok(finetune_cmd(tmp.path(), &data, &whole, &flags)
+        .output()
+        .unwrap());
+
+    let out = tmp.path().join("killed");
+    let state = tmp.path().join("killed.train");
+    let mut child = finetune_cmd(tmp.path(), &data, &out, &flags)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let step = std::fs::read_to_string(state.join("latest"))
+            .ok()
+            .and_then(|s| s.trim().strip_prefix("step-")?.parse::<usize>().ok());
+        if step.is_some_and(|s| s >= 3) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!out.exists(), "the run finished before it could be killed");
+    // A fresh start is refused while the state is there.
+    let refused = finetune_cmd(tmp.path(), &data, &out, &flags)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+    ok(finetune_cmd(tmp.path(), &data, &out, &flags)
+        .arg("--resume")
+        .output()
+        .unwrap());
+    let (a, b) = (weights(&whole), weights(&out));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let d = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-6, "{name}: resumed run differs by {d}");
+    }
+    let (la, lb) = (log_values(&whole), log_values(&out));
+    assert_eq!(la.len(), 48);
+    assert_eq!(la, lb, "training logs differ");
+}
+
+#[test]
+fn bad_samples_are_skipped_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("broken.png");
+    std::fs::write(&broken, b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
+    let long = "word ".repeat(400);
+    let extra = [
+        serde_json::json!({"conversations": [{"from": "human", "value": "No answer here."}]}),
+        serde_json::json!({"image": broken.display().to_string(), "conversations": [
+            {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "Broken."}]}),
+        serde_json::json!({"conversations": [
+            {"from": "human", "value": long}, {"from": "gpt", "value": "Too long."}]}),
+    ];
+    let data = write_data(tmp.path(), &extra);
+    let out = tmp.path().join("ft");
+    let report = ok(finetune_cmd(
+        tmp.path(),
+        &data,
+        &out,
+        &["--batch-size", "11", "--max-length", "300"],
+    )
+    .output()
+    .unwrap());
+    assert!(report.contains("3 samples skipped"), "{report}");
+    let log: Vec<Value> = std::fs::read_to_string(out.join("training_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["samples"], 8);
+}
+
+#[test]
+fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let out = tmp.path().join("ft");
+    let run = finetune_cmd(
+        tmp.path(),
+        &data,
+        &out,
+        &[
+            "--batch-size",
+            "1",
+            "--lr",
+            "1e38",
+            "--warmup-ratio",
+            "0",
+            "--max-grad-norm",
+            "0",
+            "--save-every",
+            "1",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("the last good checkpoint is"), "{err}");
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("error: step 2 of 8 failed") && last.contains("NaN"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let latest = std::fs::read_to_string(tmp.path().join("ft.train/latest")).unwrap();
+    assert!(latest.starts_with("step-"));
+}
+
+#[test]
+fn refuses_an_unpruned_model_with_a_dropping_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let plan = tmp.path().join("drop.json");
+    std::fs::write(
+        &plan,
+        r#"{"strategy": "interlace", "ratio": 0.34, "num_layers": 6, "drop": [1, 4],
+ "finetune": [2, 5], "freeze": [0, 3], "anchors": [], "kept": [0, 2, 3, 5]}"#,
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .arg("finetune")
+        .arg("--model")
+        .arg(model_dir("tiny-b"))
+        .arg("--plan")
+        .arg(&plan)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(tmp.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("run `interlace prune` first"), "{err}");
+}
