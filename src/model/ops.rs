@@ -205,12 +205,56 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, grad: Grad) -
         .reshape((b, seq, heads * hd))
 }
 
+/// `x @ w.T` for a frozen f32 weight on the CPU: autograd then computes only the input's
+/// gradient. (candle's matmul backward always computes both operands' gradients, which
+/// for frozen layers above the trained ones is a third of the backward pass wasted.)
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("frozen-matmul: f32 only");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-matmul: input must be contiguous");
+        };
+        let x = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?;
+        let y = x.matmul(&self.w.t()?)?;
+        let out = y.flatten_all()?.to_vec1::<f32>()?;
+        Ok((candle_core::CpuStorage::F32(out), y.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.w)?))
+    }
+}
+
 /// `x @ w.T (+ b)` for a torch-layout Linear weight, with any number of leading dimensions.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let in_dim = dims[dims.len() - 1];
     let rows: usize = dims[..dims.len() - 1].iter().product();
-    let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+    let x2 = x.reshape((rows, in_dim))?;
+    let frozen_in_graph = x.track_op()
+        && !w.is_variable()
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32;
+    let y = if frozen_in_graph {
+        x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
+    } else {
+        x2.matmul(&w.t()?)?
+    };
     let y = match b {
         Some(b) => y.broadcast_add(b)?,
         None => y,

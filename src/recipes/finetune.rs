@@ -344,6 +344,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
             "lr": stats.lr,
             "grad_norm": stats.grad_norm,
             "tokens_per_s": stats.input_tokens as f64 / secs,
+            "seconds": secs,
             "supervised_tokens": stats.supervised_tokens,
             "samples": batch.len(),
         })
