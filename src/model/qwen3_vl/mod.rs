@@ -109,6 +109,53 @@ pub struct Embedded {
     pub causal: bool,
 }
 
+impl Embedded {
+    /// Packs several conversations into one sequence (rows of every matrix product
+    /// shared, attention kept within each conversation, each with its own positions), which
+    /// computes exactly what running them one by one computes.
+    pub fn pack(parts: Vec<Embedded>) -> Result<Embedded> {
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
+        let Some(first) = parts.first() else {
+            bail!("nothing to pack");
+        };
+        let levels = parts.iter().map(|p| p.deepstack.len()).max().unwrap_or(0);
+        let segments: Vec<usize> = parts
+            .iter()
+            .map(|p| p.embeds.dim(1))
+            .collect::<candle_core::Result<_>>()?;
+        let (device, dtype) = (first.embeds.device().clone(), first.embeds.dtype());
+        let hidden = first.embeds.dim(2)?;
+        let embeds: Vec<&Tensor> = parts.iter().map(|p| &p.embeds).collect();
+        let cos: Vec<&Tensor> = parts.iter().map(|p| &p.rope.cos).collect();
+        let sin: Vec<&Tensor> = parts.iter().map(|p| &p.rope.sin).collect();
+        let mut deepstack = Vec::with_capacity(levels);
+        for level in 0..levels {
+            // A conversation without images has no DeepStack features: zeros.
+            let rows = parts
+                .iter()
+                .zip(&segments)
+                .map(|(p, &len)| match p.deepstack.get(level) {
+                    Some(t) => Ok(t.clone()),
+                    None => Tensor::zeros((1, len, hidden), dtype, &device),
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            deepstack.push(Tensor::cat(&rows, 1)?);
+        }
+        Ok(Embedded {
+            embeds: Tensor::cat(&embeds, 1)?,
+            deepstack,
+            rope: RopeTables {
+                cos: Tensor::cat(&cos, 0)?,
+                sin: Tensor::cat(&sin, 0)?,
+                segments,
+            },
+            causal: parts.iter().any(|p| p.causal),
+        })
+    }
+}
+
 pub struct Qwen3VlModel {
     pub config: Qwen3VlConfig,
     pub embed_tokens: Tensor,
@@ -295,6 +342,7 @@ impl Qwen3VlModel {
             rope: RopeTables {
                 cos: cos.to_dtype(self.dtype)?,
                 sin: sin.to_dtype(self.dtype)?,
+                segments: Vec::new(),
             },
             causal: seq > 1,
         })

@@ -143,6 +143,9 @@ impl Mlp {
 pub struct RopeTables {
     pub cos: Tensor,
     pub sin: Tensor,
+    /// For several conversations packed into one sequence: their lengths, in order.
+    /// Attention stays within each (empty: one conversation).
+    pub segments: Vec<usize>,
 }
 
 impl Attention {
@@ -163,7 +166,18 @@ impl Attention {
             .reshape((b, seq, self.num_kv_heads, hd))?;
         let q = ops::apply_rope(&self.q_norm.forward(&q, grad)?, &rope.cos, &rope.sin, grad)?;
         let k = ops::apply_rope(&self.k_norm.forward(&k, grad)?, &rope.cos, &rope.sin, grad)?;
-        let out = ops::attention(&q, &k, &v, causal, grad)?;
+        let out = if rope.segments.len() > 1 {
+            let mut parts = Vec::with_capacity(rope.segments.len());
+            let mut start = 0;
+            for &len in &rope.segments {
+                let part = |t: &Tensor| t.narrow(1, start, len);
+                parts.push(ops::attention(&part(&q)?, &part(&k)?, &part(&v)?, causal, grad)?);
+                start += len;
+            }
+            Tensor::cat(&parts, 1)?
+        } else {
+            ops::attention(&q, &k, &v, causal, grad)?
+        };
         Ok(self.o_proj.forward(&out)?)
     }
 }
