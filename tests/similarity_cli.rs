@@ -85,3 +85,104 @@ fn similarity_command_rejects_bad_data() {
     );
     assert!(!tmp.path().join("sim.json").exists());
 }
+
+/// The FineVision fixture (two subsets, Parquet): `--samples 4` takes 2 rows of each subset
+/// (rows chosen as tools/make_parquet_fixtures.py's own implementation of the rule says),
+/// one with an undecodable image and one with a malformed turn among them: both are
+/// skipped and counted, the others scored.
+#[test]
+fn similarity_command_reads_finevision_and_skips_bad_rows() {
+    let exp: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("data/finevision_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let choice = &exp["choices"][0];
+    assert_eq!(choice["samples"], 4);
+    assert_eq!(choice["seed"], 42);
+    let (mut scored, mut skipped) = (0, 0);
+    for source in exp["sources"].as_array().unwrap() {
+        let name = source["name"].as_str().unwrap();
+        let rows: Vec<&serde_json::Value> = exp["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["file"].as_str().unwrap().starts_with(&format!("{name}/")))
+            .collect();
+        for i in choice["rows"][name].as_array().unwrap() {
+            let row = rows[i.as_u64().unwrap() as usize];
+            let bad_image = row["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|im| im["decodable"] == false);
+            if bad_image || row["malformed"] == true {
+                skipped += 1;
+            } else {
+                scored += 1;
+            }
+        }
+    }
+    assert!(scored > 0 && skipped > 0, "the fixture must exercise both");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args([
+            "similarity",
+            "--model",
+            model_dir("tiny-a").to_str().unwrap(),
+            "--data",
+            fixtures().join("data/finevision").to_str().unwrap(),
+            "--samples",
+            "4",
+            "--out",
+        ])
+        .arg(tmp.path().join("sim.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let total = exp["rows"].as_array().unwrap().len();
+    assert!(
+        stderr.contains(&format!("4 of {total} samples chosen from 2 sources")),
+        "{stderr}"
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&format!("{scored} samples scored"))
+            && report.contains(&format!("{skipped} skipped")),
+        "{report}"
+    );
+    assert!(report.contains("broken.png"), "{report}");
+    let scores = SimilarityScores::read(tmp.path().join("sim.json")).unwrap();
+    assert_eq!(scores.num_samples(), scored);
+}
+
+#[test]
+fn similarity_command_rejects_corrupt_parquet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good =
+        std::fs::read(fixtures().join("data/finevision/subset_b/train-00000-of-00001.parquet"))
+            .unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("part-0.parquet"), &good[..good.len() - 100]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args([
+            "similarity",
+            "--model",
+            model_dir("tiny-a").to_str().unwrap(),
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(tmp.path().join("sim.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("part-0.parquet") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!tmp.path().join("sim.json").exists());
+}

@@ -2,17 +2,49 @@
 //! `{"image": "a.jpg" | ["a.jpg", ...], "conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}`,
 //! image paths relative to the file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::{ImageSource, Sample, Turn};
 
-pub fn read(path: &Path) -> Result<Vec<Sample>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+/// The records of one LLaVA file, parsed as JSON but not yet checked as samples: a record
+/// with the wrong shape is an error of that sample alone ([`Records::sample`]).
+#[derive(Debug, Clone)]
+pub struct Records {
+    base: PathBuf,
+    /// (origin "file#i", record)
+    records: Vec<(String, Value)>,
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Record `i` as a sample (panics if `i >= len()`).
+    pub fn sample(&self, i: usize) -> Result<Sample> {
+        let (origin, v) = &self.records[i];
+        sample(v, &self.base, origin)
+    }
+}
+
+/// Reads and parses a LLaVA JSON array or JSONL file; invalid JSON is an error naming the
+/// file (and line).
+pub fn open(path: &Path) -> Result<Records> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        bail!(
+            "{}: neither LLaVA-style JSON or JSONL (not UTF-8 text) nor Parquet (no PAR1 magic)",
+            path.display()
+        );
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let name = path.display().to_string();
     let trimmed = text.trim_start();
     let records: Vec<(usize, Value)> = if trimmed.starts_with('[') {
@@ -30,12 +62,21 @@ pub fn read(path: &Path) -> Result<Vec<Sample>> {
             })
             .collect::<Result<_>>()?
     } else {
-        bail!("{name}: not LLaVA-style JSON or JSONL (expected '[' or '{{' first)");
+        bail!("{name}: neither LLaVA-style JSON or JSONL (expected '[' or '{{' first) nor Parquet");
     };
-    records
-        .into_iter()
-        .map(|(i, v)| sample(&v, base, &format!("{name}#{i}")))
-        .collect()
+    Ok(Records {
+        base,
+        records: records
+            .into_iter()
+            .map(|(i, v)| (format!("{name}#{i}"), v))
+            .collect(),
+    })
+}
+
+/// Reads every sample of a LLaVA file; any malformed record is an error.
+pub fn read(path: &Path) -> Result<Vec<Sample>> {
+    let records = open(path)?;
+    (0..records.len()).map(|i| records.sample(i)).collect()
 }
 
 fn sample(v: &Value, base: &Path, origin: &str) -> Result<Sample> {

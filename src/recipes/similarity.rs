@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 
-use crate::data::{choose, read_samples, Sample};
+use crate::data::{choose_portion, Sample};
 use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::Processor;
 use crate::prune::{SimilarityAccumulator, SimilarityScores};
@@ -17,13 +17,17 @@ pub struct SimilarityArgs {
     /// Hugging Face model directory.
     #[arg(long)]
     pub model: PathBuf,
-    /// LLaVA-style JSON or JSONL (image paths relative to the file).
-    #[arg(long, value_name = "FILE")]
+    /// Calibration data, detected by content: a LLaVA-style JSON or JSONL file (image paths
+    /// relative to the file), a FineVision Parquet file, or a directory of them (each
+    /// directory holding Parquet files, e.g. each FineVision subset, is sampled on its own).
+    #[arg(long, value_name = "FILE|DIR")]
     pub data: PathBuf,
-    /// Share of the samples to use, chosen at random with --seed.
+    /// Share of the samples of each source (file or subset) to use, chosen at random with
+    /// --seed.
     #[arg(long, default_value_t = 0.1)]
     pub portion: f64,
-    /// Use this many samples instead of --portion.
+    /// Use this many samples in all instead of --portion, split over the sources in
+    /// proportion to their sizes.
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
     /// Seed of the sample choice.
@@ -39,19 +43,27 @@ pub struct SimilarityArgs {
 
 pub fn run(args: &SimilarityArgs) -> Result<String> {
     let device = Device::Cpu;
+    // Opening the data reads only file headers: cheap, so bad data fails before the model loads.
+    let portion = choose_portion(&args.data, args.portion, args.samples, args.seed)?;
     let processor = Processor::from_dir(&args.model)?;
     let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
     let num_layers = model.layers.len();
-    let all = read_samples(&args.data)?;
-    if all.is_empty() {
-        bail!("{}: no samples", args.data.display());
+    if portion.sources().len() > 1 {
+        eprintln!(
+            "similarity: {} of {} samples chosen from {} sources",
+            portion.len(),
+            portion.total(),
+            portion.sources().len()
+        );
     }
-    let chosen = choose(all.len(), args.portion, args.samples, args.seed)?;
     let mut acc = SimilarityAccumulator::new(num_layers, args.max_pack)?;
-    let progress = Progress::new("similarity", "samples", chosen.len());
+    let progress = Progress::new("similarity", "samples", portion.len());
     let mut skipped: Vec<String> = Vec::new();
-    for (done, &i) in chosen.iter().enumerate() {
-        if let Err(e) = score_sample(&model, &processor, &all[i], &mut acc, &device) {
+    for (done, row) in portion.iter().enumerate() {
+        // The outer error is a corrupt file: stop. A bad row is skipped like a bad image.
+        let used =
+            row?.and_then(|sample| score_sample(&model, &processor, &sample, &mut acc, &device));
+        if let Err(e) = used {
             skipped.push(crate::error_line(&e));
         }
         let msg = if skipped.is_empty() {
@@ -66,7 +78,7 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
         bail!(
             "{}: none of the {} chosen samples could be used (first problem: {})",
             args.data.display(),
-            chosen.len(),
+            portion.len(),
             skipped.first().map(String::as_str).unwrap_or("?")
         );
     }
