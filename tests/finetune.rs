@@ -35,7 +35,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn check_two_steps(grad_checkpoint: bool) {
+fn check_two_steps(grad_checkpoint: bool, micro_batch: usize) {
     let meta = train_json("step.json");
     let reference = load_tensors(&fixtures().join("train/step.safetensors"));
     let name = meta["model"].as_str().unwrap();
@@ -51,6 +51,7 @@ fn check_two_steps(grad_checkpoint: bool) {
         .unwrap();
     let options = TrainOptions {
         grad_checkpoint,
+        micro_batch,
         max_grad_norm: meta["max_grad_norm"].as_f64().unwrap(),
         ..Default::default()
     };
@@ -118,12 +119,17 @@ fn check_two_steps(grad_checkpoint: bool) {
 
 #[test]
 fn two_steps_match_pytorch() {
-    check_two_steps(false);
+    check_two_steps(false, 1);
+}
+
+#[test]
+fn two_steps_match_pytorch_packed_in_micro_batches_of_two() {
+    check_two_steps(false, 2);
 }
 
 #[test]
 fn two_steps_match_pytorch_with_gradient_checkpointing() {
-    check_two_steps(true);
+    check_two_steps(true, 4);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
-use crate::data::{choose, read_samples, Sample};
+use crate::data::{load_portion, Sample};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
 use crate::prune::surgery::{copy_other_files, rewrite_weights, tmp_dir_for, PLAN_FILE};
@@ -33,16 +33,20 @@ pub struct FinetuneArgs {
     /// own interlace_plan.json.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
-    /// Training conversations (LLaVA-style JSON/JSONL).
-    #[arg(long, value_name = "FILE")]
+    /// Training data, detected by content: LLaVA-style JSON/JSONL, a FineVision Parquet
+    /// file, or a directory of them (each directory holding Parquet files, e.g. each
+    /// FineVision subset, is sampled on its own).
+    #[arg(long, value_name = "FILE|DIR")]
     pub data: PathBuf,
     /// Output directory: the fine-tuned checkpoint (must not exist yet).
     #[arg(long)]
     pub out: PathBuf,
-    /// Share of the samples to train on, chosen at random with --seed.
+    /// Share of the samples of each source (file or subset) to train on, chosen at random
+    /// with --seed.
     #[arg(long, default_value_t = 0.01)]
     pub portion: f64,
-    /// Train on this many samples instead of --portion.
+    /// Train on this many samples in all instead of --portion, split over the sources in
+    /// proportion to their sizes.
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
     /// Peak learning rate.
@@ -214,12 +218,23 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
     let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
     let (plan, positions) = plan_and_positions(args, &model)?;
-    let all = read_samples(&args.data)?;
-    if all.is_empty() {
-        bail!("{}: no samples", args.data.display());
+    // The chosen rows are held in memory (image bytes included for Parquet data).
+    let rows = load_portion(&args.data, args.portion, args.samples, args.seed)?;
+    let mut unreadable = Vec::new();
+    let samples: Vec<Sample> = rows
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| unreadable.push(crate::error_line(&e))).ok())
+        .collect();
+    if samples.is_empty() {
+        bail!(
+            "{}: none of the chosen samples can be read (first problem: {})",
+            args.data.display(),
+            unreadable
+                .first()
+                .map(String::as_str)
+                .unwrap_or("no samples")
+        );
     }
-    let chosen = choose(all.len(), args.portion, args.samples, args.seed)?;
-    let samples: Vec<&Sample> = chosen.iter().map(|&i| &all[i]).collect();
     let per_step = args.batch_size * args.grad_accum;
     let steps = schedule_samples(samples.len(), per_step, args.epochs, args.seed);
     let total = steps.len();
@@ -230,6 +245,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     };
     let options = TrainOptions {
         grad_checkpoint: args.grad_checkpoint,
+        micro_batch: args.batch_size,
         max_grad_norm: args.max_grad_norm,
         adamw: AdamWConfig {
             weight_decay: args.weight_decay,
@@ -241,7 +257,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     let mut state = RunState {
         step: 0,
         total_steps: total,
-        skipped: 0,
+        skipped: unreadable.len(),
         fingerprint: fp.clone(),
     };
     let log_path = state_dir.join("training_log.jsonl");
@@ -303,12 +319,12 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         schedule.warmup
     );
     let progress = Progress::new("finetune", "steps", total);
-    let mut last_problem: Option<String> = None;
+    let mut last_problem: Option<String> = unreadable.first().cloned();
     while state.step < total {
         let started = Instant::now();
         let mut batch: Vec<Supervised> = Vec::with_capacity(per_step);
         for &i in &steps[state.step] {
-            match labels::prepare(&processor, samples[i], args.max_length) {
+            match labels::prepare(&processor, &samples[i], args.max_length) {
                 Ok(s) => batch.push(s),
                 Err(e) => {
                     state.skipped += 1;

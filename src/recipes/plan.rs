@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 
-use crate::data::{choose, read_samples};
+use crate::data::load_portion;
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
 use crate::prune::sleb::{self, calibration_loss, CalibrationExample};
@@ -47,9 +47,9 @@ pub struct PlanArgs {
     /// sleb only: the model whose layers are removed.
     #[arg(long, help_heading = "SLEB")]
     pub model: Option<PathBuf>,
-    /// sleb only: calibration conversations (LLaVA JSON/JSONL); the loss is next-token
-    /// cross-entropy on their assistant turns.
-    #[arg(long, value_name = "FILE", help_heading = "SLEB")]
+    /// sleb only: calibration conversations (LLaVA JSON/JSONL, FineVision Parquet or a
+    /// directory of them); the loss is next-token cross-entropy on their assistant turns.
+    #[arg(long, value_name = "FILE|DIR", help_heading = "SLEB")]
     pub data: Option<PathBuf>,
     /// sleb only: number of calibration conversations, chosen at random with --seed.
     #[arg(long, value_name = "N", default_value_t = 32, help_heading = "SLEB")]
@@ -136,12 +136,14 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
         }
     }
     let n = drop_count(num_layers, args.ratio)?;
-    let all = read_samples(data)?;
-    let chosen = choose(all.len(), 1.0, Some(args.samples), args.seed)?;
+    let rows = load_portion(data, 1.0, Some(args.samples), args.seed)?;
+    let n_rows = rows.len();
     let mut examples = Vec::new();
     let mut skipped = Vec::new();
-    for &i in &chosen {
-        match CalibrationExample::new(&model, &processor, &all[i], args.max_length, &device) {
+    for row in rows {
+        match row
+            .and_then(|s| CalibrationExample::new(&model, &processor, &s, args.max_length, &device))
+        {
             Ok(ex) => examples.push(ex),
             Err(e) => skipped.push(crate::error_line(&e)),
         }
@@ -150,7 +152,7 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
         bail!(
             "{}: none of the {} chosen conversations can be used (first problem: {})",
             data.display(),
-            chosen.len(),
+            n_rows,
             skipped.first().map(String::as_str).unwrap_or("no samples")
         );
     }

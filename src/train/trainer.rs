@@ -22,6 +22,8 @@ pub const LAYER_PREFIX: &str = "model.language_model.layers.";
 #[derive(Debug, Clone, Copy)]
 pub struct TrainOptions {
     pub grad_checkpoint: bool,
+    /// Conversations packed into one forward/backward pass (attention stays within each).
+    pub micro_batch: usize,
     /// Global gradient-norm clip (0: none).
     pub max_grad_norm: f64,
     pub adamw: AdamWConfig,
@@ -31,6 +33,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             grad_checkpoint: false,
+            micro_batch: 1,
             max_grad_norm: 1.0,
             adamw: AdamWConfig::default(),
         }
@@ -109,21 +112,31 @@ impl Trainer {
         self.model.device()
     }
 
-    /// Gradients of (sum of the batch's supervised-token losses) × `scale`, accumulated
-    /// into `acc` (one tensor per parameter). Returns the unscaled loss sum.
+    /// Gradients of (sum of the micro-batch's supervised-token losses) × `scale`,
+    /// accumulated into `acc` (one tensor per parameter). The conversations are packed
+    /// into one sequence. Returns the unscaled loss sum.
     pub fn accumulate_gradients(
         &self,
-        sup: &Supervised,
+        micro: &[Supervised],
         scale: f64,
         acc: &mut [Tensor],
     ) -> Result<f64> {
         let model = &self.model;
-        let (positions, labels) = sup.targets();
+        let (mut positions, mut labels) = (Vec::new(), Vec::new());
+        let mut parts = Vec::with_capacity(micro.len());
+        let mut offset = 0u32;
+        for sup in micro {
+            let (p, l) = sup.targets();
+            positions.extend(p.iter().map(|&t| t + offset));
+            labels.extend(l);
+            offset += sup.enc.input_ids.len() as u32;
+            let inputs = ModelInputs::from_encoded(&sup.enc, self.device())?;
+            parts.push(model.embed(&inputs, Grad::None)?);
+        }
         if labels.is_empty() {
             bail!("no supervised tokens");
         }
-        let inputs = ModelInputs::from_encoded(&sup.enc, self.device())?;
-        let emb = model.embed(&inputs, Grad::None)?;
+        let emb = crate::model::Embedded::pack(parts)?;
         let n = model.layers.len();
         let stack: Vec<usize> = (0..n).collect();
         let first = self.trainable[0];
@@ -195,8 +208,9 @@ impl Trainer {
     }
 
     /// Gradients (flattened, one per parameter) of the mean supervised-token loss of
-    /// `batch`, and that loss. Samples are processed one at a time; the mean is over all
-    /// supervised tokens of the batch, as SPEC.md defines the loss of one optimizer step.
+    /// `batch`, and that loss. Conversations are processed `micro_batch` at a time; the mean
+    /// is over all supervised tokens of the batch, as SPEC.md defines the loss of one
+    /// optimizer step.
     pub fn gradients(&self, batch: &[Supervised]) -> Result<(Vec<Vec<f32>>, f64, usize)> {
         let tokens: usize = batch.iter().map(Supervised::num_targets).sum();
         if tokens == 0 {
@@ -208,8 +222,8 @@ impl Trainer {
             .map(|p| Tensor::zeros(p.var.shape(), DType::F32, self.device()))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let mut loss_sum = 0.0;
-        for sup in batch {
-            loss_sum += self.accumulate_gradients(sup, 1.0 / tokens as f64, &mut acc)?;
+        for micro in batch.chunks(self.options.micro_batch.max(1)) {
+            loss_sum += self.accumulate_gradients(micro, 1.0 / tokens as f64, &mut acc)?;
         }
         let grads = acc
             .iter()

@@ -171,7 +171,13 @@ impl Attention {
             let mut start = 0;
             for &len in &rope.segments {
                 let part = |t: &Tensor| t.narrow(1, start, len);
-                parts.push(ops::attention(&part(&q)?, &part(&k)?, &part(&v)?, causal, grad)?);
+                parts.push(ops::attention(
+                    &part(&q)?,
+                    &part(&k)?,
+                    &part(&v)?,
+                    causal,
+                    grad,
+                )?);
                 start += len;
             }
             Tensor::cat(&parts, 1)?
