@@ -5,6 +5,7 @@
 //! checkpoints, `processor` turns conversations and images into model inputs.
 
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod processor;
 pub mod prune;

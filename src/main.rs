@@ -62,6 +62,9 @@ enum Command {
     /// per optimizer step) and loss.svg. With --save-every N, a run that is killed can be
     /// continued with --resume (same flags).
     Finetune(interlace::recipes::finetune::FinetuneArgs),
+    /// Answer one prompt greedily (KV cache): the images come first in one user message,
+    /// then the text, rendered with the chat template. Prints only the generated text.
+    Generate(interlace::recipes::generate::GenerateArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -73,6 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Similarity(args) => print!("{}", interlace::recipes::similarity::run(&args)?),
         Command::Plan(args) => print!("{}", interlace::recipes::plan::run(&args)?),
         Command::Finetune(args) => print!("{}", interlace::recipes::finetune::run(&args)?),
+        Command::Generate(args) => print!("{}", interlace::recipes::generate::run(&args)?),
         Command::Prune { model, plan, out } => {
             print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }
@@ -104,4 +108,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -7,4 +7,6 @@ pub mod qwen3_vl;
 pub mod weights;
 
 pub use config::Qwen3VlConfig;
-pub use qwen3_vl::{CollectHidden, Embedded, Flow, LayerObserver, ModelInputs, Qwen3VlModel};
+pub use qwen3_vl::{
+    CollectHidden, Embedded, Flow, KvSlot, LayerObserver, ModelInputs, Qwen3VlModel,
+};

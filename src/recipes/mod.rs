@@ -2,6 +2,7 @@
 
 pub mod finetune;
 pub mod forward;
+pub mod generate;
 pub mod inspect;
 pub mod plan;
 pub mod progress;

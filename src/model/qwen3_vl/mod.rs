@@ -20,6 +20,7 @@ use super::config::Qwen3VlConfig;
 use super::layers::{Linear, RmsNorm};
 use super::ops::Grad;
 use super::weights::{self, TensorInfo};
+pub use text::KvSlot;
 use text::{DecoderLayer, RopeTables};
 use vision::{VisionModel, VisionOutput};
 
@@ -107,6 +108,9 @@ pub struct Embedded {
     pub rope: RopeTables,
     /// Whether attention masks future positions (always, for a prompt).
     pub causal: bool,
+    /// transformers' `rope_deltas`: text generated after the prompt continues at position
+    /// (index in the sequence) + this.
+    pub rope_delta: i64,
 }
 
 impl Embedded {
@@ -152,6 +156,7 @@ impl Embedded {
                 segments,
             },
             causal: parts.iter().any(|p| p.causal),
+            rope_delta: 0,
         })
     }
 }
@@ -345,6 +350,7 @@ impl Qwen3VlModel {
                 segments: Vec::new(),
             },
             causal: seq > 1,
+            rope_delta: index.delta,
         })
     }
 
@@ -417,6 +423,47 @@ impl Qwen3VlModel {
         let rows = hidden.squeeze(0)?.index_select(&pos, 0)?;
         let rows = self.norm.forward(&rows, grad)?;
         self.logits(&rows)
+    }
+
+    /// Prefill for generation: runs the whole prompt, filling `cache` (one slot per layer),
+    /// and returns the logits (vocab) of the last position.
+    pub fn prefill(&self, emb: &Embedded, cache: &mut Vec<KvSlot>) -> Result<Tensor> {
+        cache.clear();
+        cache.resize(self.layers.len(), None);
+        let mut h = emb.embeds.clone();
+        for (i, (layer, slot)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
+            h = layer.forward_with_cache(&h, &emb.rope, emb.causal, Grad::None, Some(slot))?;
+            if let Some(ds) = emb.deepstack.get(i) {
+                h = (h + ds)?;
+            }
+        }
+        let last = h.dim(1)? - 1;
+        Ok(self.logits_at(&h, &[last as u32], Grad::None)?.squeeze(0)?)
+    }
+
+    /// One decoding step: `token` at text position `position` (the same on all three
+    /// M-RoPE axes, as transformers continues after the prompt: cache position + rope
+    /// delta), attending over `cache`. Returns the logits (vocab).
+    pub fn decode_step(&self, token: u32, position: i64, cache: &mut [KvSlot]) -> Result<Tensor> {
+        let t = &self.config.text;
+        let (cos, sin) = rope::text_cos_sin(
+            &[vec![position], vec![position], vec![position]],
+            t.head_dim,
+            t.rope_theta,
+            &t.mrope_section,
+            &self.device,
+        )?;
+        let tables = RopeTables {
+            cos: cos.to_dtype(self.dtype)?,
+            sin: sin.to_dtype(self.dtype)?,
+            segments: Vec::new(),
+        };
+        let ids = Tensor::new(&[token], &self.device)?;
+        let mut h = self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?;
+        for (layer, slot) in self.layers.iter().zip(cache.iter_mut()) {
+            h = layer.forward_with_cache(&h, &tables, true, Grad::None, Some(slot))?;
+        }
+        Ok(self.logits_at(&h, &[0], Grad::None)?.squeeze(0)?)
     }
 
     /// LM head on (…, hidden) hidden states.

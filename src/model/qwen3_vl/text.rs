@@ -121,8 +121,21 @@ impl DecoderLayer {
         causal: bool,
         grad: Grad,
     ) -> Result<Tensor> {
+        self.forward_with_cache(x, rope, causal, grad, None)
+    }
+
+    /// Like [`DecoderLayer::forward`], appending this pass's keys and values to `cache` and
+    /// attending over everything cached (generation). `rope` covers the new positions only.
+    pub fn forward_with_cache(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        causal: bool,
+        grad: Grad,
+        cache: Option<&mut KvSlot>,
+    ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x, grad)?;
-        let h = self.self_attn.forward(&h, rope, causal, grad)?;
+        let h = self.self_attn.forward(&h, rope, causal, grad, cache)?;
         let x = (x + h)?;
         let h = self.post_attention_layernorm.forward(&x, grad)?;
         let h = self.mlp.forward(&h)?;
@@ -138,6 +151,10 @@ impl Mlp {
     }
 }
 
+/// One layer's cached keys and values, (batch, seq, kv_heads, head_dim) each, after
+/// q/k-norm and rotary embedding.
+pub type KvSlot = Option<(Tensor, Tensor)>;
+
 /// cos/sin of shape (seq, head_dim), shared by every layer of one forward pass.
 #[derive(Debug, Clone)]
 pub struct RopeTables {
@@ -149,7 +166,14 @@ pub struct RopeTables {
 }
 
 impl Attention {
-    fn forward(&self, x: &Tensor, rope: &RopeTables, causal: bool, grad: Grad) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        causal: bool,
+        grad: Grad,
+        cache: Option<&mut KvSlot>,
+    ) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let hd = self.head_dim;
         let q = self
@@ -166,6 +190,17 @@ impl Attention {
             .reshape((b, seq, self.num_kv_heads, hd))?;
         let q = ops::apply_rope(&self.q_norm.forward(&q, grad)?, &rope.cos, &rope.sin, grad)?;
         let k = ops::apply_rope(&self.k_norm.forward(&k, grad)?, &rope.cos, &rope.sin, grad)?;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let kv = match slot.take() {
+                    Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 1)?, Tensor::cat(&[&cv, &v], 1)?),
+                    None => (k, v),
+                };
+                *slot = Some(kv.clone());
+                kv
+            }
+            None => (k, v),
+        };
         let out = if rope.segments.len() > 1 {
             let mut parts = Vec::with_capacity(rope.segments.len());
             let mut start = 0;

@@ -1,0 +1,3 @@
+//! Using a model: greedy generation with a KV cache, and timing it.
+
+pub mod generate;
