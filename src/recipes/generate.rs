@@ -32,7 +32,7 @@ pub fn run(args: &GenerateArgs) -> Result<String> {
     let images = args
         .image
         .iter()
-        .map(|p| load_image(p))
+        .map(load_image)
         .collect::<Result<Vec<_>>>()?;
     let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
