@@ -48,7 +48,7 @@ fn greedy_tokens_match_transformers() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|i| load_image(&fixtures().join("images").join(i.as_str().unwrap())).unwrap())
+                .map(|i| load_image(fixtures().join("images").join(i.as_str().unwrap())).unwrap())
                 .collect();
             let inputs = prompt_inputs(
                 &processor,
