@@ -65,6 +65,10 @@ enum Command {
     /// Answer one prompt greedily (KV cache): the images come first in one user message,
     /// then the text, rendered with the chat template. Prints only the generated text.
     Generate(interlace::recipes::generate::GenerateArgs),
+    /// Time to first token (vision tower + prefill) and decoding tokens/s, medians over
+    /// several runs; with --compare DIR also a second model (e.g. the pruned one) and the
+    /// best speed-up its removed layers allow.
+    Latency(interlace::recipes::latency::LatencyArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -77,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => print!("{}", interlace::recipes::plan::run(&args)?),
         Command::Finetune(args) => print!("{}", interlace::recipes::finetune::run(&args)?),
         Command::Generate(args) => print!("{}", interlace::recipes::generate::run(&args)?),
+        Command::Latency(args) => print!("{}", interlace::recipes::latency::run(&args)?),
         Command::Prune { model, plan, out } => {
             print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }

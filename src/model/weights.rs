@@ -17,6 +17,9 @@ pub struct TensorInfo {
     pub dtype: safetensors::Dtype,
     pub shape: Vec<usize>,
     pub file: PathBuf,
+    /// Byte range of the tensor's data in `file`.
+    pub offset: usize,
+    pub len: usize,
 }
 
 impl TensorInfo {
@@ -90,11 +93,14 @@ pub fn read_tensor_infos(files: &[PathBuf]) -> Result<Vec<TensorInfo>> {
         let mmap = map_file(file)?;
         let st = parse(file, &mmap)?;
         for (name, view) in st.tensors() {
+            let data = view.data();
             out.push(TensorInfo {
                 name,
                 dtype: view.dtype(),
                 shape: view.shape().to_vec(),
                 file: file.clone(),
+                offset: data.as_ptr() as usize - mmap.as_ptr() as usize,
+                len: data.len(),
             });
         }
     }
@@ -120,10 +126,83 @@ pub fn var_builder(
             ),
         }
     }
-    // SAFETY: as above, the files are read-only memory maps.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-        .with_context(|| format!("{}: cannot load safetensors", dir.display()))?;
+    let backend = FileBackend {
+        tensors: infos.iter().map(|i| (i.name.clone(), i.clone())).collect(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
     Ok((vb, infos))
+}
+
+/// Reads each tensor from its file when asked for it. Unlike a memory map kept for the
+/// whole load, the file's pages never count towards the process's memory, so loading
+/// needs the converted weights' memory only, not twice the checkpoint's size.
+struct FileBackend {
+    tensors: std::collections::HashMap<String, TensorInfo>,
+}
+
+impl FileBackend {
+    fn read(
+        &self,
+        name: &str,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        use std::os::unix::fs::FileExt;
+        let info = self.tensors.get(name).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+            .bt()
+        })?;
+        let mut bytes = vec![0u8; info.len];
+        std::fs::File::open(&info.file)
+            .and_then(|f| f.read_exact_at(&mut bytes, info.offset as u64))
+            .map_err(|e| {
+                candle_core::Error::Msg(format!("{}: cannot read {name}: {e}", info.file.display()))
+            })?;
+        let stored = match info.dtype {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F16 => DType::F16,
+            other => candle_core::bail!("{name}: unsupported dtype {other:?}"),
+        };
+        candle_core::Tensor::from_raw_buffer(&bytes, stored, &info.shape, dev)?.to_dtype(dtype)
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for FileBackend {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let t = self.read(name, dtype, dev)?;
+        if t.shape() != &s {
+            Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: t.shape().clone(),
+            }
+            .bt())?
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.read(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
 }
 
 /// The dtype most of the stored floating-point parameters use, for display.

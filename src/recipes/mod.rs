@@ -4,6 +4,7 @@ pub mod finetune;
 pub mod forward;
 pub mod generate;
 pub mod inspect;
+pub mod latency;
 pub mod plan;
 pub mod progress;
 pub mod prune;
