@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
-use common::{fixtures, load_tensors, model_dir};
+use common::{load_tensors, model_dir};
 use interlace::model::Qwen3VlModel;
 use serde_json::Value;
 
@@ -17,18 +17,7 @@ const PLAN: &str = r#"{"strategy": "manual", "ratio": 0.0, "num_layers": 6, "dro
 
 /// Training data with absolute image paths, plus `extra` samples.
 fn write_data(dir: &Path, extra: &[Value]) -> PathBuf {
-    let base = fixtures().join("train");
-    let mut data: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(base.join("data.json")).unwrap()).unwrap();
-    for s in &mut data {
-        let abs = |v: &Value| Value::String(base.join(v.as_str().unwrap()).display().to_string());
-        if let Some(img) = s.get_mut("image") {
-            *img = match img {
-                Value::Array(a) => Value::Array(a.iter().map(abs).collect()),
-                ref other => abs(other),
-            };
-        }
-    }
+    let mut data = common::train_data_absolute();
     data.extend(extra.iter().cloned());
     let path = dir.join("data.json");
     std::fs::write(&path, serde_json::to_string(&data).unwrap()).unwrap();

@@ -118,19 +118,8 @@ fn plan_cli_runs_sleb_and_explains_missing_inputs() {
     let n_samples = expected["samples"].as_u64().unwrap() as usize;
     let tmp = tempfile::tempdir().unwrap();
     // The fixture's calibration set, with image paths made absolute.
-    let base = fixtures().join("train");
-    let mut data: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(base.join("data.json")).unwrap()).unwrap();
+    let mut data = common::train_data_absolute();
     data.truncate(n_samples);
-    for s in &mut data {
-        let abs = |v: &Value| Value::String(base.join(v.as_str().unwrap()).display().to_string());
-        if let Some(img) = s.get_mut("image") {
-            *img = match img {
-                Value::Array(a) => Value::Array(a.iter().map(abs).collect()),
-                ref other => abs(other),
-            };
-        }
-    }
     let data_path = tmp.path().join("calib.json");
     std::fs::write(&data_path, serde_json::to_string(&data).unwrap()).unwrap();
     let out = tmp.path().join("plan.json");

@@ -34,45 +34,27 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_forward import build  # noqa: E402
 from make_train_fixtures import supervised  # noqa: E402
-from transformers import AutoImageProcessor, AutoProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration  # noqa: E402
+from transformers import AutoImageProcessor, AutoProcessor, Qwen3VLForConditionalGeneration  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKENIZER_FROM = ROOT / "tests" / "fixtures" / "models" / "tiny-a"
 WORDS = "red green blue shape circle square left right above below small large count chart bar".split()
 
 
 def build_2b(out: Path) -> None:
     """A random checkpoint shaped like Qwen3-VL-2B (28 layers, hidden 2048, vocab 151 936)."""
-    torch.manual_seed(0)
-    cfg = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
-            num_attention_heads=16, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
-                             "mrope_section": [24, 20, 20], "mrope_interleaved": True},
-            max_position_embeddings=32768, tie_word_embeddings=True,
-        ),
-        vision_config=dict(
-            depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
-            temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=2048,
-            num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
-        ),
-        tie_word_embeddings=True,
-    )
-    src_cfg = json.loads((TOKENIZER_FROM / "config.json").read_text())
-    for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
-        setattr(cfg, k, src_cfg[k])
-    model = Qwen3VLForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    for f in TOKENIZER_FROM.iterdir():
-        if f.name not in ("config.json", "generation_config.json") and not f.name.endswith(".safetensors"):
-            shutil.copy(f, out / f.name)
+    build(out, text=dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+        num_attention_heads=16, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                         "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+        max_position_embeddings=32768, tie_word_embeddings=True,
+    ), vision=dict(
+        depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
+        temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=2048,
+        num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
+    ))
 
 
 def make_data(dir: Path, n: int) -> Path:

@@ -26,23 +26,24 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_FROM = ROOT / "tests" / "fixtures" / "models" / "tiny-a"
 
 
-def build(out: Path) -> None:
+MID_TEXT = dict(
+    vocab_size=16384, hidden_size=512, intermediate_size=1536, num_hidden_layers=12,
+    num_attention_heads=8, num_key_value_heads=4, head_dim=64, rms_norm_eps=1e-6,
+    rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                     "mrope_section": [12, 10, 10], "mrope_interleaved": True},
+    max_position_embeddings=4096, tie_word_embeddings=True,
+)
+MID_VISION = dict(
+    depth=6, hidden_size=384, intermediate_size=1536, num_heads=6, patch_size=16,
+    temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=512,
+    num_position_embeddings=2304, deepstack_visual_indexes=[1, 3, 5],
+)
+
+
+def build(out: Path, text: dict = MID_TEXT, vision: dict = MID_VISION) -> None:
+    """A random Qwen3-VL checkpoint of the given shape with the fixture tokenizer."""
     torch.manual_seed(0)
-    cfg = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=16384, hidden_size=512, intermediate_size=1536, num_hidden_layers=12,
-            num_attention_heads=8, num_key_value_heads=4, head_dim=64, rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
-                             "mrope_section": [12, 10, 10], "mrope_interleaved": True},
-            max_position_embeddings=4096, tie_word_embeddings=True,
-        ),
-        vision_config=dict(
-            depth=6, hidden_size=384, intermediate_size=1536, num_heads=6, patch_size=16,
-            temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=512,
-            num_position_embeddings=2304, deepstack_visual_indexes=[1, 3, 5],
-        ),
-        tie_word_embeddings=True,
-    )
+    cfg = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True)
     src_cfg = json.loads((TOKENIZER_FROM / "config.json").read_text())
     for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
         setattr(cfg, k, src_cfg[k])

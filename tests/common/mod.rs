@@ -148,3 +148,22 @@ pub fn assert_scores_match_case(
         assert!(scores.samples(k, l - k).is_none(), "no pack may use h_L");
     }
 }
+
+/// The training fixture's conversations (tests/fixtures/train/data.json) with image paths
+/// made absolute, so they can be written to a scratch directory.
+pub fn train_data_absolute() -> Vec<serde_json::Value> {
+    use serde_json::Value;
+    let base = fixtures().join("train");
+    let mut data: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(base.join("data.json")).unwrap()).unwrap();
+    for s in &mut data {
+        let abs = |v: &Value| Value::String(base.join(v.as_str().unwrap()).display().to_string());
+        if let Some(img) = s.get_mut("image") {
+            *img = match img {
+                Value::Array(a) => Value::Array(a.iter().map(abs).collect()),
+                ref other => abs(other),
+            };
+        }
+    }
+    data
+}
