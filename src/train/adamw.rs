@@ -65,9 +65,29 @@ impl AdamW {
                 grads.len()
             );
         }
+        self.begin_step();
+        for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            self.update(i, p, g, lr)?;
+        }
+        Ok(())
+    }
+
+    /// Starts an optimizer step (advances the step count used by the bias corrections);
+    /// then [`AdamW::update`] each parameter once.
+    pub fn begin_step(&mut self) {
         self.step += 1;
+    }
+
+    /// Updates parameter `index` in place with its gradient, at the current step.
+    pub fn update(&mut self, index: usize, p: &mut [f32], g: &[f32], lr: f64) -> Result<()> {
         let c = self.config;
-        let t = self.step as i32;
+        let Some(m) = self.moments.get_mut(index) else {
+            bail!("optimizer has no parameter {index}");
+        };
+        if p.len() != g.len() || p.len() != m.exp_avg.len() {
+            bail!("parameter and gradient sizes differ");
+        }
+        let t = self.step.max(1) as i32;
         let bias_correction1 = 1.0 - c.beta1.powi(t);
         let bias_correction2 = 1.0 - c.beta2.powi(t);
         let step_size = (lr / bias_correction1) as f32;
@@ -79,23 +99,18 @@ impl AdamW {
             (1.0 - c.beta2) as f32,
             c.eps as f32,
         );
-        for ((p, g), m) in params.iter_mut().zip(grads).zip(&mut self.moments) {
-            if p.len() != g.len() || p.len() != m.exp_avg.len() {
-                bail!("parameter and gradient sizes differ");
+        for i in 0..p.len() {
+            if c.weight_decay != 0.0 {
+                p[i] *= decay;
             }
-            for i in 0..p.len() {
-                if c.weight_decay != 0.0 {
-                    p[i] *= decay;
-                }
-                let gi = g[i];
-                // exp_avg.lerp_(grad, 1 - beta1)
-                m.exp_avg[i] += w1 * (gi - m.exp_avg[i]);
-                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                m.exp_avg_sq[i] = m.exp_avg_sq[i] * b2 + w2 * gi * gi;
-                let denom = m.exp_avg_sq[i].sqrt() / bc2_sqrt + eps;
-                // param.addcdiv_(exp_avg, denom, value=-step_size)
-                p[i] += -step_size * (m.exp_avg[i] / denom);
-            }
+            let gi = g[i];
+            // exp_avg.lerp_(grad, 1 - beta1)
+            m.exp_avg[i] += w1 * (gi - m.exp_avg[i]);
+            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            m.exp_avg_sq[i] = m.exp_avg_sq[i] * b2 + w2 * gi * gi;
+            let denom = m.exp_avg_sq[i].sqrt() / bc2_sqrt + eps;
+            // param.addcdiv_(exp_avg, denom, value=-step_size)
+            p[i] += -step_size * (m.exp_avg[i] / denom);
         }
         Ok(())
     }

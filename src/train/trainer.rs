@@ -207,11 +207,11 @@ impl Trainer {
         Ok(loss.to_scalar::<f32>()? as f64)
     }
 
-    /// Gradients (flattened, one per parameter) of the mean supervised-token loss of
-    /// `batch`, and that loss. Conversations are processed `micro_batch` at a time; the mean
-    /// is over all supervised tokens of the batch, as SPEC.md defines the loss of one
-    /// optimizer step.
-    pub fn gradients(&self, batch: &[Supervised]) -> Result<(Vec<Vec<f32>>, f64, usize)> {
+    /// Gradients (one tensor per parameter) of the mean supervised-token loss of
+    /// `batch`, that loss and the number of supervised tokens. Conversations are processed
+    /// `micro_batch` at a time; the mean is over all supervised tokens of the batch, as
+    /// SPEC.md defines the loss of one optimizer step.
+    pub fn gradient_tensors(&self, batch: &[Supervised]) -> Result<(Vec<Tensor>, f64, usize)> {
         let tokens: usize = batch.iter().map(Supervised::num_targets).sum();
         if tokens == 0 {
             bail!("the batch has no supervised tokens");
@@ -225,11 +225,17 @@ impl Trainer {
         for micro in batch.chunks(self.options.micro_batch.max(1)) {
             loss_sum += self.accumulate_gradients(micro, 1.0 / tokens as f64, &mut acc)?;
         }
+        Ok((acc, loss_sum / tokens as f64, tokens))
+    }
+
+    /// [`Trainer::gradient_tensors`] flattened to vectors.
+    pub fn gradients(&self, batch: &[Supervised]) -> Result<(Vec<Vec<f32>>, f64, usize)> {
+        let (acc, loss, tokens) = self.gradient_tensors(batch)?;
         let grads = acc
             .iter()
             .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
             .collect::<Result<Vec<_>>>()?;
-        Ok((grads, loss_sum / tokens as f64, tokens))
+        Ok((grads, loss, tokens))
     }
 
     /// Current values of the trainable tensors, flattened.
@@ -256,17 +262,35 @@ impl Trainer {
     }
 
     /// One optimizer step on `batch` at learning rate `lr`. A non-finite loss or gradient
-    /// norm is an error and leaves the weights and optimizer untouched.
+    /// norm is an error and leaves the weights and optimizer untouched. Parameters are
+    /// updated one at a time, so the step needs little memory beyond the gradients.
     pub fn step(&mut self, batch: &[Supervised], lr: f64) -> Result<StepStats> {
-        let (mut grads, loss, tokens) = self.gradients(batch)?;
-        let grad_norm = global_norm(&grads);
+        let (grads, loss, tokens) = self.gradient_tensors(batch)?;
+        let mut sum_sq = 0f64;
+        for g in &grads {
+            sum_sq += g
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum::<f64>();
+        }
+        let grad_norm = sum_sq.sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
             bail!("the loss is {loss} and the gradient norm {grad_norm}; stopping before the weights are touched");
         }
-        clip(&mut grads, grad_norm, self.options.max_grad_norm);
-        let mut values = self.values()?;
-        self.opt.step(&mut values, &grads, lr)?;
-        self.set_values(values)?;
+        let coef = clip_coef(grad_norm, self.options.max_grad_norm);
+        self.opt.begin_step();
+        for (i, (p, g)) in self.params.iter().zip(grads).enumerate() {
+            let mut g = g.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(c) = coef {
+                g.iter_mut().for_each(|x| *x *= c);
+            }
+            let mut v = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            self.opt.update(i, &mut v, &g, lr)?;
+            p.var
+                .set(&Tensor::from_vec(v, p.var.shape(), self.device())?)?;
+        }
         Ok(StepStats {
             loss,
             grad_norm,
@@ -275,6 +299,15 @@ impl Trainer {
             input_tokens: batch.iter().map(|s| s.enc.input_ids.len()).sum(),
         })
     }
+}
+
+/// torch's `clip_grad_norm_` factor: max_norm / (norm + 1e-6) when that is below 1.
+pub fn clip_coef(norm: f64, max_norm: f64) -> Option<f32> {
+    if max_norm <= 0.0 {
+        return None;
+    }
+    let coef = (max_norm as f32) / (norm as f32 + 1e-6);
+    (coef < 1.0).then_some(coef)
 }
 
 /// The 2-norm of all gradients together (torch's `clip_grad_norm_` total norm).
@@ -289,15 +322,9 @@ pub fn global_norm(grads: &[Vec<f32>]) -> f64 {
 
 /// torch's `clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is below 1.
 pub fn clip(grads: &mut [Vec<f32>], norm: f64, max_norm: f64) {
-    if max_norm <= 0.0 {
-        return;
-    }
-    let coef = (max_norm as f32) / (norm as f32 + 1e-6);
-    if coef < 1.0 {
+    if let Some(coef) = clip_coef(norm, max_norm) {
         for g in grads.iter_mut() {
-            for x in g.iter_mut() {
-                *x *= coef;
-            }
+            g.iter_mut().for_each(|x| *x *= coef);
         }
     }
 }
