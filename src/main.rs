@@ -69,6 +69,27 @@ enum Command {
     /// several runs; with --compare DIR also a second model (e.g. the pruned one) and the
     /// best speed-up its removed layers allow.
     Latency(interlace::recipes::latency::LatencyArgs),
+    /// Score a model on benchmarks in VLMEvalKit's TSV format, the way VLMEvalKit scores
+    /// Qwen3-VL without an LLM judge, and write report.json and report.md.
+    ///
+    /// Each row's images and question go into one user message (images first) with
+    /// Qwen3-VL's VLMEvalKit prompt: multiple choice ends with "Answer with the option letter
+    /// only.", yes/no questions with " Please answer yes or no.", open questions with
+    /// "\nPlease answer concisely with short words or phrases when possible.". Answers are
+    /// decoded greedily and scored by VLMEvalKit's rules: option letter or option text
+    /// (MMBench and CCBench circularly), yes/no extraction with accuracy, precision, recall
+    /// and F1 (POPE's score is F1), VQA accuracy over the human answers, ChartQA relaxed
+    /// accuracy (5 %), OCRBench containment, and counting (first number equals the answer).
+    ///
+    /// Rows that cannot be evaluated (no answer, an answer letter that is not an option, bad
+    /// base64, an undecodable image, ...) are reported and counted; the rest still run. With
+    /// --baseline, the report adds each score ÷ the baseline's and their mean.
+    ///
+    /// Example:
+    ///   interlace eval --model Qwen3-VL-2B-pruned --bench MMBench_DEV_EN.tsv --bench POPE.tsv
+    ///       --bench my_counts.tsv:count --baseline dense/report.json --out pruned/report.json
+    #[command(verbatim_doc_comment)]
+    Eval(interlace::recipes::eval::EvalArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -82,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune(args) => print!("{}", interlace::recipes::finetune::run(&args)?),
         Command::Generate(args) => print!("{}", interlace::recipes::generate::run(&args)?),
         Command::Latency(args) => print!("{}", interlace::recipes::latency::run(&args)?),
+        Command::Eval(args) => print!("{}", interlace::recipes::eval::run(&args)?),
         Command::Prune { model, plan, out } => {
             print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }

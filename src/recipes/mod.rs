@@ -1,5 +1,6 @@
 //! End-to-end flows behind the subcommands. Everything below them knows nothing of the CLI.
 
+pub mod eval;
 pub mod finetune;
 pub mod forward;
 pub mod generate;

@@ -1,0 +1,194 @@
+//! Running a model over benchmark files: for every row, the images and prompt of
+//! [`crate::eval::benchmarks`] in one user message, greedy decoding, scoring by
+//! [`crate::eval::report::score_benchmark`].
+//!
+//! Images are resized as VLMEvalKit's Qwen3-VL wrapper resizes them
+//! (`vlmeval/vlm/qwen3_vl/model.py` hands them to `qwen_vl_utils.process_vision_info`, whose
+//! bounds are 4 to 16384 merged-patch tokens, i.e. `4·f²` to `16384·f²` pixels for
+//! f = patch size × merge size = 32, and raises the minimum to 10·10·32·32 pixels for
+//! OCRBench), not with the bounds of the checkpoint's `preprocessor_config.json`;
+//! `min_pixels` / `max_pixels` of [`EvalOptions`] override them.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+
+use crate::eval::benchmarks::{BenchRow, BenchSpec, Benchmark};
+use crate::eval::generate::{eos_ids, greedy};
+use crate::eval::report::{score_benchmark, BenchReport, EvalReport};
+use crate::model::{ModelInputs, Qwen3VlModel};
+use crate::processor::image::ImageProcessor;
+use crate::processor::{Message, Processor};
+use crate::recipes::progress::Progress;
+
+/// Settings of an evaluation; the defaults are VLMEvalKit's protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// New tokens per answer; default per task ([`crate::eval::benchmarks::Task::default_max_new_tokens`]).
+    pub max_new_tokens: Option<usize>,
+    /// Evaluate only the first N rows of each file.
+    pub limit: Option<usize>,
+    /// Least pixels per image after resizing (default 4·f², for OCRBench 102 400).
+    pub min_pixels: Option<usize>,
+    /// Most pixels per image after resizing (default 16384·f²).
+    pub max_pixels: Option<usize>,
+}
+
+/// Minimum pixels VLMEvalKit's Qwen3-VL wrapper sets for OCRBench (`min_pixels = 10 * 10 * 32 * 32`).
+pub const OCRBENCH_MIN_PIXELS: usize = 10 * 10 * 32 * 32;
+
+/// Reads and checks every benchmark file (cheap next to loading a model: no image is
+/// decoded), so a bad file fails before the model loads.
+pub fn open_benchmarks(specs: &[BenchSpec], limit: Option<usize>) -> Result<Vec<Benchmark>> {
+    if specs.is_empty() {
+        bail!("no benchmark files given");
+    }
+    specs.iter().map(|s| Benchmark::open(s, limit)).collect()
+}
+
+/// Evaluates the checkpoint in `model_dir` (f32, CPU) on the benchmark files: the library
+/// entry point behind `interlace eval`.
+pub fn evaluate_dir(
+    model_dir: &Path,
+    specs: &[BenchSpec],
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    let benches = open_benchmarks(specs, opts.limit)?;
+    evaluate_model_dir(model_dir, &benches, opts)
+}
+
+/// Like [`evaluate_dir`] for benchmarks already opened with [`open_benchmarks`] (e.g. to
+/// evaluate several models on the same files without reading them again).
+pub fn evaluate_model_dir(
+    model_dir: &Path,
+    benches: &[Benchmark],
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    let device = Device::Cpu;
+    let processor = Processor::from_dir(model_dir)?;
+    let model = Qwen3VlModel::load(model_dir, DType::F32, &device)?;
+    let eos = eos_ids(model_dir, &processor)?;
+    evaluate(
+        &model,
+        &processor,
+        &eos,
+        benches,
+        opts,
+        &device,
+        &model_dir.display().to_string(),
+    )
+}
+
+/// The image processor of one benchmark: the model's, with VLMEvalKit's pixel bounds.
+pub fn image_processor_for(
+    processor: &Processor,
+    bench: &Benchmark,
+    opts: &EvalOptions,
+) -> Result<ImageProcessor> {
+    let config = processor.image_processor.config.clone();
+    let f = config.factor();
+    let min = opts.min_pixels.unwrap_or(if bench.name == "OCRBench" {
+        OCRBENCH_MIN_PIXELS
+    } else {
+        4 * f * f
+    });
+    let max = opts.max_pixels.unwrap_or(16384 * f * f);
+    if min > max {
+        bail!(
+            "{}: minimum pixels {min} exceed maximum pixels {max}",
+            bench.path.display()
+        );
+    }
+    let config = config.with_pixel_bounds(Some(min), Some(max));
+    config.validate()?;
+    Ok(ImageProcessor::new(config))
+}
+
+/// Evaluates a loaded model on opened benchmarks. Problems of single rows (malformed rows,
+/// bad images) are recorded in the report; a failure of the model itself ends the run.
+pub fn evaluate(
+    model: &Qwen3VlModel,
+    processor: &Processor,
+    eos: &[u32],
+    benches: &[Benchmark],
+    opts: &EvalOptions,
+    device: &Device,
+    model_name: &str,
+) -> Result<EvalReport> {
+    let total: usize = benches.iter().map(|b| b.rows.len()).sum();
+    let progress = Progress::new("eval", "rows", total);
+    let mut done = 0;
+    let mut reports: Vec<BenchReport> = Vec::with_capacity(benches.len());
+    for bench in benches {
+        let images = image_processor_for(processor, bench, opts)?;
+        let max_new = opts
+            .max_new_tokens
+            .unwrap_or_else(|| bench.task.default_max_new_tokens());
+        let mut outcomes = Vec::with_capacity(bench.rows.len());
+        let mut bad = 0;
+        for row in &bench.rows {
+            let outcome = match prepare(bench, row, processor, &images) {
+                Err(e) => Err(crate::error_line(&e)),
+                Ok(enc) => {
+                    let what = || {
+                        format!(
+                            "{}: row index {} (line {})",
+                            bench.path.display(),
+                            row.index,
+                            row.line
+                        )
+                    };
+                    let inputs = ModelInputs::from_encoded(&enc, device).with_context(what)?;
+                    let out = greedy(model, &inputs, max_new, eos).with_context(what)?;
+                    Ok(processor
+                        .tokenizer
+                        .decode(&out.tokens, true)
+                        .with_context(what)?)
+                }
+            };
+            if outcome.is_err() {
+                bad += 1;
+            }
+            outcomes.push(outcome);
+            done += 1;
+            let msg = if bad > 0 {
+                format!("{}: {bad} malformed", bench.name)
+            } else {
+                bench.name.clone()
+            };
+            progress.set(done, &msg);
+        }
+        reports.push(score_benchmark(bench, &outcomes, max_new));
+    }
+    progress.finish();
+    Ok(EvalReport {
+        model: model_name.to_string(),
+        benchmarks: reports,
+        relative: None,
+    })
+}
+
+/// A row's model input: images decoded and preprocessed, prompt rendered with the chat
+/// template and the generation prompt. Errors are problems of the row.
+fn prepare(
+    bench: &Benchmark,
+    row: &BenchRow,
+    processor: &Processor,
+    images: &ImageProcessor,
+) -> Result<crate::processor::Encoded> {
+    let item = row.item.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let decoded = bench.load_images(row)?;
+    let processed = decoded
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            images
+                .preprocess(img)
+                .with_context(|| format!("image {}", i + 1))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let message = Message::user_with_images(decoded.len(), item.prompt.clone());
+    let prompt = processor.render(&[message], true)?;
+    processor.encode_processed(prompt, processed)
+}

@@ -1,0 +1,134 @@
+//! `interlace eval`: a model on benchmarks in VLMEvalKit's TSV format, scored with
+//! VLMEvalKit's rule-based evaluators, written as `report.json` and `report.md`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::eval::benchmarks::BenchSpec;
+use crate::eval::evaluate::{evaluate_model_dir, open_benchmarks, EvalOptions};
+use crate::eval::report::{markdown_path, read_baseline_scores};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Hugging Face model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A VLMEvalKit TSV file, optionally with its task after a colon (FILE.tsv:mcq); repeat
+    /// for several. Tasks: mcq, yorn, vqa, chartqa, ocrbench, count. Without one, the task
+    /// follows from the file name as in VLMEvalKit (MMBench_DEV_EN.tsv is multiple choice,
+    /// POPE.tsv yes/no, ChartQA_TEST.tsv ChartQA, ...), else from the columns (A and B:
+    /// multiple choice, otherwise open VQA).
+    #[arg(long = "bench", value_name = "FILE[:TASK]", required = true)]
+    pub benches: Vec<BenchSpec>,
+    /// A report.json of an earlier run (e.g. the dense model): adds each benchmark's score
+    /// ÷ baseline score and their equal-weight mean (relative performance).
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// New tokens per answer [default: 32; 128 for OCRBench].
+    #[arg(long, value_name = "N")]
+    pub max_new_tokens: Option<usize>,
+    /// Evaluate only the first N rows of each file (a quick look).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Least pixels per image after resizing, for every file [default: as VLMEvalKit
+    /// resizes for Qwen3-VL: 4 x f x f with f = patch size x merge size (32 for Qwen3-VL);
+    /// for OCRBench.tsv 10 x 10 x 32 x 32].
+    #[arg(long, value_name = "N")]
+    pub min_pixels: Option<usize>,
+    /// Most pixels per image after resizing [default: 16384 x f x f].
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<usize>,
+    /// Where to write the JSON report; the Markdown summary goes next to it (.md).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: &EvalArgs) -> Result<String> {
+    // Everything that can be checked cheaply is checked before the model loads: the
+    // baseline, the output directory, the benchmark files.
+    let baseline = args
+        .baseline
+        .as_ref()
+        .map(|p| read_baseline_scores(p).map(|s| (p, s)))
+        .transpose()?;
+    if args.out.is_dir() {
+        bail!(
+            "{}: is a directory; --out names the JSON report file",
+            args.out.display()
+        );
+    }
+    if args.out.extension().is_some_and(|e| e == "md") {
+        bail!(
+            "{}: --out names the JSON report; the Markdown summary is written next to it as .md",
+            args.out.display()
+        );
+    }
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    }
+    let opts = EvalOptions {
+        max_new_tokens: args.max_new_tokens,
+        limit: args.limit,
+        min_pixels: args.min_pixels,
+        max_pixels: args.max_pixels,
+    };
+    let benches = open_benchmarks(&args.benches, args.limit)?;
+    for b in &benches {
+        eprintln!(
+            "eval: {} — {} rows, task {} (from {}){}{}",
+            b.name,
+            b.rows.len(),
+            b.task,
+            b.task_from,
+            if b.circular { ", circular" } else { "" },
+            match b.malformed() {
+                0 => String::new(),
+                n => format!(", {n} malformed"),
+            }
+        );
+    }
+    let mut report = evaluate_model_dir(&args.model, &benches, &opts)?;
+    if let Some((path, scores)) = &baseline {
+        report.set_baseline(&path.display().to_string(), scores);
+    }
+    report.write(&args.out)?;
+
+    let mut text = String::new();
+    for b in &report.benchmarks {
+        text.push_str(&format!(
+            "{}: {} {} ({} scored, {} malformed of {} rows)",
+            b.name,
+            b.metric,
+            b.score
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "–".into()),
+            b.scored,
+            b.malformed,
+            b.rows
+        ));
+        if let Some(r) = report.relative.as_ref().and_then(|r| r.ratios.get(&b.name)) {
+            text.push_str(&format!(", {:.1} % of baseline", r * 100.0));
+        }
+        text.push('\n');
+    }
+    if let Some(rel) = &report.relative {
+        match rel.mean {
+            Some(m) => text.push_str(&format!(
+                "relative performance: {:.1} % (mean over {} benchmarks)\n",
+                m * 100.0,
+                rel.ratios.len()
+            )),
+            None => {
+                text.push_str("relative performance: no benchmark in common with the baseline\n")
+            }
+        }
+    }
+    text.push_str(&format!(
+        "report: {} and {}\n",
+        args.out.display(),
+        markdown_path(&args.out).display()
+    ));
+    Ok(text)
+}

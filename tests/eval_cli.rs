@@ -1,0 +1,362 @@
+//! `interlace eval` end to end on the fixture benchmarks of tests/fixtures/bench (made by
+//! tools/make_bench_fixtures.py) with the tiny random model tiny-a. Its answers are
+//! garbage, so the tests check structure: counts, which rows are malformed and why, that
+//! every verdict is what the metric functions say of the prediction, the prompts, the
+//! baseline ratios, and the report files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{fixtures, model_dir};
+use interlace::eval::benchmarks::{BenchSpec, Benchmark, Task};
+use interlace::eval::metrics::{can_infer, vqa_score, yes_no_metrics, yorn_extraction, YesNo};
+use interlace::eval::report::EvalReport;
+use serde_json::Value;
+
+fn bench_file(name: &str) -> PathBuf {
+    fixtures().join("bench").join(format!("{name}.tsv"))
+}
+
+fn expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("bench/expected.json")).unwrap())
+        .unwrap()
+}
+
+fn interlace(args: &[&str], extra: &[&Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn eval_fixtures(out: &Path, extra: &[&str]) -> Output {
+    let model = model_dir("tiny-a");
+    let mut args = vec!["eval", "--model", model.to_str().unwrap()];
+    let files: Vec<String> = ["mcq_fixture", "POPE_fixture", "vqa_fixture"]
+        .iter()
+        .map(|n| bench_file(n).display().to_string())
+        .collect();
+    for f in &files {
+        args.extend(["--bench", f.as_str()]);
+    }
+    args.extend(["--max-new-tokens", "3"]);
+    args.extend(extra);
+    args.push("--out");
+    interlace(&args, &[out])
+}
+
+#[test]
+fn eval_reports_every_row_and_scores_with_the_metric_functions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nested/report.json");
+    // A baseline that has two of the three benchmarks.
+    let baseline = tmp.path().join("baseline.json");
+    std::fs::write(
+        &baseline,
+        r#"{"benchmarks": [{"name": "mcq_fixture", "score": 50.0},
+                           {"name": "POPE_fixture", "score": 80.0},
+                           {"name": "other", "score": 10.0}]}"#,
+    )
+    .unwrap();
+    let res = eval_fixtures(&out, &["--baseline", baseline.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("relative performance"), "{stdout}");
+    // Progress lines (stderr is not a terminal here) report rows per second.
+    assert!(
+        stderr.contains("rows, ") && stderr.contains("/s"),
+        "{stderr}"
+    );
+
+    // The JSON is valid and reads back as the library's report type.
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let report = EvalReport::read(&out).unwrap();
+    assert_eq!(report.benchmarks.len(), 3);
+    assert_eq!(json["benchmarks"].as_array().unwrap().len(), 3);
+
+    let expected = expected();
+    for b in &report.benchmarks {
+        let exp = &expected[&b.name];
+        let task = Task::parse(exp["task"].as_str().unwrap()).unwrap();
+        assert_eq!(b.task, task, "{}", b.name);
+        assert_eq!(b.rows, exp["rows"].as_u64().unwrap() as usize, "{}", b.name);
+        assert_eq!(b.max_new_tokens, 3);
+        let malformed = exp["malformed"].as_object().unwrap();
+        assert_eq!(b.malformed, malformed.len(), "{}", b.name);
+        assert_eq!(b.scored, b.rows - b.malformed, "{}", b.name);
+        assert_eq!(b.results.len(), b.rows);
+        for r in &b.results {
+            match malformed.get(&r.index) {
+                Some(why) => {
+                    let err = r.error.as_deref().unwrap_or_else(|| {
+                        panic!("{} row {} should be malformed", b.name, r.index)
+                    });
+                    assert!(err.contains(why.as_str().unwrap()), "{}: {err}", b.name);
+                    assert!(r.prediction.is_none() && r.score.is_none());
+                }
+                None => {
+                    assert!(
+                        r.error.is_none(),
+                        "{} row {}: {:?}",
+                        b.name,
+                        r.index,
+                        r.error
+                    );
+                    assert!(r.prediction.is_some() && r.score.is_some());
+                }
+            }
+        }
+
+        // Every verdict is what the metric functions say; the score is their mean.
+        let bench = Benchmark::open(&BenchSpec::new(bench_file(&b.name)), None).unwrap();
+        let mut row_scores = Vec::new();
+        let mut pairs = Vec::new();
+        for (row, r) in bench.rows.iter().zip(&b.results) {
+            assert_eq!(row.index, r.index);
+            let (Ok(item), Some(pred)) = (&row.item, &r.prediction) else {
+                continue;
+            };
+            assert_eq!(r.prompt.as_deref(), Some(item.prompt.as_str()));
+            let want = match b.task {
+                Task::Mcq => {
+                    let answer = item.answer.trim().chars().next().unwrap();
+                    let got = can_infer(pred.trim(), &item.options);
+                    f64::from(u8::from(got == Some(answer)))
+                }
+                Task::Yorn => {
+                    let truth = YesNo::parse_reference(&item.answer).unwrap();
+                    let got = yorn_extraction(pred);
+                    assert_eq!(r.extracted.as_deref(), Some(got.as_str()));
+                    pairs.push((truth, got));
+                    f64::from(u8::from(got == truth))
+                }
+                Task::Vqa => vqa_score(pred, &item.references),
+                other => panic!("unexpected task {other}"),
+            };
+            assert_eq!(r.score, Some(want), "{} row {}", b.name, r.index);
+            row_scores.push(want);
+        }
+        let mean = 100.0 * row_scores.iter().sum::<f64>() / row_scores.len() as f64;
+        if b.name == "POPE_fixture" {
+            assert_eq!(b.metric, "F1");
+            let m = yes_no_metrics(&pairs).unwrap();
+            assert_eq!(b.score, Some(100.0 * m.f1));
+            assert!((b.metrics["accuracy"] - mean).abs() < 1e-9);
+            // "adversarial,random" counts for both categories.
+            assert_eq!(b.categories["adversarial"].count, 2);
+            assert_eq!(b.categories["random"].count, 1);
+        } else {
+            assert!((b.score.unwrap() - mean).abs() < 1e-9, "{}", b.name);
+        }
+    }
+
+    // Images: shared (row 2 refers to row 1), several per row, from paths.
+    let mcq = Benchmark::open(&BenchSpec::new(bench_file("mcq_fixture")), None).unwrap();
+    for (name, exp) in expected.as_object().unwrap() {
+        let bench = Benchmark::open(&BenchSpec::new(bench_file(name)), None).unwrap();
+        for (index, n) in exp["images"].as_object().unwrap() {
+            let row = bench.rows.iter().find(|r| &r.index == index).unwrap();
+            assert_eq!(
+                bench.load_images(row).unwrap().len(),
+                n.as_u64().unwrap() as usize,
+                "{name} row {index}"
+            );
+        }
+        let found_when_read: Vec<&str> = exp["found_when_read"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for row in &bench.rows {
+            assert_eq!(
+                row.item.is_err(),
+                found_when_read.contains(&row.index.as_str()),
+                "{name} row {}",
+                row.index
+            );
+        }
+    }
+    let r1 = &mcq.rows[0];
+    let r2 = &mcq.rows[1];
+    assert_eq!(
+        mcq.load_images(r1).unwrap()[0].to_rgb8().into_raw(),
+        mcq.load_images(r2).unwrap()[0].to_rgb8().into_raw()
+    );
+
+    // The prompt Qwen3-VL gets in VLMEvalKit (vlmeval/vlm/qwen3_vl/prompt.py).
+    let first = &report.benchmarks[0].results[0];
+    assert_eq!(
+        first.prompt.as_deref(),
+        Some(
+            "Hint: Look at the whole image.\nQuestion: What colour dominates the picture?\n\
+             Options:\nA. red\nB. green\nC. blue\nD. grey\nAnswer with the option letter only."
+        )
+    );
+    let pope = &report.benchmarks[1].results[0];
+    assert_eq!(
+        pope.prompt.as_deref(),
+        Some("Is there a dog in the image? Please answer yes or no.")
+    );
+
+    // Relative performance: score ÷ baseline per benchmark in both, equal-weight mean.
+    let rel = report.relative.as_ref().unwrap();
+    let mcq_ratio = report.score("mcq_fixture").unwrap() / 50.0;
+    let pope_ratio = report.score("POPE_fixture").unwrap() / 80.0;
+    assert_eq!(rel.ratios["mcq_fixture"], mcq_ratio);
+    assert_eq!(rel.ratios["POPE_fixture"], pope_ratio);
+    assert_eq!(rel.mean, Some((mcq_ratio + pope_ratio) / 2.0));
+    assert_eq!(rel.missing, ["vqa_fixture"]);
+
+    // The Markdown summary next to it: a table row per benchmark, categories, malformed rows.
+    let md = std::fs::read_to_string(tmp.path().join("nested/report.md")).unwrap();
+    assert!(md.starts_with("# Evaluation of"), "{md}");
+    assert!(md.contains("| benchmark | task | metric | score |"), "{md}");
+    for name in ["mcq_fixture", "POPE_fixture", "vqa_fixture"] {
+        assert!(md.contains(&format!("| {name} |")), "{md}");
+        assert!(md.contains(&format!("## {name}")), "{md}");
+    }
+    assert!(md.contains("| category | score | n |"), "{md}");
+    assert!(md.contains("Relative performance against"), "{md}");
+    assert!(
+        md.contains("- index 4 (line 5): answer 'E' is not one of the row's options (A, B)"),
+        "{md}"
+    );
+    let table_lines = md.lines().filter(|l| l.starts_with('|')).count();
+    assert!(table_lines > 10, "{md}");
+}
+
+#[test]
+fn eval_limit_and_task_override() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report.json");
+    let model = model_dir("tiny-a");
+    // The VQA fixture scored as counting, first two rows only.
+    let spec = format!("{}:count", bench_file("vqa_fixture").display());
+    let res = interlace(
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--bench",
+            &spec,
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "2",
+            "--out",
+        ],
+        &[&out],
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let report = EvalReport::read(&out).unwrap();
+    let b = &report.benchmarks[0];
+    assert_eq!((b.task, b.rows), (Task::Count, 2));
+    assert!(b.task_from.starts_with("--bench"), "{}", b.task_from);
+    // Row 2's answer "cat" has no number: malformed for counting.
+    assert_eq!(b.malformed, 1);
+    assert!(b.results[1].error.as_deref().unwrap().contains("no number"));
+}
+
+fn assert_fails_with(res: &Output, needles: &[&str]) {
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    let last = err.trim_end().lines().last().unwrap_or("");
+    for n in needles {
+        assert!(
+            last.contains(n),
+            "expected {n:?} in the last line of:\n{err}"
+        );
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn eval_rejects_bad_input_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report.json");
+    let model = model_dir("tiny-a");
+    let m = model.to_str().unwrap();
+    let run = |bench: &str, extra: &[&str]| {
+        let mut args = vec!["eval", "--model", m, "--bench", bench];
+        args.extend(extra);
+        args.push("--out");
+        interlace(&args, &[&out])
+    };
+
+    let missing = tmp.path().join("nope.tsv");
+    assert_fails_with(
+        &run(missing.to_str().unwrap(), &[]),
+        &["nope.tsv", "cannot open"],
+    );
+
+    let no_answer = tmp.path().join("noanswer.tsv");
+    std::fs::write(&no_answer, "index\tquestion\timage\n1\tq\tabc\n").unwrap();
+    assert_fails_with(
+        &run(no_answer.to_str().unwrap(), &[]),
+        &["noanswer.tsv", "no 'answer' column"],
+    );
+
+    let judge = tmp.path().join("MIA-Bench.tsv");
+    std::fs::write(&judge, "index\tquestion\tanswer\timage\n1\tq\ta\tabc\n").unwrap();
+    assert_fails_with(
+        &run(judge.to_str().unwrap(), &[]),
+        &["MIA-Bench.tsv", "LLM judge"],
+    );
+
+    let res = run(
+        &format!("{}:quiz", bench_file("vqa_fixture").display()),
+        &[],
+    );
+    assert!(!res.status.success());
+    assert!(String::from_utf8_lossy(&res.stderr).contains("unknown task 'quiz'"));
+
+    let bad_baseline = tmp.path().join("baseline.json");
+    std::fs::write(&bad_baseline, "{\"not\": \"a report\"}").unwrap();
+    let vqa = bench_file("vqa_fixture");
+    assert_fails_with(
+        &run(
+            vqa.to_str().unwrap(),
+            &["--baseline", bad_baseline.to_str().unwrap()],
+        ),
+        &["baseline.json", "not an interlace eval report"],
+    );
+
+    let md_out = tmp.path().join("report.md");
+    let res = interlace(
+        &[
+            "eval",
+            "--model",
+            m,
+            "--bench",
+            vqa.to_str().unwrap(),
+            "--out",
+        ],
+        &[&md_out],
+    );
+    assert_fails_with(&res, &["report.md", "--out names the JSON report"]);
+
+    // A broken model directory: the error names it and no report is left behind.
+    let res = interlace(
+        &[
+            "eval",
+            "--model",
+            tmp.path().to_str().unwrap(),
+            "--bench",
+            vqa.to_str().unwrap(),
+            "--out",
+        ],
+        &[&out],
+    );
+    assert!(!res.status.success());
+    assert!(!out.exists());
+    assert!(!tmp.path().join("report.md").exists());
+}
