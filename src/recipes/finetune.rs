@@ -389,7 +389,15 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         }
     }
     progress.finish();
-    write_output(args, &trainer, &plan, &log_lines)?;
+    let trained: HashMap<String, Tensor> = trainer
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+        .collect();
+    // The frozen weights are no longer needed; free them before the output is written
+    // (which maps the source shards: holding both would double the peak memory).
+    drop(trainer);
+    write_output(args, &trained, &plan, &log_lines)?;
     let _ = std::fs::remove_dir_all(&state_dir);
     let mut report = format!(
         "{}: fine-tuned layers {} for {total} steps",
@@ -421,7 +429,7 @@ fn join_lines(lines: &[String]) -> String {
 /// The complete fine-tuned checkpoint, built in a temporary directory and renamed.
 fn write_output(
     args: &FinetuneArgs,
-    trainer: &Trainer,
+    trained: &HashMap<String, Tensor>,
     plan: &Plan,
     log_lines: &[String],
 ) -> Result<()> {
@@ -429,12 +437,7 @@ fn write_output(
     let result = (|| -> Result<()> {
         std::fs::create_dir_all(&tmp)
             .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        let trained: HashMap<String, Tensor> = trainer
-            .params
-            .iter()
-            .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
-            .collect();
-        rewrite_weights(&args.model, &tmp, |n| Ok(Some(n.to_string())), &trained)?;
+        rewrite_weights(&args.model, &tmp, |n| Ok(Some(n.to_string())), trained)?;
         std::fs::copy(args.model.join("config.json"), tmp.join("config.json")).with_context(
             || format!("{}: cannot copy", args.model.join("config.json").display()),
         )?;
