@@ -309,22 +309,3 @@ pub fn clip_coef(norm: f64, max_norm: f64) -> Option<f32> {
     let coef = (max_norm as f32) / (norm as f32 + 1e-6);
     (coef < 1.0).then_some(coef)
 }
-
-/// The 2-norm of all gradients together (torch's `clip_grad_norm_` total norm).
-pub fn global_norm(grads: &[Vec<f32>]) -> f64 {
-    grads
-        .iter()
-        .flat_map(|g| g.iter())
-        .map(|&x| (x as f64) * (x as f64))
-        .sum::<f64>()
-        .sqrt()
-}
-
-/// torch's `clip_grad_norm_`: scale by max_norm / (norm + 1e-6) when that is below 1.
-pub fn clip(grads: &mut [Vec<f32>], norm: f64, max_norm: f64) {
-    if let Some(coef) = clip_coef(norm, max_norm) {
-        for g in grads.iter_mut() {
-            g.iter_mut().for_each(|x| *x *= coef);
-        }
-    }
-}
