@@ -24,13 +24,130 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, grad: Grad) -> Result<Ten
         Grad::None => {
             candle_nn::ops::rms_norm(&x.contiguous()?, &weight.to_dtype(DType::F32)?, eps as f32)?
         }
-        Grad::Track => {
-            let var = x.sqr()?.mean_keepdim(D::Minus1)?;
-            let normed = x.broadcast_div(&(var + eps)?.sqrt()?)?;
-            normed.broadcast_mul(&weight.to_dtype(DType::F32)?)?
-        }
+        Grad::Track if x.device().is_cpu() => x.contiguous()?.apply_op2(
+            &weight.to_dtype(DType::F32)?.contiguous()?,
+            RmsNormTrack { eps },
+        )?,
+        Grad::Track => rms_norm_composed(&x, &weight.to_dtype(DType::F32)?, eps)?,
     };
     y.to_dtype(dtype)
+}
+
+/// RMSNorm from plain differentiable ops (the reference for [`RmsNormTrack`], and the path
+/// on other devices).
+fn rms_norm_composed(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = x.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed.broadcast_mul(w)
+}
+
+/// f32 rows of a contiguous CPU tensor.
+fn cpu_f32<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("f32 only");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("input must be contiguous");
+    };
+    Ok(&data[start..end])
+}
+
+/// RMSNorm with its backward pass in one op each, for training on CPU: the composed
+/// version costs six element-wise passes forward and about twice that backward.
+/// y = x · r · w with r = 1/sqrt(mean(x²) + eps) per row; backward:
+/// dx = r·(w∘g) − r³/d · x · Σ(w∘g∘x), dw = Σ_rows g∘x·r.
+struct RmsNormTrack {
+    eps: f64,
+}
+
+impl RmsNormTrack {
+    fn inv_rms(&self, row: &[f32]) -> f32 {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        1.0 / (ms + self.eps as f32).sqrt()
+    }
+}
+
+impl candle_core::CustomOp2 for RmsNormTrack {
+    fn name(&self) -> &'static str {
+        "rms-norm-track"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (x, w) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
+        let d = w.len();
+        if d == 0 || l1.dims().last() != Some(&d) {
+            candle_core::bail!("rms-norm: weight does not match the last dimension");
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(yr, xr)| {
+                let r = self.inv_rms(xr);
+                for ((o, &v), &wv) in yr.iter_mut().zip(xr).zip(w) {
+                    *o = v * r * wv;
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        use rayon::prelude::*;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let ws = w.to_vec1::<f32>()?;
+        let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let d = ws.len();
+        // Fixed blocks of rows, each giving its share of dw, summed in block order: the
+        // result does not depend on how rayon schedules the work (runs stay reproducible).
+        const BLOCK: usize = 64;
+        let mut dx = vec![0f32; xs.len()];
+        let partial: Vec<Vec<f32>> = dx
+            .par_chunks_mut(d * BLOCK)
+            .zip(xs.par_chunks(d * BLOCK).zip(gs.par_chunks(d * BLOCK)))
+            .map(|(dxb, (xb, gb))| {
+                let mut dw = vec![0f32; d];
+                for (dxr, (xr, gr)) in dxb.chunks_mut(d).zip(xb.chunks(d).zip(gb.chunks(d))) {
+                    let r = self.inv_rms(xr);
+                    let dot: f32 = xr
+                        .iter()
+                        .zip(gr)
+                        .zip(&ws)
+                        .map(|((&xv, &gv), &wv)| wv * gv * xv)
+                        .sum();
+                    let c = r * r * r * dot / d as f32;
+                    for j in 0..d {
+                        dxr[j] = r * ws[j] * gr[j] - c * xr[j];
+                        dw[j] += gr[j] * xr[j] * r;
+                    }
+                }
+                dw
+            })
+            .collect();
+        let mut dw = vec![0f32; d];
+        for p in &partial {
+            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dw, w.shape(), dev)?),
+        ))
+    }
 }
 
 /// LayerNorm over the last dimension with weight and bias.
@@ -355,6 +472,27 @@ mod tests {
             0,
         )?;
         assert!(max_diff(&first, &expected) < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn fused_rms_norm_backward_equals_the_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::randn(0f32, 1.0, (3, 5, 16), &dev)?;
+        let w = candle_core::Var::randn(1f32, 0.3, 16, &dev)?;
+        let target = Tensor::randn(0f32, 1.0, (3, 5, 16), &dev)?;
+        let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-6, Grad::Track)?;
+        let composed = rms_norm_composed(x.as_tensor(), w.as_tensor(), 1e-6)?;
+        assert!(max_diff(&fused, &composed) < 1e-5);
+        let gf = (fused * &target)?.sum_all()?.backward()?;
+        let gc = (composed * &target)?.sum_all()?.backward()?;
+        for v in [&x, &w] {
+            let (a, b) = (
+                gf.get(v.as_tensor()).unwrap(),
+                gc.get(v.as_tensor()).unwrap(),
+            );
+            assert!(max_diff(a, b) < 1e-4, "{}", max_diff(a, b));
+        }
         Ok(())
     }
 
