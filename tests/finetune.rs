@@ -3,8 +3,8 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use common::{fixtures, load_tensors, model_dir};
+use candle_core::{DType, Device};
+use common::{fixtures, load_tensors, model_dir, to_f32_vec};
 use interlace::data::llava;
 use interlace::model::Qwen3VlModel;
 use interlace::processor::Processor;
@@ -43,12 +43,7 @@ fn check_two_steps(grad_checkpoint: bool, micro_batch: usize) {
     let lr = meta["lr"].as_f64().unwrap();
     let data = prepared(name);
     let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
-    let frozen_before = model.layers[0].self_attn.q_proj.weight.clone();
-    let frozen_before = frozen_before
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let frozen_before = to_f32_vec(&model.layers[0].self_attn.q_proj.weight);
     let options = TrainOptions {
         grad_checkpoint,
         micro_batch,
@@ -57,8 +52,7 @@ fn check_two_steps(grad_checkpoint: bool, micro_batch: usize) {
     };
     let mut trainer = Trainer::new(model, &layers, options).unwrap();
     let reference_vec = |key: &str| -> Vec<f32> {
-        let t: &Tensor = reference.get(key).unwrap_or_else(|| panic!("{key}"));
-        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        to_f32_vec(reference.get(key).unwrap_or_else(|| panic!("{key}")))
     };
     let steps = meta["steps"].as_array().unwrap();
     for (s, batches) in meta["batches"].as_array().unwrap().iter().enumerate() {
@@ -108,12 +102,7 @@ fn check_two_steps(grad_checkpoint: bool, micro_batch: usize) {
         println!("step {}: max |weight - torch| = {worst:e}", s + 1);
         assert!(worst < 1e-5, "updated weights differ by {worst}");
     }
-    let frozen_after = trainer.model.layers[0].self_attn.q_proj.weight.clone();
-    let frozen_after = frozen_after
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let frozen_after = to_f32_vec(&trainer.model.layers[0].self_attn.q_proj.weight);
     assert_eq!(frozen_before, frozen_after, "a frozen layer changed");
 }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
-use common::{load_tensors, model_dir};
+use common::{load_tensors, model_dir, to_f32_vec};
 use interlace::model::Qwen3VlModel;
 use serde_json::Value;
 
@@ -78,14 +78,7 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
         "model-00002-of-00002.safetensors",
     ] {
         for (k, t) in load_tensors(&dir.join(f)) {
-            let v = t
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            all.push((k, v));
+            all.push((k, to_f32_vec(&t)));
         }
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));

@@ -77,12 +77,7 @@ fn similarity_command_rejects_bad_data() {
         .arg(tmp.path().join("sim.json"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.json") && err.lines().count() == 1,
-        "{err}"
-    );
+    common::assert_one_line_error(&out, "bad.json");
     assert!(!tmp.path().join("sim.json").exists());
 }
 
@@ -178,11 +173,6 @@ fn similarity_command_rejects_corrupt_parquet() {
         .arg(tmp.path().join("sim.json"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("part-0.parquet") && err.lines().count() == 1,
-        "{err}"
-    );
+    common::assert_one_line_error(&out, "part-0.parquet");
     assert!(!tmp.path().join("sim.json").exists());
 }

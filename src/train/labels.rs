@@ -78,8 +78,11 @@ pub fn conversation(sample: &Sample) -> Result<Vec<Message>> {
         .collect())
 }
 
-/// Byte ranges of the rendered conversation that the assistant turns supervise.
-pub fn assistant_spans(processor: &Processor, messages: &[Message]) -> Result<Vec<Range<usize>>> {
+/// The rendered conversation and the byte ranges of it that the assistant turns supervise.
+pub fn assistant_spans(
+    processor: &Processor,
+    messages: &[Message],
+) -> Result<(String, Vec<Range<usize>>)> {
     let full = processor.render(messages, false)?;
     let mut spans = Vec::new();
     for (j, m) in messages.iter().enumerate() {
@@ -101,7 +104,7 @@ pub fn assistant_spans(processor: &Processor, messages: &[Message]) -> Result<Ve
     if spans.is_empty() {
         bail!("no assistant turn to learn from");
     }
-    Ok(spans)
+    Ok((full, spans))
 }
 
 /// Renders, tokenises and labels one conversation whose images are already preprocessed.
@@ -110,8 +113,7 @@ pub fn encode_supervised(
     messages: &[Message],
     images: Vec<crate::processor::ProcessedImage>,
 ) -> Result<Supervised> {
-    let spans = assistant_spans(processor, messages)?;
-    let prompt = processor.render(messages, false)?;
+    let (prompt, spans) = assistant_spans(processor, messages)?;
     let merge = processor.image_processor.config.merge_size;
     let counts: Vec<usize> = images.iter().map(|i| i.num_tokens(merge)).collect();
     // Span boundaries in the expanded text: expand the prefix that ends there.

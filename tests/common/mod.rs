@@ -51,23 +51,27 @@ pub fn to_i64(t: &Tensor) -> Vec<i64> {
         .unwrap()
 }
 
+/// Every element of a tensor as f32, flattened.
+pub fn to_f32_vec(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// A failed command whose stderr is one line mentioning `needle`.
+pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
+    assert!(!out.status.success(), "the command should have failed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle) && err.lines().count() == 1, "{err}");
+}
+
 /// max |a - b| / max |b|: the error relative to the reference tensor's scale.
 pub fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
-    let a = ours
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let b = reference
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let (a, b) = (to_f32_vec(ours), to_f32_vec(reference));
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
     let diff = a
         .iter()
