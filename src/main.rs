@@ -90,6 +90,24 @@ enum Command {
     ///       --bench my_counts.tsv:count --baseline dense/report.json --out pruned/report.json
     #[command(verbatim_doc_comment)]
     Eval(interlace::recipes::eval::EvalArgs),
+    /// The whole pipeline in one command: similarity -> plan -> prune -> fine-tune ->
+    /// evaluation of the dense, pruned and fine-tuned models -> a report directory
+    /// (report.md/.json, sim.svg heat-map, plan.svg, loss.svg, scores.svg).
+    ///
+    /// Without flags it runs on the built-in demo model (demo/model) with the synthetic data
+    /// set of `interlace synth` (generated into OUT/data). Every stage writes into --out and
+    /// is skipped when its output is already there: run the same command again to continue
+    /// a stopped run. With --compare it adds the paper's comparison (Dense, Dense-FT, SLEB,
+    /// SLEB-FT, ShortGPT, consecutive, random, interlace-oa, interlace-tn, INTERLACE at 25 %
+    /// and 10 %), with the same fine-tuning data for every fine-tuned row.
+    ///
+    /// Examples:
+    ///   interlace run
+    ///   interlace run --compare --out demo-compare
+    ///   interlace run --model Qwen3-VL-2B-Instruct --data FineVision/ --bench MMBench_DEV_EN.tsv
+    ///       --bench POPE.tsv --lr 1e-5 --out qwen2b-run
+    #[command(verbatim_doc_comment)]
+    Run(interlace::recipes::run::RunArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -104,6 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => print!("{}", interlace::recipes::generate::run(&args)?),
         Command::Latency(args) => print!("{}", interlace::recipes::latency::run(&args)?),
         Command::Eval(args) => print!("{}", interlace::recipes::eval::run(&args)?),
+        Command::Run(args) => print!("{}", interlace::recipes::run::run(&args)?),
         Command::Prune { model, plan, out } => {
             print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }

@@ -12,6 +12,7 @@
 
 pub mod finevision;
 pub mod llava;
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! `metrics` scores answers, `report` aggregates and writes the report, `evaluate` runs it
 //! all).
 
+pub mod bars;
 pub mod benchmarks;
 pub mod evaluate;
 pub mod generate;

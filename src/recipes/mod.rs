@@ -9,4 +9,5 @@ pub mod latency;
 pub mod plan;
 pub mod progress;
 pub mod prune;
+pub mod run;
 pub mod similarity;

@@ -1,0 +1,165 @@
+//! Per-benchmark scores of several models as a grouped bar chart (plain SVG, no plotting
+//! dependency): one group per benchmark, one bar per model, and the benchmark's chance
+//! level as a dashed line when it is known.
+
+use std::fmt::Write as _;
+
+const PALETTE: [&str; 8] = [
+    "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
+];
+const BAR_W: f64 = 18.0;
+const GAP: f64 = 22.0;
+const LEFT: f64 = 56.0;
+const TOP: f64 = 44.0;
+const PLOT_H: f64 = 260.0;
+const BOTTOM: f64 = 96.0;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One model's scores (percent, 0–100), in the order of the benchmarks.
+pub struct Series {
+    pub name: String,
+    pub scores: Vec<Option<f64>>,
+}
+
+/// `benchmarks` names the groups; `chance` (percent) has one entry per benchmark or is empty.
+pub fn grouped_bars_svg(
+    title: &str,
+    benchmarks: &[String],
+    series: &[Series],
+    chance: &[Option<f64>],
+) -> String {
+    let k = series.len().max(1) as f64;
+    let group_w = k * BAR_W + GAP;
+    let plot_w = group_w * benchmarks.len().max(1) as f64;
+    let legend_w = 190.0;
+    let w = LEFT + plot_w + legend_w;
+    let h = TOP + PLOT_H + BOTTOM;
+    let y = |v: f64| TOP + PLOT_H * (1.0 - v.clamp(0.0, 100.0) / 100.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{LEFT}" y="22" font-size="14" font-weight="bold">{}</text>
+"#,
+        esc(title)
+    );
+    for tick in (0..=100).step_by(20) {
+        let ty = y(tick as f64);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" text-anchor="end">{tick}</text>"##,
+            LEFT + plot_w,
+            LEFT - 6.0,
+            ty + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle">score (%)</text>"#,
+        TOP + PLOT_H / 2.0,
+        TOP + PLOT_H / 2.0
+    );
+    for (g, name) in benchmarks.iter().enumerate() {
+        let x0 = LEFT + GAP / 2.0 + g as f64 * group_w;
+        for (i, ser) in series.iter().enumerate() {
+            let Some(v) = ser.scores.get(g).copied().flatten() else {
+                continue;
+            };
+            let x = x0 + i as f64 * BAR_W;
+            let top = y(v);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {} {v:.1}</title></rect>"#,
+                BAR_W - 2.0,
+                TOP + PLOT_H - top,
+                PALETTE[i % PALETTE.len()],
+                esc(&ser.name),
+                esc(name)
+            );
+        }
+        if let Some(c) = chance.get(g).copied().flatten() {
+            let cy = y(c);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{:.1}" y1="{cy:.1}" x2="{:.1}" y2="{cy:.1}" stroke="#222" stroke-dasharray="4 3"><title>chance {c:.1}</title></line>"##,
+                x0 - 3.0,
+                x0 + k * BAR_W + 1.0
+            );
+        }
+        let lx = x0 + k * BAR_W / 2.0;
+        let ly = TOP + PLOT_H + 14.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{lx:.1}" y="{ly:.1}" transform="rotate(30 {lx:.1} {ly:.1})">{}</text>"#,
+            esc(name)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#444"/>"##,
+        TOP + PLOT_H,
+        LEFT + plot_w,
+        TOP + PLOT_H
+    );
+    let lx = LEFT + plot_w + 16.0;
+    for (i, ser) in series.iter().enumerate() {
+        let ly = TOP + 8.0 + i as f64 * 18.0;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{ly:.1}" dominant-baseline="middle">{}</text>"#,
+            ly - 6.0,
+            PALETTE[i % PALETTE.len()],
+            lx + 18.0,
+            esc(&ser.name)
+        );
+    }
+    if chance.iter().any(Option::is_some) {
+        let ly = TOP + 8.0 + series.len() as f64 * 18.0;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="#222" stroke-dasharray="4 3"/><text x="{:.1}" y="{ly:.1}" dominant-baseline="middle">chance</text>"##,
+            lx + 12.0,
+            lx + 18.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_scale_to_the_plot_and_escape_names() {
+        let svg = grouped_bars_svg(
+            "a <b>",
+            &["X".into(), "Y&Z".into()],
+            &[
+                Series {
+                    name: "dense".into(),
+                    scores: vec![Some(100.0), Some(50.0)],
+                },
+                Series {
+                    name: "pruned".into(),
+                    scores: vec![None, Some(0.0)],
+                },
+            ],
+            &[Some(25.0), None],
+        );
+        assert!(svg.contains("a &lt;b&gt;") && svg.contains("Y&amp;Z"));
+        // A 100 % bar spans the whole plot height, a 50 % bar half of it.
+        assert!(svg.contains(&format!("height=\"{PLOT_H:.1}\"")));
+        assert!(svg.contains(&format!("height=\"{:.1}\"", PLOT_H / 2.0)));
+        // Three bars drawn (one score is missing), one chance line plus the legend's.
+        assert_eq!(svg.matches("<title>dense").count(), 2);
+        assert_eq!(svg.matches("<title>pruned").count(), 1);
+        assert_eq!(svg.matches("<title>chance").count(), 1);
+    }
+}

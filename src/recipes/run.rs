@@ -1,0 +1,812 @@
+//! `interlace run`: the whole INTERLACE pipeline in one command — (synthetic data) →
+//! similarity → plan → prune → fine-tune → evaluation of the dense, pruned and fine-tuned
+//! models → a report directory. With `--compare`, the paper's comparison of selection
+//! strategies on the same model, data and fine-tuning budget.
+//!
+//! Every stage writes its output under `--out` atomically (a temporary name renamed when
+//! complete) and is skipped when that output is already there, so a run that stops or is
+//! killed continues where it was by running the same command again; fine-tuning itself
+//! resumes from its last checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::eval::bars::{grouped_bars_svg, Series};
+use crate::eval::benchmarks::{BenchSpec, Benchmark};
+use crate::eval::evaluate::{evaluate_model_dir, open_benchmarks, EvalOptions};
+use crate::eval::report::EvalReport;
+use crate::model::weights;
+use crate::prune::{FinetunePolicy, Plan, Strategy};
+use crate::recipes::finetune::{state_dir, FinetuneArgs};
+use crate::recipes::plan::PlanArgs;
+use crate::recipes::similarity::SimilarityArgs;
+
+/// The built-in demo model, relative to the repository root.
+pub const DEMO_MODEL: &str = "demo/model";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Model to prune [default: the built-in demo model, demo/model].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Calibration and fine-tuning data (LLaVA JSON/JSONL, FineVision Parquet or a directory
+    /// of them). Default: the synthetic data set of `interlace synth`, generated into
+    /// OUT/data with --seed (its benchmarks are then the default --bench).
+    #[arg(long, value_name = "FILE|DIR")]
+    pub data: Option<PathBuf>,
+    /// Benchmarks to evaluate on, FILE.tsv or FILE.tsv:TASK (see `interlace eval`); repeat
+    /// for several. Needed with --data; default: the synthetic benchmarks.
+    #[arg(long = "bench", value_name = "FILE[:TASK]")]
+    pub benches: Vec<BenchSpec>,
+    /// Share of decoder layers to drop.
+    #[arg(long, default_value_t = 0.25)]
+    pub ratio: f64,
+    /// Layer selection: interlace | interlace-oa | interlace-tn | random | consecutive |
+    /// shortgpt | sleb.
+    #[arg(long, default_value = "interlace")]
+    pub strategy: Strategy,
+    /// Output directory: every stage's files and the report. Running again with the same
+    /// --out continues a stopped run and reuses what is done.
+    #[arg(long, default_value = "interlace-run")]
+    pub out: PathBuf,
+    /// Calibration conversations for the similarity analysis (and for SLEB).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub calib_samples: usize,
+    /// Share of each data source to fine-tune on (the paper: 1 % of FineVision).
+    #[arg(long, default_value_t = 0.01)]
+    pub portion: f64,
+    /// Fine-tune on this many samples instead of --portion.
+    #[arg(long, value_name = "N")]
+    pub samples: Option<usize>,
+    /// Peak fine-tuning learning rate. The paper's 1e-5 is for an 8B model and 240 K
+    /// samples; the tiny demo model with a few hundred samples needs a larger step.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Conversations per micro-batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 2)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Seed of the synthetic data, the sample choices and the random strategy.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Evaluate only the first N rows of each benchmark.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Also run the paper's comparison: Dense, Dense-FT and every strategy (SLEB, ShortGPT,
+    /// consecutive, random, interlace-oa, interlace-tn, INTERLACE) with and without the
+    /// same fine-tuning, at each of --compare-ratios. Writes compare.md/.json/.svg.
+    #[arg(long)]
+    pub compare: bool,
+    /// Pruning ratios of --compare.
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.1")]
+    pub compare_ratios: Vec<f64>,
+}
+
+/// Where the demo model is: `demo/model` under the working directory, else in the source
+/// tree this program was built from.
+pub fn default_model() -> PathBuf {
+    let local = PathBuf::from(DEMO_MODEL);
+    if local.join("config.json").exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(DEMO_MODEL)
+}
+
+/// One benchmark's metadata for the report (from the synthetic manifest when there is one).
+#[derive(Debug, Clone, Default)]
+struct BenchInfo {
+    category: Option<String>,
+    chance: Option<f64>,
+}
+
+struct Run<'a> {
+    args: &'a RunArgs,
+    model: PathBuf,
+    data: PathBuf,
+    specs: Vec<BenchSpec>,
+    info: BTreeMap<String, BenchInfo>,
+    benches: Option<Vec<Benchmark>>,
+    /// Seconds per stage that ran in this invocation (reused stages are absent).
+    timings: Vec<(String, f64)>,
+}
+
+/// Runs `f` unless `done` exists already; logs and times it.
+fn stage(
+    timings: &mut Vec<(String, f64)>,
+    label: &str,
+    done: &Path,
+    f: impl FnOnce() -> Result<String>,
+) -> Result<()> {
+    if done.exists() {
+        eprintln!("run: {label}: already done ({})", done.display());
+        return Ok(());
+    }
+    eprintln!("run: {label} ...");
+    let t = Instant::now();
+    let text = f().with_context(|| format!("stage '{label}'"))?;
+    eprint!("{text}");
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!("run: {label} done in {secs:.1} s");
+    timings.push((label.to_string(), secs));
+    Ok(())
+}
+
+fn settings(args: &RunArgs, model: &Path, data: &Path, specs: &[BenchSpec]) -> Value {
+    json!({
+        "model": model.display().to_string(),
+        "data": data.display().to_string(),
+        "benches": specs.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+        "ratio": args.ratio,
+        "strategy": args.strategy.name(),
+        "calib_samples": args.calib_samples,
+        "portion": args.portion,
+        "samples": args.samples,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "limit": args.limit,
+    })
+}
+
+/// Records the run's settings in OUT/run.json, or checks them against an earlier run's.
+fn check_settings(out: &Path, now: &Value) -> Result<()> {
+    let path = out.join("run.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let before: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", path.display()))?;
+        if let (Some(b), Some(n)) = (before.as_object(), now.as_object()) {
+            for (k, v) in n {
+                if b.get(k) != Some(v) {
+                    bail!(
+                        "{}: holds a run with {k} = {}, not {v}; choose another --out or remove it",
+                        out.display(),
+                        b.get(k).cloned().unwrap_or(Value::Null)
+                    );
+                }
+            }
+        }
+        return Ok(());
+    }
+    crate::prune::write_atomic(&path, serde_json::to_string_pretty(now)?.as_bytes())
+}
+
+/// Generates the synthetic data set into OUT/data (once) and returns the training data
+/// and the benchmarks with their categories and chance levels.
+fn synthetic_data(
+    out: &Path,
+    seed: u64,
+    timings: &mut Vec<(String, f64)>,
+) -> Result<(PathBuf, Vec<BenchSpec>, BTreeMap<String, BenchInfo>)> {
+    use crate::data::synthetic::{write_synth, SynthManifest, SynthOptions};
+    let dir = out.join("data");
+    stage(timings, "synthetic data", &dir, || {
+        let m = write_synth(
+            &dir,
+            &SynthOptions {
+                seed,
+                ..Default::default()
+            },
+        )?;
+        Ok(format!(
+            "synth: training data in {}, {} benchmarks\n",
+            m.train.display(),
+            m.benchmarks.len()
+        ))
+    })?;
+    let m = SynthManifest::read(&dir)?;
+    let specs = m
+        .benchmarks
+        .iter()
+        .map(|b| BenchSpec::with_task(&b.file, b.task))
+        .collect();
+    let info = m
+        .benchmarks
+        .iter()
+        .map(|b| {
+            (
+                b.name.clone(),
+                BenchInfo {
+                    category: Some(b.category.clone()),
+                    chance: Some(b.chance * 100.0),
+                },
+            )
+        })
+        .collect();
+    Ok((m.train, specs, info))
+}
+
+impl Run<'_> {
+    fn benches(&mut self) -> Result<&[Benchmark]> {
+        if self.benches.is_none() {
+            self.benches = Some(open_benchmarks(&self.specs, self.args.limit)?);
+        }
+        Ok(self.benches.as_deref().unwrap_or_default())
+    }
+
+    /// Evaluates `model` (once; a later run reads the report back).
+    fn eval(&mut self, label: &str, model: &Path, out: &Path) -> Result<EvalReport> {
+        if !out.exists() {
+            let opts = EvalOptions {
+                limit: self.args.limit,
+                ..Default::default()
+            };
+            let t = Instant::now();
+            eprintln!("run: evaluate {label} ...");
+            let report = evaluate_model_dir(model, self.benches()?, &opts)?;
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("{}: cannot create", dir.display()))?;
+            }
+            report.write(out)?;
+            let secs = t.elapsed().as_secs_f64();
+            eprintln!("run: evaluate {label} done in {secs:.1} s");
+            self.timings.push((format!("evaluate {label}"), secs));
+        } else {
+            eprintln!("run: evaluate {label}: already done ({})", out.display());
+        }
+        EvalReport::read(out)
+    }
+
+    fn similarity(&mut self, path: &Path) -> Result<()> {
+        let args = SimilarityArgs {
+            model: self.model.clone(),
+            data: self.data.clone(),
+            portion: 1.0,
+            samples: Some(self.args.calib_samples),
+            seed: self.args.seed,
+            max_pack: 3,
+            out: path.to_path_buf(),
+        };
+        stage(&mut self.timings, "similarity", path, || {
+            crate::recipes::similarity::run(&args)
+        })
+    }
+
+    fn plan(&mut self, sim: &Path, strategy: Strategy, ratio: f64, out: &Path) -> Result<()> {
+        let sleb = strategy == Strategy::Sleb;
+        let args = PlanArgs {
+            similarity: Some(sim.to_path_buf()),
+            pack1: None,
+            pack2: None,
+            pack3: None,
+            ratio,
+            strategy,
+            finetune_policy: FinetunePolicy::Paired,
+            seed: self.args.seed,
+            out: out.to_path_buf(),
+            model: sleb.then(|| self.model.clone()),
+            data: sleb.then(|| self.data.clone()),
+            samples: self.args.calib_samples,
+            max_length: 8192,
+        };
+        let label = format!("plan ({strategy}, ratio {ratio})");
+        stage(&mut self.timings, &label, out, || {
+            crate::recipes::plan::run(&args)
+        })
+    }
+
+    fn prune(&mut self, plan: &Path, out: &Path) -> Result<()> {
+        let model = self.model.clone();
+        stage(&mut self.timings, "prune", out, || {
+            crate::recipes::prune::run(&model, plan, out)
+        })
+    }
+
+    /// Fine-tunes `model` (its interlace_plan.json, or `plan`) into `out`; resumes a
+    /// fine-tuning that was stopped.
+    fn finetune(
+        &mut self,
+        label: &str,
+        model: &Path,
+        plan: Option<&Path>,
+        out: &Path,
+    ) -> Result<()> {
+        let a = self.args;
+        let args = FinetuneArgs {
+            model: model.to_path_buf(),
+            plan: plan.map(Path::to_path_buf),
+            data: self.data.clone(),
+            out: out.to_path_buf(),
+            portion: a.portion,
+            samples: a.samples,
+            lr: a.lr,
+            batch_size: a.batch_size,
+            grad_accum: a.grad_accum,
+            epochs: a.epochs,
+            warmup_ratio: 0.03,
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+            max_pixels: 50176,
+            min_pixels: 784,
+            max_length: 8192,
+            seed: a.seed,
+            save_every: Some(20),
+            resume: state_dir(out).exists(),
+            grad_checkpoint: false,
+        };
+        stage(&mut self.timings, label, out, || {
+            crate::recipes::finetune::run(&args)
+        })
+    }
+
+    fn info(&self, name: &str) -> BenchInfo {
+        self.info.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Total parameters of a checkpoint, from its tensor headers.
+fn param_count(dir: &Path) -> Result<usize> {
+    let infos = weights::read_tensor_infos(&weights::weight_files(dir)?)?;
+    Ok(crate::recipes::inspect::count_params(&infos).total())
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into())
+}
+
+fn rel_pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1} %", v * 100.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// Mean over benchmarks of score ÷ baseline score (SPEC.md's relative performance).
+fn relative(report: &EvalReport, baseline: &EvalReport) -> Option<f64> {
+    let scores: BTreeMap<String, f64> = baseline
+        .benchmarks
+        .iter()
+        .filter_map(|b| Some((b.name.clone(), b.score?)))
+        .collect();
+    crate::eval::report::relative_performance(report, "baseline", &scores).mean
+}
+
+fn final_loss(model_dir: &Path) -> Option<(usize, f64)> {
+    let text = std::fs::read_to_string(model_dir.join("training_log.jsonl")).ok()?;
+    let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
+    Some((
+        last.get("step")?.as_u64()? as usize,
+        last.get("loss")?.as_f64()?,
+    ))
+}
+
+pub fn run(args: &RunArgs) -> Result<String> {
+    if !(0.0..1.0).contains(&args.ratio) {
+        bail!("--ratio must be in [0, 1), got {}", args.ratio);
+    }
+    let model = args.model.clone().unwrap_or_else(default_model);
+    if !model.join("config.json").exists() {
+        bail!(
+            "{}: no config.json; give --model DIR (a Hugging Face Qwen3-VL directory){}",
+            model.display(),
+            if args.model.is_none() {
+                " or run from the interlace repository, where demo/model is"
+            } else {
+                ""
+            }
+        );
+    }
+    let out = args.out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let mut timings = Vec::new();
+    let (data, specs, info) = match &args.data {
+        Some(d) => {
+            if args.benches.is_empty() {
+                bail!("with --data, give the benchmarks to evaluate on with --bench FILE.tsv");
+            }
+            (d.clone(), args.benches.clone(), BTreeMap::new())
+        }
+        None => {
+            let (train, mut specs, info) = synthetic_data(&out, args.seed, &mut timings)?;
+            if !args.benches.is_empty() {
+                specs = args.benches.clone();
+            }
+            (train, specs, info)
+        }
+    };
+    check_settings(&out, &settings(args, &model, &data, &specs))?;
+    let mut r = Run {
+        args,
+        model,
+        data,
+        specs,
+        info,
+        benches: None,
+        timings,
+    };
+    // Bad benchmark files fail here, before any long stage.
+    r.benches()?;
+
+    let sim = out.join("sim.json");
+    let plan_path = out.join("plan.json");
+    let pruned = out.join("pruned");
+    let tuned = out.join("finetuned");
+    r.similarity(&sim)?;
+    r.plan(&sim, args.strategy, args.ratio, &plan_path)?;
+    r.prune(&plan_path, &pruned)?;
+    r.finetune("fine-tune", &pruned, None, &tuned)?;
+    let model_dir = r.model.clone();
+    let dense = r.eval("dense", &model_dir, &out.join("eval/dense.json"))?;
+    let before = r.eval("pruned", &pruned, &out.join("eval/pruned.json"))?;
+    let after = r.eval(
+        "pruned + fine-tuned",
+        &tuned,
+        &out.join("eval/finetuned.json"),
+    )?;
+    let plan = Plan::read(&plan_path)?;
+
+    let mut text = write_report(&r, &plan, [&dense, &before, &after], &pruned, &tuned)?;
+    if args.compare {
+        text.push_str(&compare(&mut r, &sim, &dense)?);
+    }
+    Ok(text)
+}
+
+/// OUT/report.md, OUT/report.json and OUT/scores.svg for the main run; returns a summary.
+fn write_report(
+    r: &Run,
+    plan: &Plan,
+    [dense, before, after]: [&EvalReport; 3],
+    pruned: &Path,
+    tuned: &Path,
+) -> Result<String> {
+    let out = &r.args.out;
+    let names: Vec<String> = dense.benchmarks.iter().map(|b| b.name.clone()).collect();
+    let series = [
+        ("dense", dense),
+        ("pruned", before),
+        ("pruned + fine-tuned", after),
+    ];
+    let chance: Vec<Option<f64>> = names.iter().map(|n| r.info(n).chance).collect();
+    let svg = grouped_bars_svg(
+        &format!(
+            "{} at ratio {} ({} of {} layers dropped)",
+            plan.strategy,
+            plan.ratio,
+            plan.drop.len(),
+            plan.num_layers
+        ),
+        &names,
+        &series
+            .iter()
+            .map(|(n, rep)| Series {
+                name: n.to_string(),
+                scores: names.iter().map(|b| rep.score(b)).collect(),
+            })
+            .collect::<Vec<_>>(),
+        &chance,
+    );
+    crate::prune::write_atomic(&out.join("scores.svg"), svg.as_bytes())?;
+    if tuned.join("loss.svg").exists() {
+        let bytes = std::fs::read(tuned.join("loss.svg"))?;
+        crate::prune::write_atomic(&out.join("loss.svg"), &bytes)?;
+    }
+
+    let (p_dense, p_pruned) = (param_count(&r.model)?, param_count(pruned)?);
+    let rel_before = relative(before, dense);
+    let rel_after = relative(after, dense);
+    let loss = final_loss(tuned);
+    let mut md = format!(
+        "# interlace run\n\n\
+         Model `{}` ({} decoder layers, {:.2} M parameters) pruned with **{}** at ratio {}: \
+         dropped layers {:?}, fine-tuned {:?}, anchors {:?} → {} layers, {:.2} M parameters \
+         ({:.1} % fewer).\n\n",
+        r.model.display(),
+        plan.num_layers,
+        p_dense as f64 / 1e6,
+        plan.strategy,
+        plan.ratio,
+        plan.drop,
+        plan.finetune,
+        plan.anchors,
+        plan.kept.len(),
+        p_pruned as f64 / 1e6,
+        100.0 * (1.0 - p_pruned as f64 / p_dense as f64)
+    );
+    md.push_str(&format!(
+        "Data: `{}`; similarity on {} calibration conversations; fine-tuning on {} for {} epoch(s), lr {}, batch {} × {}{}.\n\n",
+        r.data.display(),
+        r.args.calib_samples,
+        match r.args.samples {
+            Some(n) => format!("{n} samples"),
+            None => format!("{} % of each source", r.args.portion * 100.0),
+        },
+        r.args.epochs,
+        r.args.lr,
+        r.args.batch_size,
+        r.args.grad_accum,
+        loss.map(|(s, l)| format!(" ({s} steps, last loss {l:.4})"))
+            .unwrap_or_default()
+    ));
+    md.push_str("| benchmark | category | task | chance | dense | pruned | pruned + fine-tuned |\n|---|---|---|---|---|---|---|\n");
+    for b in &dense.benchmarks {
+        let i = r.info(&b.name);
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            b.name,
+            i.category.as_deref().unwrap_or("–"),
+            b.task,
+            pct(i.chance),
+            pct(b.score),
+            pct(before.score(&b.name)),
+            pct(after.score(&b.name))
+        ));
+    }
+    md.push_str(&format!(
+        "| **relative to dense** | | | | 100.0 % | {} | {} |\n\n",
+        rel_pct(rel_before),
+        rel_pct(rel_after)
+    ));
+    md.push_str(
+        "Pictures: `sim.svg` (layer similarity), `plan.svg` (each layer's role), \
+         `loss.svg` (fine-tuning loss), `scores.svg` (scores per benchmark).\n\
+         Details: `eval/*.md` (every benchmark's metrics), `finetuned/training_log.jsonl`.\n\n",
+    );
+    if !r.timings.is_empty() {
+        md.push_str("| stage (this invocation) | seconds |\n|---|---|\n");
+        for (s, t) in &r.timings {
+            md.push_str(&format!("| {s} | {t:.1} |\n"));
+        }
+    }
+    let json = json!({
+        "model": r.model.display().to_string(),
+        "data": r.data.display().to_string(),
+        "plan": plan,
+        "parameters": {"dense": p_dense, "pruned": p_pruned},
+        "scores": names.iter().map(|n| (n.clone(), json!({
+            "category": r.info(n).category,
+            "chance": r.info(n).chance,
+            "dense": dense.score(n),
+            "pruned": before.score(n),
+            "finetuned": after.score(n),
+        }))).collect::<serde_json::Map<_, _>>(),
+        "relative_to_dense": {"pruned": rel_before, "finetuned": rel_after},
+        "finetune_last": loss.map(|(s, l)| json!({"step": s, "loss": l})),
+        "timings_s": r.timings.iter().map(|(s, t)| (s.clone(), json!(t))).collect::<serde_json::Map<_, _>>(),
+    });
+    crate::prune::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    crate::prune::write_atomic(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    Ok(format!(
+        "{}relative to dense: pruned {}, pruned + fine-tuned {}\nreport: {}\n",
+        md.lines()
+            .skip(2)
+            .take(1)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+        rel_pct(rel_before),
+        rel_pct(rel_after),
+        out.join("report.md").display()
+    ))
+}
+
+/// The strategies of the paper's comparison, in its table's order.
+const COMPARED: [Strategy; 7] = [
+    Strategy::Sleb,
+    Strategy::ShortGpt,
+    Strategy::Consecutive,
+    Strategy::Random,
+    Strategy::InterlaceOa,
+    Strategy::InterlaceTn,
+    Strategy::Interlace,
+];
+
+/// One row of the comparison.
+struct Row {
+    method: String,
+    ratio: Option<f64>,
+    plan: Option<Plan>,
+    report: EvalReport,
+}
+
+fn compare(r: &mut Run, sim: &Path, dense: &EvalReport) -> Result<String> {
+    let out = r.args.out.join("compare");
+    let mut rows = vec![Row {
+        method: "Dense".into(),
+        ratio: None,
+        plan: None,
+        report: dense.clone(),
+    }];
+    // Dense-FT: every decoder layer fine-tuned with the same data and settings.
+    let num_layers = crate::model::config::Qwen3VlConfig::from_dir(&r.model)?
+        .text
+        .num_hidden_layers;
+    let dense_dir = out.join("dense-ft");
+    std::fs::create_dir_all(&dense_dir)?;
+    let dense_plan = dense_dir.join("plan.json");
+    if !dense_plan.exists() {
+        Plan::from_drops("dense-ft", 0.0, num_layers, vec![], FinetunePolicy::All)?
+            .write(&dense_plan)?;
+    }
+    let model = r.model.clone();
+    r.finetune(
+        "fine-tune Dense-FT",
+        &model,
+        Some(&dense_plan),
+        &dense_dir.join("model"),
+    )?;
+    rows.push(Row {
+        method: "Dense-FT".into(),
+        ratio: None,
+        plan: None,
+        report: r.eval(
+            "Dense-FT",
+            &dense_dir.join("model"),
+            &dense_dir.join("eval.json"),
+        )?,
+    });
+    for &ratio in &r.args.compare_ratios.clone() {
+        if crate::prune::drop_count(num_layers, ratio)? == 0 {
+            eprintln!("run: compare: ratio {ratio} of {num_layers} layers drops no layer; skipped");
+            continue;
+        }
+        for strategy in COMPARED {
+            let dir = out.join(format!("ratio-{ratio}")).join(strategy.name());
+            std::fs::create_dir_all(&dir)?;
+            let plan_path = dir.join("plan.json");
+            r.plan(sim, strategy, ratio, &plan_path)?;
+            let plan = Plan::read(&plan_path)?;
+            r.prune(&plan_path, &dir.join("pruned"))?;
+            let label = format!("{strategy} {ratio}");
+            let before = r.eval(&label, &dir.join("pruned"), &dir.join("eval-pruned.json"))?;
+            r.finetune(
+                &format!("fine-tune {label}"),
+                &dir.join("pruned"),
+                None,
+                &dir.join("ft"),
+            )?;
+            let after = r.eval(
+                &format!("{label} + FT"),
+                &dir.join("ft"),
+                &dir.join("eval-ft.json"),
+            )?;
+            let name = match strategy {
+                Strategy::Sleb => "SLEB".to_string(),
+                Strategy::ShortGpt => "ShortGPT".to_string(),
+                Strategy::Interlace => "INTERLACE".to_string(),
+                s => s.name().to_string(),
+            };
+            rows.push(Row {
+                method: name.clone(),
+                ratio: Some(ratio),
+                plan: Some(plan.clone()),
+                report: before,
+            });
+            rows.push(Row {
+                method: format!("{name}-FT"),
+                ratio: Some(ratio),
+                plan: Some(plan),
+                report: after,
+            });
+        }
+    }
+    write_compare(r, &rows)
+}
+
+fn write_compare(r: &Run, rows: &[Row]) -> Result<String> {
+    let out = &r.args.out;
+    let dense = &rows[0].report;
+    let dense_ft = &rows[1].report;
+    let names: Vec<String> = dense.benchmarks.iter().map(|b| b.name.clone()).collect();
+    let mut md = String::from(
+        "# The paper's comparison on this model\n\n\
+         Every -FT row is fine-tuned with the same data, samples and settings (Dense-FT: every \
+         decoder layer; pruned models: the plan's fine-tune layers). Relative = mean over \
+         benchmarks of score ÷ the reference's score.\n\n",
+    );
+    md.push_str("| method | ratio | layers | dropped | tuned |");
+    for n in &names {
+        md.push_str(&format!(" {n} |"));
+    }
+    md.push_str(" rel. to Dense | rel. to Dense-FT |\n|---|---|---|---|---|");
+    md.push_str(&"---|".repeat(names.len() + 2));
+    md.push('\n');
+    let mut json_rows = Vec::new();
+    for row in rows {
+        let (layers, dropped, tuned) = match &row.plan {
+            Some(p) => (
+                p.kept.len().to_string(),
+                format!("{:?}", p.drop),
+                if row.method.ends_with("-FT") {
+                    format!("{:?}", p.finetune)
+                } else {
+                    "–".into()
+                },
+            ),
+            None => (
+                "all".into(),
+                "–".into(),
+                if row.method == "Dense-FT" {
+                    "all".into()
+                } else {
+                    "–".into()
+                },
+            ),
+        };
+        let rd = relative(&row.report, dense);
+        let rf = relative(&row.report, dense_ft);
+        md.push_str(&format!(
+            "| {} | {} | {layers} | {dropped} | {tuned} |",
+            row.method,
+            row.ratio
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "–".into())
+        ));
+        for n in &names {
+            md.push_str(&format!(" {} |", pct(row.report.score(n))));
+        }
+        md.push_str(&format!(" {} | {} |\n", rel_pct(rd), rel_pct(rf)));
+        json_rows.push(json!({
+            "method": row.method,
+            "ratio": row.ratio,
+            "drop": row.plan.as_ref().map(|p| p.drop.clone()),
+            "finetune": row.plan.as_ref().map(|p| p.finetune.clone()),
+            "scores": names.iter().map(|n| (n.clone(), json!(row.report.score(n)))).collect::<serde_json::Map<_, _>>(),
+            "relative_to_dense": rd,
+            "relative_to_dense_ft": rf,
+        }));
+    }
+    md.push_str(&format!(
+        "\nChance levels: {}.\n",
+        names
+            .iter()
+            .map(|n| format!("{n} {}", pct(r.info(n).chance)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    // One bar per method and ratio: mean relative performance to Dense-FT.
+    let ratios: Vec<f64> = r.args.compare_ratios.clone();
+    let methods: Vec<String> = rows
+        .iter()
+        .filter(|row| row.ratio.is_some())
+        .map(|row| row.method.clone())
+        .fold(Vec::new(), |mut v, m| {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+            v
+        });
+    let series: Vec<Series> = ratios
+        .iter()
+        .map(|&ratio| Series {
+            name: format!("ratio {ratio}"),
+            scores: methods
+                .iter()
+                .map(|m| {
+                    rows.iter()
+                        .find(|row| &row.method == m && row.ratio == Some(ratio))
+                        .and_then(|row| relative(&row.report, dense_ft))
+                        .map(|x| x * 100.0)
+                })
+                .collect(),
+        })
+        .collect();
+    let svg = grouped_bars_svg(
+        "Relative performance to Dense-FT (%)",
+        &methods,
+        &series,
+        &[],
+    );
+    crate::prune::write_atomic(&out.join("compare.svg"), svg.as_bytes())?;
+    crate::prune::write_atomic(&out.join("compare.md"), md.as_bytes())?;
+    crate::prune::write_atomic(
+        &out.join("compare.json"),
+        serde_json::to_string_pretty(&json!({ "rows": json_rows }))?.as_bytes(),
+    )?;
+    Ok(format!(
+        "{md}\ncomparison: {}\n",
+        out.join("compare.md").display()
+    ))
+}
