@@ -1,0 +1,268 @@
+//! `interlace run`: the whole pipeline on a fixture model with explicit data and benchmarks —
+//! every stage's output, the wiring between stages, continuing a run, and --compare.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{assert_one_line_error, fixtures, load_tensors, model_dir};
+use serde_json::Value;
+
+fn interlace(args: &[&str], extra: &[&Path]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"));
+    cmd.args(args);
+    for p in extra {
+        cmd.arg(p);
+    }
+    cmd.output().unwrap()
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// `interlace run` on tiny-b with the training fixture and two benchmark fixtures.
+fn run_args(out: &Path) -> Vec<String> {
+    let f = fixtures();
+    let s = |p: PathBuf| p.display().to_string();
+    vec![
+        "run".into(),
+        "--model".into(),
+        s(model_dir("tiny-b")),
+        "--data".into(),
+        s(f.join("train/data.json")),
+        "--bench".into(),
+        s(f.join("bench/mcq_fixture.tsv")),
+        "--bench".into(),
+        s(f.join("bench/POPE_fixture.tsv")),
+        "--calib-samples".into(),
+        "4".into(),
+        "--samples".into(),
+        "8".into(),
+        "--batch-size".into(),
+        "2".into(),
+        "--out".into(),
+        s(out.to_path_buf()),
+    ]
+}
+
+fn run(args: &[String]) -> Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    interlace(&refs, &[])
+}
+
+fn all_tensors(dir: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    let mut all = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "safetensors") {
+            all.extend(load_tensors(&p));
+        }
+    }
+    all
+}
+
+#[test]
+fn run_writes_every_stage_and_the_report_and_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let args = run_args(&out);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "run.json",
+        "sim.json",
+        "sim.svg",
+        "plan.json",
+        "plan.svg",
+        "pruned/config.json",
+        "finetuned/config.json",
+        "finetuned/training_log.jsonl",
+        "eval/dense.json",
+        "eval/pruned.json",
+        "eval/finetuned.json",
+        "report.md",
+        "report.json",
+        "scores.svg",
+        "loss.svg",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+
+    // The plan is the one `interlace plan` makes from the run's own similarity file.
+    let own_plan = tmp.path().join("own-plan.json");
+    let o3 = interlace(
+        &["plan", "--ratio", "0.25", "--out"],
+        &[&own_plan, Path::new("--similarity"), &out.join("sim.json")],
+    );
+    assert!(
+        o3.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o3.stderr)
+    );
+    let plan = read_json(&out.join("plan.json"));
+    assert_eq!(plan["drop"], read_json(&own_plan)["drop"]);
+    let drop = plan["drop"].as_array().unwrap().len();
+    assert!(drop >= 1);
+
+    // The pruned checkpoint lost exactly the dropped layers.
+    let cfg = read_json(&out.join("pruned/config.json"));
+    assert_eq!(
+        cfg["text_config"]["num_hidden_layers"].as_u64().unwrap() as usize,
+        6 - drop
+    );
+
+    // Fine-tuning changed the plan's fine-tune layers and nothing else.
+    let kept: Vec<u64> = plan["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let tuned_pos: Vec<usize> = plan["finetune"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| kept.iter().position(|k| k == &f.as_u64().unwrap()).unwrap())
+        .collect();
+    let before = all_tensors(&out.join("pruned"));
+    let after = all_tensors(&out.join("finetuned"));
+    assert_eq!(before.len(), after.len());
+    let mut changed = 0;
+    for (name, t) in &before {
+        let a = common::to_f32_vec(t);
+        let b = common::to_f32_vec(&after[name]);
+        let trainable = tuned_pos
+            .iter()
+            .any(|p| name.starts_with(&format!("model.language_model.layers.{p}.")));
+        if trainable {
+            changed += usize::from(a != b);
+        } else {
+            assert_eq!(a, b, "{name} is frozen but changed");
+        }
+    }
+    assert!(changed > 0, "fine-tuning changed no tensor");
+
+    // The report carries the evaluation files' scores.
+    let report = read_json(&out.join("report.json"));
+    for (key, file) in [
+        ("dense", "dense"),
+        ("pruned", "pruned"),
+        ("finetuned", "finetuned"),
+    ] {
+        let ev = read_json(&out.join(format!("eval/{file}.json")));
+        for b in ev["benchmarks"].as_array().unwrap() {
+            let name = b["name"].as_str().unwrap();
+            assert_eq!(report["scores"][name][key], b["score"], "{key} {name}");
+        }
+    }
+    assert_eq!(report["plan"]["drop"], plan["drop"]);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| mcq_fixture |") && md.contains("| POPE_fixture |"));
+
+    // Running the same command again does no stage twice.
+    let o = run(&args);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    for label in ["similarity", "prune", "fine-tune", "evaluate dense"] {
+        assert!(
+            err.contains(&format!("run: {label}: already done")),
+            "{label} was not reused:\n{err}"
+        );
+    }
+    assert!(!err.contains("finetune: step"), "{err}");
+    assert_eq!(
+        read_json(&out.join("report.json"))["scores"],
+        report["scores"]
+    );
+
+    // Other settings on the same directory are refused.
+    let mut other = args.clone();
+    other.extend(["--ratio".into(), "0.5".into()]);
+    let o = run(&other);
+    assert_one_line_error(&o, "ratio");
+}
+
+#[test]
+fn run_refuses_incomplete_arguments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixtures();
+    let o = interlace(
+        &["run", "--model"],
+        &[
+            &model_dir("tiny-b"),
+            Path::new("--data"),
+            &f.join("train/data.json"),
+            Path::new("--out"),
+            tmp.path(),
+        ],
+    );
+    assert_one_line_error(&o, "--bench");
+    let o = interlace(
+        &["run", "--model"],
+        &[tmp.path(), Path::new("--out"), &tmp.path().join("x")],
+    );
+    assert_one_line_error(&o, "config.json");
+}
+
+#[test]
+fn compare_runs_every_strategy_with_and_without_fine_tuning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cmp");
+    let mut args = run_args(&out);
+    args.extend(["--compare".into(), "--compare-ratios".into(), "0.25".into()]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cmp = read_json(&out.join("compare.json"));
+    let rows = cmp["rows"].as_array().unwrap();
+    let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(
+        methods,
+        [
+            "Dense",
+            "Dense-FT",
+            "SLEB",
+            "SLEB-FT",
+            "ShortGPT",
+            "ShortGPT-FT",
+            "consecutive",
+            "consecutive-FT",
+            "random",
+            "random-FT",
+            "interlace-oa",
+            "interlace-oa-FT",
+            "interlace-tn",
+            "interlace-tn-FT",
+            "INTERLACE",
+            "INTERLACE-FT"
+        ]
+    );
+    for row in &rows[2..] {
+        // floor(6 × 0.25) = 1 layer dropped, at least one layer fine-tuned.
+        assert_eq!(row["drop"].as_array().unwrap().len(), 1, "{row}");
+        assert!(!row["finetune"].as_array().unwrap().is_empty(), "{row}");
+    }
+    // The SLEB rows follow the SLEB plan file; the INTERLACE rows the main run's plan.
+    let sleb = read_json(&out.join("compare/ratio-0.25/sleb/plan.json"));
+    assert_eq!(rows[2]["drop"], sleb["drop"]);
+    assert_eq!(rows[15]["drop"], read_json(&out.join("plan.json"))["drop"]);
+    // Every fine-tuned row used the same samples: the same number of steps.
+    let steps = |dir: &Path| {
+        std::fs::read_to_string(dir.join("training_log.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let reference = steps(&out.join("finetuned"));
+    assert_eq!(steps(&out.join("compare/dense-ft/model")), reference);
+    for s in ["sleb", "shortgpt", "interlace-tn"] {
+        assert_eq!(
+            steps(&out.join(format!("compare/ratio-0.25/{s}/ft"))),
+            reference
+        );
+    }
+    for f in ["compare.md", "compare.svg"] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+}
