@@ -10,3 +10,4 @@ pub mod plan;
 pub mod progress;
 pub mod prune;
 pub mod similarity;
+pub mod synth;
