@@ -15,8 +15,8 @@ use interlace::eval::benchmarks::{build_prompt, Item};
 use interlace::eval::report::judge;
 use interlace::eval::{BenchSpec, Benchmark, Task};
 
-const TRAIN: usize = 50;
-const BENCH: usize = 60;
+const TRAIN: usize = 120;
+const BENCH: usize = 100;
 
 fn opts(seed: u64) -> SynthOptions {
     SynthOptions {
@@ -59,10 +59,7 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     write_synth(&c, &opts(6)).unwrap();
     let (fa, fb, fc) = (files(&a), files(&b), files(&c));
     assert_eq!(fa.len(), 8 + 8 + 1, "{:?}", fa.keys().collect::<Vec<_>>());
-    assert_eq!(
-        fa.keys().collect::<Vec<_>>(),
-        fb.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
     for (k, v) in &fa {
         assert!(fb[k] == *v, "{} differs between two runs", k.display());
         if k.extension().is_some_and(|e| e == "tsv" || e == "parquet") {
@@ -198,16 +195,21 @@ fn components(img: &Img) -> Vec<Comp> {
         let mid = (y0 + y1) as f64 / 2.0;
         let top = pts.iter().filter(|p| (p.1 as f64) < mid).count() as f64;
         let bottom = pts.iter().filter(|p| (p.1 as f64) > mid).count() as f64;
+        // A cross (like a circle) fills the whole middle row and column of its box; a
+        // triangle (apex up) has much less area above its middle than below; a star neither.
+        let (xm, ym) = ((x0 + x1) / 2, (y0 + y1) / 2);
+        let full_row = pts.iter().filter(|p| p.1 == ym).count() == x1 - x0 + 1;
+        let full_col = pts.iter().filter(|p| p.0 == xm).count() == y1 - y0 + 1;
         let shape = if fill > 0.93 {
             "square"
         } else if fill > 0.68 {
             "circle"
-        } else if fill < 0.45 {
-            "star"
-        } else if top < 0.7 * bottom {
+        } else if full_row && full_col {
+            "cross"
+        } else if top < 0.6 * bottom {
             "triangle"
         } else {
-            "cross"
+            "star"
         };
         out.push(Comp {
             colour,
@@ -324,7 +326,13 @@ fn check(
 ) {
     let img = Img::from(image);
     let ctx = format!("{family}: {question} -> {answer}");
-    let w = |s: &str, i: usize| s.split_whitespace().nth(i).unwrap().trim_end_matches('?').to_string();
+    let w = |s: &str, i: usize| {
+        s.split_whitespace()
+            .nth(i)
+            .unwrap()
+            .trim_end_matches('?')
+            .to_string()
+    };
     match family {
         "SynthText" => assert_eq!(read_word(&img), answer, "{ctx}"),
         "SynthChart" => {
@@ -336,7 +344,11 @@ fn check(
                 let max = v.iter().max().unwrap();
                 assert_eq!(v.iter().filter(|x| *x == max).count(), 1, "{v:?}");
                 let i = v.iter().position(|x| x == max).unwrap();
-                assert_eq!(((b'A' + i as u8) as char).to_string(), answer, "{ctx} {v:?}");
+                assert_eq!(
+                    ((b'A' + i as u8) as char).to_string(),
+                    answer,
+                    "{ctx} {v:?}"
+                );
             }
         }
         "SynthVQA" => {
@@ -346,7 +358,11 @@ fn check(
                 assert_eq!(one(&comps, &s, |c| c.shape == s).hue(), answer, "{ctx}");
             } else {
                 let colour = w(question, 4);
-                assert_eq!(one(&comps, &colour, |c| c.hue() == colour).shape, answer, "{ctx}");
+                assert_eq!(
+                    one(&comps, &colour, |c| c.hue() == colour).shape,
+                    answer,
+                    "{ctx}"
+                );
             }
         }
         "SynthMMB" => {
@@ -418,7 +434,11 @@ fn check(
             } else if hint.starts_with("Bigger") {
                 comps.iter().max_by_key(|c| c.area).unwrap().shape
             } else if hint.contains("higher") {
-                comps.iter().min_by(|a, b| a.cy.total_cmp(&b.cy)).unwrap().shape
+                comps
+                    .iter()
+                    .min_by(|a, b| a.cy.total_cmp(&b.cy))
+                    .unwrap()
+                    .shape
             } else {
                 assert!(hint.starts_with("Red"), "{hint}");
                 one(&comps, "red object", |c| c.hue() == "red").shape
@@ -490,7 +510,12 @@ fn benchmarks_read_score_and_match_their_pixels() {
             let wrong = match b.task {
                 Task::Mcq => {
                     let a = item.answer.trim();
-                    item.options.iter().find(|(c, _)| c.to_string() != a).unwrap().0.to_string()
+                    item.options
+                        .iter()
+                        .find(|(c, _)| c.to_string() != a)
+                        .unwrap()
+                        .0
+                        .to_string()
                 }
                 Task::Yorn => if item.answer == "Yes" { "No" } else { "Yes" }.to_string(),
                 Task::Count | Task::Chartqa => {
@@ -498,8 +523,7 @@ fn benchmarks_read_score_and_match_their_pixels() {
                 }
                 _ => "zzzz".to_string(),
             };
-            if !(b.task == Task::Chartqa && item.answer.chars().all(|c| c.is_ascii_uppercase()))
-            {
+            if !(b.task == Task::Chartqa && item.answer.chars().all(|c| c.is_ascii_uppercase())) {
                 assert_eq!(judge(b.task, item, None, &wrong).score, 0.0, "{}", b.name);
             }
             if b.task == Task::Yorn && item.answer == "Yes" {
@@ -575,7 +599,14 @@ fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
             _ => assert!(!assistant.is_empty() && !assistant.contains('\n')),
         }
         let image = sample.images[0].load().unwrap();
-        check(family, &question, hint.as_deref(), &options, assistant, &image);
+        check(
+            family,
+            &question,
+            hint.as_deref(),
+            &options,
+            assistant,
+            &image,
+        );
     }
 }
 
@@ -598,7 +629,9 @@ fn parse_prompt(task: Task, p: &str) -> (String, Option<String>, Vec<(char, Stri
             (question, hint, options)
         }
         Task::Yorn => (
-            p.strip_suffix(" Please answer yes or no.").unwrap().to_string(),
+            p.strip_suffix(" Please answer yes or no.")
+                .unwrap()
+                .to_string(),
             None,
             vec![],
         ),
@@ -630,7 +663,10 @@ fn cli_refuses_a_foreign_directory_and_replaces_a_previous_output() {
     };
     let o = run(&foreign, &[]);
     common::assert_one_line_error(&o, "neither empty nor a previous synth output");
-    assert_eq!(std::fs::read_to_string(foreign.join("keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("keep.txt")).unwrap(),
+        "mine"
+    );
 
     let out = tmp.path().join("s");
     let o = run(&out, &["--seed", "1"]);

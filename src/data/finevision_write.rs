@@ -83,17 +83,21 @@ impl Leaf {
 
 /// Writes `rows` to `path` (created or truncated) in row groups of `group_rows` rows.
 pub fn write_finevision(path: &Path, rows: &[FineVisionRow], group_rows: usize) -> Result<()> {
-    let err = |e: parquet::errors::ParquetError| anyhow!("{}: cannot write Parquet: {e}", path.display());
+    let err =
+        |e: parquet::errors::ParquetError| anyhow!("{}: cannot write Parquet: {e}", path.display());
     let schema = Arc::new(parse_message_type(FINEVISION_SCHEMA).map_err(err)?);
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_statistics_enabled(EnabledStatistics::None)
-        .set_column_dictionary_enabled(ColumnPath::from(vec![
-            "images".to_string(),
-            "list".to_string(),
-            "element".to_string(),
-            "bytes".to_string(),
-        ]), false)
+        .set_column_dictionary_enabled(
+            ColumnPath::from(vec![
+                "images".to_string(),
+                "list".to_string(),
+                "element".to_string(),
+                "bytes".to_string(),
+            ]),
+            false,
+        )
         .build();
     let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
     let mut writer = SerializedFileWriter::new(file, schema, Arc::new(props)).map_err(err)?;
@@ -103,8 +107,16 @@ pub fn write_finevision(path: &Path, rows: &[FineVisionRow], group_rows: usize) 
         for row in chunk {
             leaves[0].push_list(row.images.iter().map(|b| Some(ByteArray::from(b.clone()))));
             leaves[1].push_list(row.images.iter().map(|_| None));
-            leaves[2].push_list(row.texts.iter().map(|(u, _)| Some(ByteArray::from(u.as_str()))));
-            leaves[3].push_list(row.texts.iter().map(|(_, a)| Some(ByteArray::from(a.as_str()))));
+            leaves[2].push_list(
+                row.texts
+                    .iter()
+                    .map(|(u, _)| Some(ByteArray::from(u.as_str()))),
+            );
+            leaves[3].push_list(
+                row.texts
+                    .iter()
+                    .map(|(_, a)| Some(ByteArray::from(a.as_str()))),
+            );
             leaves[4].values.push(ByteArray::from(row.source.as_str()));
             leaves[4].def.push(1);
         }

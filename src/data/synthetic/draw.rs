@@ -50,19 +50,63 @@ impl Canvas {
     }
 
     /// Draws `shape` centred at (cx, cy) with half-size `r`: a pixel is painted when its
-    /// centre lies inside the shape. Everything painted lies in [cx-r, cx+r]².
+    /// centre lies inside the shape and it belongs to the largest 4-connected region of such
+    /// pixels (sharp star tips would otherwise leave stray pixels, which read as extra
+    /// objects). Everything painted lies in [cx-r, cx+r]².
     pub fn draw_shape(&mut self, shape: Shape, cx: f64, cy: f64, r: f64, c: Rgb) {
         let x0 = (cx - r).floor() as i64;
-        let x1 = (cx + r).ceil() as i64;
         let y0 = (cy - r).floor() as i64;
-        let y1 = (cy + r).ceil() as i64;
-        for y in y0..y1 {
-            for x in x0..x1 {
-                let dx = x as f64 + 0.5 - cx;
-                let dy = y as f64 + 0.5 - cy;
-                if shape.contains(dx, dy, r) {
-                    self.set(x, y, c);
+        let w = ((cx + r).ceil() as i64 - x0).max(0) as usize;
+        let h = ((cy + r).ceil() as i64 - y0).max(0) as usize;
+        let mut inside = vec![false; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let dx = (x0 + x as i64) as f64 + 0.5 - cx;
+                let dy = (y0 + y as i64) as f64 + 0.5 - cy;
+                inside[y * w + x] = shape.contains(dx, dy, r);
+            }
+        }
+        // Label 4-connected regions; keep the largest (the first of equal ones).
+        let mut label = vec![usize::MAX; w * h];
+        let mut sizes = Vec::new();
+        for start in 0..w * h {
+            if !inside[start] || label[start] != usize::MAX {
+                continue;
+            }
+            let id = sizes.len();
+            let mut stack = vec![start];
+            label[start] = id;
+            let mut n = 0;
+            while let Some(i) = stack.pop() {
+                n += 1;
+                let (x, y) = (i % w, i / w);
+                let mut visit = |j: usize| {
+                    if inside[j] && label[j] == usize::MAX {
+                        label[j] = id;
+                        stack.push(j);
+                    }
+                };
+                if x > 0 {
+                    visit(i - 1);
                 }
+                if x + 1 < w {
+                    visit(i + 1);
+                }
+                if y > 0 {
+                    visit(i - w);
+                }
+                if y + 1 < h {
+                    visit(i + w);
+                }
+            }
+            sizes.push(n);
+        }
+        let Some(keep) = (0..sizes.len()).max_by_key(|&i| (sizes[i], std::cmp::Reverse(i))) else {
+            return;
+        };
+        for (i, &l) in label.iter().enumerate() {
+            if l == keep {
+                self.set(x0 + (i % w) as i64, y0 + (i / w) as i64, c);
             }
         }
     }

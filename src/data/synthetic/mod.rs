@@ -372,7 +372,10 @@ mod tests {
     #[test]
     fn synthetic_tsv_quoting_as_pandas() {
         assert_eq!(tsv_line(&["a", "b c"]), "a\tb c\n");
-        assert_eq!(tsv_line(&["say \"hi\"", "x\ty"]), "\"say \"\"hi\"\"\"\t\"x\ty\"\n");
+        assert_eq!(
+            tsv_line(&["say \"hi\"", "x\ty"]),
+            "\"say \"\"hi\"\"\"\t\"x\ty\"\n"
+        );
     }
 
     #[test]

@@ -119,7 +119,10 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> T {
 
 /// `k` distinct elements of `xs`, in random order.
 fn distinct<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T], k: usize) -> Vec<T> {
-    xs.choose_multiple(rng, k).copied().collect::<Vec<_>>().shuffled(rng)
+    xs.choose_multiple(rng, k)
+        .copied()
+        .collect::<Vec<_>>()
+        .shuffled(rng)
 }
 
 trait Shuffled {
@@ -315,13 +318,25 @@ fn chart(rng: &mut ChaCha8Rng) -> Example {
         img.fill_rect(CHART_LEFT, y, CHART_RIGHT, y + 1, grid);
         img.draw_text(&v.to_string(), 5, y - 3, 1, ink);
     }
-    img.fill_rect(CHART_LEFT - 1, CHART_BASE_Y, CHART_RIGHT, CHART_BASE_Y + 1, ink);
+    img.fill_rect(
+        CHART_LEFT - 1,
+        CHART_BASE_Y,
+        CHART_RIGHT,
+        CHART_BASE_Y + 1,
+        ink,
+    );
     img.fill_rect(CHART_LEFT - 1, 15, CHART_LEFT, CHART_BASE_Y + 1, ink);
     let slot = (CHART_RIGHT - CHART_LEFT) / n as i64;
     let bar_w = slot * 3 / 5;
     for (i, &v) in values.iter().enumerate() {
         let x0 = CHART_LEFT + i as i64 * slot + (slot - bar_w) / 2;
-        img.fill_rect(x0, CHART_BASE_Y - v * CHART_UNIT, x0 + bar_w, CHART_BASE_Y, colour);
+        img.fill_rect(
+            x0,
+            CHART_BASE_Y - v * CHART_UNIT,
+            x0 + bar_w,
+            CHART_BASE_Y,
+            colour,
+        );
         let label = ((b'A' + i as u8) as char).to_string();
         img.draw_text(&label, x0 + bar_w / 2 - 2, CHART_BASE_Y + 5, 1, ink);
     }
@@ -423,8 +438,8 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
                 2 => (across, -along),
                 _ => (across, along),
             };
-            let a = (centre.0 + dx / 2.0, centre.1 + dy / 2.0);
-            let b = (centre.0 - dx / 2.0, centre.1 - dy / 2.0);
+            let a = ((centre.0 + dx / 2.0).round(), (centre.1 + dy / 2.0).round());
+            let b = ((centre.0 - dx / 2.0).round(), (centre.1 - dy / 2.0).round());
             let objs = [
                 Obj {
                     shape: shapes[0],
@@ -443,12 +458,7 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
             ];
             let mut img = Canvas::new(128, 128, background(rng));
             draw_objs(&mut img, &objs);
-            let names = [
-                "to the left of",
-                "to the right of",
-                "above",
-                "below",
-            ];
+            let names = ["to the left of", "to the right of", "above", "below"];
             let options = names.to_vec().shuffled(rng);
             let (options, answer) = mcq(
                 options.iter().map(|s| s.to_string()).collect(),
@@ -612,7 +622,9 @@ fn count(rng: &mut ChaCha8Rng) -> Example {
     let d = rng.random_range(0..=2usize);
     let shapes = distinct(rng, &Shape::ALL, 2);
     let colours = distinct(rng, &(0..COLOURS.len()).collect::<Vec<_>>(), 2);
-    let radii: Vec<f64> = (0..k + d).map(|_| rng.random_range(8..=12) as f64).collect();
+    let radii: Vec<f64> = (0..k + d)
+        .map(|_| rng.random_range(8..=12) as f64)
+        .collect();
     let pos = place(rng, 128, 128, &radii, 3.0, 4.0).expect("at most 8 small objects fit");
     let objs: Vec<Obj> = pos
         .into_iter()
@@ -658,18 +670,27 @@ fn sci(rng: &mut ChaCha8Rng) -> Example {
     let rule = rng.random_range(0..4);
     let mut img = Canvas::new(128, 128, background(rng));
     let all_colours: Vec<usize> = (0..COLOURS.len()).collect();
-    let (hint, question, objs, right, options, kind): (&str, &str, Vec<Obj>, Shape, Vec<String>, &str) =
-        match rule {
-            0 => {
-                let pool = [Shape::Circle, Shape::Triangle, Shape::Square, Shape::Star];
-                let k = rng.random_range(2..=3);
-                let shapes = distinct(rng, &pool, k);
-                let colours = distinct(rng, &all_colours, k);
-                let radii: Vec<f64> = (0..k).map(|_| rng.random_range(11..=17) as f64).collect();
-                let objs = scene(rng, &shapes, &colours, &radii);
-                let right = *shapes.iter().max_by_key(|s| corners(**s)).expect("k >= 2");
-                let opts = pool.iter().map(|s| s.name().to_string()).collect::<Vec<_>>();
-                (
+    let (hint, question, objs, right, options, kind): (
+        &str,
+        &str,
+        Vec<Obj>,
+        Shape,
+        Vec<String>,
+        &str,
+    ) = match rule {
+        0 => {
+            let pool = [Shape::Circle, Shape::Triangle, Shape::Square, Shape::Star];
+            let k = rng.random_range(2..=3);
+            let shapes = distinct(rng, &pool, k);
+            let colours = distinct(rng, &all_colours, k);
+            let radii: Vec<f64> = (0..k).map(|_| rng.random_range(11..=17) as f64).collect();
+            let objs = scene(rng, &shapes, &colours, &radii);
+            let right = *shapes.iter().max_by_key(|s| corners(**s)).expect("k >= 2");
+            let opts = pool
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect::<Vec<_>>();
+            (
                     "An object with more corners is heavier. A circle has no corners, a triangle has 3, a square has 4 and a star has 10.",
                     "Which object in the image is the heaviest?",
                     objs,
@@ -677,69 +698,77 @@ fn sci(rng: &mut ChaCha8Rng) -> Example {
                     opts.shuffled(rng),
                     "corners",
                 )
-            }
-            1 => {
-                let shapes = distinct(rng, &Shape::ALL, 3);
-                let colours = distinct(rng, &all_colours, 3);
-                let mut sizes = [8.0, 14.0, 21.0];
-                sizes.shuffle(rng);
-                let objs = scene(rng, &shapes, &colours, &sizes);
-                let right = objs.iter().max_by(|a, b| a.r.total_cmp(&b.r)).expect("3").shape;
-                let opts = present_plus_absent(rng, &shapes);
-                (
-                    "Bigger objects are heavier.",
-                    "Which object in the image is the heaviest?",
-                    objs,
-                    right,
-                    opts,
-                    "size",
-                )
-            }
-            2 => {
-                let shapes = distinct(rng, &Shape::ALL, 3);
-                let colours = distinct(rng, &all_colours, 3);
-                let r: Vec<f64> = (0..3).map(|_| rng.random_range(9..=13) as f64).collect();
-                // Three rows 36 px apart, random columns.
-                let mut rows = [24.0, 62.0, 100.0];
-                rows.shuffle(rng);
-                let objs: Vec<Obj> = (0..3)
-                    .map(|i| Obj {
-                        shape: shapes[i],
-                        colour: colours[i],
-                        cx: rng.random_range(18..=110) as f64,
-                        cy: rows[i] + rng.random_range(-3..=3) as f64,
-                        r: r[i],
-                    })
-                    .collect();
-                let right = objs.iter().min_by(|a, b| a.cy.total_cmp(&b.cy)).expect("3").shape;
-                let opts = present_plus_absent(rng, &shapes);
-                (
-                    "The higher an object is in the picture, the more potential energy it has.",
-                    "Which object has the most potential energy?",
-                    objs,
-                    right,
-                    opts,
-                    "height",
-                )
-            }
-            _ => {
-                let shapes = distinct(rng, &Shape::ALL, 3);
-                let others: Vec<usize> = (1..COLOURS.len()).collect();
-                let mut colours = vec![0]; // red
-                colours.extend(distinct(rng, &others, 2));
-                let radii: Vec<f64> = (0..3).map(|_| rng.random_range(10..=15) as f64).collect();
-                let objs = scene(rng, &shapes, &colours, &radii);
-                let opts = present_plus_absent(rng, &shapes);
-                (
-                    "Red objects are hot; all other objects are cold.",
-                    "Which object is hot?",
-                    objs,
-                    shapes[0],
-                    opts,
-                    "colour",
-                )
-            }
-        };
+        }
+        1 => {
+            let shapes = distinct(rng, &Shape::ALL, 3);
+            let colours = distinct(rng, &all_colours, 3);
+            let mut sizes = [8.0, 14.0, 21.0];
+            sizes.shuffle(rng);
+            let objs = scene(rng, &shapes, &colours, &sizes);
+            let right = objs
+                .iter()
+                .max_by(|a, b| a.r.total_cmp(&b.r))
+                .expect("3")
+                .shape;
+            let opts = present_plus_absent(rng, &shapes);
+            (
+                "Bigger objects are heavier.",
+                "Which object in the image is the heaviest?",
+                objs,
+                right,
+                opts,
+                "size",
+            )
+        }
+        2 => {
+            let shapes = distinct(rng, &Shape::ALL, 3);
+            let colours = distinct(rng, &all_colours, 3);
+            let r: Vec<f64> = (0..3).map(|_| rng.random_range(9..=13) as f64).collect();
+            // Three rows 36 px apart, random columns.
+            let mut rows = [24.0, 62.0, 100.0];
+            rows.shuffle(rng);
+            let objs: Vec<Obj> = (0..3)
+                .map(|i| Obj {
+                    shape: shapes[i],
+                    colour: colours[i],
+                    cx: rng.random_range(18..=110) as f64,
+                    cy: rows[i] + rng.random_range(-3..=3) as f64,
+                    r: r[i],
+                })
+                .collect();
+            let right = objs
+                .iter()
+                .min_by(|a, b| a.cy.total_cmp(&b.cy))
+                .expect("3")
+                .shape;
+            let opts = present_plus_absent(rng, &shapes);
+            (
+                "The higher an object is in the picture, the more potential energy it has.",
+                "Which object has the most potential energy?",
+                objs,
+                right,
+                opts,
+                "height",
+            )
+        }
+        _ => {
+            let shapes = distinct(rng, &Shape::ALL, 3);
+            let others: Vec<usize> = (1..COLOURS.len()).collect();
+            let mut colours = vec![0]; // red
+            colours.extend(distinct(rng, &others, 2));
+            let radii: Vec<f64> = (0..3).map(|_| rng.random_range(10..=15) as f64).collect();
+            let objs = scene(rng, &shapes, &colours, &radii);
+            let opts = present_plus_absent(rng, &shapes);
+            (
+                "Red objects are hot; all other objects are cold.",
+                "Which object is hot?",
+                objs,
+                shapes[0],
+                opts,
+                "colour",
+            )
+        }
+    };
     draw_objs(&mut img, &objs);
     let (options, answer) = mcq(options, right.name());
     Example {
@@ -760,6 +789,10 @@ fn present_plus_absent(rng: &mut ChaCha8Rng, shapes: &[Shape]) -> Vec<String> {
         .into_iter()
         .filter(|n| !shapes.iter().any(|s| s.name() == *n))
         .collect();
-    opts.extend(absent.choose_multiple(rng, 4 - shapes.len()).map(|s| s.to_string()));
+    opts.extend(
+        absent
+            .choose_multiple(rng, 4 - shapes.len())
+            .map(|s| s.to_string()),
+    );
     opts.shuffled(rng)
 }
