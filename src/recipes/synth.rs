@@ -35,8 +35,13 @@ pub fn run(args: &SynthArgs) -> Result<String> {
     let start = Instant::now();
     let total = 8 * (opts.train_rows + opts.bench_rows);
     let bar = Progress::new("synth", "rows", total);
+    let mut last = 0;
     let manifest = write_synth_with(&args.out, &opts, &mut |done, _, family| {
-        bar.set(done, family)
+        // Progress logs (off a terminal) at fixed row counts: pass every count on the way.
+        for d in last + 1..=done {
+            bar.set(d, family);
+        }
+        last = done;
     })?;
     bar.finish();
     let mut s = format!(

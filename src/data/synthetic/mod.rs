@@ -255,22 +255,27 @@ fn write_all(
     let mut benches = Vec::new();
     for family in Family::ALL {
         if opts.train_rows > 0 {
-            let rows = (0..opts.train_rows)
-                .into_par_iter()
-                .map(|i| {
-                    let ex = example(opts.seed, family, Split::Train, i);
-                    Ok(FineVisionRow {
-                        images: vec![ex.image.to_png()?],
-                        texts: vec![(prompt(family, &ex), ex.answer.clone())],
-                        source: family.name().to_string(),
+            let mut rows = Vec::with_capacity(opts.train_rows);
+            for start in (0..opts.train_rows).step_by(GROUP_ROWS) {
+                let end = (start + GROUP_ROWS).min(opts.train_rows);
+                let chunk = (start..end)
+                    .into_par_iter()
+                    .map(|i| {
+                        let ex = example(opts.seed, family, Split::Train, i);
+                        Ok(FineVisionRow {
+                            images: vec![ex.image.to_png()?],
+                            texts: vec![(prompt(family, &ex), ex.answer.clone())],
+                            source: family.name().to_string(),
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>>>()?;
+                    .collect::<Result<Vec<_>>>()?;
+                rows.extend(chunk);
+                done += end - start;
+                progress(done, total, family.name());
+            }
             let fdir = dir.join("train").join(family.name());
             mk(&fdir)?;
             write_finevision(&part_path(&fdir, 0), &rows, GROUP_ROWS)?;
-            done += opts.train_rows;
-            progress(done, total, family.name());
         }
         let (text, chance) = bench_tsv(opts.seed, family, opts.bench_rows)?;
         let file = format!("bench/{}.tsv", family.name());
