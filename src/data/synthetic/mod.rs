@@ -63,7 +63,11 @@ pub struct SynthBench {
     /// `instruction/science`.
     pub category: String,
     pub rows: usize,
-    /// Expected score (0..1) of random guessing under our scorer, averaged over the rows.
+    /// Expected score (0..1, not percent) of uniform random guessing under our scorer,
+    /// averaged over the rows: 1/4 for the four-option questions, 1/k for an answer drawn
+    /// from k classes (1/6 counts, 1/100 words, 1/9 bar values, 1/#bars tallest bar), 0.5
+    /// for SynthPOPE (half the answers are yes, so guessing yes or no at random has
+    /// expected accuracy and F1 of about 0.5; always answering yes gets F1 0.67).
     pub chance: f64,
 }
 
