@@ -108,6 +108,21 @@ enum Command {
     ///       --bench POPE.tsv --lr 1e-5 --out qwen2b-run
     #[command(verbatim_doc_comment)]
     Run(interlace::recipes::run::RunArgs),
+    /// Generate synthetic images and questions for pretraining and evaluating tiny VLMs:
+    /// eight task families (word reading, bar charts, shape/colour VQA, multiple choice on
+    /// position/size/colour, POPE-style yes/no, a small target in clutter, counting, and
+    /// hint-plus-image reasoning), each as a FineVision training source
+    /// (OUT/train/<Family>/part-00000.parquet) and a VLMEvalKit benchmark
+    /// (OUT/bench/<Family>.tsv), with OUT/synth.json listing them (task, category, chance).
+    ///
+    /// Training prompts are exactly the prompts `interlace eval` shows, answers exactly what
+    /// its scorer expects. Deterministic: the same --seed gives byte-identical files.
+    ///
+    /// Example:
+    ///   interlace synth --out synth --train-rows 4000 --bench-rows 100
+    ///   interlace eval --model M --bench synth/bench/SynthPOPE.tsv --out report.json
+    #[command(verbatim_doc_comment)]
+    Synth(interlace::recipes::synth::SynthArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -123,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Latency(args) => print!("{}", interlace::recipes::latency::run(&args)?),
         Command::Eval(args) => print!("{}", interlace::recipes::eval::run(&args)?),
         Command::Run(args) => print!("{}", interlace::recipes::run::run(&args)?),
+        Command::Synth(args) => print!("{}", interlace::recipes::synth::run(&args)?),
         Command::Prune { model, plan, out } => {
             print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }

@@ -11,6 +11,7 @@
 //! of that row alone, a corrupt file an error naming the file.
 
 pub mod finevision;
+pub mod finevision_write;
 pub mod llava;
 pub mod synthetic;
 

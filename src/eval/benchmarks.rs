@@ -227,6 +227,15 @@ const KNOWN: &[(&str, Task)] = &[
     ("ChartQA_TEST", Task::Chartqa),
     ("OCRBench", Task::Ocrbench),
     ("OCRBench_MINI", Task::Ocrbench),
+    // `interlace synth`'s benchmarks (src/data/synthetic).
+    ("SynthText", Task::Ocrbench),
+    ("SynthChart", Task::Chartqa),
+    ("SynthVQA", Task::Vqa),
+    ("SynthMMB", Task::Mcq),
+    ("SynthPOPE", Task::Yorn),
+    ("SynthHR", Task::Mcq),
+    ("SynthCount", Task::Count),
+    ("SynthSci", Task::Mcq),
 ];
 
 /// Name prefixes of benchmarks VLMEvalKit scores in ways we do not implement.

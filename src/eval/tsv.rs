@@ -386,6 +386,50 @@ pub fn decode_base64(data: &[u8]) -> std::result::Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Encodes `data` as standard base64 with `=` padding (what Python's `base64.b64encode`
+/// writes into VLMEvalKit's image cells).
+pub fn encode_base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One TSV field as pandas' `to_csv(sep='\t')` writes it: wrapped in double quotes, inner
+/// quotes doubled, when it holds a tab, a quote or a line break; as it is otherwise.
+pub fn tsv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\t', '"', '\n', '\r']) {
+        std::borrow::Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// One TSV line (fields quoted as needed by [`tsv_field`]) with its `\n`.
+pub fn tsv_line<S: AsRef<str>>(fields: &[S]) -> String {
+    let mut line = fields
+        .iter()
+        .map(|f| tsv_field(f.as_ref()).into_owned())
+        .collect::<Vec<_>>()
+        .join("\t");
+    line.push('\n');
+    line
+}
+
 /// Parses a Python (or JSON) list literal of strings or numbers, e.g. `['a', "b", 3]`, into
 /// the `str()` of each element, as `[str(x) for x in eval(s)]` would give them. Returns
 /// `None` when `s` is not such a literal (nested lists, expressions, unbalanced quotes).

@@ -11,3 +11,4 @@ pub mod progress;
 pub mod prune;
 pub mod run;
 pub mod similarity;
+pub mod synth;

@@ -1,0 +1,428 @@
+//! `interlace synth`: a deterministic procedural generator of images and questions for
+//! pretraining and evaluating tiny vision-language models.
+//!
+//! Eight task families, each written as a FineVision training source
+//! (`train/<Family>/part-00000.parquet`) and a VLMEvalKit benchmark (`bench/<Family>.tsv`),
+//! plus a manifest `synth.json`. A training row's user text is exactly the prompt
+//! `interlace eval` shows the model for that row ([`build_prompt`]), its assistant text
+//! exactly the answer form the scorer expects (option letter, `Yes`/`No`, a word, a number).
+//!
+//! Determinism: every row has its own ChaCha8 stream, keyed by (seed, family, split, row),
+//! so the same seed gives byte-identical files, and benchmark rows come from other streams
+//! than training rows.
+//!
+//! Output directory: written under a temporary sibling name and renamed when complete. An
+//! existing `--out` must be empty, or be a previous synth output (it holds `synth.json`),
+//! which is then replaced; anything else is refused.
+
+pub mod draw;
+pub mod tasks;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::finevision_write::{part_path, write_finevision, FineVisionRow};
+use crate::eval::benchmarks::build_prompt;
+use crate::eval::tsv::{encode_base64, tsv_line};
+use crate::eval::Task;
+pub use tasks::{Example, Family};
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynthOptions {
+    pub seed: u64,
+    /// Training rows per task family.
+    pub train_rows: usize,
+    /// Rows per benchmark.
+    pub bench_rows: usize,
+}
+
+impl Default for SynthOptions {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            train_rows: 4000,
+            bench_rows: 100,
+        }
+    }
+}
+
+/// One written benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthBench {
+    pub name: String,
+    /// Absolute path of the TSV file.
+    pub file: PathBuf,
+    pub task: Task,
+    /// One of the paper's four categories: `text/chart`, `general`, `perception`,
+    /// `instruction/science`.
+    pub category: String,
+    pub rows: usize,
+    /// Expected score (0..1, not percent) of uniform random guessing under our scorer,
+    /// averaged over the rows: 1/4 for the four-option questions, 1/k for an answer drawn
+    /// from k classes (1/6 counts, 1/100 words, 1/9 bar values, 1/#bars tallest bar), 0.5
+    /// for SynthPOPE (half the answers are yes, so guessing yes or no at random has
+    /// expected accuracy and F1 of about 0.5; always answering yes gets F1 0.67).
+    pub chance: f64,
+}
+
+/// What `write_synth` wrote (also `synth.json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthManifest {
+    pub seed: u64,
+    /// Absolute path of the training directory (one subdirectory per family).
+    pub train: PathBuf,
+    pub families: Vec<String>,
+    pub benchmarks: Vec<SynthBench>,
+}
+
+/// The manifest file's name inside the output directory.
+pub const MANIFEST: &str = "synth.json";
+
+#[derive(Serialize, Deserialize)]
+struct ManifestFile {
+    seed: u64,
+    train: String,
+    families: Vec<String>,
+    benchmarks: Vec<BenchFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BenchFile {
+    name: String,
+    file: String,
+    task: Task,
+    category: String,
+    rows: usize,
+    chance: f64,
+}
+
+impl SynthManifest {
+    /// Reads `dir/synth.json`; paths in it are relative to `dir` and come back absolute.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let m: ManifestFile = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{}: not a synth manifest: {e}", path.display()))?;
+        let base = std::path::absolute(dir)
+            .with_context(|| format!("{}: cannot resolve", dir.display()))?;
+        Ok(Self {
+            seed: m.seed,
+            train: base.join(&m.train),
+            families: m.families,
+            benchmarks: m
+                .benchmarks
+                .into_iter()
+                .map(|b| SynthBench {
+                    name: b.name,
+                    file: base.join(&b.file),
+                    task: b.task,
+                    category: b.category,
+                    rows: b.rows,
+                    chance: b.chance,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Which split a row belongs to: its own random streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Bench,
+}
+
+/// The random stream of one row: ChaCha8 keyed by (seed, family, split, row).
+pub fn row_rng(seed: u64, family: Family, split: Split, row: usize) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let f = Family::ALL
+        .iter()
+        .position(|&x| x == family)
+        .expect("a family") as u64;
+    key[8..16].copy_from_slice(&f.to_le_bytes());
+    key[16..24].copy_from_slice(&u64::from(split == Split::Bench).to_le_bytes());
+    key[24..].copy_from_slice(&(row as u64).to_le_bytes());
+    ChaCha8Rng::from_seed(key)
+}
+
+/// Row `row` of `family` in `split`.
+pub fn example(seed: u64, family: Family, split: Split, row: usize) -> Example {
+    family.generate(&mut row_rng(seed, family, split, row), row)
+}
+
+/// The user text of an example: exactly `interlace eval`'s prompt for it.
+pub fn prompt(family: Family, ex: &Example) -> String {
+    build_prompt(family.task(), &ex.question, ex.hint.as_deref(), &ex.options)
+}
+
+/// Rows per Parquet row group.
+const GROUP_ROWS: usize = 500;
+
+/// Generates everything into `out` (see the module documentation for the layout and the
+/// rules for an existing `out`). `progress` is called with (rows done, rows in all).
+pub fn write_synth_with(
+    out: &Path,
+    opts: &SynthOptions,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<SynthManifest> {
+    if opts.train_rows == 0 && opts.bench_rows == 0 {
+        bail!("nothing to generate: --train-rows and --bench-rows are both 0");
+    }
+    check_out(out)?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a directory name", out.display()))?
+        .to_string_lossy()
+        .into_owned();
+    if !parent.is_dir() {
+        bail!(
+            "{}: the parent directory {} does not exist",
+            out.display(),
+            parent.display()
+        );
+    }
+    let tmp = parent.join(format!(".{name}.synth-tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("{}: cannot remove", tmp.display()))?;
+    }
+    let result = write_all(&tmp, opts, progress);
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if out.exists() {
+        let old = parent.join(format!(".{name}.synth-old-{}", std::process::id()));
+        std::fs::rename(out, &old)
+            .with_context(|| format!("{}: cannot move the previous output away", out.display()))?;
+        std::fs::rename(&tmp, out)
+            .with_context(|| format!("{}: cannot rename {} to it", out.display(), tmp.display()))?;
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("{}: cannot remove", old.display()))?;
+    } else {
+        std::fs::rename(&tmp, out)
+            .with_context(|| format!("{}: cannot rename {} to it", out.display(), tmp.display()))?;
+    }
+    SynthManifest::read(out)
+}
+
+/// [`write_synth_with`] without progress reports.
+pub fn write_synth(out: &Path, opts: &SynthOptions) -> Result<SynthManifest> {
+    write_synth_with(out, opts, &mut |_, _, _| {})
+}
+
+/// An existing `out` must be an empty directory or a previous synth output.
+fn check_out(out: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(out) else {
+        return Ok(());
+    };
+    if !meta.is_dir() {
+        bail!("{}: exists and is not a directory", out.display());
+    }
+    let mut entries =
+        std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?;
+    if entries.next().is_none() || out.join(MANIFEST).is_file() {
+        return Ok(());
+    }
+    bail!(
+        "{}: exists and is neither empty nor a previous synth output (no {MANIFEST}); \
+         choose another --out or remove it",
+        out.display()
+    )
+}
+
+fn write_all(
+    dir: &Path,
+    opts: &SynthOptions,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<()> {
+    let mk = |p: &Path| {
+        std::fs::create_dir_all(p).with_context(|| format!("{}: cannot create", p.display()))
+    };
+    mk(dir)?;
+    mk(&dir.join("train"))?;
+    mk(&dir.join("bench"))?;
+    let total = Family::ALL.len() * (opts.train_rows + opts.bench_rows);
+    let mut done = 0;
+    let mut benches = Vec::new();
+    for family in Family::ALL {
+        if opts.train_rows > 0 {
+            let mut rows = Vec::with_capacity(opts.train_rows);
+            for start in (0..opts.train_rows).step_by(GROUP_ROWS) {
+                let end = (start + GROUP_ROWS).min(opts.train_rows);
+                let chunk = (start..end)
+                    .into_par_iter()
+                    .map(|i| {
+                        let ex = example(opts.seed, family, Split::Train, i);
+                        Ok(FineVisionRow {
+                            images: vec![ex.image.to_png()?],
+                            texts: vec![(prompt(family, &ex), ex.answer.clone())],
+                            source: family.name().to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                rows.extend(chunk);
+                done += end - start;
+                progress(done, total, family.name());
+            }
+            let fdir = dir.join("train").join(family.name());
+            mk(&fdir)?;
+            write_finevision(&part_path(&fdir, 0), &rows, GROUP_ROWS)?;
+        }
+        let (text, chance) = bench_tsv(opts.seed, family, opts.bench_rows)?;
+        let file = format!("bench/{}.tsv", family.name());
+        let path = dir.join(&file);
+        std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+        done += opts.bench_rows;
+        progress(done, total, family.name());
+        benches.push(BenchFile {
+            name: family.name().to_string(),
+            file,
+            task: family.task(),
+            category: family.category().to_string(),
+            rows: opts.bench_rows,
+            chance,
+        });
+    }
+    let manifest = ManifestFile {
+        seed: opts.seed,
+        train: "train".to_string(),
+        families: Family::ALL.iter().map(|f| f.name().to_string()).collect(),
+        benchmarks: benches,
+    };
+    let path = dir.join(MANIFEST);
+    let mut json = serde_json::to_string_pretty(&manifest)?;
+    json.push('\n');
+    std::fs::write(&path, json).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}
+
+/// The benchmark file of `family` and its chance score (mean over rows; 0 for no rows).
+pub fn bench_tsv(seed: u64, family: Family, rows: usize) -> Result<(String, f64)> {
+    let examples: Vec<(Example, String)> = (0..rows)
+        .into_par_iter()
+        .map(|i| {
+            let ex = example(seed, family, Split::Bench, i);
+            let png = ex.image.to_png()?;
+            Ok((ex, encode_base64(&png)))
+        })
+        .collect::<Result<_>>()?;
+    let mcq = family.task() == Task::Mcq;
+    let hint = examples.iter().any(|(e, _)| e.hint.is_some());
+    let mut header = vec!["index", "image", "question"];
+    if hint {
+        header.push("hint");
+    }
+    if mcq {
+        header.extend(["A", "B", "C", "D"]);
+    }
+    header.extend(["answer", "category", "l2-category"]);
+    let mut out = tsv_line(&header);
+    for (i, (ex, b64)) in examples.iter().enumerate() {
+        let mut f: Vec<String> = vec![i.to_string(), b64.clone(), ex.question.clone()];
+        if hint {
+            f.push(ex.hint.clone().unwrap_or_default());
+        }
+        if mcq {
+            for letter in ['A', 'B', 'C', 'D'] {
+                f.push(
+                    ex.options
+                        .iter()
+                        .find(|(c, _)| *c == letter)
+                        .map(|(_, t)| t.clone())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        f.push(ex.answer.clone());
+        f.push(ex.kind.to_string());
+        f.push(family.category().to_string());
+        out.push_str(&tsv_line(&f));
+    }
+    let chance = if rows == 0 {
+        0.0
+    } else {
+        examples.iter().map(|(e, _)| e.chance).sum::<f64>() / rows as f64
+    };
+    Ok((out, chance))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_base64_rfc4648_vectors() {
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(encode_base64(plain.as_bytes()), enc);
+        }
+    }
+
+    #[test]
+    fn synthetic_tsv_quoting_as_pandas() {
+        assert_eq!(tsv_line(&["a", "b c"]), "a\tb c\n");
+        assert_eq!(
+            tsv_line(&["say \"hi\"", "x\ty"]),
+            "\"say \"\"hi\"\"\"\t\"x\ty\"\n"
+        );
+    }
+
+    #[test]
+    fn synthetic_rows_follow_the_scorers_forms() {
+        for family in Family::ALL {
+            for row in 0..200 {
+                let ex = example(7, family, Split::Train, row);
+                let (w, h) = (ex.image.width, ex.image.height);
+                assert!(w % 32 == 0 && h % 32 == 0 && w * h <= 50176, "{w}x{h}");
+                match family.task() {
+                    Task::Mcq => {
+                        assert_eq!(ex.options.len(), 4, "{family:?}");
+                        let texts: std::collections::HashSet<_> =
+                            ex.options.iter().map(|(_, t)| t).collect();
+                        assert_eq!(texts.len(), 4, "distinct options: {:?}", ex.options);
+                        assert!(["A", "B", "C", "D"].contains(&ex.answer.as_str()));
+                    }
+                    Task::Yorn => {
+                        let want = if row % 2 == 0 { "Yes" } else { "No" };
+                        assert_eq!(ex.answer, want);
+                    }
+                    Task::Count => {
+                        let n: u32 = ex.answer.parse().unwrap();
+                        assert!((1..=6).contains(&n));
+                    }
+                    _ => assert!(!ex.answer.is_empty() && ex.options.is_empty()),
+                }
+                assert!(ex.chance > 0.0 && ex.chance <= 0.5);
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_streams_differ_between_splits() {
+        let a = example(1, Family::Vqa, Split::Train, 3);
+        let b = example(1, Family::Vqa, Split::Bench, 3);
+        let c = example(1, Family::Vqa, Split::Train, 3);
+        assert_ne!(a.image, b.image);
+        assert_eq!(a.image, c.image);
+    }
+}

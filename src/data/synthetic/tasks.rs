@@ -1,0 +1,800 @@
+//! The eight task families: each turns a random stream into one image and one question
+//! with its answer in the form our scorer expects.
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::draw::{text_width, Canvas, Rgb, Shape, BACKGROUNDS, COLOURS, GLYPH_HEIGHT};
+use crate::eval::Task;
+
+/// One generated question.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub image: Canvas,
+    pub question: String,
+    pub hint: Option<String>,
+    /// Options in letter order (multiple choice only).
+    pub options: Vec<(char, String)>,
+    /// The reference answer exactly as the scorer reads it and as the model should say it:
+    /// an option letter (mcq), `Yes`/`No` (yorn), a word or a number.
+    pub answer: String,
+    /// The kind of question (the TSV `category` column).
+    pub kind: &'static str,
+    /// Expected score of random guessing on this question.
+    pub chance: f64,
+}
+
+/// A task family: its name, the benchmark's paper category and our scorer's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Text,
+    Chart,
+    Vqa,
+    Mmb,
+    Pope,
+    Hr,
+    Count,
+    Sci,
+}
+
+impl Family {
+    pub const ALL: [Family; 8] = [
+        Family::Text,
+        Family::Chart,
+        Family::Vqa,
+        Family::Mmb,
+        Family::Pope,
+        Family::Hr,
+        Family::Count,
+        Family::Sci,
+    ];
+
+    /// Training family directory and benchmark file stem.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Text => "SynthText",
+            Family::Chart => "SynthChart",
+            Family::Vqa => "SynthVQA",
+            Family::Mmb => "SynthMMB",
+            Family::Pope => "SynthPOPE",
+            Family::Hr => "SynthHR",
+            Family::Count => "SynthCount",
+            Family::Sci => "SynthSci",
+        }
+    }
+
+    pub fn task(self) -> Task {
+        match self {
+            Family::Text => Task::Ocrbench,
+            Family::Chart => Task::Chartqa,
+            Family::Vqa => Task::Vqa,
+            Family::Mmb | Family::Hr | Family::Sci => Task::Mcq,
+            Family::Pope => Task::Yorn,
+            Family::Count => Task::Count,
+        }
+    }
+
+    /// One of the paper's four benchmark categories.
+    pub fn category(self) -> &'static str {
+        match self {
+            Family::Text | Family::Chart => "text/chart",
+            Family::Vqa | Family::Mmb => "general",
+            Family::Pope | Family::Hr | Family::Count => "perception",
+            Family::Sci => "instruction/science",
+        }
+    }
+
+    /// Generates one example; `row` only balances yes/no answers (even rows: yes).
+    pub fn generate(self, rng: &mut ChaCha8Rng, row: usize) -> Example {
+        match self {
+            Family::Text => text(rng),
+            Family::Chart => chart(rng),
+            Family::Vqa => vqa(rng),
+            Family::Mmb => mmb(rng),
+            Family::Pope => pope(rng, row.is_multiple_of(2)),
+            Family::Hr => hr(rng),
+            Family::Count => count(rng),
+            Family::Sci => sci(rng),
+        }
+    }
+}
+
+/// The words of SynthText: common 3–5 letter English words.
+pub const WORDS: [&str; 100] = [
+    "CAT", "DOG", "SUN", "CAR", "BUS", "RED", "BLUE", "TREE", "BOOK", "FISH", "BIRD", "MILK",
+    "CAKE", "DOOR", "HAT", "PEN", "CUP", "BOX", "BED", "KEY", "MAP", "EGG", "ICE", "JAM", "LEG",
+    "ARM", "EYE", "EAR", "TOY", "ANT", "BEE", "COW", "PIG", "HEN", "FOX", "OWL", "RAT", "BAT",
+    "SEA", "SKY", "RAIN", "SNOW", "WIND", "FIRE", "ROCK", "SAND", "LAKE", "HILL", "ROAD", "SHIP",
+    "BOAT", "TRAIN", "PLANE", "HOUSE", "CHAIR", "TABLE", "APPLE", "BREAD", "WATER", "LIGHT",
+    "MUSIC", "PAPER", "PHONE", "CLOCK", "HORSE", "MOUSE", "SHEEP", "TIGER", "ZEBRA", "LEMON",
+    "GRAPE", "PEACH", "STONE", "RIVER", "CLOUD", "STORM", "GREEN", "BLACK", "WHITE", "BROWN",
+    "HAPPY", "QUICK", "JUMP", "WALK", "RUN", "SING", "PLAY", "READ", "WORD", "KING", "QUEEN",
+    "GOLD", "MOON", "STAR", "NEST", "FROG", "DUCK", "LION", "WOLF", "YAK",
+];
+
+fn pick<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> T {
+    *xs.choose(rng).expect("non-empty")
+}
+
+/// `k` distinct elements of `xs`, in random order.
+fn distinct<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T], k: usize) -> Vec<T> {
+    xs.choose_multiple(rng, k)
+        .copied()
+        .collect::<Vec<_>>()
+        .shuffled(rng)
+}
+
+trait Shuffled {
+    fn shuffled(self, rng: &mut ChaCha8Rng) -> Self;
+}
+
+impl<T> Shuffled for Vec<T> {
+    fn shuffled(mut self, rng: &mut ChaCha8Rng) -> Self {
+        self.shuffle(rng);
+        self
+    }
+}
+
+fn letters(options: Vec<String>) -> Vec<(char, String)> {
+    options
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| ((b'A' + i as u8) as char, o))
+        .collect()
+}
+
+/// Multiple choice from option texts and the right one: (options with letters, letter).
+fn mcq(options: Vec<String>, right: &str) -> (Vec<(char, String)>, String) {
+    let opts = letters(options);
+    let letter = opts
+        .iter()
+        .find(|(_, t)| t == right)
+        .map(|(c, _)| c.to_string())
+        .expect("the right answer is an option");
+    (opts, letter)
+}
+
+/// `right` plus distinct others from `pool` up to `n` options, shuffled.
+fn options_with(rng: &mut ChaCha8Rng, pool: &[&str], right: &str, n: usize) -> Vec<String> {
+    let others: Vec<&str> = pool.iter().copied().filter(|p| *p != right).collect();
+    let mut opts: Vec<String> = others
+        .choose_multiple(rng, n - 1)
+        .map(|s| s.to_string())
+        .collect();
+    opts.push(right.to_string());
+    opts.shuffled(rng)
+}
+
+/// A placed object.
+#[derive(Debug, Clone, Copy)]
+struct Obj {
+    shape: Shape,
+    colour: usize,
+    cx: f64,
+    cy: f64,
+    r: f64,
+}
+
+/// Centres for objects of half-sizes `radii` inside a w×h canvas with `margin` pixels to
+/// the edges, bounding boxes at least `gap` pixels apart; None after many failed tries.
+fn place(
+    rng: &mut ChaCha8Rng,
+    w: u32,
+    h: u32,
+    radii: &[f64],
+    margin: f64,
+    gap: f64,
+) -> Option<Vec<(f64, f64)>> {
+    'outer: for _ in 0..50 {
+        let mut out: Vec<(f64, f64)> = Vec::with_capacity(radii.len());
+        for &r in radii {
+            let lo = margin + r;
+            let (hx, hy) = (w as f64 - margin - r, h as f64 - margin - r);
+            if hx <= lo || hy <= lo {
+                return None;
+            }
+            let mut ok = None;
+            for _ in 0..200 {
+                let x = rng.random_range(lo..hx).round();
+                let y = rng.random_range(lo..hy).round();
+                let free = out.iter().zip(radii).all(|(&(ox, oy), &or)| {
+                    (x - ox).abs() >= r + or + gap || (y - oy).abs() >= r + or + gap
+                });
+                if free {
+                    ok = Some((x, y));
+                    break;
+                }
+            }
+            match ok {
+                Some(p) => out.push(p),
+                None => continue 'outer,
+            }
+        }
+        return Some(out);
+    }
+    None
+}
+
+fn draw_objs(canvas: &mut Canvas, objs: &[Obj]) {
+    for o in objs {
+        canvas.draw_shape(o.shape, o.cx, o.cy, o.r, COLOURS[o.colour].1);
+    }
+}
+
+fn colour_name(i: usize) -> &'static str {
+    COLOURS[i].0
+}
+
+fn background(rng: &mut ChaCha8Rng) -> Rgb {
+    pick(rng, &BACKGROUNDS)
+}
+
+/// Objects with the given shapes, colours and half-sizes at random free places on a
+/// 128×128 canvas (retries with smaller sizes never happen: the sizes used always fit).
+fn scene(rng: &mut ChaCha8Rng, shapes: &[Shape], colours: &[usize], radii: &[f64]) -> Vec<Obj> {
+    let pos = place(rng, 128, 128, radii, 4.0, 4.0).expect("small scenes always fit");
+    shapes
+        .iter()
+        .zip(colours)
+        .zip(radii)
+        .zip(pos)
+        .map(|(((&shape, &colour), &r), (cx, cy))| Obj {
+            shape,
+            colour,
+            cx,
+            cy,
+            r,
+        })
+        .collect()
+}
+
+fn luminance(c: Rgb) -> f64 {
+    0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64
+}
+
+fn random_rgb(rng: &mut ChaCha8Rng) -> Rgb {
+    [rng.random(), rng.random(), rng.random()]
+}
+
+/// SynthText: a word in a large bitmap font, random colours with contrast, jittered.
+fn text(rng: &mut ChaCha8Rng) -> Example {
+    let word = pick(rng, &WORDS);
+    let (bg, fg) = loop {
+        let (a, b) = (random_rgb(rng), random_rgb(rng));
+        if (luminance(a) - luminance(b)).abs() >= 110.0 {
+            break (a, b);
+        }
+    };
+    let scale = if word.len() <= 3 || rng.random_bool(0.5) {
+        3
+    } else {
+        2
+    };
+    let scale = if text_width(word.len(), scale) > 120 {
+        2
+    } else {
+        scale
+    };
+    let w = text_width(word.len(), scale);
+    let h = GLYPH_HEIGHT * scale;
+    let x = rng.random_range(2..=128 - 2 - w);
+    let y = rng.random_range(2..=128 - 2 - h);
+    let mut img = Canvas::new(128, 128, bg);
+    img.draw_text(word, x, y, scale, fg);
+    Example {
+        image: img,
+        question: "What word is written in the image?".to_string(),
+        hint: None,
+        options: vec![],
+        answer: word.to_string(),
+        kind: "word",
+        chance: 1.0 / WORDS.len() as f64,
+    }
+}
+
+/// Chart geometry: the value axis' zero line, pixels per unit, plot's horizontal extent.
+pub const CHART_BASE_Y: i64 = 110;
+pub const CHART_UNIT: i64 = 10;
+const CHART_LEFT: i64 = 16;
+const CHART_RIGHT: i64 = 124;
+
+/// SynthChart: bars A.. with integer values 1..9 on a grid, value or tallest bar.
+fn chart(rng: &mut ChaCha8Rng) -> Example {
+    let n = rng.random_range(3..=5usize);
+    let values: Vec<i64> = loop {
+        let v: Vec<i64> = (0..n).map(|_| rng.random_range(1..=9)).collect();
+        let max = *v.iter().max().expect("n >= 3");
+        if v.iter().filter(|&&x| x == max).count() == 1 {
+            break v;
+        }
+    };
+    let colour = COLOURS[rng.random_range(0..COLOURS.len())].1;
+    let grid = [215, 215, 215];
+    let ink = [40, 40, 40];
+    let mut img = Canvas::new(128, 128, [255, 255, 255]);
+    for v in 1..=9 {
+        let y = CHART_BASE_Y - v * CHART_UNIT;
+        img.fill_rect(CHART_LEFT, y, CHART_RIGHT, y + 1, grid);
+        img.draw_text(&v.to_string(), 5, y - 3, 1, ink);
+    }
+    img.fill_rect(
+        CHART_LEFT - 1,
+        CHART_BASE_Y,
+        CHART_RIGHT,
+        CHART_BASE_Y + 1,
+        ink,
+    );
+    img.fill_rect(CHART_LEFT - 1, 15, CHART_LEFT, CHART_BASE_Y + 1, ink);
+    let slot = (CHART_RIGHT - CHART_LEFT) / n as i64;
+    let bar_w = slot * 3 / 5;
+    for (i, &v) in values.iter().enumerate() {
+        let x0 = CHART_LEFT + i as i64 * slot + (slot - bar_w) / 2;
+        img.fill_rect(
+            x0,
+            CHART_BASE_Y - v * CHART_UNIT,
+            x0 + bar_w,
+            CHART_BASE_Y,
+            colour,
+        );
+        let label = ((b'A' + i as u8) as char).to_string();
+        img.draw_text(&label, x0 + bar_w / 2 - 2, CHART_BASE_Y + 5, 1, ink);
+    }
+    let label = |i: usize| ((b'A' + i as u8) as char).to_string();
+    if rng.random_bool(0.6) {
+        let i = rng.random_range(0..n);
+        Example {
+            image: img,
+            question: format!("What is the value of bar {}?", label(i)),
+            hint: None,
+            options: vec![],
+            answer: values[i].to_string(),
+            kind: "value",
+            chance: 1.0 / 9.0,
+        }
+    } else {
+        let (i, _) = values
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, v)| **v)
+            .expect("n >= 3");
+        Example {
+            image: img,
+            question: "Which bar is the tallest?".to_string(),
+            hint: None,
+            options: vec![],
+            answer: label(i),
+            kind: "tallest",
+            chance: 1.0 / n as f64,
+        }
+    }
+}
+
+fn shape_names() -> Vec<&'static str> {
+    Shape::ALL.iter().map(|s| s.name()).collect()
+}
+
+fn colour_names() -> Vec<&'static str> {
+    COLOURS.iter().map(|c| c.0).collect()
+}
+
+/// 1–3 objects of distinct shapes and distinct colours on a plain background.
+fn simple_scene(rng: &mut ChaCha8Rng, k: usize) -> (Canvas, Vec<Obj>) {
+    let shapes = distinct(rng, &Shape::ALL, k);
+    let colours = distinct(rng, &(0..COLOURS.len()).collect::<Vec<_>>(), k);
+    let radii: Vec<f64> = (0..k).map(|_| rng.random_range(10..=18) as f64).collect();
+    let objs = scene(rng, &shapes, &colours, &radii);
+    let mut img = Canvas::new(128, 128, background(rng));
+    draw_objs(&mut img, &objs);
+    (img, objs)
+}
+
+/// SynthVQA: the colour of a named shape, or the shape of a named colour.
+fn vqa(rng: &mut ChaCha8Rng) -> Example {
+    let k = rng.random_range(1..=3);
+    let (img, objs) = simple_scene(rng, k);
+    let o = pick(rng, &objs);
+    if rng.random_bool(0.5) {
+        Example {
+            image: img,
+            question: format!("What colour is the {}?", o.shape.name()),
+            hint: None,
+            options: vec![],
+            answer: colour_name(o.colour).to_string(),
+            kind: "colour",
+            chance: 1.0 / COLOURS.len() as f64,
+        }
+    } else {
+        Example {
+            image: img,
+            question: format!("What shape is the {} object?", colour_name(o.colour)),
+            hint: None,
+            options: vec![],
+            answer: o.shape.name().to_string(),
+            kind: "shape",
+            chance: 1.0 / Shape::ALL.len() as f64,
+        }
+    }
+}
+
+/// SynthMMB: four-option questions on relative position, size or colour.
+fn mmb(rng: &mut ChaCha8Rng) -> Example {
+    match rng.random_range(0..3) {
+        0 => {
+            // Two objects apart along one axis, roughly aligned on the other.
+            let shapes = distinct(rng, &Shape::ALL, 2);
+            let colours = distinct(rng, &(0..COLOURS.len()).collect::<Vec<_>>(), 2);
+            let r = [
+                rng.random_range(10..=16) as f64,
+                rng.random_range(10..=16) as f64,
+            ];
+            let relation = rng.random_range(0..4); // left, right, above, below
+            let along: f64 = rng.random_range(44..=80) as f64;
+            let across: f64 = rng.random_range(-8..=8) as f64;
+            let centre = (64.0, 64.0);
+            let (dx, dy) = match relation {
+                0 => (-along, across),
+                1 => (along, across),
+                2 => (across, -along),
+                _ => (across, along),
+            };
+            let a = ((centre.0 + dx / 2.0).round(), (centre.1 + dy / 2.0).round());
+            let b = ((centre.0 - dx / 2.0).round(), (centre.1 - dy / 2.0).round());
+            let objs = [
+                Obj {
+                    shape: shapes[0],
+                    colour: colours[0],
+                    cx: a.0,
+                    cy: a.1,
+                    r: r[0],
+                },
+                Obj {
+                    shape: shapes[1],
+                    colour: colours[1],
+                    cx: b.0,
+                    cy: b.1,
+                    r: r[1],
+                },
+            ];
+            let mut img = Canvas::new(128, 128, background(rng));
+            draw_objs(&mut img, &objs);
+            let names = ["to the left of", "to the right of", "above", "below"];
+            let options = names.to_vec().shuffled(rng);
+            let (options, answer) = mcq(
+                options.iter().map(|s| s.to_string()).collect(),
+                names[relation],
+            );
+            Example {
+                image: img,
+                question: format!(
+                    "Where is the {} {} relative to the {} {}?",
+                    colour_name(colours[0]),
+                    shapes[0].name(),
+                    colour_name(colours[1]),
+                    shapes[1].name()
+                ),
+                hint: None,
+                options,
+                answer,
+                kind: "position",
+                chance: 0.25,
+            }
+        }
+        1 => {
+            // 2–3 objects, one clearly the largest.
+            let k = rng.random_range(2..=3);
+            let shapes = distinct(rng, &Shape::ALL, k);
+            let colours: Vec<usize> = (0..k).map(|_| rng.random_range(0..COLOURS.len())).collect();
+            let mut radii: Vec<f64> = (0..k).map(|_| rng.random_range(7..=11) as f64).collect();
+            radii[0] = rng.random_range(19..=24) as f64;
+            let objs = scene(rng, &shapes, &colours, &radii);
+            let mut img = Canvas::new(128, 128, background(rng));
+            draw_objs(&mut img, &objs);
+            let mut opts: Vec<String> = shapes.iter().map(|s| s.name().to_string()).collect();
+            let absent: Vec<&str> = shape_names()
+                .into_iter()
+                .filter(|n| !shapes.iter().any(|s| s.name() == *n))
+                .collect();
+            opts.extend(
+                absent
+                    .choose_multiple(rng, 4 - k)
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            let (options, answer) = mcq(opts.shuffled(rng), shapes[0].name());
+            Example {
+                image: img,
+                question: "Which object is the largest?".to_string(),
+                hint: None,
+                options,
+                answer,
+                kind: "size",
+                chance: 0.25,
+            }
+        }
+        _ => {
+            let k = rng.random_range(2..=3);
+            let (img, objs) = simple_scene(rng, k);
+            let o = objs[0];
+            let opts = options_with(rng, &colour_names(), colour_name(o.colour), 4);
+            let (options, answer) = mcq(opts, colour_name(o.colour));
+            Example {
+                image: img,
+                question: format!("What colour is the {}?", o.shape.name()),
+                hint: None,
+                options,
+                answer,
+                kind: "colour",
+                chance: 0.25,
+            }
+        }
+    }
+}
+
+/// SynthPOPE: is a (colour, shape) pair present? Negatives share the shape or the colour
+/// of an object that is present.
+fn pope(rng: &mut ChaCha8Rng, yes: bool) -> Example {
+    let k = rng.random_range(1..=3);
+    let (img, objs) = simple_scene(rng, k);
+    let o = pick(rng, &objs);
+    let present = |s: Shape, c: usize| objs.iter().any(|p| p.shape == s && p.colour == c);
+    let (shape, colour, kind) = if yes {
+        (o.shape, o.colour, "present")
+    } else if rng.random_bool(0.5) {
+        let colours: Vec<usize> = (0..COLOURS.len())
+            .filter(|&c| !present(o.shape, c))
+            .collect();
+        (o.shape, pick(rng, &colours), "same shape")
+    } else {
+        let shapes: Vec<Shape> = Shape::ALL
+            .into_iter()
+            .filter(|&s| !present(s, o.colour))
+            .collect();
+        (pick(rng, &shapes), o.colour, "same colour")
+    };
+    let article = if colour_name(colour).starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    Example {
+        image: img,
+        question: format!(
+            "Is there {article} {} {} in the image?",
+            colour_name(colour),
+            shape.name()
+        ),
+        hint: None,
+        options: vec![],
+        answer: if yes { "Yes" } else { "No" }.to_string(),
+        kind,
+        chance: 0.5,
+    }
+}
+
+/// SynthHR: a 224×224 cluttered scene with one small star; its colour, four options.
+fn hr(rng: &mut ChaCha8Rng) -> Example {
+    let n = rng.random_range(20..=32);
+    let mut radii: Vec<f64> = vec![rng.random_range(4..=6) as f64];
+    radii.extend((0..n).map(|_| rng.random_range(6..=12) as f64));
+    let pos = loop {
+        if let Some(p) = place(rng, 224, 224, &radii, 3.0, 3.0) {
+            break p;
+        }
+        radii.pop();
+    };
+    let clutter = [Shape::Circle, Shape::Square, Shape::Cross];
+    let objs: Vec<Obj> = radii
+        .iter()
+        .zip(pos)
+        .enumerate()
+        .map(|(i, (&r, (cx, cy)))| Obj {
+            shape: if i == 0 {
+                Shape::Star
+            } else {
+                pick(rng, &clutter)
+            },
+            colour: rng.random_range(0..COLOURS.len()),
+            cx,
+            cy,
+            r,
+        })
+        .collect();
+    let mut img = Canvas::new(224, 224, background(rng));
+    draw_objs(&mut img, &objs);
+    let right = colour_name(objs[0].colour);
+    let (options, answer) = mcq(options_with(rng, &colour_names(), right, 4), right);
+    Example {
+        image: img,
+        question: "What colour is the small star?".to_string(),
+        hint: None,
+        options,
+        answer,
+        kind: "small object colour",
+        chance: 0.25,
+    }
+}
+
+/// SynthCount: 1–6 copies of one shape in one colour, maybe 1–2 distractors of another
+/// shape in another colour.
+fn count(rng: &mut ChaCha8Rng) -> Example {
+    let k = rng.random_range(1..=6usize);
+    let d = rng.random_range(0..=2usize);
+    let shapes = distinct(rng, &Shape::ALL, 2);
+    let colours = distinct(rng, &(0..COLOURS.len()).collect::<Vec<_>>(), 2);
+    let radii: Vec<f64> = (0..k + d)
+        .map(|_| rng.random_range(8..=12) as f64)
+        .collect();
+    let pos = place(rng, 128, 128, &radii, 3.0, 4.0).expect("at most 8 small objects fit");
+    let objs: Vec<Obj> = pos
+        .into_iter()
+        .zip(&radii)
+        .enumerate()
+        .map(|(i, ((cx, cy), &r))| {
+            let t = usize::from(i >= k);
+            Obj {
+                shape: shapes[t],
+                colour: colours[t],
+                cx,
+                cy,
+                r,
+            }
+        })
+        .collect();
+    let mut img = Canvas::new(128, 128, background(rng));
+    draw_objs(&mut img, &objs);
+    Example {
+        image: img,
+        question: format!("How many {} are there?", shapes[0].plural()),
+        hint: None,
+        options: vec![],
+        answer: k.to_string(),
+        kind: "count",
+        chance: 1.0 / 6.0,
+    }
+}
+
+/// Corners the SynthSci hint gives each shape.
+fn corners(s: Shape) -> usize {
+    match s {
+        Shape::Circle => 0,
+        Shape::Triangle => 3,
+        Shape::Square => 4,
+        Shape::Star => 10,
+        Shape::Cross => 12,
+    }
+}
+
+/// SynthSci: a rule in the hint that must be applied to what the image shows.
+fn sci(rng: &mut ChaCha8Rng) -> Example {
+    let rule = rng.random_range(0..4);
+    let mut img = Canvas::new(128, 128, background(rng));
+    let all_colours: Vec<usize> = (0..COLOURS.len()).collect();
+    let (hint, question, objs, right, options, kind): (
+        &str,
+        &str,
+        Vec<Obj>,
+        Shape,
+        Vec<String>,
+        &str,
+    ) = match rule {
+        0 => {
+            let pool = [Shape::Circle, Shape::Triangle, Shape::Square, Shape::Star];
+            let k = rng.random_range(2..=3);
+            let shapes = distinct(rng, &pool, k);
+            let colours = distinct(rng, &all_colours, k);
+            let radii: Vec<f64> = (0..k).map(|_| rng.random_range(11..=17) as f64).collect();
+            let objs = scene(rng, &shapes, &colours, &radii);
+            let right = *shapes.iter().max_by_key(|s| corners(**s)).expect("k >= 2");
+            let opts = pool
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect::<Vec<_>>();
+            (
+                    "An object with more corners is heavier. A circle has no corners, a triangle has 3, a square has 4 and a star has 10.",
+                    "Which object in the image is the heaviest?",
+                    objs,
+                    right,
+                    opts.shuffled(rng),
+                    "corners",
+                )
+        }
+        1 => {
+            let shapes = distinct(rng, &Shape::ALL, 3);
+            let colours = distinct(rng, &all_colours, 3);
+            // Half-sizes 1.75× apart: the bigger object also has the bigger area whatever the
+            // shapes (a star covers 0.42 of the area of a circle of the same half-size).
+            let mut sizes = [7.0, 12.0, 21.0];
+            sizes.shuffle(rng);
+            let objs = scene(rng, &shapes, &colours, &sizes);
+            let right = objs
+                .iter()
+                .max_by(|a, b| a.r.total_cmp(&b.r))
+                .expect("3")
+                .shape;
+            let opts = present_plus_absent(rng, &shapes);
+            (
+                "Bigger objects are heavier.",
+                "Which object in the image is the heaviest?",
+                objs,
+                right,
+                opts,
+                "size",
+            )
+        }
+        2 => {
+            let shapes = distinct(rng, &Shape::ALL, 3);
+            let colours = distinct(rng, &all_colours, 3);
+            let r: Vec<f64> = (0..3).map(|_| rng.random_range(9..=13) as f64).collect();
+            // Three rows 36 px apart, random columns.
+            let mut rows = [24.0, 62.0, 100.0];
+            rows.shuffle(rng);
+            let objs: Vec<Obj> = (0..3)
+                .map(|i| Obj {
+                    shape: shapes[i],
+                    colour: colours[i],
+                    cx: rng.random_range(18..=110) as f64,
+                    cy: rows[i] + rng.random_range(-3..=3) as f64,
+                    r: r[i],
+                })
+                .collect();
+            let right = objs
+                .iter()
+                .min_by(|a, b| a.cy.total_cmp(&b.cy))
+                .expect("3")
+                .shape;
+            let opts = present_plus_absent(rng, &shapes);
+            (
+                "The higher an object is in the picture, the more potential energy it has.",
+                "Which object has the most potential energy?",
+                objs,
+                right,
+                opts,
+                "height",
+            )
+        }
+        _ => {
+            let shapes = distinct(rng, &Shape::ALL, 3);
+            let others: Vec<usize> = (1..COLOURS.len()).collect();
+            let mut colours = vec![0]; // red
+            colours.extend(distinct(rng, &others, 2));
+            let radii: Vec<f64> = (0..3).map(|_| rng.random_range(10..=15) as f64).collect();
+            let objs = scene(rng, &shapes, &colours, &radii);
+            let opts = present_plus_absent(rng, &shapes);
+            (
+                "Red objects are hot; all other objects are cold.",
+                "Which object is hot?",
+                objs,
+                shapes[0],
+                opts,
+                "colour",
+            )
+        }
+    };
+    draw_objs(&mut img, &objs);
+    let (options, answer) = mcq(options, right.name());
+    Example {
+        image: img,
+        question: question.to_string(),
+        hint: Some(hint.to_string()),
+        options,
+        answer,
+        kind,
+        chance: 0.25,
+    }
+}
+
+/// The names of `shapes` plus absent shapes up to four options, shuffled.
+fn present_plus_absent(rng: &mut ChaCha8Rng, shapes: &[Shape]) -> Vec<String> {
+    let mut opts: Vec<String> = shapes.iter().map(|s| s.name().to_string()).collect();
+    let absent: Vec<&str> = shape_names()
+        .into_iter()
+        .filter(|n| !shapes.iter().any(|s| s.name() == *n))
+        .collect();
+    opts.extend(
+        absent
+            .choose_multiple(rng, 4 - shapes.len())
+            .map(|s| s.to_string()),
+    );
+    opts.shuffled(rng)
+}

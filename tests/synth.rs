@@ -1,0 +1,691 @@
+//! `interlace synth`: determinism, answers checked against the decoded pixels by rules
+//! written here (not the generator's metadata), and our own readers and scorer accepting
+//! the output.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use interlace::data::synthetic::draw::glyph;
+use interlace::data::synthetic::{write_synth, SynthManifest, SynthOptions};
+use interlace::data::{load_portion, open_sources, ImageSource};
+use interlace::eval::benchmarks::{build_prompt, Item};
+use interlace::eval::report::judge;
+use interlace::eval::{BenchSpec, Benchmark, Task};
+
+const TRAIN: usize = 120;
+const BENCH: usize = 100;
+
+fn opts(seed: u64) -> SynthOptions {
+    SynthOptions {
+        seed,
+        train_rows: TRAIN,
+        bench_rows: BENCH,
+    }
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(base).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    write_synth(&a, &opts(5)).unwrap();
+    write_synth(&b, &opts(5)).unwrap();
+    write_synth(&c, &opts(6)).unwrap();
+    let (fa, fb, fc) = (files(&a), files(&b), files(&c));
+    assert_eq!(fa.len(), 8 + 8 + 1, "{:?}", fa.keys().collect::<Vec<_>>());
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+    for (k, v) in &fa {
+        assert!(fb[k] == *v, "{} differs between two runs", k.display());
+        if k.extension().is_some_and(|e| e == "tsv" || e == "parquet") {
+            assert!(fc[k] != *v, "{} is the same with another seed", k.display());
+        }
+    }
+    // Nothing left behind but the outputs.
+    let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c"]);
+}
+
+// ---------- an independent reading of the images ----------
+
+type Rgb = [u8; 3];
+
+struct Img {
+    w: usize,
+    h: usize,
+    px: Vec<Rgb>,
+}
+
+impl Img {
+    fn from(img: &image::DynamicImage) -> Self {
+        let rgb = img.to_rgb8();
+        Img {
+            w: rgb.width() as usize,
+            h: rgb.height() as usize,
+            px: rgb.pixels().map(|p| p.0).collect(),
+        }
+    }
+    fn at(&self, x: usize, y: usize) -> Rgb {
+        self.px[y * self.w + x]
+    }
+    fn background(&self) -> Rgb {
+        let mut n: HashMap<Rgb, usize> = HashMap::new();
+        for p in &self.px {
+            *n.entry(*p).or_default() += 1;
+        }
+        n.into_iter().max_by_key(|(_, c)| *c).unwrap().0
+    }
+}
+
+/// Colour names by hue, with thresholds chosen here.
+fn hue_name(c: Rgb) -> &'static str {
+    let [r, g, b] = c.map(|v| v as f64 / 255.0);
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    assert!(max - min > 0.3, "not a saturated colour: {c:?}");
+    let d = max - min;
+    let h = if max == r {
+        60.0 * (((g - b) / d).rem_euclid(6.0))
+    } else if max == g {
+        60.0 * ((b - r) / d + 2.0)
+    } else {
+        60.0 * ((r - g) / d + 4.0)
+    };
+    match h {
+        h if !(15.0..330.0).contains(&h) => "red",
+        h if h < 40.0 => "orange",
+        h if h < 70.0 => "yellow",
+        h if (90.0..170.0).contains(&h) => "green",
+        h if (190.0..250.0).contains(&h) => "blue",
+        h if (260.0..330.0).contains(&h) => "purple",
+        h => panic!("hue {h} of {c:?} has no name"),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Comp {
+    colour: Rgb,
+    area: usize,
+    cx: f64,
+    cy: f64,
+    shape: &'static str,
+}
+
+impl Comp {
+    fn hue(&self) -> &'static str {
+        hue_name(self.colour)
+    }
+}
+
+/// 4-connected regions of one exact colour other than the background, each classified by
+/// how much of its bounding box it fills and how its area splits between top and bottom.
+fn components(img: &Img) -> Vec<Comp> {
+    let bg = img.background();
+    let mut seen = vec![false; img.w * img.h];
+    let mut out = Vec::new();
+    for start in 0..img.w * img.h {
+        if seen[start] || img.px[start] == bg {
+            continue;
+        }
+        let colour = img.px[start];
+        let mut stack = vec![start];
+        seen[start] = true;
+        let mut pts = Vec::new();
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % img.w, i / img.w);
+            pts.push((x, y));
+            let mut push = |j: usize| {
+                if !seen[j] && img.px[j] == colour {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                push(i - 1);
+            }
+            if x + 1 < img.w {
+                push(i + 1);
+            }
+            if y > 0 {
+                push(i - img.w);
+            }
+            if y + 1 < img.h {
+                push(i + img.w);
+            }
+        }
+        let (x0, x1) = (
+            pts.iter().map(|p| p.0).min().unwrap(),
+            pts.iter().map(|p| p.0).max().unwrap(),
+        );
+        let (y0, y1) = (
+            pts.iter().map(|p| p.1).min().unwrap(),
+            pts.iter().map(|p| p.1).max().unwrap(),
+        );
+        let area = pts.len();
+        let fill = area as f64 / ((x1 - x0 + 1) * (y1 - y0 + 1)) as f64;
+        let mid = (y0 + y1) as f64 / 2.0;
+        let top = pts.iter().filter(|p| (p.1 as f64) < mid).count() as f64;
+        let bottom = pts.iter().filter(|p| (p.1 as f64) > mid).count() as f64;
+        // A cross (like a circle) fills the whole middle row and column of its box; a
+        // triangle (apex up) has much less area above its middle than below; a star neither.
+        let (xm, ym) = ((x0 + x1) / 2, (y0 + y1) / 2);
+        let full_row = pts.iter().filter(|p| p.1 == ym).count() == x1 - x0 + 1;
+        let full_col = pts.iter().filter(|p| p.0 == xm).count() == y1 - y0 + 1;
+        let shape = if fill > 0.93 {
+            "square"
+        } else if fill > 0.68 {
+            "circle"
+        } else if full_row && full_col {
+            "cross"
+        } else if top < 0.6 * bottom {
+            "triangle"
+        } else {
+            "star"
+        };
+        out.push(Comp {
+            colour,
+            area,
+            cx: pts.iter().map(|p| p.0 as f64).sum::<f64>() / area as f64,
+            cy: pts.iter().map(|p| p.1 as f64).sum::<f64>() / area as f64,
+            shape,
+        });
+    }
+    out
+}
+
+fn one<'a>(comps: &'a [Comp], what: &str, f: impl Fn(&Comp) -> bool) -> &'a Comp {
+    let found: Vec<&Comp> = comps.iter().filter(|c| f(c)).collect();
+    assert_eq!(found.len(), 1, "exactly one {what} in {comps:?}");
+    found[0]
+}
+
+/// The text of the option `letter`.
+fn option(options: &[(char, String)], letter: &str) -> String {
+    options
+        .iter()
+        .find(|(c, _)| c.to_string() == letter)
+        .unwrap_or_else(|| panic!("no option {letter} in {options:?}"))
+        .1
+        .clone()
+}
+
+/// Reads the word by matching each 5×7 cell against the font.
+fn read_word(img: &Img) -> String {
+    let bg = img.background();
+    let ink: Vec<(usize, usize)> = (0..img.h)
+        .flat_map(|y| (0..img.w).map(move |x| (x, y)))
+        .filter(|&(x, y)| img.at(x, y) != bg)
+        .collect();
+    let x0 = ink.iter().map(|p| p.0).min().unwrap() as i64;
+    let x1 = ink.iter().map(|p| p.0).max().unwrap() as i64;
+    let y0 = ink.iter().map(|p| p.1).min().unwrap() as i64;
+    let y1 = ink.iter().map(|p| p.1).max().unwrap() as i64;
+    let scale = (y1 - y0 + 1) / 7;
+    assert_eq!((y1 - y0 + 1) % 7, 0, "text height is not 7 font pixels");
+    let alphabet: Vec<(char, [u8; 7])> = ('A'..='Z').map(|c| (c, glyph(c).unwrap())).collect();
+    // The first glyph may start with empty columns (I, J): try shifting the origin left.
+    'shift: for s in 0..3 {
+        let ox = x0 - s * scale;
+        let n = (x1 + 1 - ox + 6 * scale - 1) / (6 * scale);
+        let mut word = String::new();
+        for k in 0..n {
+            let mut rows = [0u8; 7];
+            for (r, row) in rows.iter_mut().enumerate() {
+                for c in 0..5 {
+                    let x = ox + (k * 6 + c) * scale + scale / 2;
+                    let y = y0 + r as i64 * scale + scale / 2;
+                    if x >= 0 && (x as usize) < img.w && img.at(x as usize, y as usize) != bg {
+                        *row |= 0x10 >> c;
+                    }
+                }
+            }
+            match alphabet.iter().find(|(_, g)| *g == rows) {
+                Some((ch, _)) => word.push(*ch),
+                None => continue 'shift,
+            }
+        }
+        return word;
+    }
+    panic!("no word found");
+}
+
+/// Bar values from pixel heights: the unit is the spacing of the grid lines left of the
+/// first bar.
+fn read_bars(img: &Img) -> Vec<i64> {
+    let saturated = |c: Rgb| {
+        let max = *c.iter().max().unwrap() as i32;
+        let min = *c.iter().min().unwrap() as i32;
+        max - min > 80
+    };
+    let mut bars: Vec<(usize, usize)> = Vec::new(); // (first column, last column)
+    for x in 0..img.w {
+        let has = (0..img.h).any(|y| saturated(img.at(x, y)));
+        match (has, bars.last_mut()) {
+            (true, Some(b)) if b.1 + 1 == x => b.1 = x,
+            (true, _) => bars.push((x, x)),
+            _ => {}
+        }
+    }
+    let probe = bars[0].0 - 2;
+    let grid: Vec<usize> = (0..img.h)
+        .filter(|&y| {
+            let c = img.at(probe, y);
+            c[0] == c[1] && c[1] == c[2] && (150..250).contains(&c[0])
+        })
+        .collect();
+    assert!(grid.len() >= 5, "grid lines {grid:?}");
+    let unit = grid[1] - grid[0];
+    assert!(grid.windows(2).all(|w| w[1] - w[0] == unit), "{grid:?}");
+    bars.iter()
+        .map(|&(a, b)| {
+            let x = (a + b) / 2;
+            let h = (0..img.h).filter(|&y| saturated(img.at(x, y))).count();
+            assert_eq!(h % unit, 0, "bar height {h} is not a multiple of {unit}");
+            (h / unit) as i64
+        })
+        .collect()
+}
+
+/// Checks one question against its image; `answer` as the scorer reads it.
+fn check(
+    family: &str,
+    question: &str,
+    hint: Option<&str>,
+    options: &[(char, String)],
+    answer: &str,
+    image: &image::DynamicImage,
+) {
+    let img = Img::from(image);
+    let ctx = format!("{family}: {question} -> {answer}");
+    let w = |s: &str, i: usize| {
+        s.split_whitespace()
+            .nth(i)
+            .unwrap()
+            .trim_end_matches('?')
+            .to_string()
+    };
+    match family {
+        "SynthText" => assert_eq!(read_word(&img), answer, "{ctx}"),
+        "SynthChart" => {
+            let v = read_bars(&img);
+            if question.starts_with("What is the value of bar ") {
+                let bar = w(question, 6).chars().next().unwrap() as usize - 'A' as usize;
+                assert_eq!(v[bar].to_string(), answer, "{ctx} {v:?}");
+            } else {
+                let max = v.iter().max().unwrap();
+                assert_eq!(v.iter().filter(|x| *x == max).count(), 1, "{v:?}");
+                let i = v.iter().position(|x| x == max).unwrap();
+                assert_eq!(
+                    ((b'A' + i as u8) as char).to_string(),
+                    answer,
+                    "{ctx} {v:?}"
+                );
+            }
+        }
+        "SynthVQA" => {
+            let comps = components(&img);
+            if question.starts_with("What colour is the ") {
+                let s = w(question, 4);
+                assert_eq!(one(&comps, &s, |c| c.shape == s).hue(), answer, "{ctx}");
+            } else {
+                let colour = w(question, 4);
+                assert_eq!(
+                    one(&comps, &colour, |c| c.hue() == colour).shape,
+                    answer,
+                    "{ctx}"
+                );
+            }
+        }
+        "SynthMMB" => {
+            let comps = components(&img);
+            let said = option(options, answer);
+            if question.starts_with("Where is the ") {
+                let find = |colour: String, shape: String| {
+                    one(&comps, "object", |c| c.hue() == colour && c.shape == shape).clone()
+                };
+                let a = find(w(question, 3), w(question, 4));
+                let b = find(w(question, 8), w(question, 9));
+                let (dx, dy) = (a.cx - b.cx, a.cy - b.cy);
+                let truth = if dx.abs() > dy.abs() {
+                    if dx < 0.0 {
+                        "to the left of"
+                    } else {
+                        "to the right of"
+                    }
+                } else if dy < 0.0 {
+                    "above"
+                } else {
+                    "below"
+                };
+                assert_eq!(said, truth, "{ctx}");
+            } else if question == "Which object is the largest?" {
+                let big = comps.iter().max_by_key(|c| c.area).unwrap();
+                assert_eq!(said, big.shape, "{ctx}");
+            } else {
+                let s = w(question, 4);
+                assert_eq!(said, one(&comps, &s, |c| c.shape == s).hue(), "{ctx}");
+            }
+        }
+        "SynthPOPE" => {
+            let comps = components(&img);
+            let words: Vec<&str> = question.split_whitespace().collect();
+            let (colour, shape) = (words[3], words[4]);
+            let present = comps.iter().any(|c| c.hue() == colour && c.shape == shape);
+            assert_eq!(answer, if present { "Yes" } else { "No" }, "{ctx}");
+        }
+        "SynthHR" => {
+            let comps = components(&img);
+            assert!(comps.len() >= 10, "clutter");
+            let small = comps.iter().min_by_key(|c| c.area).unwrap();
+            assert!(small.area <= 60, "{small:?}");
+            assert_eq!(option(options, answer), small.hue(), "{ctx}");
+        }
+        "SynthCount" => {
+            let comps = components(&img);
+            let plural = w(question, 2);
+            let n = comps
+                .iter()
+                .filter(|c| format!("{}s", c.shape) == plural || format!("{}es", c.shape) == plural)
+                .count();
+            assert_eq!(n.to_string(), answer, "{ctx} {comps:?}");
+        }
+        "SynthSci" => {
+            let comps = components(&img);
+            assert!(comps.len() >= 2);
+            let hint = hint.expect("SynthSci rows have a hint");
+            let corners = |s: &str| match s {
+                "circle" => 0,
+                "triangle" => 3,
+                "square" => 4,
+                "star" => 10,
+                _ => panic!("{s} has no corner count in the hint"),
+            };
+            let truth = if hint.contains("corners") {
+                comps.iter().max_by_key(|c| corners(c.shape)).unwrap().shape
+            } else if hint.starts_with("Bigger") {
+                comps.iter().max_by_key(|c| c.area).unwrap().shape
+            } else if hint.contains("higher") {
+                comps
+                    .iter()
+                    .min_by(|a, b| a.cy.total_cmp(&b.cy))
+                    .unwrap()
+                    .shape
+            } else {
+                assert!(hint.starts_with("Red"), "{hint}");
+                one(&comps, "red object", |c| c.hue() == "red").shape
+            };
+            assert_eq!(option(options, answer), truth, "{ctx}");
+        }
+        other => panic!("unknown family {other}"),
+    }
+}
+
+/// The prediction a perfect model gives for a row.
+fn perfect(item: &Item) -> String {
+    item.answer.trim().to_string()
+}
+
+#[test]
+fn benchmarks_read_score_and_match_their_pixels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("synth");
+    let m = write_synth(&out, &opts(11)).unwrap();
+    assert_eq!(m, SynthManifest::read(&out).unwrap());
+    assert!(m.train.is_absolute() && m.train.ends_with("train"));
+    assert_eq!(m.seed, 11);
+    assert_eq!(m.benchmarks.len(), 8);
+    let categories: std::collections::BTreeSet<&str> =
+        m.benchmarks.iter().map(|b| b.category.as_str()).collect();
+    assert_eq!(
+        categories.into_iter().collect::<Vec<_>>(),
+        ["general", "instruction/science", "perception", "text/chart"]
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("synth.json")).unwrap()).unwrap();
+    assert_eq!(json["train"], "train");
+    assert_eq!(json["families"].as_array().unwrap().len(), 8);
+    for b in &m.benchmarks {
+        assert!(b.file.is_absolute());
+        assert_eq!(b.rows, BENCH);
+        // The task comes from the file name alone, as `interlace eval --bench FILE` sees it.
+        let bench = Benchmark::open(&BenchSpec::new(&b.file), None).unwrap();
+        assert_eq!(bench.task, b.task, "{}", b.name);
+        assert_eq!(bench.name, b.name);
+        assert_eq!(bench.malformed(), 0, "{}", b.name);
+        assert_eq!(bench.rows.len(), BENCH);
+        assert!(!bench.circular);
+        // Chance as our scorer would give random guessing, by task.
+        let expect = match b.task {
+            Task::Mcq => 0.25..=0.25,
+            Task::Yorn => 0.5..=0.5,
+            Task::Count => 1.0 / 6.0..=1.0 / 6.0,
+            Task::Ocrbench => 0.01..=0.01,
+            Task::Vqa => 1.0 / 6.0..=0.2,
+            Task::Chartqa => 1.0 / 9.0..=1.0 / 3.0,
+        };
+        assert!(
+            expect.contains(&b.chance) || (b.chance - expect.start()).abs() < 1e-12,
+            "{} chance {}",
+            b.name,
+            b.chance
+        );
+        let mut yes = 0;
+        let mut kinds = std::collections::BTreeSet::new();
+        for row in &bench.rows {
+            let item = row.item.as_ref().unwrap();
+            kinds.insert(row.category.clone().unwrap());
+            assert_eq!(row.l2_category.as_deref(), Some(b.category.as_str()));
+            let right = judge(b.task, item, row.category.as_deref(), &perfect(item));
+            assert_eq!(right.score, 1.0, "{} row {}", b.name, row.index);
+            // A wrong answer scores 0: the verdict depends on the answer.
+            let wrong = match b.task {
+                Task::Mcq => {
+                    let a = item.answer.trim();
+                    item.options
+                        .iter()
+                        .find(|(c, _)| c.to_string() != a)
+                        .unwrap()
+                        .0
+                        .to_string()
+                }
+                Task::Yorn => if item.answer == "Yes" { "No" } else { "Yes" }.to_string(),
+                Task::Count | Task::Chartqa => {
+                    if item.answer == "7" { "8" } else { "7" }.to_string()
+                }
+                _ => "zzzz".to_string(),
+            };
+            if !(b.task == Task::Chartqa && item.answer.chars().all(|c| c.is_ascii_uppercase())) {
+                assert_eq!(judge(b.task, item, None, &wrong).score, 0.0, "{}", b.name);
+            }
+            if b.task == Task::Yorn && item.answer == "Yes" {
+                yes += 1;
+            }
+            let images = bench.load_images(row).unwrap();
+            assert_eq!(images.len(), 1);
+            let (iw, ih) = (images[0].width(), images[0].height());
+            assert!(iw % 32 == 0 && ih % 32 == 0 && iw * ih <= 50176);
+            check(
+                &b.name,
+                &item.question,
+                item.hint.as_deref(),
+                &item.options,
+                item.answer.trim(),
+                &images[0],
+            );
+        }
+        if b.task == Task::Yorn {
+            assert_eq!(yes, BENCH / 2);
+        }
+        // Every kind of question shows up in 100 rows.
+        let want = match b.name.as_str() {
+            "SynthChart" | "SynthVQA" => 2,
+            "SynthMMB" | "SynthPOPE" => 3,
+            "SynthSci" => 4,
+            _ => 1,
+        };
+        assert_eq!(kinds.len(), want, "{}: {kinds:?}", b.name);
+    }
+}
+
+#[test]
+fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    let m = write_synth(&out, &opts(3)).unwrap();
+    let sources = open_sources(&m.train).unwrap();
+    let names: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            Path::new(s.name())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut families = m.families.clone();
+    families.sort();
+    assert_eq!(names, families, "one source per family");
+    assert!(sources.iter().all(|s| s.len() == TRAIN && s.is_parquet()));
+    let rows = load_portion(&m.train, 1.0, None, 0).unwrap();
+    assert_eq!(rows.len(), 8 * TRAIN);
+    let tasks: HashMap<&str, Task> = m
+        .benchmarks
+        .iter()
+        .map(|b| (b.name.as_str(), b.task))
+        .collect();
+    for (k, row) in rows.into_iter().enumerate() {
+        let sample = row.unwrap_or_else(|e| panic!("row {k} skipped: {e}"));
+        let family = names[k / TRAIN].as_str();
+        let task = tasks[family];
+        assert_eq!(sample.images.len(), 1);
+        assert!(matches!(sample.images[0], ImageSource::Bytes { .. }));
+        assert_eq!(sample.turns.len(), 2);
+        assert_eq!(sample.turns[0].role, "user");
+        assert_eq!(sample.turns[1].role, "assistant");
+        let (user, assistant) = (&sample.turns[0].text, &sample.turns[1].text);
+        // Take the prompt apart as an eval prompt and rebuild it.
+        let (question, hint, options) = parse_prompt(task, user);
+        assert_eq!(
+            &build_prompt(task, &question, hint.as_deref(), &options),
+            user,
+            "{family}"
+        );
+        match task {
+            Task::Mcq => assert!(["A", "B", "C", "D"].contains(&assistant.as_str())),
+            Task::Yorn => assert!(assistant == "Yes" || assistant == "No"),
+            _ => assert!(!assistant.is_empty() && !assistant.contains('\n')),
+        }
+        let image = sample.images[0].load().unwrap();
+        check(
+            family,
+            &question,
+            hint.as_deref(),
+            &options,
+            assistant,
+            &image,
+        );
+    }
+}
+
+/// Question, hint and options of an eval prompt (the inverse of `build_prompt`).
+fn parse_prompt(task: Task, p: &str) -> (String, Option<String>, Vec<(char, String)>) {
+    match task {
+        Task::Mcq => {
+            let mut hint = None;
+            let mut question = String::new();
+            let mut options = Vec::new();
+            for line in p.lines() {
+                if let Some(h) = line.strip_prefix("Hint: ") {
+                    hint = Some(h.to_string());
+                } else if let Some(q) = line.strip_prefix("Question: ") {
+                    question = q.to_string();
+                } else if line.len() > 3 && &line[1..3] == ". " {
+                    options.push((line.chars().next().unwrap(), line[3..].to_string()));
+                }
+            }
+            (question, hint, options)
+        }
+        Task::Yorn => (
+            p.strip_suffix(" Please answer yes or no.")
+                .unwrap()
+                .to_string(),
+            None,
+            vec![],
+        ),
+        _ => (
+            p.strip_suffix("\nPlease answer concisely with short words or phrases when possible.")
+                .unwrap()
+                .to_string(),
+            None,
+            vec![],
+        ),
+    }
+}
+
+#[test]
+fn cli_refuses_a_foreign_directory_and_replaces_a_previous_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_interlace"))
+            .arg("synth")
+            .arg("--out")
+            .arg(out)
+            .args(["--train-rows", "3", "--bench-rows", "2"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&foreign, &[]);
+    common::assert_one_line_error(&o, "neither empty nor a previous synth output");
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("keep.txt")).unwrap(),
+        "mine"
+    );
+
+    let out = tmp.path().join("s");
+    let o = run(&out, &["--seed", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first = files(&out);
+    let o = run(&out, &["--seed", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let second = files(&out);
+    assert_eq!(first.len(), second.len());
+    assert_ne!(first, second);
+    assert_eq!(SynthManifest::read(&out).unwrap().seed, 2);
+
+    let o = run(&tmp.path().join("no/such/parent/x"), &[]);
+    common::assert_one_line_error(&o, "does not exist");
+}
