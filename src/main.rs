@@ -90,6 +90,13 @@ enum Command {
     ///       --bench my_counts.tsv:count --baseline dense/report.json --out pruned/report.json
     #[command(verbatim_doc_comment)]
     Eval(interlace::recipes::eval::EvalArgs),
+    /// Train a small Qwen3-VL from scratch with every tensor trainable: a byte-level BPE
+    /// tokenizer learnt from the data, a checkpoint of the chosen shape (`demo`: about 12 M
+    /// parameters) initialised from --seed, then AdamW with weight decay, cosine schedule,
+    /// clipping. Writes a complete checkpoint (bf16 by default) that every other command and
+    /// transformers load, with training_log.jsonl and loss.svg; --save-every/--resume as for
+    /// finetune.
+    Pretrain(interlace::recipes::pretrain::PretrainArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -104,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => print!("{}", interlace::recipes::generate::run(&args)?),
         Command::Latency(args) => print!("{}", interlace::recipes::latency::run(&args)?),
         Command::Eval(args) => print!("{}", interlace::recipes::eval::run(&args)?),
+        Command::Pretrain(args) => print!("{}", interlace::recipes::pretrain::run(&args)?),
         Command::Prune { model, plan, out } => {
             print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }

@@ -8,5 +8,6 @@ pub mod inspect;
 pub mod latency;
 pub mod plan;
 pub mod progress;
+pub mod pretrain;
 pub mod prune;
 pub mod similarity;
