@@ -211,8 +211,12 @@ impl Shape {
             return Ok(Self::default());
         }
         let path = Path::new(arg);
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read (--shape takes demo or a JSON file)", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "{}: cannot read (--shape takes demo or a JSON file)",
+                path.display()
+            )
+        })?;
         let shape: Shape = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: not a model shape ({e})", path.display()))?;
         shape
@@ -251,7 +255,10 @@ impl Shape {
     /// Every tensor of the checkpoint in a fixed order: name, shape, initialisation.
     pub fn tensors(&self, vocab: usize) -> Vec<(String, Vec<usize>, Init)> {
         let (t, v) = (&self.text, &self.vision);
-        let (tn, vn) = (Init::Normal(t.initializer_range), Init::Normal(v.initializer_range));
+        let (tn, vn) = (
+            Init::Normal(t.initializer_range),
+            Init::Normal(v.initializer_range),
+        );
         let mut out = Vec::new();
         let mut add = |name: String, shape: Vec<usize>, init: Init| out.push((name, shape, init));
         let (h, hd, nh, nkv, im) = (
@@ -261,12 +268,24 @@ impl Shape {
             t.num_key_value_heads,
             t.intermediate_size,
         );
-        add("model.language_model.embed_tokens.weight".into(), vec![vocab, h], tn);
+        add(
+            "model.language_model.embed_tokens.weight".into(),
+            vec![vocab, h],
+            tn,
+        );
         for i in 0..t.num_hidden_layers {
             let p = format!("model.language_model.layers.{i}");
             add(format!("{p}.self_attn.q_proj.weight"), vec![nh * hd, h], tn);
-            add(format!("{p}.self_attn.k_proj.weight"), vec![nkv * hd, h], tn);
-            add(format!("{p}.self_attn.v_proj.weight"), vec![nkv * hd, h], tn);
+            add(
+                format!("{p}.self_attn.k_proj.weight"),
+                vec![nkv * hd, h],
+                tn,
+            );
+            add(
+                format!("{p}.self_attn.v_proj.weight"),
+                vec![nkv * hd, h],
+                tn,
+            );
             add(format!("{p}.self_attn.o_proj.weight"), vec![h, nh * hd], tn);
             add(format!("{p}.self_attn.q_norm.weight"), vec![hd], Init::Ones);
             add(format!("{p}.self_attn.k_norm.weight"), vec![hd], Init::Ones);
@@ -274,9 +293,17 @@ impl Shape {
             add(format!("{p}.mlp.up_proj.weight"), vec![im, h], tn);
             add(format!("{p}.mlp.down_proj.weight"), vec![h, im], tn);
             add(format!("{p}.input_layernorm.weight"), vec![h], Init::Ones);
-            add(format!("{p}.post_attention_layernorm.weight"), vec![h], Init::Ones);
+            add(
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![h],
+                Init::Ones,
+            );
         }
-        add("model.language_model.norm.weight".into(), vec![h], Init::Ones);
+        add(
+            "model.language_model.norm.weight".into(),
+            vec![h],
+            Init::Ones,
+        );
         if !t.tie_word_embeddings {
             add("lm_head.weight".into(), vec![vocab, h], tn);
         }
@@ -288,11 +315,16 @@ impl Shape {
             vn,
         );
         add(format!("{p}.patch_embed.proj.bias"), vec![vh], Init::Zeros);
-        add(format!("{p}.pos_embed.weight"), vec![v.num_position_embeddings, vh], vn);
-        let linear = |add: &mut dyn FnMut(String, Vec<usize>, Init), name: String, o: usize, i: usize| {
-            add(format!("{name}.weight"), vec![o, i], vn);
-            add(format!("{name}.bias"), vec![o], Init::Zeros);
-        };
+        add(
+            format!("{p}.pos_embed.weight"),
+            vec![v.num_position_embeddings, vh],
+            vn,
+        );
+        let linear =
+            |add: &mut dyn FnMut(String, Vec<usize>, Init), name: String, o: usize, i: usize| {
+                add(format!("{name}.weight"), vec![o, i], vn);
+                add(format!("{name}.bias"), vec![o], Init::Zeros);
+            };
         let norm = |add: &mut dyn FnMut(String, Vec<usize>, Init), name: String, d: usize| {
             add(format!("{name}.weight"), vec![d], Init::Ones);
             add(format!("{name}.bias"), vec![d], Init::Zeros);
@@ -309,7 +341,12 @@ impl Shape {
         let m = vh * v.spatial_merge_size * v.spatial_merge_size;
         norm(&mut add, format!("{p}.merger.norm"), vh);
         linear(&mut add, format!("{p}.merger.linear_fc1"), m, m);
-        linear(&mut add, format!("{p}.merger.linear_fc2"), v.out_hidden_size, m);
+        linear(
+            &mut add,
+            format!("{p}.merger.linear_fc2"),
+            v.out_hidden_size,
+            m,
+        );
         for j in 0..v.deepstack_visual_indexes.len() {
             let q = format!("{p}.deepstack_merger_list.{j}");
             norm(&mut add, format!("{q}.norm"), m);
@@ -517,14 +554,21 @@ fn token_ids(tok: &tokenizers::Tokenizer) -> Result<TokenIds> {
 }
 
 /// Writes the tokenizer, processor and generation files of the checkpoint into `dir`.
-fn write_side_files(dir: &Path, tok: &tokenizers::Tokenizer, args: &PretrainArgs, patch: &VisionShape) -> Result<()> {
+fn write_side_files(
+    dir: &Path,
+    tok: &tokenizers::Tokenizer,
+    args: &PretrainArgs,
+    patch: &VisionShape,
+) -> Result<()> {
     let ids = token_ids(tok)?;
     let file = |name: &str| dir.join(name);
     tok.save(file("tokenizer.json"), false)
         .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", file("tokenizer.json").display()))?;
     let mut decoder = serde_json::Map::new();
     for t in SPECIAL_TOKENS.iter().chain(OTHER_ADDED.iter()) {
-        let id = tok.token_to_id(t).context("internal error: added token without id")?;
+        let id = tok
+            .token_to_id(t)
+            .context("internal error: added token without id")?;
         decoder.insert(
             id.to_string(),
             json!({"content": t, "lstrip": false, "normalized": false, "rstrip": false,
@@ -586,7 +630,11 @@ fn write_side_files(dir: &Path, tok: &tokenizers::Tokenizer, args: &PretrainArgs
 fn texts_of(samples: &[Sample]) -> Vec<String> {
     samples
         .iter()
-        .flat_map(|s| s.turns.iter().map(|t| t.text.replace(crate::data::IMAGE_MARKER, "")))
+        .flat_map(|s| {
+            s.turns
+                .iter()
+                .map(|t| t.text.replace(crate::data::IMAGE_MARKER, ""))
+        })
         .collect()
 }
 
@@ -598,7 +646,13 @@ pub fn state_dir(out: &Path) -> PathBuf {
 /// The samples of each optimizer step: a seeded shuffle per pass over the data, cut into
 /// steps of `per_step` (a pass's last, shorter step included); with `steps`, exactly that
 /// many steps, passing over the data as often as needed.
-fn schedule_samples(n: usize, per_step: usize, epochs: usize, steps: Option<usize>, seed: u64) -> Vec<Vec<usize>> {
+fn schedule_samples(
+    n: usize,
+    per_step: usize,
+    epochs: usize,
+    steps: Option<usize>,
+    seed: u64,
+) -> Vec<Vec<usize>> {
     let mut out = Vec::new();
     let mut epoch = 0u64;
     loop {
@@ -606,7 +660,8 @@ fn schedule_samples(n: usize, per_step: usize, epochs: usize, steps: Option<usiz
             break;
         }
         let mut order: Vec<usize> = (0..n).collect();
-        crate::prune::SplitMix64::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut order);
+        crate::prune::SplitMix64::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .shuffle(&mut order);
         for chunk in order.chunks(per_step) {
             if steps.is_some_and(|s| out.len() >= s) {
                 return out;
@@ -649,13 +704,19 @@ fn check_args(args: &PretrainArgs) -> Result<()> {
         bail!("--micro-batch must be at least 1");
     }
     if !(0.0..1.0).contains(&args.warmup_ratio) {
-        bail!("--warmup-ratio must be in [0, 1), got {}", args.warmup_ratio);
+        bail!(
+            "--warmup-ratio must be in [0, 1), got {}",
+            args.warmup_ratio
+        );
     }
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number, got {}", args.lr);
     }
     if !(args.weight_decay >= 0.0 && args.weight_decay.is_finite()) {
-        bail!("--weight-decay must be a non-negative number, got {}", args.weight_decay);
+        bail!(
+            "--weight-decay must be a non-negative number, got {}",
+            args.weight_decay
+        );
     }
     if args.min_pixels > args.max_pixels {
         bail!("--min-pixels must not exceed --max-pixels");
@@ -665,7 +726,12 @@ fn check_args(args: &PretrainArgs) -> Result<()> {
 
 /// Builds (or, when resuming, reuses) the initial checkpoint in `dir`: tokenizer trained on
 /// the data, config, processor files and seeded initial weights (f32).
-fn initial_checkpoint(dir: &Path, args: &PretrainArgs, shape: &Shape, samples: &[Sample]) -> Result<()> {
+fn initial_checkpoint(
+    dir: &Path,
+    args: &PretrainArgs,
+    shape: &Shape,
+    samples: &[Sample],
+) -> Result<()> {
     if dir.join("model.safetensors").exists() && dir.join("tokenizer.json").exists() {
         return Ok(());
     }
@@ -678,7 +744,10 @@ fn initial_checkpoint(dir: &Path, args: &PretrainArgs, shape: &Shape, samples: &
     }
     write_side_files(&tmp, &tok, args, &shape.vision)?;
     let config = shape.config_json(args.vocab_size, &token_ids(&tok)?, "float32");
-    std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
+    std::fs::write(
+        tmp.join("config.json"),
+        serde_json::to_string_pretty(&config)? + "\n",
+    )?;
     let weights = init_weights(shape, args.vocab_size, args.seed)?;
     crate::model::weights::save_tensors(&tmp.join("model.safetensors"), &weights)?;
     let _ = std::fs::remove_dir_all(dir);
@@ -690,7 +759,10 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     check_args(args)?;
     let shape = Shape::from_arg(&args.shape)?;
     if args.out.exists() {
-        bail!("{}: already exists; choose another --out or remove it", args.out.display());
+        bail!(
+            "{}: already exists; choose another --out or remove it",
+            args.out.display()
+        );
     }
     let state_dir = state_dir(&args.out);
     if state_dir.exists() && !args.resume {
@@ -709,17 +781,28 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         bail!(
             "{}: no sample can be read (first problem: {})",
             args.data.display(),
-            unreadable.first().map(String::as_str).unwrap_or("no samples")
+            unreadable
+                .first()
+                .map(String::as_str)
+                .unwrap_or("no samples")
         );
     }
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("{}: cannot create", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("{}: cannot create", state_dir.display()))?;
     let init_dir = state_dir.join("init");
     initial_checkpoint(&init_dir, args, &shape, &samples)?;
     let device = Device::Cpu;
-    let processor = Processor::from_dir(&init_dir)?.with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
+    let processor = Processor::from_dir(&init_dir)?
+        .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
     let model = Qwen3VlModel::load(&init_dir, DType::F32, &device)?;
 
-    let steps = schedule_samples(samples.len(), args.batch_size, args.epochs, args.steps, args.seed);
+    let steps = schedule_samples(
+        samples.len(),
+        args.batch_size,
+        args.epochs,
+        args.steps,
+        args.seed,
+    );
     let total = steps.len();
     let schedule = CosineSchedule {
         base_lr: args.lr,
@@ -769,7 +852,11 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
                         .map(str::to_string)
                         .collect();
                 }
-                eprintln!("pretrain: resuming at step {}/{total} from {}", state.step, dir.display());
+                eprintln!(
+                    "pretrain: resuming at step {}/{total} from {}",
+                    state.step,
+                    dir.display()
+                );
             }
             None => eprintln!(
                 "pretrain: --resume: no checkpoint in {}; starting from the beginning",
@@ -810,7 +897,10 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         }
         let lr = schedule.lr(state.step);
         if batch.is_empty() {
-            eprintln!("pretrain: step {}: every sample was skipped; no update", state.step + 1);
+            eprintln!(
+                "pretrain: step {}: every sample was skipped; no update",
+                state.step + 1
+            );
             state.step += 1;
             continue;
         }
@@ -840,7 +930,8 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
             "samples": batch.len(),
         })
         .to_string();
-        writeln!(log_file, "{line}").with_context(|| format!("{}: cannot write", log_path.display()))?;
+        writeln!(log_file, "{line}")
+            .with_context(|| format!("{}: cannot write", log_path.display()))?;
         log_lines.push(line);
         progress.set(
             state.step,
@@ -850,7 +941,11 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
                 stats.lr,
                 secs,
                 batch.len() as f64 / secs,
-                if state.skipped > 0 { format!(", {} skipped", state.skipped) } else { String::new() }
+                if state.skipped > 0 {
+                    format!(", {} skipped", state.skipped)
+                } else {
+                    String::new()
+                }
             ),
         );
         if let Some(every) = args.save_every {
@@ -861,14 +956,21 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     }
     progress.finish();
     let per_step = run_started.elapsed().as_secs_f64() / timed_steps.max(1) as f64;
-    let save_dtype = if args.save_dtype == "f32" { DType::F32 } else { DType::BF16 };
+    let save_dtype = if args.save_dtype == "f32" {
+        DType::F32
+    } else {
+        DType::BF16
+    };
     let trained: HashMap<String, Tensor> = trainer
         .params
         .iter()
         .map(|p| {
             Ok((
                 p.name.clone(),
-                p.var.as_tensor().reshape(p.stored_shape.as_slice())?.to_dtype(save_dtype)?,
+                p.var
+                    .as_tensor()
+                    .reshape(p.stored_shape.as_slice())?
+                    .to_dtype(save_dtype)?,
             ))
         })
         .collect::<Result<_>>()?;
@@ -881,7 +983,10 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     );
     if let Some(last) = log_lines.last() {
         let v: Value = serde_json::from_str(last)?;
-        report.push_str(&format!(", final loss {:.4}", v["loss"].as_f64().unwrap_or(f64::NAN)));
+        report.push_str(&format!(
+            ", final loss {:.4}",
+            v["loss"].as_f64().unwrap_or(f64::NAN)
+        ));
     }
     if state.skipped > 0 {
         report.push_str(&format!(
@@ -908,7 +1013,8 @@ fn write_output(
 ) -> Result<()> {
     let tmp = tmp_dir_for(&args.out)?;
     let result = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
         for name in [
             "tokenizer.json",
             "tokenizer_config.json",
@@ -922,9 +1028,16 @@ fn write_output(
         }
         let tok = tokenizers::Tokenizer::from_file(init_dir.join("tokenizer.json"))
             .map_err(|e| anyhow::anyhow!("{}: {e}", init_dir.join("tokenizer.json").display()))?;
-        let dtype = if args.save_dtype == "f32" { "float32" } else { "bfloat16" };
+        let dtype = if args.save_dtype == "f32" {
+            "float32"
+        } else {
+            "bfloat16"
+        };
         let config = shape.config_json(args.vocab_size, &token_ids(&tok)?, dtype);
-        std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
+        std::fs::write(
+            tmp.join("config.json"),
+            serde_json::to_string_pretty(&config)? + "\n",
+        )?;
         crate::model::weights::save_tensors(&tmp.join("model.safetensors"), trained)?;
         std::fs::write(tmp.join("training_log.jsonl"), join_lines(log_lines))?;
         let points: Vec<(usize, f64, f64)> = log_lines
@@ -938,11 +1051,15 @@ fn write_output(
                 )
             })
             .collect();
-        std::fs::write(tmp.join("loss.svg"), loss_curve_svg("pretraining loss", &points))?;
+        std::fs::write(
+            tmp.join("loss.svg"),
+            loss_curve_svg("pretraining loss", &points),
+        )?;
         Ok(())
     })();
     match result {
-        Ok(()) => std::fs::rename(&tmp, &args.out).with_context(|| format!("{}: cannot create", args.out.display())),
+        Ok(()) => std::fs::rename(&tmp, &args.out)
+            .with_context(|| format!("{}: cannot create", args.out.display())),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             Err(e)
