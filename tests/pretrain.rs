@@ -385,16 +385,7 @@ fn initial_weights_follow_transformers_init_rules_and_the_seed() {
 fn killed_pretraining_resumes_to_the_same_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path());
-    let flags = [
-        "--steps",
-        "8",
-        "--batch-size",
-        "2",
-        "--save-every",
-        "1",
-        "--save-dtype",
-        "f32",
-    ];
+    let flags = ["--steps", "30", "--save-every", "1", "--save-dtype", "f32"];
     let whole = tmp.path().join("whole");
     ok(pretrain_cmd(&data, &whole, &flags).output().unwrap());
     let out = tmp.path().join("killed");
