@@ -5,7 +5,7 @@ image + text prompt (development tool; compare with `interlace forward` on the s
     /tmp/venv/bin/python tools/check_pretrained.py DIR [--image PATH] [--prompt TEXT]
 
 Prints the token ids, the shape of the logits, the last position's top-5 tokens with their
-logits, and the first values of the last position's logits, in f32.
+logits and probabilities (as `interlace forward` prints them), and the first values of the last position's logits, in f32.
 """
 
 import argparse
@@ -37,12 +37,14 @@ def main():
         gen = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
     last = logits[-1]
     top = torch.topk(last, 5)
+    probs = torch.softmax(last, -1)
     new = gen[0, inputs["input_ids"].shape[1]:].tolist()
     print(json.dumps({
         "input_ids": inputs["input_ids"][0].tolist(),
         "image_grid_thw": inputs["image_grid_thw"].tolist(),
         "logits_shape": list(logits.shape),
-        "last_top5": [[int(i), float(v), processor.tokenizer.decode([int(i)])] for v, i in zip(top.values, top.indices)],
+        "last_top5": [[int(i), float(v), float(probs[i]), processor.tokenizer.decode([int(i)])]
+                      for v, i in zip(top.values, top.indices)],
         "last_logits_first8": [float(x) for x in last[:8]],
         "generated_ids": new,
         "generated_text": processor.tokenizer.decode(new, skip_special_tokens=True),
