@@ -732,7 +732,29 @@ fn initial_checkpoint(
     shape: &Shape,
     samples: &[Sample],
 ) -> Result<()> {
-    if dir.join("model.safetensors").exists() && dir.join("tokenizer.json").exists() {
+    let identity = json!({
+        "data": args.data.display().to_string(),
+        "shape": shape,
+        "vocab_size": args.vocab_size,
+        "seed": args.seed,
+        "max_pixels": args.max_pixels,
+        "min_pixels": args.min_pixels,
+    });
+    // Written last: its presence marks a complete initial checkpoint.
+    let identity_path = dir.join("init.json");
+    if identity_path.exists() {
+        let saved: Value = serde_json::from_str(
+            &std::fs::read_to_string(&identity_path)
+                .with_context(|| format!("{}: cannot read", identity_path.display()))?,
+        )
+        .with_context(|| format!("{}: not valid JSON", identity_path.display()))?;
+        if saved != identity {
+            bail!(
+                "{}: the initial checkpoint was made with other settings ({saved}); resume with the same flags or remove {}",
+                identity_path.display(),
+                dir.parent().unwrap_or(dir).display()
+            );
+        }
         return Ok(());
     }
     let tmp = dir.with_file_name("init.tmp");
@@ -750,6 +772,10 @@ fn initial_checkpoint(
     )?;
     let weights = init_weights(shape, args.vocab_size, args.seed)?;
     crate::model::weights::save_tensors(&tmp.join("model.safetensors"), &weights)?;
+    std::fs::write(
+        tmp.join("init.json"),
+        serde_json::to_string_pretty(&identity)? + "\n",
+    )?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&tmp, dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     Ok(())
