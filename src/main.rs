@@ -123,6 +123,13 @@ enum Command {
     ///   interlace eval --model M --bench synth/bench/SynthPOPE.tsv --out report.json
     #[command(verbatim_doc_comment)]
     Synth(interlace::recipes::synth::SynthArgs),
+    /// Train a small Qwen3-VL from scratch with every tensor trainable: a byte-level BPE
+    /// tokenizer learnt from the data, a checkpoint of the chosen shape (`demo`: about 12 M
+    /// parameters) initialised from --seed, then AdamW with weight decay, cosine schedule,
+    /// clipping. Writes a complete checkpoint (bf16 by default) that every other command and
+    /// transformers load, with training_log.jsonl and loss.svg; --save-every/--resume as for
+    /// finetune.
+    Pretrain(interlace::recipes::pretrain::PretrainArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -139,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => print!("{}", interlace::recipes::eval::run(&args)?),
         Command::Run(args) => print!("{}", interlace::recipes::run::run(&args)?),
         Command::Synth(args) => print!("{}", interlace::recipes::synth::run(&args)?),
+        Command::Pretrain(args) => print!("{}", interlace::recipes::pretrain::run(&args)?),
         Command::Prune { model, plan, out } => {
             print!("{}", interlace::recipes::prune::run(&model, &plan, &out)?);
         }

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod inspect;
 pub mod latency;
 pub mod plan;
+pub mod pretrain;
 pub mod progress;
 pub mod prune;
 pub mod run;

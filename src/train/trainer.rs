@@ -44,6 +44,9 @@ impl Default for TrainOptions {
 pub struct Param {
     pub name: String,
     pub var: Var,
+    /// Its shape in a checkpoint file (differs from the variable's only for the vision
+    /// patch embedding, a Conv3d weight the model holds as a matrix).
+    pub stored_shape: Vec<usize>,
 }
 
 /// What one optimizer step did.
@@ -67,6 +70,8 @@ pub struct Trainer {
     pub trainable: Vec<usize>,
     pub opt: AdamW,
     pub options: TrainOptions,
+    /// Every tensor is trainable (embeddings, vision tower, all layers, norm, head).
+    pub whole: bool,
 }
 
 impl Trainer {
@@ -93,6 +98,7 @@ impl Trainer {
                 *t = var.as_tensor().clone();
                 params.push(Param {
                     name: format!("{LAYER_PREFIX}{pos}.{name}"),
+                    stored_shape: var.dims().to_vec(),
                     var,
                 });
             }
@@ -105,6 +111,41 @@ impl Trainer {
             trainable,
             opt,
             options,
+            whole: false,
+        })
+    }
+
+    /// Makes every tensor of `model` trainable (f32 copies): token embeddings (and the LM
+    /// head, tied or not), the whole vision tower, all decoder layers and the final norm.
+    /// The embedding and vision path then runs with differentiable ops too.
+    pub fn whole_model(mut model: Qwen3VlModel, options: TrainOptions) -> Result<Self> {
+        if options.grad_checkpoint {
+            bail!("gradient checkpointing is not supported when every tensor is trained");
+        }
+        let mut named = Vec::new();
+        for (name, t) in model.params_mut() {
+            let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+            *t = var.as_tensor().clone();
+            named.push((name, var));
+        }
+        let params: Vec<Param> = named
+            .into_iter()
+            .map(|(name, var)| Param {
+                stored_shape: model.stored_shape(&name, var.dims()),
+                name,
+                var,
+            })
+            .collect();
+        let sizes: Vec<usize> = params.iter().map(|p| p.var.elem_count()).collect();
+        let opt = AdamW::new(options.adamw, &sizes);
+        let trainable = (0..model.layers.len()).collect();
+        Ok(Self {
+            model,
+            params,
+            trainable,
+            opt,
+            options,
+            whole: true,
         })
     }
 
@@ -131,7 +172,8 @@ impl Trainer {
             labels.extend(l);
             offset += sup.enc.input_ids.len() as u32;
             let inputs = ModelInputs::from_encoded(&sup.enc, self.device())?;
-            parts.push(model.embed(&inputs, Grad::None)?);
+            let grad = if self.whole { Grad::Track } else { Grad::None };
+            parts.push(model.embed(&inputs, grad)?);
         }
         if labels.is_empty() {
             bail!("no supervised tokens");
@@ -139,10 +181,10 @@ impl Trainer {
         let emb = crate::model::Embedded::pack(parts)?;
         let n = model.layers.len();
         let stack: Vec<usize> = (0..n).collect();
-        let first = self.trainable[0];
+        let first = if self.whole { 0 } else { self.trainable[0] };
         let h = model.run_stack(&emb, &stack, emb.embeds.clone(), 0..first, Grad::None)?;
 
-        if !self.options.grad_checkpoint {
+        if !self.options.grad_checkpoint || self.whole {
             let h = model.run_stack(&emb, &stack, h, first..n, Grad::Track)?;
             let logits = model.logits_at(&h, &positions, Grad::Track)?;
             let loss = cross_entropy_sum(&logits, &labels)?;

@@ -255,6 +255,41 @@ impl Qwen3VlModel {
         &self.device
     }
 
+    /// Every tensor of the model with its checkpoint name (the tied LM head appears once,
+    /// as the token embeddings). The vision patch embedding is the 2-D matrix the model
+    /// computes with; [`Qwen3VlModel::stored_shape`] maps it back to the Conv3d layout.
+    pub fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = vec![(
+            "model.language_model.embed_tokens.weight".to_string(),
+            &mut self.embed_tokens,
+        )];
+        for (name, t) in self.visual.params_mut() {
+            out.push((format!("model.visual.{name}"), t));
+        }
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, t) in layer.params_mut() {
+                out.push((format!("model.language_model.layers.{i}.{name}"), t));
+            }
+        }
+        out.push((
+            "model.language_model.norm.weight".to_string(),
+            &mut self.norm.weight,
+        ));
+        if let Some(head) = self.lm_head.as_mut() {
+            out.push(("lm_head.weight".to_string(), &mut head.weight));
+        }
+        out
+    }
+
+    /// The shape tensor `name` has in a checkpoint, given its shape in the model.
+    pub fn stored_shape(&self, name: &str, shape: &[usize]) -> Vec<usize> {
+        if name == "model.visual.patch_embed.proj.weight" {
+            self.visual.patch_weight_shape()
+        } else {
+            shape.to_vec()
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         self.dtype
     }

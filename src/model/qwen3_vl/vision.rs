@@ -141,6 +141,58 @@ impl VisionModel {
         &self.cfg
     }
 
+    /// Every tensor of the tower with its checkpoint name relative to `model.visual.`, for
+    /// the trainer to swap in trainable copies. The patch embedding is held as the 2-D
+    /// matrix (hidden, C·T·P·P); [`VisionModel::patch_weight_shape`] gives its stored shape.
+    pub fn params_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        fn linear<'a>(out: &mut Vec<(String, &'a mut Tensor)>, name: &str, l: &'a mut Linear) {
+            out.push((format!("{name}.weight"), &mut l.weight));
+            if let Some(b) = l.bias.as_mut() {
+                out.push((format!("{name}.bias"), b));
+            }
+        }
+        fn norm<'a>(out: &mut Vec<(String, &'a mut Tensor)>, name: &str, n: &'a mut LayerNorm) {
+            out.push((format!("{name}.weight"), &mut n.weight));
+            out.push((format!("{name}.bias"), &mut n.bias));
+        }
+        fn merger<'a>(out: &mut Vec<(String, &'a mut Tensor)>, name: &str, m: &'a mut PatchMerger) {
+            norm(out, &format!("{name}.norm"), &mut m.norm);
+            linear(out, &format!("{name}.linear_fc1"), &mut m.fc1);
+            linear(out, &format!("{name}.linear_fc2"), &mut m.fc2);
+        }
+        let mut out = vec![
+            ("patch_embed.proj.weight".to_string(), &mut self.patch_w),
+            ("patch_embed.proj.bias".to_string(), &mut self.patch_b),
+            ("pos_embed.weight".to_string(), &mut self.pos_embed),
+        ];
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let p = format!("blocks.{i}");
+            norm(&mut out, &format!("{p}.norm1"), &mut b.norm1);
+            norm(&mut out, &format!("{p}.norm2"), &mut b.norm2);
+            linear(&mut out, &format!("{p}.attn.qkv"), &mut b.qkv);
+            linear(&mut out, &format!("{p}.attn.proj"), &mut b.proj);
+            linear(&mut out, &format!("{p}.mlp.linear_fc1"), &mut b.fc1);
+            linear(&mut out, &format!("{p}.mlp.linear_fc2"), &mut b.fc2);
+        }
+        merger(&mut out, "merger", &mut self.merger);
+        for (j, m) in self.deepstack_mergers.iter_mut().enumerate() {
+            merger(&mut out, &format!("deepstack_merger_list.{j}"), m);
+        }
+        out
+    }
+
+    /// The Conv3d weight's shape in a checkpoint: (hidden, C, T, P, P).
+    pub fn patch_weight_shape(&self) -> Vec<usize> {
+        let c = &self.cfg;
+        vec![
+            c.hidden_size,
+            c.in_channels,
+            c.temporal_patch_size,
+            c.patch_size,
+            c.patch_size,
+        ]
+    }
+
     /// Resampled learned position embeddings for every patch, (patches, hidden).
     fn position_embeddings(&self, grid_thw: &[[usize; 3]], device: &Device) -> Result<Tensor> {
         let side = (self.cfg.num_position_embeddings as f64).sqrt() as usize;

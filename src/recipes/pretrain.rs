@@ -1,0 +1,1094 @@
+//! `interlace pretrain`: trains a small Qwen3-VL from scratch with every tensor trainable.
+//!
+//! It trains a byte-level BPE tokenizer on the data's texts (Qwen2's pre-tokenizer and
+//! special tokens), writes a Qwen3-VL checkpoint directory of the chosen shape with weights
+//! initialised as transformers' `_init_weights` does (normal(0, initializer_range) for
+//! linear, convolution and embedding weights, zero biases, norm weights one), then trains
+//! all of it (causal-LM loss on the assistant tokens, AdamW with weight decay, cosine
+//! schedule with warm-up, clipping) and writes a complete checkpoint that every other
+//! command and transformers read.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::data::{load_portion, Sample};
+use crate::model::Qwen3VlModel;
+use crate::processor::Processor;
+use crate::prune::surgery::tmp_dir_for;
+use crate::prune::write_atomic;
+use crate::recipes::progress::Progress;
+use crate::train::adamw::AdamWConfig;
+use crate::train::checkpoint::{self, RunState};
+use crate::train::labels::{self, Supervised};
+use crate::train::plot::loss_curve_svg;
+use crate::train::schedule::{warmup_steps, CosineSchedule};
+use crate::train::trainer::{TrainOptions, Trainer};
+
+/// Qwen3-VL's chat template (as published), written into the checkpoint.
+pub const CHAT_TEMPLATE: &str = include_str!("../../tools/qwen3_vl_chat_template.jinja");
+
+/// Qwen2's pre-tokenizer pattern (the `Split` of published Qwen2/2.5/3(-VL) tokenizer.json).
+pub const PRETOKENIZE_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Added special tokens in the order (hence ids) of published Qwen2.5/Qwen3-VL tokenizers.
+pub const SPECIAL_TOKENS: [&str; 14] = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+];
+/// Added tokens that are not special (the chat template writes them).
+pub const OTHER_ADDED: [&str; 4] = ["<tool_call>", "</tool_call>", "<think>", "</think>"];
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PretrainArgs {
+    /// Training data, detected by content: LLaVA-style JSON/JSONL, a FineVision Parquet
+    /// file, or a directory of them.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub data: PathBuf,
+    /// Output directory: the trained checkpoint (must not exist yet).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model shape: `demo` (about 12 M parameters) or a JSON file overriding any of its
+    /// fields ({"text": {...}, "vision": {...}}, names as in config.json).
+    #[arg(long, default_value = "demo", value_name = "demo|FILE.json")]
+    pub shape: String,
+    /// Vocabulary size of the model (the tokenizer's BPE vocabulary plus its 18 added
+    /// tokens; embedding rows beyond what the data supports stay unused).
+    #[arg(long, default_value_t = 1024)]
+    pub vocab_size: usize,
+    /// Passes over the data (ignored with --steps).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Train for exactly N optimizer steps instead (reshuffling at each pass over the data).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+    /// Conversations per optimizer step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Conversations packed into one forward/backward pass (default: the whole batch).
+    #[arg(long, value_name = "N")]
+    pub micro_batch: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup_ratio: f64,
+    /// Global gradient-norm clip (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Seed of the tokenizer-independent choices: weight initialisation and sample order.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Save a resumable checkpoint every N optimizer steps (in OUT.train/).
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
+    /// Continue from the last checkpoint in OUT.train/ (same settings required).
+    #[arg(long)]
+    pub resume: bool,
+    /// dtype of the written weights.
+    #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
+    pub save_dtype: String,
+    /// Images are resized to at most this many pixels (also written to
+    /// preprocessor_config.json).
+    #[arg(long, default_value_t = 50176)]
+    pub max_pixels: usize,
+    /// Images are resized to at least this many pixels.
+    #[arg(long, default_value_t = 784)]
+    pub min_pixels: usize,
+    /// Conversations are cut to this many tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub max_length: usize,
+}
+
+/// The text decoder's shape (names as in config.json's `text_config`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextShape {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub mrope_section: Vec<usize>,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub initializer_range: f64,
+}
+
+/// The vision tower's shape (names as in config.json's `vision_config`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisionShape {
+    pub hidden_size: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub spatial_merge_size: usize,
+    pub out_hidden_size: usize,
+    pub num_position_embeddings: usize,
+    pub deepstack_visual_indexes: Vec<usize>,
+    pub initializer_range: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shape {
+    pub text: TextShape,
+    pub vision: VisionShape,
+}
+
+impl Default for TextShape {
+    /// The `demo` decoder: 12 layers of width 256, GQA 4/2 heads of 64, M-RoPE sections of
+    /// Qwen3-VL's [24, 20, 20] halved for head_dim 64, Qwen3-VL's rope_theta.
+    fn default() -> Self {
+        Self {
+            hidden_size: 256,
+            num_hidden_layers: 12,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 64,
+            intermediate_size: 768,
+            mrope_section: vec![12, 10, 10],
+            rope_theta: 5_000_000.0,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 32768,
+            tie_word_embeddings: true,
+            initializer_range: 0.02,
+        }
+    }
+}
+
+impl Default for VisionShape {
+    /// The `demo` tower: 4 blocks of width 128, 16-px patches, a 14×14 position table
+    /// (224-px images), DeepStack from blocks 1, 2, 3.
+    fn default() -> Self {
+        Self {
+            hidden_size: 128,
+            depth: 4,
+            num_heads: 2,
+            intermediate_size: 512,
+            patch_size: 16,
+            temporal_patch_size: 2,
+            spatial_merge_size: 2,
+            out_hidden_size: 256,
+            num_position_embeddings: 196,
+            deepstack_visual_indexes: vec![1, 2, 3],
+            initializer_range: 0.02,
+        }
+    }
+}
+
+impl Shape {
+    /// `demo` or a JSON file of overrides.
+    pub fn from_arg(arg: &str) -> Result<Self> {
+        if arg == "demo" {
+            return Ok(Self::default());
+        }
+        let path = Path::new(arg);
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "{}: cannot read (--shape takes demo or a JSON file)",
+                path.display()
+            )
+        })?;
+        let shape: Shape = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a model shape ({e})", path.display()))?;
+        shape
+            .check()
+            .with_context(|| format!("{}: impossible shape", path.display()))?;
+        Ok(shape)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let (t, v) = (&self.text, &self.vision);
+        if t.hidden_size == 0 || t.num_hidden_layers == 0 || t.head_dim == 0 || v.depth == 0 {
+            bail!("sizes must be positive");
+        }
+        if t.num_key_value_heads == 0 || t.num_attention_heads % t.num_key_value_heads != 0 {
+            bail!("num_attention_heads must be a multiple of num_key_value_heads");
+        }
+        if t.mrope_section.len() != 3 || t.mrope_section.iter().sum::<usize>() * 2 != t.head_dim {
+            bail!("mrope_section must have 3 entries summing to head_dim / 2");
+        }
+        if v.num_heads == 0 || v.hidden_size % v.num_heads != 0 {
+            bail!("vision hidden_size must be a multiple of num_heads");
+        }
+        let side = (v.num_position_embeddings as f64).sqrt() as usize;
+        if side * side != v.num_position_embeddings || side == 0 {
+            bail!("num_position_embeddings must be a square");
+        }
+        if v.deepstack_visual_indexes.iter().any(|&i| i >= v.depth) {
+            bail!("deepstack_visual_indexes must be below the vision depth");
+        }
+        if v.deepstack_visual_indexes.len() > t.num_hidden_layers {
+            bail!("more DeepStack levels than decoder layers");
+        }
+        Ok(())
+    }
+
+    /// Every tensor of the checkpoint in a fixed order: name, shape, initialisation.
+    pub fn tensors(&self, vocab: usize) -> Vec<(String, Vec<usize>, Init)> {
+        let (t, v) = (&self.text, &self.vision);
+        let (tn, vn) = (
+            Init::Normal(t.initializer_range),
+            Init::Normal(v.initializer_range),
+        );
+        let mut out = Vec::new();
+        let mut add = |name: String, shape: Vec<usize>, init: Init| out.push((name, shape, init));
+        let (h, hd, nh, nkv, im) = (
+            t.hidden_size,
+            t.head_dim,
+            t.num_attention_heads,
+            t.num_key_value_heads,
+            t.intermediate_size,
+        );
+        add(
+            "model.language_model.embed_tokens.weight".into(),
+            vec![vocab, h],
+            tn,
+        );
+        for i in 0..t.num_hidden_layers {
+            let p = format!("model.language_model.layers.{i}");
+            add(format!("{p}.self_attn.q_proj.weight"), vec![nh * hd, h], tn);
+            add(
+                format!("{p}.self_attn.k_proj.weight"),
+                vec![nkv * hd, h],
+                tn,
+            );
+            add(
+                format!("{p}.self_attn.v_proj.weight"),
+                vec![nkv * hd, h],
+                tn,
+            );
+            add(format!("{p}.self_attn.o_proj.weight"), vec![h, nh * hd], tn);
+            add(format!("{p}.self_attn.q_norm.weight"), vec![hd], Init::Ones);
+            add(format!("{p}.self_attn.k_norm.weight"), vec![hd], Init::Ones);
+            add(format!("{p}.mlp.gate_proj.weight"), vec![im, h], tn);
+            add(format!("{p}.mlp.up_proj.weight"), vec![im, h], tn);
+            add(format!("{p}.mlp.down_proj.weight"), vec![h, im], tn);
+            add(format!("{p}.input_layernorm.weight"), vec![h], Init::Ones);
+            add(
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![h],
+                Init::Ones,
+            );
+        }
+        add(
+            "model.language_model.norm.weight".into(),
+            vec![h],
+            Init::Ones,
+        );
+        if !t.tie_word_embeddings {
+            add("lm_head.weight".into(), vec![vocab, h], tn);
+        }
+        let (vh, vi) = (v.hidden_size, v.intermediate_size);
+        let p = "model.visual";
+        add(
+            format!("{p}.patch_embed.proj.weight"),
+            vec![vh, 3, v.temporal_patch_size, v.patch_size, v.patch_size],
+            vn,
+        );
+        add(format!("{p}.patch_embed.proj.bias"), vec![vh], Init::Zeros);
+        add(
+            format!("{p}.pos_embed.weight"),
+            vec![v.num_position_embeddings, vh],
+            vn,
+        );
+        let linear =
+            |add: &mut dyn FnMut(String, Vec<usize>, Init), name: String, o: usize, i: usize| {
+                add(format!("{name}.weight"), vec![o, i], vn);
+                add(format!("{name}.bias"), vec![o], Init::Zeros);
+            };
+        let norm = |add: &mut dyn FnMut(String, Vec<usize>, Init), name: String, d: usize| {
+            add(format!("{name}.weight"), vec![d], Init::Ones);
+            add(format!("{name}.bias"), vec![d], Init::Zeros);
+        };
+        for b in 0..v.depth {
+            let q = format!("{p}.blocks.{b}");
+            norm(&mut add, format!("{q}.norm1"), vh);
+            norm(&mut add, format!("{q}.norm2"), vh);
+            linear(&mut add, format!("{q}.attn.qkv"), 3 * vh, vh);
+            linear(&mut add, format!("{q}.attn.proj"), vh, vh);
+            linear(&mut add, format!("{q}.mlp.linear_fc1"), vi, vh);
+            linear(&mut add, format!("{q}.mlp.linear_fc2"), vh, vi);
+        }
+        let m = vh * v.spatial_merge_size * v.spatial_merge_size;
+        norm(&mut add, format!("{p}.merger.norm"), vh);
+        linear(&mut add, format!("{p}.merger.linear_fc1"), m, m);
+        linear(
+            &mut add,
+            format!("{p}.merger.linear_fc2"),
+            v.out_hidden_size,
+            m,
+        );
+        for j in 0..v.deepstack_visual_indexes.len() {
+            let q = format!("{p}.deepstack_merger_list.{j}");
+            norm(&mut add, format!("{q}.norm"), m);
+            linear(&mut add, format!("{q}.linear_fc1"), m, m);
+            linear(&mut add, format!("{q}.linear_fc2"), v.out_hidden_size, m);
+        }
+        out
+    }
+
+    /// Parameters of the model with a vocabulary of `vocab`.
+    pub fn num_parameters(&self, vocab: usize) -> usize {
+        self.tensors(vocab)
+            .iter()
+            .map(|(_, s, _)| s.iter().product::<usize>())
+            .sum()
+    }
+
+    /// config.json in Qwen3-VL's published layout.
+    pub fn config_json(&self, vocab: usize, ids: &TokenIds, dtype: &str) -> Value {
+        let (t, v) = (&self.text, &self.vision);
+        json!({
+            "architectures": ["Qwen3VLForConditionalGeneration"],
+            "image_token_id": ids.image_pad,
+            "model_type": "qwen3_vl",
+            "text_config": {
+                "attention_bias": false,
+                "attention_dropout": 0.0,
+                "bos_token_id": ids.endoftext,
+                "dtype": dtype,
+                "eos_token_id": ids.im_end,
+                "head_dim": t.head_dim,
+                "hidden_act": "silu",
+                "hidden_size": t.hidden_size,
+                "initializer_range": t.initializer_range,
+                "intermediate_size": t.intermediate_size,
+                "max_position_embeddings": t.max_position_embeddings,
+                "model_type": "qwen3_vl_text",
+                "num_attention_heads": t.num_attention_heads,
+                "num_hidden_layers": t.num_hidden_layers,
+                "num_key_value_heads": t.num_key_value_heads,
+                "rms_norm_eps": t.rms_norm_eps,
+                "rope_scaling": {
+                    "mrope_interleaved": true,
+                    "mrope_section": t.mrope_section,
+                    "rope_type": "default"
+                },
+                "rope_theta": t.rope_theta,
+                "tie_word_embeddings": t.tie_word_embeddings,
+                "use_cache": true,
+                "vocab_size": vocab
+            },
+            "tie_word_embeddings": t.tie_word_embeddings,
+            "torch_dtype": dtype,
+            "transformers_version": "4.57.0",
+            "video_token_id": ids.video_pad,
+            "vision_config": {
+                "deepstack_visual_indexes": v.deepstack_visual_indexes,
+                "depth": v.depth,
+                "hidden_act": "gelu_pytorch_tanh",
+                "hidden_size": v.hidden_size,
+                "in_channels": 3,
+                "initializer_range": v.initializer_range,
+                "intermediate_size": v.intermediate_size,
+                "model_type": "qwen3_vl",
+                "num_heads": v.num_heads,
+                "num_position_embeddings": v.num_position_embeddings,
+                "out_hidden_size": v.out_hidden_size,
+                "patch_size": v.patch_size,
+                "spatial_merge_size": v.spatial_merge_size,
+                "temporal_patch_size": v.temporal_patch_size
+            },
+            "vision_end_token_id": ids.vision_end,
+            "vision_start_token_id": ids.vision_start
+        })
+    }
+}
+
+/// How a tensor starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    Normal(f64),
+    Zeros,
+    Ones,
+}
+
+/// Deterministic initial weights: one ChaCha8 stream seeded with `seed`, tensors drawn in
+/// the order of [`Shape::tensors`], normals by Box–Muller in double precision.
+pub fn init_weights(shape: &Shape, vocab: usize, seed: u64) -> Result<HashMap<String, Tensor>> {
+    use rand_core::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut uniform = move || -> f64 {
+        // (0, 1]: 53 random bits.
+        ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    };
+    let mut out = HashMap::new();
+    for (name, dims, init) in shape.tensors(vocab) {
+        let n: usize = dims.iter().product();
+        let data: Vec<f32> = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal(std) => {
+                let mut v = Vec::with_capacity(n + 1);
+                while v.len() < n {
+                    let (u1, u2) = (uniform(), uniform());
+                    let r = (-2.0 * u1.ln()).sqrt();
+                    let a = 2.0 * std::f64::consts::PI * u2;
+                    v.push((std * r * a.cos()) as f32);
+                    v.push((std * r * a.sin()) as f32);
+                }
+                v.truncate(n);
+                v
+            }
+        };
+        out.insert(name, Tensor::from_vec(data, dims, &Device::Cpu)?);
+    }
+    Ok(out)
+}
+
+/// Ids of the tokens the config and generation config name.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenIds {
+    pub endoftext: u32,
+    pub im_end: u32,
+    pub vision_start: u32,
+    pub vision_end: u32,
+    pub image_pad: u32,
+    pub video_pad: u32,
+}
+
+/// Trains a byte-level BPE tokenizer (Qwen2's layout: NFC, the Qwen2 split pattern, byte
+/// level, Qwen's added tokens at the end) on `texts` with `vocab_size` entries in all.
+pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::decoders::byte_level::ByteLevel;
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::normalizers::unicode::NFC;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, TokenizerImpl};
+    let added = SPECIAL_TOKENS.len() + OTHER_ADDED.len();
+    if vocab_size < 256 + added + 1 {
+        bail!(
+            "--vocab-size must be at least {} (256 byte symbols, {added} added tokens, one merge)",
+            256 + added + 1
+        );
+    }
+    let split = Split::new(
+        SplitPattern::Regex(PRETOKENIZE_REGEX.to_string()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("tokenizer pattern: {e}"))?;
+    let byte_level = ByteLevel::new(false, false, false);
+    let mut tok: TokenizerImpl<
+        BPE,
+        tokenizers::NormalizerWrapper,
+        tokenizers::PreTokenizerWrapper,
+        tokenizers::PostProcessorWrapper,
+        tokenizers::DecoderWrapper,
+    > = TokenizerImpl::new(BPE::default());
+    tok.with_normalizer(Some(NFC));
+    tok.with_pre_tokenizer(Some(Sequence::new(vec![
+        PreTokenizerWrapper::Split(split),
+        PreTokenizerWrapper::ByteLevel(byte_level),
+    ])));
+    tok.with_post_processor(Some(byte_level));
+    tok.with_decoder(Some(byte_level));
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size - added)
+        .min_frequency(2)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    tok.train(&mut trainer, texts.iter())
+        .map_err(|e| anyhow::anyhow!("training the tokenizer failed: {e}"))?;
+    let special: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| AddedToken::from(*t, true).normalized(false))
+        .collect();
+    tok.add_special_tokens(&special);
+    let other: Vec<AddedToken> = OTHER_ADDED
+        .iter()
+        .map(|t| AddedToken::from(*t, false).normalized(false))
+        .collect();
+    tok.add_tokens(&other);
+    let json = tok
+        .to_string(false)
+        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    json.parse::<tokenizers::Tokenizer>()
+        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))
+}
+
+fn token_ids(tok: &tokenizers::Tokenizer) -> Result<TokenIds> {
+    let id = |t: &str| {
+        tok.token_to_id(t)
+            .with_context(|| format!("internal error: the tokenizer lacks {t}"))
+    };
+    Ok(TokenIds {
+        endoftext: id("<|endoftext|>")?,
+        im_end: id("<|im_end|>")?,
+        vision_start: id("<|vision_start|>")?,
+        vision_end: id("<|vision_end|>")?,
+        image_pad: id("<|image_pad|>")?,
+        video_pad: id("<|video_pad|>")?,
+    })
+}
+
+/// Writes the tokenizer, processor and generation files of the checkpoint into `dir`.
+fn write_side_files(
+    dir: &Path,
+    tok: &tokenizers::Tokenizer,
+    args: &PretrainArgs,
+    patch: &VisionShape,
+) -> Result<()> {
+    let ids = token_ids(tok)?;
+    let file = |name: &str| dir.join(name);
+    tok.save(file("tokenizer.json"), false)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", file("tokenizer.json").display()))?;
+    let mut decoder = serde_json::Map::new();
+    for t in SPECIAL_TOKENS.iter().chain(OTHER_ADDED.iter()) {
+        let id = tok
+            .token_to_id(t)
+            .context("internal error: added token without id")?;
+        decoder.insert(
+            id.to_string(),
+            json!({"content": t, "lstrip": false, "normalized": false, "rstrip": false,
+                   "single_word": false, "special": SPECIAL_TOKENS.contains(t)}),
+        );
+    }
+    let tokenizer_config = json!({
+        "add_bos_token": false,
+        "add_prefix_space": false,
+        "added_tokens_decoder": decoder,
+        "additional_special_tokens": SPECIAL_TOKENS[1..].to_vec(),
+        "bos_token": null,
+        "chat_template": CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": false,
+        "eos_token": "<|im_end|>",
+        "errors": "replace",
+        "model_max_length": 32768,
+        "pad_token": "<|endoftext|>",
+        "processor_class": "Qwen3VLProcessor",
+        "split_special_tokens": false,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": null
+    });
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).map(|s| s + "\n");
+    std::fs::write(file("tokenizer_config.json"), pretty(&tokenizer_config)?)?;
+    std::fs::write(file("chat_template.jinja"), CHAT_TEMPLATE)?;
+    let image = |kind: &str, key: &str| {
+        json!({
+            "size": {"longest_edge": args.max_pixels, "shortest_edge": args.min_pixels},
+            "patch_size": patch.patch_size,
+            "temporal_patch_size": patch.temporal_patch_size,
+            "merge_size": patch.spatial_merge_size,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "processor_class": "Qwen3VLProcessor",
+            key: kind
+        })
+    };
+    std::fs::write(
+        file("preprocessor_config.json"),
+        pretty(&image("Qwen2VLImageProcessorFast", "image_processor_type"))?,
+    )?;
+    std::fs::write(
+        file("video_preprocessor_config.json"),
+        pretty(&image("Qwen3VLVideoProcessor", "video_processor_type"))?,
+    )?;
+    let generation = json!({
+        "bos_token_id": ids.endoftext,
+        "do_sample": false,
+        "eos_token_id": [ids.im_end, ids.endoftext],
+        "pad_token_id": ids.endoftext,
+        "transformers_version": "4.57.0"
+    });
+    std::fs::write(file("generation_config.json"), pretty(&generation)?)?;
+    Ok(())
+}
+
+/// Every user and assistant text of the samples (what the tokenizer learns from).
+fn texts_of(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .flat_map(|s| {
+            s.turns
+                .iter()
+                .map(|t| t.text.replace(crate::data::IMAGE_MARKER, ""))
+        })
+        .collect()
+}
+
+/// Where a run keeps its resumable state (and the initial checkpoint it trains from).
+pub fn state_dir(out: &Path) -> PathBuf {
+    crate::recipes::finetune::state_dir(out)
+}
+
+/// The samples of each optimizer step: a seeded shuffle per pass over the data, cut into
+/// steps of `per_step` (a pass's last, shorter step included); with `steps`, exactly that
+/// many steps, passing over the data as often as needed.
+fn schedule_samples(
+    n: usize,
+    per_step: usize,
+    epochs: usize,
+    steps: Option<usize>,
+    seed: u64,
+) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut epoch = 0u64;
+    loop {
+        if steps.is_none() && epoch as usize >= epochs {
+            break;
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        crate::prune::SplitMix64::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .shuffle(&mut order);
+        for chunk in order.chunks(per_step) {
+            if steps.is_some_and(|s| out.len() >= s) {
+                return out;
+            }
+            out.push(chunk.to_vec());
+        }
+        epoch += 1;
+        if steps.is_some_and(|s| out.len() >= s) {
+            return out;
+        }
+    }
+    out
+}
+
+fn fingerprint(args: &PretrainArgs, shape: &Shape, n_samples: usize) -> Value {
+    json!({
+        "data": args.data.display().to_string(),
+        "shape": shape,
+        "vocab_size": args.vocab_size,
+        "samples": n_samples,
+        "epochs": args.epochs,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "warmup_ratio": args.warmup_ratio,
+        "max_grad_norm": args.max_grad_norm,
+        "max_pixels": args.max_pixels,
+        "min_pixels": args.min_pixels,
+        "max_length": args.max_length,
+        "seed": args.seed,
+    })
+}
+
+fn check_args(args: &PretrainArgs) -> Result<()> {
+    if args.batch_size == 0 || args.epochs == 0 || args.steps == Some(0) {
+        bail!("--batch-size, --epochs and --steps must be at least 1");
+    }
+    if args.micro_batch == Some(0) {
+        bail!("--micro-batch must be at least 1");
+    }
+    if !(0.0..1.0).contains(&args.warmup_ratio) {
+        bail!(
+            "--warmup-ratio must be in [0, 1), got {}",
+            args.warmup_ratio
+        );
+    }
+    if !(args.lr > 0.0 && args.lr.is_finite()) {
+        bail!("--lr must be a positive number, got {}", args.lr);
+    }
+    if !(args.weight_decay >= 0.0 && args.weight_decay.is_finite()) {
+        bail!(
+            "--weight-decay must be a non-negative number, got {}",
+            args.weight_decay
+        );
+    }
+    if args.min_pixels > args.max_pixels {
+        bail!("--min-pixels must not exceed --max-pixels");
+    }
+    Ok(())
+}
+
+/// Builds (or, when resuming, reuses) the initial checkpoint in `dir`: tokenizer trained on
+/// the data, config, processor files and seeded initial weights (f32).
+fn initial_checkpoint(
+    dir: &Path,
+    args: &PretrainArgs,
+    shape: &Shape,
+    samples: &[Sample],
+) -> Result<()> {
+    let identity = json!({
+        "data": args.data.display().to_string(),
+        "shape": shape,
+        "vocab_size": args.vocab_size,
+        "seed": args.seed,
+        "max_pixels": args.max_pixels,
+        "min_pixels": args.min_pixels,
+    });
+    // Written last: its presence marks a complete initial checkpoint.
+    let identity_path = dir.join("init.json");
+    if identity_path.exists() {
+        let saved: Value = serde_json::from_str(
+            &std::fs::read_to_string(&identity_path)
+                .with_context(|| format!("{}: cannot read", identity_path.display()))?,
+        )
+        .with_context(|| format!("{}: not valid JSON", identity_path.display()))?;
+        if saved != identity {
+            bail!(
+                "{}: the initial checkpoint was made with other settings ({saved}); resume with the same flags or remove {}",
+                identity_path.display(),
+                dir.parent().unwrap_or(dir).display()
+            );
+        }
+        return Ok(());
+    }
+    let tmp = dir.with_file_name("init.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let tok = train_tokenizer(&texts_of(samples), args.vocab_size)?;
+    if tok.get_vocab_size(true) > args.vocab_size {
+        bail!("internal error: the tokenizer has more entries than --vocab-size");
+    }
+    write_side_files(&tmp, &tok, args, &shape.vision)?;
+    let config = shape.config_json(args.vocab_size, &token_ids(&tok)?, "float32");
+    std::fs::write(
+        tmp.join("config.json"),
+        serde_json::to_string_pretty(&config)? + "\n",
+    )?;
+    let weights = init_weights(shape, args.vocab_size, args.seed)?;
+    crate::model::weights::save_tensors(&tmp.join("model.safetensors"), &weights)?;
+    std::fs::write(
+        tmp.join("init.json"),
+        serde_json::to_string_pretty(&identity)? + "\n",
+    )?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&tmp, dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    Ok(())
+}
+
+pub fn run(args: &PretrainArgs) -> Result<String> {
+    check_args(args)?;
+    let shape = Shape::from_arg(&args.shape)?;
+    if args.out.exists() {
+        bail!(
+            "{}: already exists; choose another --out or remove it",
+            args.out.display()
+        );
+    }
+    let state_dir = state_dir(&args.out);
+    if state_dir.exists() && !args.resume {
+        bail!(
+            "{}: holds an earlier run's checkpoints; pass --resume to continue it, or remove it",
+            state_dir.display()
+        );
+    }
+    let rows = load_portion(&args.data, 1.0, None, args.seed)?;
+    let mut unreadable = Vec::new();
+    let samples: Vec<Sample> = rows
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| unreadable.push(crate::error_line(&e))).ok())
+        .collect();
+    if samples.is_empty() {
+        bail!(
+            "{}: no sample can be read (first problem: {})",
+            args.data.display(),
+            unreadable
+                .first()
+                .map(String::as_str)
+                .unwrap_or("no samples")
+        );
+    }
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("{}: cannot create", state_dir.display()))?;
+    let init_dir = state_dir.join("init");
+    initial_checkpoint(&init_dir, args, &shape, &samples)?;
+    let device = Device::Cpu;
+    let processor = Processor::from_dir(&init_dir)?
+        .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
+    let model = Qwen3VlModel::load(&init_dir, DType::F32, &device)?;
+
+    let steps = schedule_samples(
+        samples.len(),
+        args.batch_size,
+        args.epochs,
+        args.steps,
+        args.seed,
+    );
+    let total = steps.len();
+    let schedule = CosineSchedule {
+        base_lr: args.lr,
+        warmup: warmup_steps(total, args.warmup_ratio),
+        total,
+    };
+    let options = TrainOptions {
+        grad_checkpoint: false,
+        micro_batch: args.micro_batch.unwrap_or(args.batch_size),
+        max_grad_norm: args.max_grad_norm,
+        adamw: AdamWConfig {
+            weight_decay: args.weight_decay,
+            ..Default::default()
+        },
+    };
+    let mut trainer = Trainer::whole_model(model, options)?;
+    let n_params: usize = trainer.params.iter().map(|p| p.var.elem_count()).sum();
+    let fp = fingerprint(args, &shape, samples.len());
+    let mut state = RunState {
+        step: 0,
+        total_steps: total,
+        skipped: unreadable.len(),
+        fingerprint: fp.clone(),
+    };
+    let log_path = state_dir.join("training_log.jsonl");
+    let mut log_lines: Vec<String> = Vec::new();
+    if args.resume {
+        match checkpoint::latest(&state_dir)? {
+            Some(dir) => {
+                state = checkpoint::load(&dir, &mut trainer)?;
+                if state.fingerprint != fp {
+                    bail!(
+                        "{}: was saved with other settings ({}); resume with the same flags",
+                        dir.display(),
+                        state.fingerprint
+                    );
+                }
+                if let Ok(text) = std::fs::read_to_string(&log_path) {
+                    log_lines = text
+                        .lines()
+                        .filter(|l| {
+                            serde_json::from_str::<Value>(l)
+                                .ok()
+                                .and_then(|v| v["step"].as_u64())
+                                .is_some_and(|s| s as usize <= state.step)
+                        })
+                        .map(str::to_string)
+                        .collect();
+                }
+                eprintln!(
+                    "pretrain: resuming at step {}/{total} from {}",
+                    state.step,
+                    dir.display()
+                );
+            }
+            None => eprintln!(
+                "pretrain: --resume: no checkpoint in {}; starting from the beginning",
+                state_dir.display()
+            ),
+        }
+    }
+    write_atomic(&log_path, join_lines(&log_lines).as_bytes())?;
+    let mut log_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("{}: cannot open", log_path.display()))?;
+    eprintln!(
+        "pretrain: {} parameters ({} tensors, all trainable), vocabulary {}, {} samples, {total} optimizer steps of {}, warm-up {} steps",
+        n_params,
+        trainer.params.len(),
+        args.vocab_size,
+        samples.len(),
+        args.batch_size,
+        schedule.warmup
+    );
+    let progress = Progress::new("pretrain", "steps", total);
+    let mut last_problem: Option<String> = unreadable.first().cloned();
+    let run_started = Instant::now();
+    let mut timed_steps = 0usize;
+    while state.step < total {
+        let started = Instant::now();
+        let mut batch: Vec<Supervised> = Vec::with_capacity(args.batch_size);
+        for &i in &steps[state.step] {
+            match labels::prepare(&processor, &samples[i], args.max_length) {
+                Ok(s) if s.num_targets() > 0 => batch.push(s),
+                Ok(_) => state.skipped += 1,
+                Err(e) => {
+                    state.skipped += 1;
+                    last_problem = Some(crate::error_line(&e));
+                }
+            }
+        }
+        let lr = schedule.lr(state.step);
+        if batch.is_empty() {
+            eprintln!(
+                "pretrain: step {}: every sample was skipped; no update",
+                state.step + 1
+            );
+            state.step += 1;
+            continue;
+        }
+        let stats = match trainer.step(&batch, lr) {
+            Ok(s) => s,
+            Err(e) => {
+                progress.finish();
+                let kept = match checkpoint::latest(&state_dir)? {
+                    Some(d) => format!("the last good checkpoint is {}", d.display()),
+                    None => "no checkpoint was saved (use --save-every N)".to_string(),
+                };
+                return Err(e.context(format!("step {} of {total} failed; {kept}", state.step + 1)));
+            }
+        };
+        state.step += 1;
+        timed_steps += 1;
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let line = json!({
+            "step": state.step,
+            "loss": stats.loss,
+            "lr": stats.lr,
+            "grad_norm": stats.grad_norm,
+            "seconds": secs,
+            "samples_per_s": batch.len() as f64 / secs,
+            "tokens_per_s": stats.input_tokens as f64 / secs,
+            "supervised_tokens": stats.supervised_tokens,
+            "samples": batch.len(),
+        })
+        .to_string();
+        writeln!(log_file, "{line}")
+            .with_context(|| format!("{}: cannot write", log_path.display()))?;
+        log_lines.push(line);
+        progress.set(
+            state.step,
+            &format!(
+                "loss {:.4}, lr {:.2e}, {:.2} s/step, {:.1} samples/s{}",
+                stats.loss,
+                stats.lr,
+                secs,
+                batch.len() as f64 / secs,
+                if state.skipped > 0 {
+                    format!(", {} skipped", state.skipped)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        if let Some(every) = args.save_every {
+            if every > 0 && state.step.is_multiple_of(every) && state.step < total {
+                checkpoint::save(&state_dir, &trainer, &state)?;
+            }
+        }
+    }
+    progress.finish();
+    let per_step = run_started.elapsed().as_secs_f64() / timed_steps.max(1) as f64;
+    let save_dtype = if args.save_dtype == "f32" {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let trained: HashMap<String, Tensor> = trainer
+        .params
+        .iter()
+        .map(|p| {
+            Ok((
+                p.name.clone(),
+                p.var
+                    .as_tensor()
+                    .reshape(p.stored_shape.as_slice())?
+                    .to_dtype(save_dtype)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    drop(trainer);
+    write_output(args, &shape, &init_dir, &trained, &log_lines)?;
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let mut report = format!(
+        "{}: pretrained {n_params} parameters for {total} steps ({per_step:.2} s/step)",
+        args.out.display()
+    );
+    if let Some(last) = log_lines.last() {
+        let v: Value = serde_json::from_str(last)?;
+        report.push_str(&format!(
+            ", final loss {:.4}",
+            v["loss"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    if state.skipped > 0 {
+        report.push_str(&format!(
+            "; {} samples skipped, e.g. {}",
+            state.skipped,
+            last_problem.as_deref().unwrap_or("(no supervised tokens)")
+        ));
+    }
+    report.push('\n');
+    Ok(report)
+}
+
+fn join_lines(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The complete checkpoint, built in a temporary directory and renamed.
+fn write_output(
+    args: &PretrainArgs,
+    shape: &Shape,
+    init_dir: &Path,
+    trained: &HashMap<String, Tensor>,
+    log_lines: &[String],
+) -> Result<()> {
+    let tmp = tmp_dir_for(&args.out)?;
+    let result = (|| -> Result<()> {
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        for name in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja",
+            "preprocessor_config.json",
+            "video_preprocessor_config.json",
+            "generation_config.json",
+        ] {
+            std::fs::copy(init_dir.join(name), tmp.join(name))
+                .with_context(|| format!("{}: cannot copy", init_dir.join(name).display()))?;
+        }
+        let tok = tokenizers::Tokenizer::from_file(init_dir.join("tokenizer.json"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", init_dir.join("tokenizer.json").display()))?;
+        let dtype = if args.save_dtype == "f32" {
+            "float32"
+        } else {
+            "bfloat16"
+        };
+        let config = shape.config_json(args.vocab_size, &token_ids(&tok)?, dtype);
+        std::fs::write(
+            tmp.join("config.json"),
+            serde_json::to_string_pretty(&config)? + "\n",
+        )?;
+        crate::model::weights::save_tensors(&tmp.join("model.safetensors"), trained)?;
+        std::fs::write(tmp.join("training_log.jsonl"), join_lines(log_lines))?;
+        let points: Vec<(usize, f64, f64)> = log_lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                (
+                    v["step"].as_u64().unwrap_or(0) as usize,
+                    v["loss"].as_f64().unwrap_or(f64::NAN),
+                    v["lr"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        std::fs::write(
+            tmp.join("loss.svg"),
+            loss_curve_svg("pretraining loss", &points),
+        )?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => std::fs::rename(&tmp, &args.out)
+            .with_context(|| format!("{}: cannot create", args.out.display())),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Whole-model training (`interlace pretrain`): every tensor trainable, checked against
+//! PyTorch (fixture by tools/make_pretrain_fixtures.py), and the command end to end.
+
+mod common;
+
+use candle_core::{DType, Device};
+use common::{fixtures, load_tensors, model_dir, to_f32_vec};
+use interlace::data::llava;
+use interlace::model::Qwen3VlModel;
+use interlace::processor::Processor;
+use interlace::train::adamw::AdamWConfig;
+use interlace::train::labels::{self, Supervised};
+use interlace::train::trainer::{TrainOptions, Trainer};
+use serde_json::Value;
+
+fn pretrain_json(name: &str) -> Value {
+    let path = fixtures().join("pretrain").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn prepared(model: &str) -> Vec<Supervised> {
+    let processor = Processor::from_dir(model_dir(model)).unwrap();
+    llava::read(&fixtures().join("train/data.json"))
+        .unwrap()
+        .iter()
+        .map(|s| labels::prepare(&processor, s, 1 << 20).unwrap())
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn whole_trainer(name: &str, meta: &Value, micro_batch: usize) -> Trainer {
+    let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+    let options = TrainOptions {
+        grad_checkpoint: false,
+        micro_batch,
+        max_grad_norm: meta["max_grad_norm"].as_f64().unwrap(),
+        adamw: AdamWConfig {
+            weight_decay: meta["weight_decay"].as_f64().unwrap(),
+            eps: meta["eps"].as_f64().unwrap(),
+            ..Default::default()
+        },
+    };
+    Trainer::whole_model(model, options).unwrap()
+}
+
+fn batches(meta: &Value) -> Vec<Vec<usize>> {
+    meta["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|mb| serde_json::from_value::<Vec<usize>>(mb.clone()).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn every_tensor_is_trainable_and_gets_a_gradient() {
+    let meta = pretrain_json("step.json");
+    let name = meta["model"].as_str().unwrap();
+    let data = prepared(name);
+    let trainer = whole_trainer(name, &meta, 2);
+    // Every tensor of the checkpoint (the tied head appears once, as the embeddings).
+    assert_eq!(
+        trainer.params.len() as u64,
+        meta["num_tensors"].as_u64().unwrap()
+    );
+    let count: usize = trainer.params.iter().map(|p| p.var.elem_count()).sum();
+    assert_eq!(count as u64, meta["num_parameters"].as_u64().unwrap());
+    let batch: Vec<Supervised> = batches(&meta)[0].iter().map(|&i| data[i].clone()).collect();
+    let (grads, _, _) = trainer.gradients(&batch).unwrap();
+    for (p, g) in trainer.params.iter().zip(&grads) {
+        assert!(g.iter().any(|&x| x != 0.0), "{}: no gradient", p.name);
+        assert!(g.iter().all(|x| x.is_finite()), "{}: non-finite", p.name);
+    }
+}
+
+fn check_two_steps(micro_batch: usize) {
+    let meta = pretrain_json("step.json");
+    let reference = load_tensors(&fixtures().join("pretrain/step.safetensors"));
+    let name = meta["model"].as_str().unwrap();
+    let lr = meta["lr"].as_f64().unwrap();
+    let data = prepared(name);
+    let mut trainer = whole_trainer(name, &meta, micro_batch);
+    let steps = meta["steps"].as_array().unwrap();
+    let mut losses = Vec::new();
+    for (s, idx) in batches(&meta).iter().enumerate() {
+        let batch: Vec<Supervised> = idx.iter().map(|&i| data[i].clone()).collect();
+        let stats = trainer.step(&batch, lr).unwrap();
+        let want = &steps[s];
+        let want_loss = want["loss"].as_f64().unwrap();
+        let want_norm = want["grad_norm"].as_f64().unwrap();
+        println!(
+            "step {}: loss {:.7} vs torch {want_loss:.7}, grad norm {:.6} vs torch {want_norm:.6}",
+            s + 1,
+            stats.loss,
+            stats.grad_norm
+        );
+        losses.push((stats.loss, want_loss, stats.grad_norm, want_norm));
+        assert_eq!(
+            stats.supervised_tokens as u64,
+            want["tokens"].as_u64().unwrap()
+        );
+    }
+    let values = trainer.values().unwrap();
+    let mut worst = (0f32, String::new());
+    for (p, v) in trainer.params.iter().zip(&values) {
+        let t = reference
+            .get(&format!("after2.{}", p.name))
+            .unwrap_or_else(|| panic!("{} missing from the fixture", p.name));
+        assert_eq!(t.dims(), p.stored_shape.as_slice(), "{}", p.name);
+        let d = max_abs_diff(v, &to_f32_vec(t));
+        if d > 1e-5 {
+            println!("{}: {d:e}", p.name);
+        }
+        if d > worst.0 {
+            worst = (d, p.name.clone());
+        }
+    }
+    println!(
+        "after 2 steps: max |weight - torch| = {:e} ({})",
+        worst.0, worst.1
+    );
+    for (loss, want_loss, norm, want_norm) in losses {
+        assert!(
+            (loss - want_loss).abs() < 1e-5,
+            "loss {loss} vs {want_loss}"
+        );
+        assert!(
+            (norm - want_norm).abs() / want_norm < 1e-5,
+            "grad norm {norm} vs {want_norm}"
+        );
+    }
+    assert!(worst.0 < 1e-5, "updated weights differ by {worst:?}");
+}
+
+#[test]
+fn two_whole_model_steps_match_pytorch() {
+    check_two_steps(1);
+}
+
+#[test]
+fn two_whole_model_steps_match_pytorch_packed() {
+    check_two_steps(4);
+}
+
+// ---- the command ----
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn write_data(dir: &Path) -> PathBuf {
+    let path = dir.join("data.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string(&common::train_data_absolute()).unwrap(),
+    )
+    .unwrap();
+    path
+}
+
+fn pretrain_cmd(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
+    cmd.arg("pretrain")
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .arg("--shape")
+        .arg(fixtures().join("pretrain/tiny_shape.json"))
+        .args(["--vocab-size", "300", "--batch-size", "4", "--lr", "3e-3"])
+        .args(extra);
+    cmd
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn log_losses(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("training_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut t: Vec<_> = load_tensors(&dir.join("model.safetensors"))
+        .into_iter()
+        .map(|(k, v)| (k, to_f32_vec(&v)))
+        .collect();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+#[test]
+fn pretrain_from_scratch_learns_and_its_output_loads_and_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("model");
+    let report = ok(
+        pretrain_cmd(&data, &out, &["--steps", "16", "--warmup-ratio", "0.1"])
+            .output()
+            .unwrap(),
+    );
+    assert!(report.contains("pretrained"), "{report}");
+    let losses = log_losses(&out);
+    assert_eq!(losses.len(), 16);
+    let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
+    let last: f64 = losses[13..].iter().sum::<f64>() / 3.0;
+    println!("loss: first three {first:.4}, last three {last:.4}");
+    assert!(last < first - 0.3, "loss did not go down: {losses:?}");
+    // A fresh model's loss starts near ln(vocabulary).
+    assert!((losses[0] - (300f64).ln()).abs() < 0.5, "{}", losses[0]);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "preprocessor_config.json",
+        "generation_config.json",
+        "loss.svg",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    assert!(!tmp.path().join("model.train").exists());
+    // bf16 by default, with the Conv3d patch embedding in its 5-D layout.
+    let st = load_tensors(&out.join("model.safetensors"));
+    let patch = &st["model.visual.patch_embed.proj.weight"];
+    assert_eq!(patch.dtype(), DType::BF16);
+    assert_eq!(patch.dims(), &[16, 3, 2, 16, 16]);
+    assert!(!st.contains_key("lm_head.weight"), "tied head stored");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "qwen3_vl");
+    assert_eq!(config["torch_dtype"], "bfloat16");
+    assert_eq!(config["text_config"]["vocab_size"], 300);
+
+    let model = Qwen3VlModel::load(&out, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(model.layers.len(), 2);
+    Processor::from_dir(&out).unwrap();
+    let image = fixtures().join("images/odd_97x61.png");
+    for args in [
+        vec!["inspect", "--model"],
+        vec!["forward", "--prompt", "What colour?", "--model"],
+        vec![
+            "generate",
+            "--max-new-tokens",
+            "4",
+            "--prompt",
+            "What colour?",
+            "--model",
+        ],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
+        cmd.args(&args).arg(&out);
+        if args[0] != "inspect" {
+            cmd.arg("--image").arg(&image);
+        }
+        ok(cmd.output().unwrap());
+    }
+}
+
+#[test]
+fn tokenizer_keeps_special_tokens_whole_and_round_trips() {
+    use interlace::recipes::pretrain::{train_tokenizer, OTHER_ADDED, SPECIAL_TOKENS};
+    let texts: Vec<String> = common::train_data_absolute()
+        .iter()
+        .flat_map(|s| {
+            s["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["value"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let tok = train_tokenizer(&texts, 300).unwrap();
+    assert_eq!(tok.get_vocab_size(true), 300 - 18 + 18);
+    for (i, t) in SPECIAL_TOKENS.iter().chain(OTHER_ADDED.iter()).enumerate() {
+        let enc = tok.encode(format!("a{t}b"), false).unwrap();
+        let id = tok.token_to_id(t).unwrap();
+        assert_eq!(
+            id as usize,
+            282 + i,
+            "{t}: ids follow the BPE vocabulary in Qwen's order"
+        );
+        assert_eq!(enc.get_ids().iter().filter(|&&x| x == id).count(), 1, "{t}");
+        assert_eq!(enc.get_ids().len(), 3, "{t}: {:?}", enc.get_ids());
+    }
+    for text in [
+        "Hello world! What is 2 + 2?\n\n  Indented\ttab",
+        "café Zürich 東京 🙂 don't",
+        "<|im_start|>user\nHi<|im_end|>\n",
+    ] {
+        let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    }
+    // Digits split one by one, as Qwen's pattern does.
+    let ids = tok.encode("12345", false).unwrap();
+    assert_eq!(ids.get_ids().len(), 5);
+}
+
+#[test]
+fn demo_shape_has_the_parameter_count_transformers_gives() {
+    use interlace::recipes::pretrain::Shape;
+    let want = pretrain_json("demo_count.json");
+    let shape = Shape::from_arg("demo").unwrap();
+    let vocab = want["vocab_size"].as_u64().unwrap() as usize;
+    assert_eq!(
+        shape.num_parameters(vocab) as u64,
+        want["parameters"].as_u64().unwrap()
+    );
+    assert_eq!(
+        shape.tensors(vocab).len() as u64,
+        want["tensors"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn initial_weights_follow_transformers_init_rules_and_the_seed() {
+    use interlace::recipes::pretrain::{init_weights, Shape};
+    let shape = Shape::from_arg(
+        fixtures()
+            .join("pretrain/tiny_shape.json")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let a = init_weights(&shape, 300, 7).unwrap();
+    let b = init_weights(&shape, 300, 7).unwrap();
+    let c = init_weights(&shape, 300, 8).unwrap();
+    let v = |m: &std::collections::HashMap<String, candle_core::Tensor>, k: &str| to_f32_vec(&m[k]);
+    let emb = "model.language_model.embed_tokens.weight";
+    assert_eq!(v(&a, emb), v(&b, emb));
+    assert_ne!(v(&a, emb), v(&c, emb));
+    // normal(0, 0.02): sample mean and std of 9 600 draws.
+    let e = v(&a, emb);
+    let mean = e.iter().map(|&x| x as f64).sum::<f64>() / e.len() as f64;
+    let std = (e.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / e.len() as f64).sqrt();
+    assert!(
+        mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3,
+        "{mean} {std}"
+    );
+    assert!(v(&a, "model.language_model.norm.weight")
+        .iter()
+        .all(|&x| x == 1.0));
+    assert!(v(&a, "model.visual.blocks.0.norm1.bias")
+        .iter()
+        .all(|&x| x == 0.0));
+    assert!(v(&a, "model.visual.blocks.0.attn.qkv.bias")
+        .iter()
+        .all(|&x| x == 0.0));
+    assert!(
+        v(&a, "model.language_model.layers.0.self_attn.q_norm.weight")
+            .iter()
+            .all(|&x| x == 1.0)
+    );
+}
+
+#[test]
+fn killed_pretraining_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let flags = ["--steps", "30", "--save-every", "1", "--save-dtype", "f32"];
+    let whole = tmp.path().join("whole");
+    ok(pretrain_cmd(&data, &whole, &flags).output().unwrap());
+    let out = tmp.path().join("killed");
+    let state = tmp.path().join("killed.train");
+    let mut child = pretrain_cmd(&data, &out, &flags)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let step = std::fs::read_to_string(state.join("latest"))
+            .ok()
+            .and_then(|s| s.trim().strip_prefix("step-")?.parse::<usize>().ok());
+        if step.is_some_and(|s| s >= 3) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "the run finished before it could be killed");
+    let refused = pretrain_cmd(&data, &out, &flags).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+    ok(pretrain_cmd(&data, &out, &flags)
+        .arg("--resume")
+        .output()
+        .unwrap());
+    for ((name, x), (_, y)) in weights(&whole).iter().zip(&weights(&out)) {
+        assert_eq!(x, y, "{name}: resumed run differs");
+    }
+    assert_eq!(log_losses(&whole), log_losses(&out));
+}
+
+#[test]
+fn bad_shape_file_is_one_line_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let shape = tmp.path().join("shape.json");
+    std::fs::write(&shape, r#"{"text": {"hidden_sise": 3}}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .arg("pretrain")
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(tmp.path().join("m"))
+        .arg("--shape")
+        .arg(&shape)
+        .output()
+        .unwrap();
+    common::assert_one_line_error(&out, "shape.json");
+    assert!(!tmp.path().join("m").exists());
+}
