@@ -266,3 +266,45 @@ fn compare_runs_every_strategy_with_and_without_fine_tuning() {
         assert!(out.join(f).exists(), "missing {f}");
     }
 }
+
+/// The README's first command, shrunk: no --model and no --data, so the demo model and
+/// freshly generated synthetic data and benchmarks are used.
+#[test]
+fn run_defaults_to_the_demo_model_and_synthetic_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "--calib-samples",
+            "4",
+            "--samples",
+            "8",
+            "--batch-size",
+            "4",
+            "--limit",
+            "2",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let manifest = read_json(&out.join("data/synth.json"));
+    let report = read_json(&out.join("report.json"));
+    assert!(report["model"].as_str().unwrap().ends_with("demo/model"));
+    // Every synthetic benchmark is in the report with its category and chance level.
+    for b in manifest["benchmarks"].as_array().unwrap() {
+        let name = b["name"].as_str().unwrap();
+        let entry = &report["scores"][name];
+        assert_eq!(entry["category"], b["category"], "{name}");
+        assert_eq!(
+            entry["chance"].as_f64().unwrap(),
+            b["chance"].as_f64().unwrap() * 100.0
+        );
+        assert!(entry["dense"].is_number(), "{name}");
+    }
+    // 12 layers at ratio 0.25: three dropped.
+    assert_eq!(report["plan"]["drop"].as_array().unwrap().len(), 3);
+}
