@@ -661,17 +661,26 @@ fn compare(r: &mut Run, sim: &Path, dense: &EvalReport) -> Result<String> {
             r.prune(&plan_path, &dir.join("pruned"))?;
             let label = format!("{strategy} {ratio}");
             let before = r.eval(&label, &dir.join("pruned"), &dir.join("eval-pruned.json"))?;
-            r.finetune(
-                &format!("fine-tune {label}"),
-                &dir.join("pruned"),
-                None,
-                &dir.join("ft"),
-            )?;
-            let after = r.eval(
-                &format!("{label} + FT"),
-                &dir.join("ft"),
-                &dir.join("eval-ft.json"),
-            )?;
+            // A plan can leave nothing to tune (consecutive, when the dropped block ends
+            // the stack): its -FT row is then the pruned model itself.
+            let after = if plan.finetune.is_empty() {
+                eprintln!(
+                    "run: {label}: the plan fine-tunes no layer; its -FT row is the pruned model"
+                );
+                before.clone()
+            } else {
+                r.finetune(
+                    &format!("fine-tune {label}"),
+                    &dir.join("pruned"),
+                    None,
+                    &dir.join("ft"),
+                )?;
+                r.eval(
+                    &format!("{label} + FT"),
+                    &dir.join("ft"),
+                    &dir.join("eval-ft.json"),
+                )?
+            };
             let name = match strategy {
                 Strategy::Sleb => "SLEB".to_string(),
                 Strategy::ShortGpt => "ShortGPT".to_string(),
