@@ -103,16 +103,27 @@ impl Trainer {
                 });
             }
         }
+        Ok(Self::assemble(model, params, trainable, options, false))
+    }
+
+    /// The trainer for `params` of `model`, with a fresh AdamW state for them.
+    fn assemble(
+        model: Qwen3VlModel,
+        params: Vec<Param>,
+        trainable: Vec<usize>,
+        options: TrainOptions,
+        whole: bool,
+    ) -> Self {
         let sizes: Vec<usize> = params.iter().map(|p| p.var.elem_count()).collect();
         let opt = AdamW::new(options.adamw, &sizes);
-        Ok(Self {
+        Self {
             model,
             params,
             trainable,
             opt,
             options,
-            whole: false,
-        })
+            whole,
+        }
     }
 
     /// Makes every tensor of `model` trainable (f32 copies): token embeddings (and the LM
@@ -136,17 +147,8 @@ impl Trainer {
                 var,
             })
             .collect();
-        let sizes: Vec<usize> = params.iter().map(|p| p.var.elem_count()).collect();
-        let opt = AdamW::new(options.adamw, &sizes);
         let trainable = (0..model.layers.len()).collect();
-        Ok(Self {
-            model,
-            params,
-            trainable,
-            opt,
-            options,
-            whole: true,
-        })
+        Ok(Self::assemble(model, params, trainable, options, true))
     }
 
     fn device(&self) -> &Device {
