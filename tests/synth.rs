@@ -1,4 +1,4 @@
-//! `interlace synth`: determinism, answers checked against the decoded pixels by rules
+//! `interlace synth`: determinism, answers and training captions checked against the decoded pixels by rules
 //! written here (not the generator's metadata), and our own readers and scorer accepting
 //! the output.
 
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use interlace::data::synthetic::draw::glyph;
-use interlace::data::synthetic::{write_synth, SynthManifest, SynthOptions};
+use interlace::data::synthetic::{write_synth, SynthManifest, SynthOptions, CAPTION_PROMPT};
 use interlace::data::{load_portion, open_sources, ImageSource};
 use interlace::eval::benchmarks::{build_prompt, Item};
 use interlace::eval::report::judge;
@@ -137,6 +137,9 @@ struct Comp {
     area: usize,
     cx: f64,
     cy: f64,
+    /// Centre of the bounding box.
+    bx: f64,
+    by: f64,
     shape: &'static str,
 }
 
@@ -216,6 +219,8 @@ fn components(img: &Img) -> Vec<Comp> {
             area,
             cx: pts.iter().map(|p| p.0 as f64).sum::<f64>() / area as f64,
             cy: pts.iter().map(|p| p.1 as f64).sum::<f64>() / area as f64,
+            bx: (x0 + x1) as f64 / 2.0,
+            by: (y0 + y1) as f64 / 2.0,
             shape,
         });
     }
@@ -449,6 +454,136 @@ fn check(
     }
 }
 
+/// Row and column (0–2) of a 3×3 grid over a `w`-pixel canvas, or None within 3 pixels of
+/// a grid line (a bounding box's centre is up to 0.1 half-size off the drawn centre).
+fn grid_cell(x: f64, y: f64, w: f64) -> Option<(usize, usize)> {
+    let third = |v: f64| {
+        let t = 3.0 * v / w;
+        let near = (t - t.round()).abs() * w / 3.0 <= 3.0 && t.round() > 0.0 && t.round() < 3.0;
+        (!near).then_some(t.floor() as usize)
+    };
+    Some((third(y)?, third(x)?))
+}
+
+fn cell_of(place: &str) -> (usize, usize) {
+    let names = [
+        "top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom",
+        "bottom right",
+    ];
+    let i = names
+        .iter()
+        .position(|n| *n == place)
+        .unwrap_or_else(|| panic!("unknown place {place:?}"));
+    (i / 3, i % 3)
+}
+
+/// Checks a training row's image description against the pixels.
+fn check_caption(family: &str, caption: &str, image: &image::DynamicImage) {
+    let img = Img::from(image);
+    let ctx = format!("{family}: {caption}");
+    // "crosses" and "cross" → "cross"; "circles" → "circle".
+    let singular = |s: &str| {
+        if let Some(b) = s.strip_suffix("sses") {
+            format!("{b}ss")
+        } else if s.ends_with("ss") {
+            s.to_string()
+        } else {
+            s.strip_suffix('s').unwrap_or(s).to_string()
+        }
+    };
+    match family {
+        "SynthText" => {
+            let word = read_word(&img);
+            let letters: Vec<String> = word.chars().map(|c| c.to_string()).collect();
+            let want = format!("The word {word}, spelled {}.", letters.join(" "));
+            assert_eq!(caption, want, "{ctx}");
+        }
+        "SynthChart" => {
+            let body = caption
+                .strip_prefix("A bar chart: ")
+                .and_then(|b| b.strip_suffix('.'))
+                .unwrap_or_else(|| panic!("{ctx}"));
+            let said: Vec<(String, i64)> = body
+                .split(", ")
+                .map(|p| {
+                    let (l, v) = p.split_once(' ').unwrap();
+                    (l.to_string(), v.parse().unwrap())
+                })
+                .collect();
+            let seen: Vec<(String, i64)> = read_bars(&img)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (((b'A' + i as u8) as char).to_string(), v))
+                .collect();
+            assert_eq!(said, seen, "{ctx}");
+        }
+        "SynthCount" => {
+            let comps = components(&img);
+            let body = caption.strip_suffix('.').unwrap();
+            let mut total = 0;
+            for part in body.split(" and ") {
+                let words: Vec<&str> = part.split_whitespace().collect();
+                assert_eq!(words.len(), 3, "{ctx}");
+                let n: usize = words[0].parse().unwrap();
+                let shape = singular(words[2]);
+                let found = comps
+                    .iter()
+                    .filter(|c| c.hue() == words[1] && c.shape == shape)
+                    .count();
+                assert_eq!(found, n, "{ctx} {comps:?}");
+                total += n;
+            }
+            assert_eq!(total, comps.len(), "{ctx}");
+        }
+        "SynthHR" => {
+            let comps = components(&img);
+            let star = one(&comps, "star", |c| c.shape == "star" && c.area <= 60);
+            let rest = caption
+                .strip_prefix("Circles, squares and crosses around a small ")
+                .and_then(|r| r.strip_suffix('.'))
+                .unwrap_or_else(|| panic!("{ctx}"));
+            let (colour, place) = rest.split_once(" star at the ").unwrap();
+            assert_eq!(colour, star.hue(), "{ctx}");
+            if let Some(cell) = grid_cell(star.bx, star.by, 224.0) {
+                assert_eq!(cell_of(place), cell, "{ctx} {star:?}");
+            }
+        }
+        _ => {
+            // "a SIZE COLOUR SHAPE at the PLACE; ...": one item per object.
+            let comps = components(&img);
+            let items: Vec<&str> = caption.split("; ").collect();
+            assert_eq!(items.len(), comps.len(), "{ctx} {comps:?}");
+            for item in items {
+                let words: Vec<&str> = item.splitn(6, ' ').collect();
+                assert_eq!((words[0], words[4]), ("a", "at"), "{ctx}");
+                let place = words[5].strip_prefix("the ").unwrap();
+                let c = one(&comps, item, |c| c.hue() == words[2] && c.shape == words[3]);
+                // Half-size from the area: the drawn shapes cover π r² (circle), (1.7 r)²
+                // (square), 1.9 r × 1.7 r / 2 (triangle), 5 × r × 0.45 r × sin 36° (star)
+                // and 2 × 0.6 r × 1.8 r − (0.6 r)² (cross).
+                let factor = match c.shape {
+                    "circle" => std::f64::consts::PI,
+                    "square" => 1.7 * 1.7,
+                    "triangle" => 1.9 * 1.7 / 2.0,
+                    "star" => 5.0 * 0.45 * 36f64.to_radians().sin(),
+                    _ => 2.0 * 0.6 * 1.8 - 0.36,
+                };
+                let r = (c.area as f64 / factor).sqrt();
+                let ok = match words[1] {
+                    "small" => r <= 11.8,
+                    "medium" => (11.2..=16.8).contains(&r),
+                    "large" => r >= 16.2,
+                    other => panic!("size {other} in {ctx}"),
+                };
+                assert!(ok, "{ctx}: size from area {r:.1}, {c:?}");
+                if let Some(cell) = grid_cell(c.bx, c.by, 128.0) {
+                    assert_eq!(cell_of(place), cell, "{ctx} {c:?}");
+                }
+            }
+        }
+    }
+}
+
 /// The prediction a perfect model gives for a row.
 fn perfect(item: &Item) -> String {
     item.answer.trim().to_string()
@@ -589,9 +724,10 @@ fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
         let task = tasks[family];
         assert_eq!(sample.images.len(), 1);
         assert!(matches!(sample.images[0], ImageSource::Bytes { .. }));
-        assert_eq!(sample.turns.len(), 2);
-        assert_eq!(sample.turns[0].role, "user");
-        assert_eq!(sample.turns[1].role, "assistant");
+        assert_eq!(sample.turns.len(), 4);
+        let roles: Vec<&str> = sample.turns.iter().map(|t| t.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+        assert_eq!(sample.turns[2].text, CAPTION_PROMPT);
         let (user, assistant) = (&sample.turns[0].text, &sample.turns[1].text);
         // Take the prompt apart as an eval prompt and rebuild it.
         let (question, hint, options) = parse_prompt(task, user);
@@ -614,6 +750,7 @@ fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
             assistant,
             &image,
         );
+        check_caption(family, &sample.turns[3].text, &image);
     }
 }
 

@@ -53,12 +53,13 @@ def main(out: Path) -> None:
             meta = pq.ParquetFile(f).metadata
             for i, row in enumerate(table.to_pylist()):
                 assert row["source"] == family
-                assert len(row["images"]) == 1 and len(row["texts"]) == 1
+                assert len(row["images"]) == 1 and len(row["texts"]) == 2
                 img = row["images"][0]
                 assert img["path"] is None
                 check_image(img["bytes"], f"{f}#{i}")
-                t = row["texts"][0]
+                t, c = row["texts"]
                 assert t["user"] and t["assistant"], f"{f}#{i}"
+                assert c["user"] == "Describe the image." and c["assistant"], f"{f}#{i}"
                 rows += 1
             print(f"{f.relative_to(out)}: {table.num_rows} rows, {meta.num_row_groups} row groups, ok")
     for b in manifest["benchmarks"]:

@@ -6,6 +6,10 @@
 //! plus a manifest `synth.json`. A training row's user text is exactly the prompt
 //! `interlace eval` shows the model for that row ([`build_prompt`]), its assistant text
 //! exactly the answer form the scorer expects (option letter, `Yes`/`No`, a word, a number).
+//! A second turn asks "Describe the image." and answers with every object, its size,
+//! colour, shape and place (or the word spelled out, the bars' values, the counts): about
+//! twenty supervised tokens that depend on the image, against one or two in the answer,
+//! which is what lets a small model learn from scratch to read its image tokens.
 //!
 //! Determinism: every row has its own ChaCha8 stream, keyed by (seed, family, split, row),
 //! so the same seed gives byte-identical files, and benchmark rows come from other streams
@@ -30,7 +34,7 @@ use crate::data::finevision_write::{part_path, write_finevision, FineVisionRow};
 use crate::eval::benchmarks::build_prompt;
 use crate::eval::tsv::{encode_base64, tsv_line};
 use crate::eval::Task;
-pub use tasks::{Example, Family};
+pub use tasks::{Example, Family, CAPTION_PROMPT};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,7 +272,10 @@ fn write_all(
                         let ex = example(opts.seed, family, Split::Train, i);
                         Ok(FineVisionRow {
                             images: vec![ex.image.to_png()?],
-                            texts: vec![(prompt(family, &ex), ex.answer.clone())],
+                            texts: vec![
+                                (prompt(family, &ex), ex.answer.clone()),
+                                (CAPTION_PROMPT.to_string(), ex.caption.clone()),
+                            ],
                             source: family.name().to_string(),
                         })
                     })

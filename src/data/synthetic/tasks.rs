@@ -23,7 +23,13 @@ pub struct Example {
     pub kind: &'static str,
     /// Expected score of random guessing on this question.
     pub chance: f64,
+    /// What the image shows, in words (a training row's second turn, see [`CAPTION_PROMPT`]):
+    /// dense supervision that ties the image tokens to words.
+    pub caption: String,
 }
+
+/// The user text of a training row's second turn, answered by [`Example::caption`].
+pub const CAPTION_PROMPT: &str = "Describe the image.";
 
 /// A task family: its name, the benchmark's paper category and our scorer's task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +255,80 @@ fn scene(rng: &mut ChaCha8Rng, shapes: &[Shape], colours: &[usize], radii: &[f64
         .collect()
 }
 
+/// Where a point lies on a 3×3 grid over a `w`-pixel square canvas: (row, column).
+fn cell(cx: f64, cy: f64, w: f64) -> (usize, usize) {
+    let third = |v: f64| ((3.0 * v / w) as usize).min(2);
+    (third(cy), third(cx))
+}
+
+/// The name of a 3×3 grid cell ("top left", ..., "centre", ...).
+pub fn place_name(cx: f64, cy: f64, w: f64) -> &'static str {
+    const NAMES: [[&str; 3]; 3] = [
+        ["top left", "top", "top right"],
+        ["left", "centre", "right"],
+        ["bottom left", "bottom", "bottom right"],
+    ];
+    let (r, c) = cell(cx, cy, w);
+    NAMES[r][c]
+}
+
+/// Small, medium or large by half-size in pixels.
+pub fn size_name(r: f64) -> &'static str {
+    if r <= 11.0 {
+        "small"
+    } else if r >= 17.0 {
+        "large"
+    } else {
+        "medium"
+    }
+}
+
+/// "a large red circle at the top left; a small blue star at the centre": every object,
+/// in reading order of grid cells (left to right within a cell).
+fn describe(objs: &[Obj], w: f64) -> String {
+    let mut v: Vec<&Obj> = objs.iter().collect();
+    v.sort_by(|a, b| {
+        (cell(a.cx, a.cy, w).0, a.cx)
+            .partial_cmp(&(cell(b.cx, b.cy, w).0, b.cx))
+            .expect("finite")
+    });
+    v.iter()
+        .map(|o| {
+            format!(
+                "a {} {} {} at the {}",
+                size_name(o.r),
+                colour_name(o.colour),
+                o.shape.name(),
+                place_name(o.cx, o.cy, w)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// "The word CAT, spelled C A T."
+fn spelled(word: &str) -> String {
+    let letters: Vec<String> = word.chars().map(|c| c.to_string()).collect();
+    format!("The word {word}, spelled {}.", letters.join(" "))
+}
+
+/// "3 red circles and 1 blue star." (SynthCount: `k` of the first kind, `d` distractors.)
+fn count_caption(k: usize, d: usize, shapes: &[Shape], colours: &[usize]) -> String {
+    let part = |n: usize, t: usize| {
+        let name = if n == 1 {
+            shapes[t].name()
+        } else {
+            shapes[t].plural()
+        };
+        format!("{n} {} {name}", colour_name(colours[t]))
+    };
+    if d == 0 {
+        format!("{}.", part(k, 0))
+    } else {
+        format!("{} and {}.", part(k, 0), part(d, 1))
+    }
+}
+
 fn luminance(c: Rgb) -> f64 {
     0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64
 }
@@ -290,6 +370,7 @@ fn text(rng: &mut ChaCha8Rng) -> Example {
         answer: word.to_string(),
         kind: "word",
         chance: 1.0 / WORDS.len() as f64,
+        caption: spelled(word),
     }
 }
 
@@ -341,6 +422,15 @@ fn chart(rng: &mut ChaCha8Rng) -> Example {
         img.draw_text(&label, x0 + bar_w / 2 - 2, CHART_BASE_Y + 5, 1, ink);
     }
     let label = |i: usize| ((b'A' + i as u8) as char).to_string();
+    let caption = format!(
+        "A bar chart: {}.",
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{} {v}", label(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if rng.random_bool(0.6) {
         let i = rng.random_range(0..n);
         Example {
@@ -351,6 +441,7 @@ fn chart(rng: &mut ChaCha8Rng) -> Example {
             answer: values[i].to_string(),
             kind: "value",
             chance: 1.0 / 9.0,
+            caption,
         }
     } else {
         let (i, _) = values
@@ -366,6 +457,7 @@ fn chart(rng: &mut ChaCha8Rng) -> Example {
             answer: label(i),
             kind: "tallest",
             chance: 1.0 / n as f64,
+            caption,
         }
     }
 }
@@ -393,6 +485,7 @@ fn simple_scene(rng: &mut ChaCha8Rng, k: usize) -> (Canvas, Vec<Obj>) {
 fn vqa(rng: &mut ChaCha8Rng) -> Example {
     let k = rng.random_range(1..=3);
     let (img, objs) = simple_scene(rng, k);
+    let caption = describe(&objs, 128.0);
     let o = pick(rng, &objs);
     if rng.random_bool(0.5) {
         Example {
@@ -403,6 +496,7 @@ fn vqa(rng: &mut ChaCha8Rng) -> Example {
             answer: colour_name(o.colour).to_string(),
             kind: "colour",
             chance: 1.0 / COLOURS.len() as f64,
+            caption,
         }
     } else {
         Example {
@@ -413,6 +507,7 @@ fn vqa(rng: &mut ChaCha8Rng) -> Example {
             answer: o.shape.name().to_string(),
             kind: "shape",
             chance: 1.0 / Shape::ALL.len() as f64,
+            caption,
         }
     }
 }
@@ -478,6 +573,7 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
                 answer,
                 kind: "position",
                 chance: 0.25,
+                caption: describe(&objs, 128.0),
             }
         }
         1 => {
@@ -510,6 +606,7 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
                 answer,
                 kind: "size",
                 chance: 0.25,
+                caption: describe(&objs, 128.0),
             }
         }
         _ => {
@@ -526,6 +623,7 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
                 answer,
                 kind: "colour",
                 chance: 0.25,
+                caption: describe(&objs, 128.0),
             }
         }
     }
@@ -569,6 +667,7 @@ fn pope(rng: &mut ChaCha8Rng, yes: bool) -> Example {
         answer: if yes { "Yes" } else { "No" }.to_string(),
         kind,
         chance: 0.5,
+        caption: describe(&objs, 128.0),
     }
 }
 
@@ -612,6 +711,10 @@ fn hr(rng: &mut ChaCha8Rng) -> Example {
         answer,
         kind: "small object colour",
         chance: 0.25,
+        caption: format!(
+            "Circles, squares and crosses around a small {right} star at the {}.",
+            place_name(objs[0].cx, objs[0].cy, 224.0)
+        ),
     }
 }
 
@@ -651,6 +754,7 @@ fn count(rng: &mut ChaCha8Rng) -> Example {
         answer: k.to_string(),
         kind: "count",
         chance: 1.0 / 6.0,
+        caption: count_caption(k, d, &shapes, &colours),
     }
 }
 
@@ -781,6 +885,7 @@ fn sci(rng: &mut ChaCha8Rng) -> Example {
         answer,
         kind,
         chance: 0.25,
+        caption: describe(&objs, 128.0),
     }
 }
 
