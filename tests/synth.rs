@@ -467,7 +467,14 @@ fn grid_cell(x: f64, y: f64, w: f64) -> Option<(usize, usize)> {
 
 fn cell_of(place: &str) -> (usize, usize) {
     let names = [
-        "top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom",
+        "top left",
+        "top",
+        "top right",
+        "left",
+        "centre",
+        "right",
+        "bottom left",
+        "bottom",
         "bottom right",
     ];
     let i = names

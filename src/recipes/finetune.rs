@@ -3,9 +3,7 @@
 //! `interlace_plan.json`, `training_log.jsonl` and a loss-curve picture.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -14,14 +12,11 @@ use serde_json::json;
 use crate::data::{load_portion, Sample};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
-use crate::prune::surgery::{copy_other_files, rewrite_weights, tmp_dir_for, PLAN_FILE};
-use crate::prune::{write_atomic, Plan};
-use crate::recipes::progress::Progress;
+use crate::prune::surgery::{copy_other_files, rewrite_weights, PLAN_FILE};
+use crate::prune::Plan;
 use crate::train::adamw::AdamWConfig;
-use crate::train::checkpoint::{self, RunState};
-use crate::train::labels::{self, Supervised};
-use crate::train::plot::loss_curve_svg;
 use crate::train::schedule::{warmup_steps, CosineSchedule};
+use crate::train::session::{write_dir_atomic, write_log_and_curve, Session};
 use crate::train::trainer::{TrainOptions, Trainer};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -253,60 +248,19 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         },
     };
     let mut trainer = Trainer::new(model, &positions, options)?;
-    let fp = fingerprint(args, &plan, samples.len());
-    let mut state = RunState {
-        step: 0,
-        total_steps: total,
-        skipped: unreadable.len(),
-        fingerprint: fp.clone(),
+    let session = Session {
+        name: "finetune",
+        state_dir: &state_dir,
+        save_every: args.save_every,
+        max_length: args.max_length,
     };
-    let log_path = state_dir.join("training_log.jsonl");
-    let mut log_lines: Vec<String> = Vec::new();
-    if args.resume {
-        match checkpoint::latest(&state_dir)? {
-            Some(dir) => {
-                state = checkpoint::load(&dir, &mut trainer)?;
-                if state.fingerprint != fp {
-                    bail!(
-                        "{}: was saved with other settings ({}); resume with the same flags",
-                        dir.display(),
-                        state.fingerprint
-                    );
-                }
-                // The log up to the checkpoint; later lines belong to the lost work.
-                if let Ok(text) = std::fs::read_to_string(&log_path) {
-                    log_lines = text
-                        .lines()
-                        .filter(|l| {
-                            serde_json::from_str::<serde_json::Value>(l)
-                                .ok()
-                                .and_then(|v| v["step"].as_u64())
-                                .is_some_and(|s| s as usize <= state.step)
-                        })
-                        .map(str::to_string)
-                        .collect();
-                }
-                eprintln!(
-                    "finetune: resuming at step {}/{} from {}",
-                    state.step,
-                    total,
-                    dir.display()
-                );
-            }
-            None => eprintln!(
-                "finetune: --resume: no checkpoint in {}; starting from the beginning",
-                state_dir.display()
-            ),
-        }
-    }
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("{}: cannot create", state_dir.display()))?;
-    write_atomic(&log_path, join_lines(&log_lines).as_bytes())?;
-    let mut log_file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("{}: cannot open", log_path.display()))?;
-
+    let (state, log_lines) = session.open(
+        &mut trainer,
+        fingerprint(args, &plan, samples.len()),
+        total,
+        unreadable.len(),
+        args.resume,
+    )?;
     let trainable_names: Vec<String> = plan.finetune.iter().map(|l| l.to_string()).collect();
     eprintln!(
         "finetune: {} samples, {total} optimizer steps of {per_step} ({} x {}), layers {} trainable ({} tensors, {} parameters), warm-up {} steps",
@@ -318,77 +272,16 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         trainer.params.iter().map(|p| p.var.elem_count()).sum::<usize>(),
         schedule.warmup
     );
-    let progress = Progress::new("finetune", "steps", total);
-    let mut last_problem: Option<String> = unreadable.first().cloned();
-    while state.step < total {
-        let started = Instant::now();
-        let mut batch: Vec<Supervised> = Vec::with_capacity(per_step);
-        for &i in &steps[state.step] {
-            match labels::prepare(&processor, &samples[i], args.max_length) {
-                Ok(s) => batch.push(s),
-                Err(e) => {
-                    state.skipped += 1;
-                    last_problem = Some(crate::error_line(&e));
-                }
-            }
-        }
-        let lr = schedule.lr(state.step);
-        if batch.is_empty() {
-            eprintln!(
-                "finetune: step {}: every sample was skipped; no update",
-                state.step + 1
-            );
-            state.step += 1;
-            continue;
-        }
-        let stats = match trainer.step(&batch, lr) {
-            Ok(s) => s,
-            Err(e) => {
-                progress.finish();
-                let kept = match checkpoint::latest(&state_dir)? {
-                    Some(d) => format!("the last good checkpoint is {}", d.display()),
-                    None => "no checkpoint was saved (use --save-every N)".to_string(),
-                };
-                return Err(e.context(format!("step {} of {total} failed; {kept}", state.step + 1)));
-            }
-        };
-        state.step += 1;
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        let line = json!({
-            "step": state.step,
-            "loss": stats.loss,
-            "lr": stats.lr,
-            "grad_norm": stats.grad_norm,
-            "tokens_per_s": stats.input_tokens as f64 / secs,
-            "seconds": secs,
-            "supervised_tokens": stats.supervised_tokens,
-            "samples": batch.len(),
-        })
-        .to_string();
-        writeln!(log_file, "{line}")
-            .with_context(|| format!("{}: cannot write", log_path.display()))?;
-        log_lines.push(line);
-        progress.set(
-            state.step,
-            &format!(
-                "loss {:.4}, lr {:.2e}, {:.0} tok/s{}",
-                stats.loss,
-                stats.lr,
-                stats.input_tokens as f64 / secs,
-                if state.skipped > 0 {
-                    format!(", {} skipped", state.skipped)
-                } else {
-                    String::new()
-                }
-            ),
-        );
-        if let Some(every) = args.save_every {
-            if every > 0 && state.step.is_multiple_of(every) && state.step < total {
-                checkpoint::save(&state_dir, &trainer, &state)?;
-            }
-        }
-    }
-    progress.finish();
+    let done = session.run(
+        &mut trainer,
+        &processor,
+        &samples,
+        &steps,
+        &schedule,
+        state,
+        log_lines,
+        unreadable.first().cloned(),
+    )?;
     let trained: HashMap<String, Tensor> = trainer
         .params
         .iter()
@@ -397,33 +290,14 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     // The frozen weights are no longer needed; free them before the output is written
     // (which maps the source shards: holding both would double the peak memory).
     drop(trainer);
-    write_output(args, &trained, &plan, &log_lines)?;
+    write_output(args, &trained, &plan, &done.log_lines)?;
     let _ = std::fs::remove_dir_all(&state_dir);
-    let mut report = format!(
-        "{}: fine-tuned layers {} for {total} steps",
+    Ok(format!(
+        "{}: fine-tuned layers {} for {total} steps{}\n",
         args.out.display(),
-        trainable_names.join(", ")
-    );
-    if let Some(last) = log_lines.last() {
-        let v: serde_json::Value = serde_json::from_str(last)?;
-        report.push_str(&format!(
-            ", final loss {:.4}",
-            v["loss"].as_f64().unwrap_or(f64::NAN)
-        ));
-    }
-    if state.skipped > 0 {
-        report.push_str(&format!(
-            "; {} samples skipped, e.g. {}",
-            state.skipped,
-            last_problem.as_deref().unwrap_or("(before resuming)")
-        ));
-    }
-    report.push('\n');
-    Ok(report)
-}
-
-fn join_lines(lines: &[String]) -> String {
-    lines.iter().map(|l| format!("{l}\n")).collect()
+        trainable_names.join(", "),
+        done.summary()
+    ))
 }
 
 /// The complete fine-tuned checkpoint, built in a temporary directory and renamed.
@@ -433,38 +307,14 @@ fn write_output(
     plan: &Plan,
     log_lines: &[String],
 ) -> Result<()> {
-    let tmp = tmp_dir_for(&args.out)?;
-    let result = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        rewrite_weights(&args.model, &tmp, |n| Ok(Some(n.to_string())), trained)?;
+    write_dir_atomic(&args.out, |tmp| {
+        rewrite_weights(&args.model, tmp, |n| Ok(Some(n.to_string())), trained)?;
         std::fs::copy(args.model.join("config.json"), tmp.join("config.json")).with_context(
             || format!("{}: cannot copy", args.model.join("config.json").display()),
         )?;
-        copy_other_files(&args.model, &tmp)?;
+        copy_other_files(&args.model, tmp)?;
         std::fs::write(tmp.join(PLAN_FILE), plan.to_json_string())?;
-        std::fs::write(tmp.join("training_log.jsonl"), join_lines(log_lines))?;
-        let points: Vec<(usize, f64, f64)> = log_lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| {
-                (
-                    v["step"].as_u64().unwrap_or(0) as usize,
-                    v["loss"].as_f64().unwrap_or(f64::NAN),
-                    v["lr"].as_f64().unwrap_or(0.0),
-                )
-            })
-            .collect();
         let title = format!("fine-tuning loss, layers {:?}", plan.finetune);
-        std::fs::write(tmp.join("loss.svg"), loss_curve_svg(&title, &points))?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, &args.out)
-            .with_context(|| format!("{}: cannot create", args.out.display())),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+        write_log_and_curve(tmp, &title, log_lines)
+    })
 }

@@ -9,9 +9,7 @@
 //! command and transformers read.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -21,14 +19,9 @@ use serde_json::{json, Value};
 use crate::data::{load_portion, Sample};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
-use crate::prune::surgery::tmp_dir_for;
-use crate::prune::write_atomic;
-use crate::recipes::progress::Progress;
 use crate::train::adamw::AdamWConfig;
-use crate::train::checkpoint::{self, RunState};
-use crate::train::labels::{self, Supervised};
-use crate::train::plot::loss_curve_svg;
 use crate::train::schedule::{warmup_steps, CosineSchedule};
+use crate::train::session::{write_dir_atomic, write_log_and_curve, Session};
 use crate::train::trainer::{TrainOptions, Trainer};
 
 /// Qwen3-VL's chat template (as published), written into the checkpoint.
@@ -846,55 +839,19 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     };
     let mut trainer = Trainer::whole_model(model, options)?;
     let n_params: usize = trainer.params.iter().map(|p| p.var.elem_count()).sum();
-    let fp = fingerprint(args, &shape, samples.len());
-    let mut state = RunState {
-        step: 0,
-        total_steps: total,
-        skipped: unreadable.len(),
-        fingerprint: fp.clone(),
+    let session = Session {
+        name: "pretrain",
+        state_dir: &state_dir,
+        save_every: args.save_every,
+        max_length: args.max_length,
     };
-    let log_path = state_dir.join("training_log.jsonl");
-    let mut log_lines: Vec<String> = Vec::new();
-    if args.resume {
-        match checkpoint::latest(&state_dir)? {
-            Some(dir) => {
-                state = checkpoint::load(&dir, &mut trainer)?;
-                if state.fingerprint != fp {
-                    bail!(
-                        "{}: was saved with other settings ({}); resume with the same flags",
-                        dir.display(),
-                        state.fingerprint
-                    );
-                }
-                if let Ok(text) = std::fs::read_to_string(&log_path) {
-                    log_lines = text
-                        .lines()
-                        .filter(|l| {
-                            serde_json::from_str::<Value>(l)
-                                .ok()
-                                .and_then(|v| v["step"].as_u64())
-                                .is_some_and(|s| s as usize <= state.step)
-                        })
-                        .map(str::to_string)
-                        .collect();
-                }
-                eprintln!(
-                    "pretrain: resuming at step {}/{total} from {}",
-                    state.step,
-                    dir.display()
-                );
-            }
-            None => eprintln!(
-                "pretrain: --resume: no checkpoint in {}; starting from the beginning",
-                state_dir.display()
-            ),
-        }
-    }
-    write_atomic(&log_path, join_lines(&log_lines).as_bytes())?;
-    let mut log_file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("{}: cannot open", log_path.display()))?;
+    let (state, log_lines) = session.open(
+        &mut trainer,
+        fingerprint(args, &shape, samples.len()),
+        total,
+        unreadable.len(),
+        args.resume,
+    )?;
     eprintln!(
         "pretrain: {} parameters ({} tensors, all trainable), vocabulary {}, {} samples, {total} optimizer steps of {}, warm-up {} steps",
         n_params,
@@ -904,84 +861,16 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         args.batch_size,
         schedule.warmup
     );
-    let progress = Progress::new("pretrain", "steps", total);
-    let mut last_problem: Option<String> = unreadable.first().cloned();
-    let run_started = Instant::now();
-    let mut timed_steps = 0usize;
-    while state.step < total {
-        let started = Instant::now();
-        let mut batch: Vec<Supervised> = Vec::with_capacity(args.batch_size);
-        for &i in &steps[state.step] {
-            match labels::prepare(&processor, &samples[i], args.max_length) {
-                Ok(s) if s.num_targets() > 0 => batch.push(s),
-                Ok(_) => state.skipped += 1,
-                Err(e) => {
-                    state.skipped += 1;
-                    last_problem = Some(crate::error_line(&e));
-                }
-            }
-        }
-        let lr = schedule.lr(state.step);
-        if batch.is_empty() {
-            eprintln!(
-                "pretrain: step {}: every sample was skipped; no update",
-                state.step + 1
-            );
-            state.step += 1;
-            continue;
-        }
-        let stats = match trainer.step(&batch, lr) {
-            Ok(s) => s,
-            Err(e) => {
-                progress.finish();
-                let kept = match checkpoint::latest(&state_dir)? {
-                    Some(d) => format!("the last good checkpoint is {}", d.display()),
-                    None => "no checkpoint was saved (use --save-every N)".to_string(),
-                };
-                return Err(e.context(format!("step {} of {total} failed; {kept}", state.step + 1)));
-            }
-        };
-        state.step += 1;
-        timed_steps += 1;
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        let line = json!({
-            "step": state.step,
-            "loss": stats.loss,
-            "lr": stats.lr,
-            "grad_norm": stats.grad_norm,
-            "seconds": secs,
-            "samples_per_s": batch.len() as f64 / secs,
-            "tokens_per_s": stats.input_tokens as f64 / secs,
-            "supervised_tokens": stats.supervised_tokens,
-            "samples": batch.len(),
-        })
-        .to_string();
-        writeln!(log_file, "{line}")
-            .with_context(|| format!("{}: cannot write", log_path.display()))?;
-        log_lines.push(line);
-        progress.set(
-            state.step,
-            &format!(
-                "loss {:.4}, lr {:.2e}, {:.2} s/step, {:.1} samples/s{}",
-                stats.loss,
-                stats.lr,
-                secs,
-                batch.len() as f64 / secs,
-                if state.skipped > 0 {
-                    format!(", {} skipped", state.skipped)
-                } else {
-                    String::new()
-                }
-            ),
-        );
-        if let Some(every) = args.save_every {
-            if every > 0 && state.step.is_multiple_of(every) && state.step < total {
-                checkpoint::save(&state_dir, &trainer, &state)?;
-            }
-        }
-    }
-    progress.finish();
-    let per_step = run_started.elapsed().as_secs_f64() / timed_steps.max(1) as f64;
+    let done = session.run(
+        &mut trainer,
+        &processor,
+        &samples,
+        &steps,
+        &schedule,
+        state,
+        log_lines,
+        unreadable.first().cloned(),
+    )?;
     let save_dtype = if args.save_dtype == "f32" {
         DType::F32
     } else {
@@ -1001,32 +890,14 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         })
         .collect::<Result<_>>()?;
     drop(trainer);
-    write_output(args, &shape, &init_dir, &trained, &log_lines)?;
+    write_output(args, &shape, &init_dir, &trained, &done.log_lines)?;
     let _ = std::fs::remove_dir_all(&state_dir);
-    let mut report = format!(
-        "{}: pretrained {n_params} parameters for {total} steps ({per_step:.2} s/step)",
-        args.out.display()
-    );
-    if let Some(last) = log_lines.last() {
-        let v: Value = serde_json::from_str(last)?;
-        report.push_str(&format!(
-            ", final loss {:.4}",
-            v["loss"].as_f64().unwrap_or(f64::NAN)
-        ));
-    }
-    if state.skipped > 0 {
-        report.push_str(&format!(
-            "; {} samples skipped, e.g. {}",
-            state.skipped,
-            last_problem.as_deref().unwrap_or("(no supervised tokens)")
-        ));
-    }
-    report.push('\n');
-    Ok(report)
-}
-
-fn join_lines(lines: &[String]) -> String {
-    lines.iter().map(|l| format!("{l}\n")).collect()
+    Ok(format!(
+        "{}: pretrained {n_params} parameters for {total} steps ({:.2} s/step){}\n",
+        args.out.display(),
+        done.seconds_per_step,
+        done.summary()
+    ))
 }
 
 /// The complete checkpoint, built in a temporary directory and renamed.
@@ -1037,10 +908,7 @@ fn write_output(
     trained: &HashMap<String, Tensor>,
     log_lines: &[String],
 ) -> Result<()> {
-    let tmp = tmp_dir_for(&args.out)?;
-    let result = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+    write_dir_atomic(&args.out, |tmp| {
         for name in [
             "tokenizer.json",
             "tokenizer_config.json",
@@ -1065,30 +933,6 @@ fn write_output(
             serde_json::to_string_pretty(&config)? + "\n",
         )?;
         crate::model::weights::save_tensors(&tmp.join("model.safetensors"), trained)?;
-        std::fs::write(tmp.join("training_log.jsonl"), join_lines(log_lines))?;
-        let points: Vec<(usize, f64, f64)> = log_lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|v| {
-                (
-                    v["step"].as_u64().unwrap_or(0) as usize,
-                    v["loss"].as_f64().unwrap_or(f64::NAN),
-                    v["lr"].as_f64().unwrap_or(0.0),
-                )
-            })
-            .collect();
-        std::fs::write(
-            tmp.join("loss.svg"),
-            loss_curve_svg("pretraining loss", &points),
-        )?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => std::fs::rename(&tmp, &args.out)
-            .with_context(|| format!("{}: cannot create", args.out.display())),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+        write_log_and_curve(tmp, "pretraining loss", log_lines)
+    })
 }

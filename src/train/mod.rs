@@ -1,5 +1,5 @@
 //! Recovery fine-tuning (SPEC.md step 4): supervised-token labels, the loss, and the
-//! training loop with its optimizer, schedule and checkpoints.
+//! training loop (shared with `pretrain`) with its optimizer, schedule and checkpoints.
 
 pub mod adamw;
 pub mod checkpoint;
@@ -7,4 +7,5 @@ pub mod labels;
 pub mod loss;
 pub mod plot;
 pub mod schedule;
+pub mod session;
 pub mod trainer;
