@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::data::synthetic::{write_synth_with, SynthOptions};
+use crate::data::synthetic::{write_synth_with, Family, SynthOptions};
 use crate::recipes::progress::Progress;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -18,7 +18,8 @@ pub struct SynthArgs {
     /// Random seed: the same seed gives byte-identical files.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Training rows per task family (one Parquet source each).
+    /// Training rows per task family (one Parquet source each; the training-only warm-up
+    /// family SynthBasic gets three times as many).
     #[arg(long, default_value_t = 4000)]
     pub train_rows: usize,
     /// Rows per benchmark TSV.
@@ -44,10 +45,11 @@ pub fn run(args: &SynthArgs) -> Result<String> {
         last = done;
     })?;
     bar.finish();
+    let warmup = Family::Basic.train_rows(opts.train_rows);
     let mut s = format!(
-        "{}: {} training families × {} rows in {}, {} benchmarks × {} rows ({:.1} s)\n",
+        "{}: {} training families × {} rows and the warm-up SynthBasic × {warmup} in {}, {} benchmarks × {} rows ({:.1} s)\n",
         args.out.display(),
-        manifest.families.len(),
+        manifest.families.len() - 1,
         opts.train_rows,
         manifest.train.display(),
         manifest.benchmarks.len(),

@@ -3,7 +3,9 @@
 //!
 //! Eight task families, each written as a FineVision training source
 //! (`train/<Family>/part-00000.parquet`) and a VLMEvalKit benchmark (`bench/<Family>.tsv`),
-//! plus a manifest `synth.json`. A training row's user text is exactly the prompt
+//! a ninth for training only (SynthBasic: one large object, the easiest grounding, with
+//! three times the rows so that about a quarter of the training data is this warm-up), plus
+//! a manifest `synth.json`. A training row's user text is exactly the prompt
 //! `interlace eval` shows the model for that row ([`build_prompt`]), its assistant text
 //! exactly the answer form the scorer expects (option letter, `Yes`/`No`, a word, a number).
 //! A second turn asks "Describe the image." and answers with every object, its size,
@@ -147,7 +149,7 @@ pub enum Split {
 pub fn row_rng(seed: u64, family: Family, split: Split, row: usize) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
-    let f = Family::ALL
+    let f = Family::TRAINING
         .iter()
         .position(|&x| x == family)
         .expect("a family") as u64;
@@ -258,14 +260,19 @@ fn write_all(
     mk(dir)?;
     mk(&dir.join("train"))?;
     mk(&dir.join("bench"))?;
-    let total = Family::ALL.len() * (opts.train_rows + opts.bench_rows);
+    let total: usize = Family::TRAINING
+        .iter()
+        .map(|f| f.train_rows(opts.train_rows))
+        .sum::<usize>()
+        + Family::ALL.len() * opts.bench_rows;
     let mut done = 0;
     let mut benches = Vec::new();
-    for family in Family::ALL {
-        if opts.train_rows > 0 {
-            let mut rows = Vec::with_capacity(opts.train_rows);
-            for start in (0..opts.train_rows).step_by(GROUP_ROWS) {
-                let end = (start + GROUP_ROWS).min(opts.train_rows);
+    for family in Family::TRAINING {
+        let n_train = family.train_rows(opts.train_rows);
+        if n_train > 0 {
+            let mut rows = Vec::with_capacity(n_train);
+            for start in (0..n_train).step_by(GROUP_ROWS) {
+                let end = (start + GROUP_ROWS).min(n_train);
                 let chunk = (start..end)
                     .into_par_iter()
                     .map(|i| {
@@ -288,6 +295,9 @@ fn write_all(
             mk(&fdir)?;
             write_finevision(&part_path(&fdir, 0), &rows, GROUP_ROWS)?;
         }
+        if !Family::ALL.contains(&family) {
+            continue; // training only
+        }
         let (text, chance) = bench_tsv(opts.seed, family, opts.bench_rows)?;
         let file = format!("bench/{}.tsv", family.name());
         let path = dir.join(&file);
@@ -306,7 +316,10 @@ fn write_all(
     let manifest = ManifestFile {
         seed: opts.seed,
         train: "train".to_string(),
-        families: Family::ALL.iter().map(|f| f.name().to_string()).collect(),
+        families: Family::TRAINING
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect(),
         benchmarks: benches,
     };
     let path = dir.join(MANIFEST);
@@ -396,7 +409,7 @@ mod tests {
 
     #[test]
     fn synthetic_rows_follow_the_scorers_forms() {
-        for family in Family::ALL {
+        for family in Family::TRAINING {
             for row in 0..200 {
                 let ex = example(7, family, Split::Train, row);
                 let (w, h) = (ex.image.width, ex.image.height);

@@ -42,6 +42,9 @@ pub enum Family {
     Hr,
     Count,
     Sci,
+    /// Training only (no benchmark): one large object, its colour or shape. The easiest
+    /// grounding there is, which a model learning from scratch picks up first.
+    Basic,
 }
 
 impl Family {
@@ -56,6 +59,30 @@ impl Family {
         Family::Sci,
     ];
 
+    /// Every training family: the benchmarks' and the training-only warm-up.
+    pub const TRAINING: [Family; 9] = [
+        Family::Text,
+        Family::Chart,
+        Family::Vqa,
+        Family::Mmb,
+        Family::Pope,
+        Family::Hr,
+        Family::Count,
+        Family::Sci,
+        Family::Basic,
+    ];
+
+    /// Training rows of this family for `--train-rows n`: the warm-up family SynthBasic has
+    /// 3n, a quarter of all the training rows, so that a model learning from scratch sees
+    /// the easiest grounding often.
+    pub fn train_rows(self, n: usize) -> usize {
+        if self == Family::Basic {
+            3 * n
+        } else {
+            n
+        }
+    }
+
     /// Training family directory and benchmark file stem.
     pub fn name(self) -> &'static str {
         match self {
@@ -67,6 +94,7 @@ impl Family {
             Family::Hr => "SynthHR",
             Family::Count => "SynthCount",
             Family::Sci => "SynthSci",
+            Family::Basic => "SynthBasic",
         }
     }
 
@@ -74,7 +102,7 @@ impl Family {
         match self {
             Family::Text => Task::Ocrbench,
             Family::Chart => Task::Chartqa,
-            Family::Vqa => Task::Vqa,
+            Family::Vqa | Family::Basic => Task::Vqa,
             Family::Mmb | Family::Hr | Family::Sci => Task::Mcq,
             Family::Pope => Task::Yorn,
             Family::Count => Task::Count,
@@ -85,7 +113,7 @@ impl Family {
     pub fn category(self) -> &'static str {
         match self {
             Family::Text | Family::Chart => "text/chart",
-            Family::Vqa | Family::Mmb => "general",
+            Family::Vqa | Family::Mmb | Family::Basic => "general",
             Family::Pope | Family::Hr | Family::Count => "perception",
             Family::Sci => "instruction/science",
         }
@@ -102,6 +130,7 @@ impl Family {
             Family::Hr => hr(rng),
             Family::Count => count(rng),
             Family::Sci => sci(rng),
+            Family::Basic => basic(rng),
         }
     }
 }
@@ -509,6 +538,42 @@ fn vqa(rng: &mut ChaCha8Rng) -> Example {
             chance: 1.0 / Shape::ALL.len() as f64,
             caption,
         }
+    }
+}
+
+/// SynthBasic (training only): one large object; its colour or its shape.
+fn basic(rng: &mut ChaCha8Rng) -> Example {
+    let shape = pick(rng, &Shape::ALL);
+    let colour = rng.random_range(0..COLOURS.len());
+    let r = rng.random_range(28..=44) as f64;
+    let objs = scene(rng, &[shape], &[colour], &[r]);
+    let mut img = Canvas::new(128, 128, background(rng));
+    draw_objs(&mut img, &objs);
+    let caption = describe(&objs, 128.0);
+    let (question, answer, kind, chance) = if rng.random_bool(0.5) {
+        (
+            "What colour is the object?",
+            colour_name(colour),
+            "colour",
+            1.0 / COLOURS.len() as f64,
+        )
+    } else {
+        (
+            "What shape is the object?",
+            shape.name(),
+            "shape",
+            1.0 / Shape::ALL.len() as f64,
+        )
+    };
+    Example {
+        image: img,
+        question: question.to_string(),
+        hint: None,
+        options: vec![],
+        answer: answer.to_string(),
+        kind,
+        chance,
+        caption,
     }
 }
 
