@@ -10,8 +10,8 @@
 //! exactly the answer form the scorer expects (option letter, `Yes`/`No`, a word, a number).
 //! A second turn asks "Describe the image." and answers with every object, its size,
 //! colour, shape and place (or the word spelled out, the bars' values, the counts): about
-//! twenty supervised tokens that depend on the image, against one or two in the answer,
-//! which is what lets a small model learn from scratch to read its image tokens.
+//! twenty supervised tokens that depend on the image, against one or two in the answer: far
+//! more signal for a model that learns from scratch to read its image tokens.
 //!
 //! Determinism: every row has its own ChaCha8 stream, keyed by (seed, family, split, row),
 //! so the same seed gives byte-identical files, and benchmark rows come from other streams
