@@ -66,6 +66,7 @@ fn demo_model_beats_chance_on_every_synthetic_benchmark() {
             seed: 42,
             train_rows: 0,
             bench_rows: ROWS,
+            captions: false,
         },
     )
     .unwrap();

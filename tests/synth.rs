@@ -23,6 +23,7 @@ fn opts(seed: u64) -> SynthOptions {
         seed,
         train_rows: TRAIN,
         bench_rows: BENCH,
+        captions: false,
     }
 }
 
@@ -58,7 +59,7 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     write_synth(&b, &opts(5)).unwrap();
     write_synth(&c, &opts(6)).unwrap();
     let (fa, fb, fc) = (files(&a), files(&b), files(&c));
-    assert_eq!(fa.len(), 9 + 8 + 1, "{:?}", fa.keys().collect::<Vec<_>>());
+    assert_eq!(fa.len(), 8 + 8 + 1, "{:?}", fa.keys().collect::<Vec<_>>());
     assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
     for (k, v) in &fa {
         assert!(fb[k] == *v, "{} differs between two runs", k.display());
@@ -625,8 +626,7 @@ fn benchmarks_read_score_and_match_their_pixels() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("synth.json")).unwrap()).unwrap();
     assert_eq!(json["train"], "train");
-    // Eight benchmark families and the training-only SynthBasic.
-    assert_eq!(json["families"].as_array().unwrap().len(), 9);
+    assert_eq!(json["families"].as_array().unwrap().len(), 8);
     for b in &m.benchmarks {
         assert!(b.file.is_absolute());
         assert_eq!(b.rows, BENCH);
@@ -712,9 +712,42 @@ fn benchmarks_read_score_and_match_their_pixels() {
 
 #[test]
 fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
+    check_training_sources(false);
+}
+
+#[test]
+fn captioned_training_sources_match_their_pixels_and_keep_the_benchmarks() {
+    check_training_sources(true);
+    // The benchmarks do not depend on --captions.
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_synth(&a, &opts(5)).unwrap();
+    write_synth(
+        &b,
+        &SynthOptions {
+            captions: true,
+            ..opts(5)
+        },
+    )
+    .unwrap();
+    let (fa, fb) = (files(&a.join("bench")), files(&b.join("bench")));
+    assert_eq!(fa.len(), 8);
+    assert_eq!(fa, fb);
+}
+
+/// Reads every training row back: the prompt is an eval prompt, the answer (and with
+/// captions the second turn) is right by the pixels.
+fn check_training_sources(captions: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
-    let m = write_synth(&out, &opts(3)).unwrap();
+    let m = write_synth(
+        &out,
+        &SynthOptions {
+            captions,
+            ..opts(3)
+        },
+    )
+    .unwrap();
     let sources = open_sources(&m.train).unwrap();
     let names: Vec<String> = sources
         .iter()
@@ -729,14 +762,21 @@ fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
     let mut families = m.families.clone();
     families.sort();
     assert_eq!(names, families, "one source per family");
+    assert_eq!(names.len(), if captions { 9 } else { 8 });
     // The warm-up family has three times as many rows as each benchmark's family.
-    let rows_of = |name: &str| if name == "SynthBasic" { 3 * TRAIN } else { TRAIN };
+    let rows_of = |name: &str| {
+        if name == "SynthBasic" {
+            3 * TRAIN
+        } else {
+            TRAIN
+        }
+    };
     assert!(sources
         .iter()
         .zip(&names)
         .all(|(s, n)| s.len() == rows_of(n) && s.is_parquet()));
     let rows = load_portion(&m.train, 1.0, None, 0).unwrap();
-    assert_eq!(rows.len(), 11 * TRAIN);
+    assert_eq!(rows.len(), if captions { 11 } else { 8 } * TRAIN);
     let tasks: HashMap<&str, Task> = m
         .benchmarks
         .iter()
@@ -753,10 +793,13 @@ fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
         let task = tasks.get(family).copied().unwrap_or(Task::Vqa);
         assert_eq!(sample.images.len(), 1);
         assert!(matches!(sample.images[0], ImageSource::Bytes { .. }));
-        assert_eq!(sample.turns.len(), 4);
         let roles: Vec<&str> = sample.turns.iter().map(|t| t.role.as_str()).collect();
-        assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
-        assert_eq!(sample.turns[2].text, CAPTION_PROMPT);
+        if captions {
+            assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+            assert_eq!(sample.turns[2].text, CAPTION_PROMPT);
+        } else {
+            assert_eq!(roles, ["user", "assistant"]);
+        }
         let (user, assistant) = (&sample.turns[0].text, &sample.turns[1].text);
         // Take the prompt apart as an eval prompt and rebuild it.
         let (question, hint, options) = parse_prompt(task, user);
@@ -779,7 +822,9 @@ fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
             assistant,
             &image,
         );
-        check_caption(family, &sample.turns[3].text, &image);
+        if captions {
+            check_caption(family, &sample.turns[3].text, &image);
+        }
     }
 }
 

@@ -3,15 +3,16 @@
 //!
 //! Eight task families, each written as a FineVision training source
 //! (`train/<Family>/part-00000.parquet`) and a VLMEvalKit benchmark (`bench/<Family>.tsv`),
-//! a ninth for training only (SynthBasic: one large object, the easiest grounding, with
-//! three times the rows so that about a quarter of the training data is this warm-up), plus
-//! a manifest `synth.json`. A training row's user text is exactly the prompt
+//! plus a manifest `synth.json`. A training row's user text is exactly the prompt
 //! `interlace eval` shows the model for that row ([`build_prompt`]), its assistant text
 //! exactly the answer form the scorer expects (option letter, `Yes`/`No`, a word, a number).
-//! A second turn asks "Describe the image." and answers with every object, its size,
-//! colour, shape and place (or the word spelled out, the bars' values, the counts): about
-//! twenty supervised tokens that depend on the image, against one or two in the answer: far
-//! more signal for a model that learns from scratch to read its image tokens.
+//!
+//! With [`SynthOptions::captions`], for pretraining from scratch: every training row gets a
+//! second turn that asks "Describe the image." and answers with every object, its size,
+//! colour, shape and place (or the word spelled out, the bars' values, the counts), about
+//! twenty supervised tokens that depend on the image against one or two in the answer; and
+//! a ninth, training-only family (SynthBasic: one large object, the easiest grounding, with
+//! three times the rows, about a quarter of the training data) joins as a warm-up.
 //!
 //! Determinism: every row has its own ChaCha8 stream, keyed by (seed, family, split, row),
 //! so the same seed gives byte-identical files, and benchmark rows come from other streams
@@ -46,6 +47,10 @@ pub struct SynthOptions {
     pub train_rows: usize,
     /// Rows per benchmark.
     pub bench_rows: usize,
+    /// Give every training row a second turn ("Describe the image." and the scene in
+    /// words) and add the training-only warm-up family SynthBasic: data for pretraining
+    /// from scratch. Benchmarks are the same either way.
+    pub captions: bool,
 }
 
 impl Default for SynthOptions {
@@ -54,6 +59,18 @@ impl Default for SynthOptions {
             seed: 42,
             train_rows: 4000,
             bench_rows: 100,
+            captions: false,
+        }
+    }
+}
+
+impl SynthOptions {
+    /// The training families written: the eight benchmarks' and, with captions, SynthBasic.
+    pub fn training_families(&self) -> &'static [Family] {
+        if self.captions {
+            &Family::TRAINING
+        } else {
+            &Family::ALL
         }
     }
 }
@@ -260,14 +277,15 @@ fn write_all(
     mk(dir)?;
     mk(&dir.join("train"))?;
     mk(&dir.join("bench"))?;
-    let total: usize = Family::TRAINING
+    let total: usize = opts
+        .training_families()
         .iter()
         .map(|f| f.train_rows(opts.train_rows))
         .sum::<usize>()
         + Family::ALL.len() * opts.bench_rows;
     let mut done = 0;
     let mut benches = Vec::new();
-    for family in Family::TRAINING {
+    for &family in opts.training_families() {
         let n_train = family.train_rows(opts.train_rows);
         if n_train > 0 {
             let mut rows = Vec::with_capacity(n_train);
@@ -277,12 +295,13 @@ fn write_all(
                     .into_par_iter()
                     .map(|i| {
                         let ex = example(opts.seed, family, Split::Train, i);
+                        let mut texts = vec![(prompt(family, &ex), ex.answer.clone())];
+                        if opts.captions {
+                            texts.push((CAPTION_PROMPT.to_string(), ex.caption.clone()));
+                        }
                         Ok(FineVisionRow {
                             images: vec![ex.image.to_png()?],
-                            texts: vec![
-                                (prompt(family, &ex), ex.answer.clone()),
-                                (CAPTION_PROMPT.to_string(), ex.caption.clone()),
-                            ],
+                            texts,
                             source: family.name().to_string(),
                         })
                     })
@@ -316,7 +335,8 @@ fn write_all(
     let manifest = ManifestFile {
         seed: opts.seed,
         train: "train".to_string(),
-        families: Family::TRAINING
+        families: opts
+            .training_families()
             .iter()
             .map(|f| f.name().to_string())
             .collect(),
