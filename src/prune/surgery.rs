@@ -98,10 +98,7 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
     }
     let layers_after = plan.kept.len();
 
-    let tmp = tmp_dir_for(out)?;
-    let result = (|| -> Result<(usize, usize)> {
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let (tensors_written, tensors_removed) = write_dir_atomic(out, |tmp| {
         let rename = |name: &str| -> Result<Option<String>> {
             Ok(match split_layer_name(name) {
                 Some((i, rest)) => match new_index.get(i).copied().flatten() {
@@ -112,7 +109,7 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
                 None => Some(name.to_string()),
             })
         };
-        let (written, removed) = rewrite_weights(src, &tmp, rename, &HashMap::new())?;
+        let (written, removed) = rewrite_weights(src, tmp, rename, &HashMap::new())?;
         config["text_config"]["num_hidden_layers"] = layers_after.into();
         if let Some(types) = config
             .pointer_mut("/text_config/layer_types")
@@ -129,26 +126,16 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
         let plan_path = tmp.join(PLAN_FILE);
         std::fs::write(&plan_path, written_plan.to_json_string())
             .with_context(|| format!("{}: cannot write", plan_path.display()))?;
-        copy_other_files(src, &tmp)?;
+        copy_other_files(src, tmp)?;
         Ok((written, removed))
-    })();
-    match result {
-        Ok((tensors_written, tensors_removed)) => {
-            std::fs::rename(&tmp, out)
-                .with_context(|| format!("{}: cannot create", out.display()))?;
-            Ok(PruneReport {
-                plan: written_plan,
-                layers_before,
-                layers_after,
-                tensors_written,
-                tensors_removed,
-            })
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    })?;
+    Ok(PruneReport {
+        plan: written_plan,
+        layers_before,
+        layers_after,
+        tensors_written,
+        tensors_removed,
+    })
 }
 
 /// Rewrites every safetensors file of `src` into `dst` (same file names, `{"format": "pt"}`
@@ -249,6 +236,26 @@ pub fn copy_other_files(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Builds an output directory under a temporary sibling name with `fill` and renames it
+/// to `out` when complete; on failure the temporary directory is removed.
+pub fn write_dir_atomic<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let tmp = tmp_dir_for(out)?;
+    let result = std::fs::create_dir_all(&tmp)
+        .with_context(|| format!("{}: cannot create", tmp.display()))
+        .and_then(|()| fill(&tmp));
+    match result {
+        Ok(v) => {
+            std::fs::rename(&tmp, out)
+                .with_context(|| format!("{}: cannot create", out.display()))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
 }
 
 pub fn tmp_dir_for(out: &Path) -> Result<PathBuf> {

@@ -12,11 +12,11 @@ use serde_json::json;
 use crate::data::{load_portion, Sample};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
-use crate::prune::surgery::{copy_other_files, rewrite_weights, PLAN_FILE};
+use crate::prune::surgery::{copy_other_files, rewrite_weights, write_dir_atomic, PLAN_FILE};
 use crate::prune::Plan;
 use crate::train::adamw::AdamWConfig;
 use crate::train::schedule::{warmup_steps, CosineSchedule};
-use crate::train::session::{write_dir_atomic, write_log_and_curve, Session};
+use crate::train::session::{write_log_and_curve, Session};
 use crate::train::trainer::{TrainOptions, Trainer};
 
 #[derive(Debug, Clone, clap::Args)]

@@ -19,9 +19,10 @@ use serde_json::{json, Value};
 use crate::data::{load_portion, Sample};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
+use crate::prune::surgery::write_dir_atomic;
 use crate::train::adamw::AdamWConfig;
 use crate::train::schedule::{warmup_steps, CosineSchedule};
-use crate::train::session::{write_dir_atomic, write_log_and_curve, Session};
+use crate::train::session::{write_log_and_curve, Session};
 use crate::train::trainer::{TrainOptions, Trainer};
 
 /// Qwen3-VL's chat template (as published), written into the checkpoint.

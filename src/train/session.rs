@@ -17,7 +17,6 @@ use super::schedule::CosineSchedule;
 use super::trainer::Trainer;
 use crate::data::Sample;
 use crate::processor::Processor;
-use crate::prune::surgery::tmp_dir_for;
 use crate::prune::write_atomic;
 use crate::recipes::progress::Progress;
 
@@ -268,22 +267,4 @@ pub fn write_log_and_curve(dir: &Path, title: &str, log_lines: &[String]) -> Res
         .collect();
     std::fs::write(dir.join("loss.svg"), loss_curve_svg(title, &points))
         .with_context(|| format!("{}: cannot write", dir.join("loss.svg").display()))
-}
-
-/// Builds an output directory under a temporary sibling name with `fill` and renames it
-/// to `out` when complete; on failure the temporary directory is removed.
-pub fn write_dir_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = tmp_dir_for(out)?;
-    let result = std::fs::create_dir_all(&tmp)
-        .with_context(|| format!("{}: cannot create", tmp.display()))
-        .and_then(|()| fill(&tmp));
-    match result {
-        Ok(()) => {
-            std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot create", out.display()))
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
 }
