@@ -443,3 +443,64 @@ fn bad_shape_file_is_one_line_naming_the_file() {
     common::assert_one_line_error(&out, "shape.json");
     assert!(!tmp.path().join("m").exists());
 }
+
+#[test]
+fn curriculum_trains_on_the_first_data_alone_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    // The same conversations with answers many times longer: their steps supervise many
+    // more tokens than any step of the main data can.
+    let mut long = common::train_data_absolute();
+    let longest_main = long
+        .iter()
+        .flat_map(|s| s["conversations"].as_array().unwrap().iter())
+        .map(|t| t["value"].as_str().unwrap().len())
+        .max()
+        .unwrap();
+    for s in &mut long {
+        for t in s["conversations"].as_array_mut().unwrap() {
+            if t["from"] == "gpt" {
+                t["value"] = Value::String("red green blue ".repeat(longest_main).trim().into());
+            }
+        }
+    }
+    let first = tmp.path().join("first.json");
+    std::fs::write(&first, serde_json::to_string(&long).unwrap()).unwrap();
+    let out = tmp.path().join("model");
+    let first_arg = first.display().to_string();
+    let flags = ["--steps", "6", "--first", &first_arg, "--first-steps", "2"];
+    ok(pretrain_cmd(&data, &out, &flags).output().unwrap());
+    let log: Vec<Value> = std::fs::read_to_string(out.join("training_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tokens: Vec<u64> = log
+        .iter()
+        .map(|l| l["supervised_tokens"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 6);
+    let main_max = *tokens[2..].iter().max().unwrap();
+    assert!(
+        tokens[..2].iter().all(|&t| t > 3 * main_max),
+        "the first two steps did not train on the first data: {tokens:?}"
+    );
+
+    // Misuse is one line naming the flag.
+    for (bad, flag) in [
+        (
+            vec!["--steps", "2", "--first", &first_arg, "--first-steps", "2"],
+            "--first-steps",
+        ),
+        (vec!["--steps", "2", "--first", &first_arg], "--first-steps"),
+    ] {
+        let out = pretrain_cmd(&data, &tmp.path().join("bad"), &bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(flag),
+            "{bad:?}"
+        );
+    }
+}

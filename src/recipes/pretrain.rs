@@ -60,6 +60,15 @@ pub struct PretrainArgs {
     /// Output directory: the trained checkpoint (must not exist yet).
     #[arg(long)]
     pub out: PathBuf,
+    /// Curriculum: train on this data alone for the first --first-steps optimizer steps,
+    /// then on --data (e.g. `synth`'s easy SynthBasic family, which teaches a model from
+    /// scratch to look at the image far sooner than the full mix does). The tokenizer is
+    /// learnt from both.
+    #[arg(long, value_name = "FILE|DIR", requires = "first_steps")]
+    pub first: Option<PathBuf>,
+    /// Optimizer steps on --first's data; they count towards --steps.
+    #[arg(long, value_name = "N", requires = "first")]
+    pub first_steps: Option<usize>,
     /// Model shape: `demo` (about 12 M parameters) or a JSON file overriding any of its
     /// fields ({"text": {...}, "vision": {...}}, names as in config.json).
     #[arg(long, default_value = "demo", value_name = "demo|FILE.json")]
@@ -633,6 +642,27 @@ fn texts_of(samples: &[Sample]) -> Vec<String> {
 }
 
 /// Where a run keeps its resumable state (and the initial checkpoint it trains from).
+/// The readable samples of `path`; the problems of unreadable ones are added to
+/// `unreadable`. No readable sample at all is an error.
+fn read_samples(path: &Path, seed: u64, unreadable: &mut Vec<String>) -> Result<Vec<Sample>> {
+    let before = unreadable.len();
+    let samples: Vec<Sample> = load_portion(path, 1.0, None, seed)?
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| unreadable.push(crate::error_line(&e))).ok())
+        .collect();
+    if samples.is_empty() {
+        bail!(
+            "{}: no sample can be read (first problem: {})",
+            path.display(),
+            unreadable
+                .get(before)
+                .map(String::as_str)
+                .unwrap_or("no samples")
+        );
+    }
+    Ok(samples)
+}
+
 pub fn state_dir(out: &Path) -> PathBuf {
     crate::recipes::finetune::state_dir(out)
 }
@@ -673,6 +703,8 @@ fn schedule_samples(
 fn fingerprint(args: &PretrainArgs, shape: &Shape, n_samples: usize) -> Value {
     json!({
         "data": args.data.display().to_string(),
+        "first": args.first.as_ref().map(|p| p.display().to_string()),
+        "first_steps": args.first_steps,
         "shape": shape,
         "vocab_size": args.vocab_size,
         "samples": n_samples,
@@ -715,6 +747,14 @@ fn check_args(args: &PretrainArgs) -> Result<()> {
     if args.min_pixels > args.max_pixels {
         bail!("--min-pixels must not exceed --max-pixels");
     }
+    if let (Some(first), Some(steps)) = (args.first_steps, args.steps) {
+        if first == 0 || first >= steps {
+            bail!("--first-steps must be at least 1 and less than --steps ({first} of {steps})");
+        }
+    }
+    if args.first_steps == Some(0) {
+        bail!("--first-steps must be at least 1");
+    }
     Ok(())
 }
 
@@ -728,6 +768,7 @@ fn initial_checkpoint(
 ) -> Result<()> {
     let identity = json!({
         "data": args.data.display().to_string(),
+        "first": args.first.as_ref().map(|p| p.display().to_string()),
         "shape": shape,
         "vocab_size": args.vocab_size,
         "seed": args.seed,
@@ -791,22 +832,14 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
             state_dir.display()
         );
     }
-    let rows = load_portion(&args.data, 1.0, None, args.seed)?;
     let mut unreadable = Vec::new();
-    let samples: Vec<Sample> = rows
-        .into_iter()
-        .filter_map(|r| r.map_err(|e| unreadable.push(crate::error_line(&e))).ok())
-        .collect();
-    if samples.is_empty() {
-        bail!(
-            "{}: no sample can be read (first problem: {})",
-            args.data.display(),
-            unreadable
-                .first()
-                .map(String::as_str)
-                .unwrap_or("no samples")
-        );
-    }
+    let first = match &args.first {
+        Some(path) => read_samples(path, args.seed, &mut unreadable)?,
+        None => Vec::new(),
+    };
+    let main = read_samples(&args.data, args.seed, &mut unreadable)?;
+    let n_first = first.len();
+    let samples: Vec<Sample> = first.into_iter().chain(main).collect();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("{}: cannot create", state_dir.display()))?;
     let init_dir = state_dir.join("init");
@@ -816,12 +849,19 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
     let model = Qwen3VlModel::load(&init_dir, DType::F32, &device)?;
 
-    let steps = schedule_samples(
-        samples.len(),
-        args.batch_size,
-        args.epochs,
-        args.steps,
-        args.seed,
+    // The curriculum's steps, then the main data's (indices after the first data's).
+    let first_steps = args.first_steps.unwrap_or(0);
+    let mut steps = schedule_samples(n_first, args.batch_size, 1, Some(first_steps), args.seed);
+    steps.extend(
+        schedule_samples(
+            samples.len() - n_first,
+            args.batch_size,
+            args.epochs,
+            args.steps.map(|s| s - first_steps),
+            args.seed,
+        )
+        .into_iter()
+        .map(|step| step.into_iter().map(|i| i + n_first).collect::<Vec<_>>()),
     );
     let total = steps.len();
     let schedule = CosineSchedule {
@@ -862,6 +902,12 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         args.batch_size,
         schedule.warmup
     );
+    if let Some(path) = &args.first {
+        eprintln!(
+            "pretrain: the first {first_steps} steps on {} alone ({n_first} samples)",
+            path.display()
+        );
+    }
     let done = session.run(
         &mut trainer,
         &processor,
