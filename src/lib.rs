@@ -8,6 +8,7 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod processor;
+pub mod progress;
 pub mod prune;
 pub mod recipes;
 pub mod train;

@@ -20,7 +20,7 @@ use crate::eval::report::{score_benchmark, BenchReport, EvalReport};
 use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::image::ImageProcessor;
 use crate::processor::{Message, Processor};
-use crate::recipes::progress::Progress;
+use crate::progress::Progress;
 
 /// Settings of an evaluation; the defaults are VLMEvalKit's protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

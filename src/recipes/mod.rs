@@ -8,7 +8,6 @@ pub mod inspect;
 pub mod latency;
 pub mod plan;
 pub mod pretrain;
-pub mod progress;
 pub mod prune;
 pub mod run;
 pub mod similarity;

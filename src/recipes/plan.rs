@@ -8,11 +8,11 @@ use candle_core::{DType, Device};
 use crate::data::load_portion;
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
+use crate::progress::Progress;
 use crate::prune::sleb::{self, calibration_loss, CalibrationExample};
 use crate::prune::{
     drop_count, role_table, select, Plan, SelectOptions, SimilarityScores, Strategy,
 };
-use crate::recipes::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {

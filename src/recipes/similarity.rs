@@ -9,8 +9,8 @@ use candle_core::{DType, Device};
 use crate::data::{choose_portion, Sample};
 use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::Processor;
+use crate::progress::Progress;
 use crate::prune::{SimilarityAccumulator, SimilarityScores};
-use crate::recipes::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 pub struct SimilarityArgs {

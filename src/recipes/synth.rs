@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::data::synthetic::{write_synth_with, Family, SynthOptions};
-use crate::recipes::progress::Progress;
+use crate::progress::Progress;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SynthArgs {

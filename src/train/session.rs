@@ -17,8 +17,8 @@ use super::schedule::CosineSchedule;
 use super::trainer::Trainer;
 use crate::data::Sample;
 use crate::processor::Processor;
+use crate::progress::Progress;
 use crate::prune::write_atomic;
-use crate::recipes::progress::Progress;
 
 /// What a training command hands the loop.
 pub struct Session<'a> {
