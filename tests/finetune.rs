@@ -4,44 +4,21 @@
 mod common;
 
 use candle_core::{DType, Device};
-use common::{fixtures, load_tensors, model_dir, to_f32_vec};
-use interlace::data::llava;
+use common::{
+    fixture_json, fixtures, load_tensors, max_abs_diff, model_dir, prepared_train_data, to_f32_vec,
+};
 use interlace::model::Qwen3VlModel;
-use interlace::processor::Processor;
-use interlace::train::labels::{self, Supervised};
+use interlace::train::labels::Supervised;
 use interlace::train::schedule::{warmup_steps, CosineSchedule};
 use interlace::train::trainer::{TrainOptions, Trainer};
-use serde_json::Value;
-
-fn train_json(name: &str) -> Value {
-    let path = fixtures().join("train").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn prepared(model: &str) -> Vec<Supervised> {
-    let processor = Processor::from_dir(model_dir(model)).unwrap();
-    llava::read(&fixtures().join("train/data.json"))
-        .unwrap()
-        .iter()
-        .map(|s| labels::prepare(&processor, s, 1 << 20).unwrap())
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn check_two_steps(grad_checkpoint: bool, micro_batch: usize) {
-    let meta = train_json("step.json");
+    let meta = fixture_json("train/step.json");
     let reference = load_tensors(&fixtures().join("train/step.safetensors"));
     let name = meta["model"].as_str().unwrap();
     let layers: Vec<usize> = serde_json::from_value(meta["finetune"].clone()).unwrap();
     let lr = meta["lr"].as_f64().unwrap();
-    let data = prepared(name);
+    let data = prepared_train_data(name);
     let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
     let frozen_before = to_f32_vec(&model.layers[0].self_attn.q_proj.weight);
     let options = TrainOptions {
@@ -123,7 +100,7 @@ fn two_steps_match_pytorch_with_gradient_checkpointing() {
 
 #[test]
 fn schedule_matches_transformers() {
-    let expected = train_json("schedule.json");
+    let expected = fixture_json("train/schedule.json");
     for case in expected["cosine"].as_array().unwrap() {
         let sched = CosineSchedule {
             base_lr: 1.0,

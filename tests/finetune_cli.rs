@@ -5,7 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use common::{load_tensors, model_dir, to_f32_vec};
@@ -147,26 +146,7 @@ fn killed_run_resumes_to_the_same_weights() {
 
     let out = tmp.path().join("killed");
     let state = tmp.path().join("killed.train");
-    let mut child = finetune_cmd(tmp.path(), &data, &out, &flags)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        let step = std::fs::read_to_string(state.join("latest"))
-            .ok()
-            .and_then(|s| s.trim().strip_prefix("step-")?.parse::<usize>().ok());
-        if step.is_some_and(|s| s >= 3) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    common::kill_after_third_checkpoint(finetune_cmd(tmp.path(), &data, &out, &flags), &state);
     assert!(!out.exists(), "the run finished before it could be killed");
     // A fresh start is refused while the state is there.
     let refused = finetune_cmd(tmp.path(), &data, &out, &flags)

@@ -11,18 +11,13 @@ use interlace::prune::sleb::{calibration_loss, greedy, CalibrationExample};
 use interlace::train::labels;
 use serde_json::Value;
 
-fn train_json(name: &str) -> Value {
-    let path = fixtures().join("train").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
 fn samples() -> Vec<interlace::data::Sample> {
     llava::read(&fixtures().join("train/data.json")).unwrap()
 }
 
 #[test]
 fn labels_match_the_independent_rule() {
-    let expected = train_json("labels.json");
+    let expected = common::fixture_json("train/labels.json");
     let samples = samples();
     for model in MODELS {
         let processor = Processor::from_dir(model_dir(model)).unwrap();
@@ -76,7 +71,7 @@ fn truncation_drops_whole_images_and_refuses_cuts_through_them() {
 
 #[test]
 fn sleb_rounds_match_transformers() {
-    let expected = train_json("sleb.json");
+    let expected = common::fixture_json("train/sleb.json");
     let name = expected["model"].as_str().unwrap();
     let n_samples = expected["samples"].as_u64().unwrap() as usize;
     let device = Device::Cpu;
@@ -114,7 +109,7 @@ fn sleb_rounds_match_transformers() {
 
 #[test]
 fn plan_cli_runs_sleb_and_explains_missing_inputs() {
-    let expected = train_json("sleb.json");
+    let expected = common::fixture_json("train/sleb.json");
     let n_samples = expected["samples"].as_u64().unwrap() as usize;
     let tmp = tempfile::tempdir().unwrap();
     // The fixture's calibration set, with image paths made absolute.

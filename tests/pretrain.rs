@@ -4,36 +4,15 @@
 mod common;
 
 use candle_core::{DType, Device};
-use common::{fixtures, load_tensors, model_dir, to_f32_vec};
-use interlace::data::llava;
+use common::{
+    fixture_json, fixtures, load_tensors, max_abs_diff, model_dir, prepared_train_data, to_f32_vec,
+};
 use interlace::model::Qwen3VlModel;
 use interlace::processor::Processor;
 use interlace::train::adamw::AdamWConfig;
-use interlace::train::labels::{self, Supervised};
+use interlace::train::labels::Supervised;
 use interlace::train::trainer::{TrainOptions, Trainer};
 use serde_json::Value;
-
-fn pretrain_json(name: &str) -> Value {
-    let path = fixtures().join("pretrain").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn prepared(model: &str) -> Vec<Supervised> {
-    let processor = Processor::from_dir(model_dir(model)).unwrap();
-    llava::read(&fixtures().join("train/data.json"))
-        .unwrap()
-        .iter()
-        .map(|s| labels::prepare(&processor, s, 1 << 20).unwrap())
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn whole_trainer(name: &str, meta: &Value, micro_batch: usize) -> Trainer {
     let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
@@ -67,9 +46,9 @@ fn batches(meta: &Value) -> Vec<Vec<usize>> {
 
 #[test]
 fn every_tensor_is_trainable_and_gets_a_gradient() {
-    let meta = pretrain_json("step.json");
+    let meta = fixture_json("pretrain/step.json");
     let name = meta["model"].as_str().unwrap();
-    let data = prepared(name);
+    let data = prepared_train_data(name);
     let trainer = whole_trainer(name, &meta, 2);
     // Every tensor of the checkpoint (the tied head appears once, as the embeddings).
     assert_eq!(
@@ -87,11 +66,11 @@ fn every_tensor_is_trainable_and_gets_a_gradient() {
 }
 
 fn check_two_steps(micro_batch: usize) {
-    let meta = pretrain_json("step.json");
+    let meta = fixture_json("pretrain/step.json");
     let reference = load_tensors(&fixtures().join("pretrain/step.safetensors"));
     let name = meta["model"].as_str().unwrap();
     let lr = meta["lr"].as_f64().unwrap();
-    let data = prepared(name);
+    let data = prepared_train_data(name);
     let mut trainer = whole_trainer(name, &meta, micro_batch);
     let steps = meta["steps"].as_array().unwrap();
     let mut losses = Vec::new();
@@ -159,7 +138,6 @@ fn two_whole_model_steps_match_pytorch_packed() {
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn write_data(dir: &Path) -> PathBuf {
     let path = dir.join("data.json");
@@ -327,7 +305,7 @@ fn tokenizer_keeps_special_tokens_whole_and_round_trips() {
 #[test]
 fn demo_shape_has_the_parameter_count_transformers_gives() {
     use interlace::recipes::pretrain::Shape;
-    let want = pretrain_json("demo_count.json");
+    let want = fixture_json("pretrain/demo_count.json");
     let shape = Shape::from_arg("demo").unwrap();
     let vocab = want["vocab_size"].as_u64().unwrap() as usize;
     assert_eq!(
@@ -390,26 +368,7 @@ fn killed_pretraining_resumes_to_the_same_weights() {
     ok(pretrain_cmd(&data, &whole, &flags).output().unwrap());
     let out = tmp.path().join("killed");
     let state = tmp.path().join("killed.train");
-    let mut child = pretrain_cmd(&data, &out, &flags)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        let step = std::fs::read_to_string(state.join("latest"))
-            .ok()
-            .and_then(|s| s.trim().strip_prefix("step-")?.parse::<usize>().ok());
-        if step.is_some_and(|s| s >= 3) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::kill_after_third_checkpoint(pretrain_cmd(&data, &out, &flags), &state);
     assert!(!out.exists(), "the run finished before it could be killed");
     let refused = pretrain_cmd(&data, &out, &flags).output().unwrap();
     assert!(!refused.status.success());

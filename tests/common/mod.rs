@@ -171,3 +171,51 @@ pub fn train_data_absolute() -> Vec<serde_json::Value> {
     }
     data
 }
+
+/// A JSON file of `tests/fixtures/`, by path relative to it ("train/step.json").
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    let path = fixtures().join(rel);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The training fixture's conversations (tests/fixtures/train/data.json), labelled with
+/// `model`'s processor.
+pub fn prepared_train_data(model: &str) -> Vec<interlace::train::labels::Supervised> {
+    let processor = interlace::processor::Processor::from_dir(model_dir(model)).unwrap();
+    interlace::data::llava::read(&fixtures().join("train/data.json"))
+        .unwrap()
+        .iter()
+        .map(|s| interlace::train::labels::prepare(&processor, s, 1 << 20).unwrap())
+        .collect()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Starts a training command and SIGKILLs it once its state directory `state` holds a
+/// checkpoint of step 3 or later; the command must still be running then.
+pub fn kill_after_third_checkpoint(mut cmd: std::process::Command, state: &std::path::Path) {
+    use std::time::{Duration, Instant};
+    let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let step = std::fs::read_to_string(state.join("latest"))
+            .ok()
+            .and_then(|s| s.trim().strip_prefix("step-")?.parse::<usize>().ok());
+        if step.is_some_and(|s| s >= 3) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
