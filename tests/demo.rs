@@ -50,13 +50,11 @@ fn demo_model_has_the_promised_shape() {
     assert!(bytes <= 30 << 20, "{bytes} bytes");
 }
 
-/// The requirement, not met yet: the committed model (800 steps of 16 conversations,
-/// 33 minutes on 2 cores) learned each question type's answer format and most common
-/// answer but not to use the image, and scores at chance (README, "The built-in demo").
-/// Kept so that a better-trained model can be checked with `cargo test -- --ignored`.
-#[test]
-#[ignore = "the committed demo model does not beat chance yet (see README)"]
-fn demo_model_beats_chance_on_every_synthetic_benchmark() {
+/// The benchmarks of `only` (every one when empty) on which the committed model, on their
+/// first 40 rows, does no better than guessing could with probability 1e-3 or more (a row
+/// is right when its score is 1; VQA accuracy gives partial scores to nothing here, as
+/// every synthetic question has one answer).
+fn not_above_chance(only: &[&str]) -> Vec<String> {
     const ROWS: usize = 40;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("synth");
@@ -70,19 +68,30 @@ fn demo_model_beats_chance_on_every_synthetic_benchmark() {
         },
     )
     .unwrap();
-    let specs: Vec<BenchSpec> = manifest
+    let chosen: Vec<_> = manifest
         .benchmarks
+        .iter()
+        .filter(|b| only.is_empty() || only.contains(&b.name.as_str()))
+        .collect();
+    if !only.is_empty() {
+        assert_eq!(
+            chosen.len(),
+            only.len(),
+            "a name in {only:?} is no benchmark"
+        );
+    }
+    let specs: Vec<BenchSpec> = chosen
         .iter()
         .map(|b| BenchSpec::with_task(&b.file, b.task))
         .collect();
     let report = evaluate_dir(&demo(), &specs, &EvalOptions::default()).unwrap();
     let mut failures = Vec::new();
-    for (bench, spec) in report.benchmarks.iter().zip(&manifest.benchmarks) {
+    for (bench, spec) in report.benchmarks.iter().zip(&chosen) {
         assert_eq!(bench.malformed, 0, "{}", bench.name);
         let right = bench
             .results
             .iter()
-            .filter(|r| r.correct == Some(true))
+            .filter(|r| r.score.is_some_and(|s| s >= 1.0))
             .count();
         let p = binomial_tail(bench.results.len(), right, spec.chance);
         eprintln!(
@@ -95,5 +104,24 @@ fn demo_model_beats_chance_on_every_synthetic_benchmark() {
             failures.push(bench.name.clone());
         }
     }
+    failures
+}
+
+/// The benchmarks the committed model has learned (README, "The built-in demo").
+const LEARNED: &[&str] = &["SynthVQA"];
+
+#[test]
+fn demo_model_beats_chance_where_it_has_learned() {
+    let failures = not_above_chance(LEARNED);
+    assert!(failures.is_empty(), "not above chance: {failures:?}");
+}
+
+/// The requirement, not met yet: the committed model reads the image for the
+/// benchmarks in `LEARNED` only (README, "The built-in demo"). Kept so that a better-trained
+/// model can be checked with `cargo test --test demo -- --ignored`.
+#[test]
+#[ignore = "the committed demo model does not beat chance on every benchmark yet (see README)"]
+fn demo_model_beats_chance_on_every_synthetic_benchmark() {
+    let failures = not_above_chance(&[]);
     assert!(failures.is_empty(), "not above chance: {failures:?}");
 }
