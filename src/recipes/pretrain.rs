@@ -641,7 +641,6 @@ fn texts_of(samples: &[Sample]) -> Vec<String> {
         .collect()
 }
 
-/// Where a run keeps its resumable state (and the initial checkpoint it trains from).
 /// The readable samples of `path`; the problems of unreadable ones are added to
 /// `unreadable`. No readable sample at all is an error.
 fn read_samples(path: &Path, seed: u64, unreadable: &mut Vec<String>) -> Result<Vec<Sample>> {
@@ -663,6 +662,7 @@ fn read_samples(path: &Path, seed: u64, unreadable: &mut Vec<String>) -> Result<
     Ok(samples)
 }
 
+/// Where a run keeps its resumable state (and the initial checkpoint it trains from).
 pub fn state_dir(out: &Path) -> PathBuf {
     crate::recipes::finetune::state_dir(out)
 }
@@ -747,13 +747,13 @@ fn check_args(args: &PretrainArgs) -> Result<()> {
     if args.min_pixels > args.max_pixels {
         bail!("--min-pixels must not exceed --max-pixels");
     }
-    if let (Some(first), Some(steps)) = (args.first_steps, args.steps) {
-        if first == 0 || first >= steps {
-            bail!("--first-steps must be at least 1 and less than --steps ({first} of {steps})");
-        }
-    }
     if args.first_steps == Some(0) {
         bail!("--first-steps must be at least 1");
+    }
+    if let (Some(first), Some(steps)) = (args.first_steps, args.steps) {
+        if first >= steps {
+            bail!("--first-steps ({first}) must be less than --steps ({steps})");
+        }
     }
     Ok(())
 }
