@@ -311,6 +311,34 @@ pub fn load_portion(
         .collect()
 }
 
+/// The readable ones of the samples `load_portion` chooses; the problem of each unreadable
+/// one is added to `unreadable` (as one line). None readable at all is an error naming
+/// `path` and the first problem.
+pub fn readable_portion(
+    path: &Path,
+    portion: f64,
+    samples: Option<usize>,
+    seed: u64,
+    unreadable: &mut Vec<String>,
+) -> Result<Vec<Sample>> {
+    let before = unreadable.len();
+    let chosen: Vec<Sample> = load_portion(path, portion, samples, seed)?
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| unreadable.push(crate::error_line(&e))).ok())
+        .collect();
+    if chosen.is_empty() {
+        bail!(
+            "{}: none of the chosen samples can be read (first problem: {})",
+            path.display(),
+            unreadable
+                .get(before)
+                .map(String::as_str)
+                .unwrap_or("no samples")
+        );
+    }
+    Ok(chosen)
+}
+
 /// Chooses rows in each of several sources of `sizes` rows, with [`choose`] per source and
 /// the same `seed` for each: `portion` of every source (at least one row of each non-empty
 /// source), or, with `samples`, that many rows in all, split over the sources in

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
-use crate::data::{load_portion, Sample};
+use crate::data::readable_portion;
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
 use crate::prune::surgery::{copy_other_files, rewrite_weights, write_dir_atomic, PLAN_FILE};
@@ -214,22 +214,14 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
     let (plan, positions) = plan_and_positions(args, &model)?;
     // The chosen rows are held in memory (image bytes included for Parquet data).
-    let rows = load_portion(&args.data, args.portion, args.samples, args.seed)?;
     let mut unreadable = Vec::new();
-    let samples: Vec<Sample> = rows
-        .into_iter()
-        .filter_map(|r| r.map_err(|e| unreadable.push(crate::error_line(&e))).ok())
-        .collect();
-    if samples.is_empty() {
-        bail!(
-            "{}: none of the chosen samples can be read (first problem: {})",
-            args.data.display(),
-            unreadable
-                .first()
-                .map(String::as_str)
-                .unwrap_or("no samples")
-        );
-    }
+    let samples = readable_portion(
+        &args.data,
+        args.portion,
+        args.samples,
+        args.seed,
+        &mut unreadable,
+    )?;
     let per_step = args.batch_size * args.grad_accum;
     let steps = schedule_samples(samples.len(), per_step, args.epochs, args.seed);
     let total = steps.len();

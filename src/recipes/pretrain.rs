@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::data::{load_portion, Sample};
+use crate::data::{readable_portion, Sample};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
 use crate::prune::surgery::write_dir_atomic;
@@ -641,27 +641,6 @@ fn texts_of(samples: &[Sample]) -> Vec<String> {
         .collect()
 }
 
-/// The readable samples of `path`; the problems of unreadable ones are added to
-/// `unreadable`. No readable sample at all is an error.
-fn read_samples(path: &Path, seed: u64, unreadable: &mut Vec<String>) -> Result<Vec<Sample>> {
-    let before = unreadable.len();
-    let samples: Vec<Sample> = load_portion(path, 1.0, None, seed)?
-        .into_iter()
-        .filter_map(|r| r.map_err(|e| unreadable.push(crate::error_line(&e))).ok())
-        .collect();
-    if samples.is_empty() {
-        bail!(
-            "{}: no sample can be read (first problem: {})",
-            path.display(),
-            unreadable
-                .get(before)
-                .map(String::as_str)
-                .unwrap_or("no samples")
-        );
-    }
-    Ok(samples)
-}
-
 /// Where a run keeps its resumable state (and the initial checkpoint it trains from).
 pub fn state_dir(out: &Path) -> PathBuf {
     crate::recipes::finetune::state_dir(out)
@@ -834,10 +813,10 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     }
     let mut unreadable = Vec::new();
     let first = match &args.first {
-        Some(path) => read_samples(path, args.seed, &mut unreadable)?,
+        Some(path) => readable_portion(path, 1.0, None, args.seed, &mut unreadable)?,
         None => Vec::new(),
     };
-    let main = read_samples(&args.data, args.seed, &mut unreadable)?;
+    let main = readable_portion(&args.data, 1.0, None, args.seed, &mut unreadable)?;
     let n_first = first.len();
     let samples: Vec<Sample> = first.into_iter().chain(main).collect();
     std::fs::create_dir_all(&state_dir)
