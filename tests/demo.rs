@@ -65,6 +65,7 @@ fn not_above_chance(only: &[&str]) -> Vec<String> {
             train_rows: 0,
             bench_rows: ROWS,
             captions: false,
+            warm_ups: false,
         },
     )
     .unwrap();

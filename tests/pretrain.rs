@@ -445,6 +445,31 @@ fn curriculum_trains_on_the_first_data_alone_first() {
         "the first two steps did not train on the first data: {tokens:?}"
     );
 
+    // Repeated, --first mixes every file's samples into the first stage.
+    let first2 = tmp.path().join("first2.json");
+    std::fs::write(&first2, serde_json::to_string(&long[..2]).unwrap()).unwrap();
+    let first2_arg = first2.display().to_string();
+    let flags = [
+        "--steps",
+        "4",
+        "--first",
+        &first_arg,
+        "--first",
+        &first2_arg,
+        "--first-steps",
+        "2",
+    ];
+    let run = pretrain_cmd(&data, &tmp.path().join("model2"), &flags)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    ok(run);
+    let want = format!(
+        "the first 2 steps on {first_arg}, {first2_arg} alone ({} samples)",
+        long.len() + 2
+    );
+    assert!(stderr.contains(&want), "{want:?} not in {stderr}");
+
     // Misuse is one line naming the flag.
     for (bad, flag) in [
         (

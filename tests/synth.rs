@@ -24,6 +24,7 @@ fn opts(seed: u64) -> SynthOptions {
         train_rows: TRAIN,
         bench_rows: BENCH,
         captions: false,
+        warm_ups: false,
     }
 }
 
@@ -357,7 +358,25 @@ fn check(
                 );
             }
         }
-        "SynthBasic" => {
+        // The warm-ups ask their benchmark's questions of easier images.
+        "SynthBasicPOPE" | "SynthBasicCount" | "SynthBasicText" | "SynthBasicChart" => {
+            if family == "SynthBasicPOPE" {
+                let comps = components(&img);
+                assert_eq!(comps.len(), 1, "{ctx}");
+                assert!(comps[0].area >= 1000, "{ctx}: {comps:?}");
+            }
+            let parent = family.replace("Basic", "");
+            check(&parent, question, hint, options, answer, image)
+        }
+        "SynthBasicHR" => {
+            let comps = components(&img);
+            assert!((5..10).contains(&comps.len()), "{ctx}: {comps:?}");
+            let small = comps.iter().min_by_key(|c| c.area).unwrap();
+            assert_eq!(small.shape, "star", "{ctx}: {comps:?}");
+            assert_eq!(option(options, answer), small.hue(), "{ctx}");
+        }
+        // One large object: its colour or shape, said (SynthBasic) or as an option letter.
+        "SynthBasic" | "SynthBasicMCQ" => {
             let comps = components(&img);
             assert_eq!(comps.len(), 1, "{ctx}");
             let truth = if question == "What colour is the object?" {
@@ -366,7 +385,12 @@ fn check(
                 assert_eq!(question, "What shape is the object?");
                 comps[0].shape
             };
-            assert_eq!(truth, answer, "{ctx}");
+            let said = if family == "SynthBasic" {
+                answer.to_string()
+            } else {
+                option(options, answer)
+            };
+            assert_eq!(said, truth, "{ctx}");
         }
         "SynthVQA" => {
             let comps = components(&img);
@@ -499,6 +523,11 @@ fn cell_of(place: &str) -> (usize, usize) {
 /// Checks a training row's image description against the pixels.
 fn check_caption(family: &str, caption: &str, image: &image::DynamicImage) {
     let img = Img::from(image);
+    // Warm-ups describe their images as their benchmark's family does.
+    let family = match family {
+        "SynthBasicText" | "SynthBasicChart" | "SynthBasicCount" => &family.replace("Basic", ""),
+        f => f,
+    };
     let ctx = format!("{family}: {caption}");
     // "crosses" and "cross" → "cross"; "circles" → "circle".
     let singular = |s: &str| {
@@ -554,9 +583,12 @@ fn check_caption(family: &str, caption: &str, image: &image::DynamicImage) {
             }
             assert_eq!(total, comps.len(), "{ctx}");
         }
-        "SynthHR" => {
+        "SynthHR" | "SynthBasicHR" => {
             let comps = components(&img);
-            let star = one(&comps, "star", |c| c.shape == "star" && c.area <= 60);
+            let small = family == "SynthHR";
+            let star = one(&comps, "star", |c| {
+                c.shape == "star" && (!small || c.area <= 60)
+            });
             let rest = caption
                 .strip_prefix("Circles, squares and crosses around a small ")
                 .and_then(|r| r.strip_suffix('.'))
@@ -712,12 +744,12 @@ fn benchmarks_read_score_and_match_their_pixels() {
 
 #[test]
 fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
-    check_training_sources(false);
+    check_training_sources(false, false);
 }
 
 #[test]
 fn captioned_training_sources_match_their_pixels_and_keep_the_benchmarks() {
-    check_training_sources(true);
+    check_training_sources(true, false);
     // The benchmarks do not depend on --captions.
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -735,15 +767,77 @@ fn captioned_training_sources_match_their_pixels_and_keep_the_benchmarks() {
     assert_eq!(fa, fb);
 }
 
+#[test]
+fn warm_up_families_match_their_pixels_and_change_nothing_else() {
+    check_training_sources(true, true);
+    // --warm-ups only adds families: the others' files and the benchmarks are the same
+    // bytes as without it (so a model trained on `synth --captions` is still reproducible).
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let captions = SynthOptions {
+        captions: true,
+        ..opts(5)
+    };
+    write_synth(&a, &captions).unwrap();
+    let m = write_synth(
+        &b,
+        &SynthOptions {
+            warm_ups: true,
+            ..captions
+        },
+    )
+    .unwrap();
+    let (fa, mut fb) = (files(&a), files(&b));
+    let added: Vec<String> = m
+        .families
+        .iter()
+        .filter(|f| f.starts_with("SynthBasic") && *f != "SynthBasic")
+        .cloned()
+        .collect();
+    assert_eq!(added.len(), 6, "{:?}", m.families);
+    fb.retain(|path, _| {
+        !added
+            .iter()
+            .any(|f| path.starts_with(Path::new("train").join(f)))
+    });
+    // The manifest lists the families written; everything else is identical.
+    assert!(fa.contains_key(Path::new("synth.json")));
+    let strip = |mut f: BTreeMap<PathBuf, Vec<u8>>| {
+        f.remove(Path::new("synth.json"));
+        f
+    };
+    let (fa, fb) = (strip(fa), strip(fb));
+    assert_eq!(
+        fa.len(),
+        9 + 8,
+        "nine training families and eight benchmarks"
+    );
+    assert_eq!(fa, fb);
+    // The warm-ups refuse to come without the captions they are for.
+    let err = write_synth(
+        &tmp.path().join("c"),
+        &SynthOptions {
+            warm_ups: true,
+            ..opts(5)
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("--warm-ups needs --captions"),
+        "{err}"
+    );
+}
+
 /// Reads every training row back: the prompt is an eval prompt, the answer (and with
 /// captions the second turn) is right by the pixels.
-fn check_training_sources(captions: bool) {
+fn check_training_sources(captions: bool, warm_ups: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
     let m = write_synth(
         &out,
         &SynthOptions {
             captions,
+            warm_ups,
             ..opts(3)
         },
     )
@@ -762,7 +856,12 @@ fn check_training_sources(captions: bool) {
     let mut families = m.families.clone();
     families.sort();
     assert_eq!(names, families, "one source per family");
-    assert_eq!(names.len(), if captions { 9 } else { 8 });
+    let families_written = match (captions, warm_ups) {
+        (true, true) => 15,
+        (true, false) => 9,
+        _ => 8,
+    };
+    assert_eq!(names.len(), families_written);
     // The warm-up family has three times as many rows as each benchmark's family.
     let rows_of = |name: &str| {
         if name == "SynthBasic" {
@@ -776,7 +875,13 @@ fn check_training_sources(captions: bool) {
         .zip(&names)
         .all(|(s, n)| s.len() == rows_of(n) && s.is_parquet()));
     let rows = load_portion(&m.train, 1.0, None, 0).unwrap();
-    assert_eq!(rows.len(), if captions { 11 } else { 8 } * TRAIN);
+    // 8 benchmark families, SynthBasic 3×, six more warm-ups.
+    let want_rows = match (captions, warm_ups) {
+        (true, true) => 17,
+        (true, false) => 11,
+        _ => 8,
+    };
+    assert_eq!(rows.len(), want_rows * TRAIN);
     let tasks: HashMap<&str, Task> = m
         .benchmarks
         .iter()
@@ -789,8 +894,14 @@ fn check_training_sources(captions: bool) {
             .find(|n| sample.origin.contains(&format!("/{n}/")))
             .unwrap_or_else(|| panic!("row {k}: {} is in no family", sample.origin))
             .as_str();
-        // SynthBasic trains only; its questions are short answers like SynthVQA's.
-        let task = tasks.get(family).copied().unwrap_or(Task::Vqa);
+        // The warm-ups train only; each asks in its benchmark's form (SynthBasic and
+        // SynthBasicMCQ: SynthVQA's short answers and SynthMMB's four options).
+        let parent = match family {
+            "SynthBasic" => "SynthVQA",
+            "SynthBasicMCQ" => "SynthMMB",
+            f => &f.replace("Basic", ""),
+        };
+        let task = tasks[parent];
         assert_eq!(sample.images.len(), 1);
         assert!(matches!(sample.images[0], ImageSource::Bytes { .. }));
         let roles: Vec<&str> = sample.turns.iter().map(|t| t.role.as_str()).collect();

@@ -163,9 +163,12 @@ def main():
     ap.add_argument("--heldout", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--log", default=None)
     a = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     fams = sorted(os.listdir(a.train_dir)) if a.families == "all" else a.families.split(",")
@@ -182,7 +185,8 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     loader = torch.utils.data.DataLoader(
         Stream(rows, first, a.first_steps, a.batch, enc, pad_id, a.seed),
-        batch_size=None, num_workers=a.workers, prefetch_factor=8 if a.workers else None)
+        batch_size=None, num_workers=a.workers, prefetch_factor=8 if a.workers else None,
+        worker_init_fn=lambda _: torch.set_num_threads(1))
     log = open(a.log, "w") if a.log else None
     # First answers only, encoded once.
     eval_batches = {

@@ -61,11 +61,12 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Curriculum: train on this data alone for the first --first-steps optimizer steps,
-    /// then on --data (e.g. `synth`'s easy SynthBasic family, which teaches a model from
-    /// scratch to look at the image far sooner than the full mix does). The tokenizer is
-    /// learnt from both.
+    /// then on --data (e.g. `synth`'s easy warm-up families SynthBasic*, which teach a
+    /// model from scratch to look at the image far sooner than the full mix does). Repeat
+    /// the flag to give several; their samples are mixed. The tokenizer is learnt from all
+    /// the data.
     #[arg(long, value_name = "FILE|DIR", requires = "first_steps")]
-    pub first: Option<PathBuf>,
+    pub first: Vec<PathBuf>,
     /// Optimizer steps on --first's data; they count towards --steps.
     #[arg(long, value_name = "N", requires = "first")]
     pub first_steps: Option<usize>,
@@ -679,10 +680,21 @@ fn schedule_samples(
     out
 }
 
+/// --first in a run's identity: null, one path (as runs before it was repeatable wrote
+/// it) or a list.
+fn first_json(first: &[PathBuf]) -> Value {
+    let paths: Vec<String> = first.iter().map(|p| p.display().to_string()).collect();
+    match paths.as_slice() {
+        [] => Value::Null,
+        [one] => json!(one),
+        _ => json!(paths),
+    }
+}
+
 fn fingerprint(args: &PretrainArgs, shape: &Shape, n_samples: usize) -> Value {
     json!({
         "data": args.data.display().to_string(),
-        "first": args.first.as_ref().map(|p| p.display().to_string()),
+        "first": first_json(&args.first),
         "first_steps": args.first_steps,
         "shape": shape,
         "vocab_size": args.vocab_size,
@@ -747,7 +759,7 @@ fn initial_checkpoint(
 ) -> Result<()> {
     let identity = json!({
         "data": args.data.display().to_string(),
-        "first": args.first.as_ref().map(|p| p.display().to_string()),
+        "first": first_json(&args.first),
         "shape": shape,
         "vocab_size": args.vocab_size,
         "seed": args.seed,
@@ -812,10 +824,16 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         );
     }
     let mut unreadable = Vec::new();
-    let first = match &args.first {
-        Some(path) => readable_portion(path, 1.0, None, args.seed, &mut unreadable)?,
-        None => Vec::new(),
-    };
+    let mut first = Vec::new();
+    for path in &args.first {
+        first.extend(readable_portion(
+            path,
+            1.0,
+            None,
+            args.seed,
+            &mut unreadable,
+        )?);
+    }
     let main = readable_portion(&args.data, 1.0, None, args.seed, &mut unreadable)?;
     let n_first = first.len();
     let samples: Vec<Sample> = first.into_iter().chain(main).collect();
@@ -881,10 +899,11 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         args.batch_size,
         schedule.warmup
     );
-    if let Some(path) = &args.first {
+    if !args.first.is_empty() {
+        let paths: Vec<String> = args.first.iter().map(|p| p.display().to_string()).collect();
         eprintln!(
             "pretrain: the first {first_steps} steps on {} alone ({n_first} samples)",
-            path.display()
+            paths.join(", ")
         );
     }
     let done = session.run(

@@ -32,6 +32,14 @@ pub struct SynthArgs {
     /// same with or without.
     #[arg(long)]
     pub captions: bool,
+    /// With --captions: add six more training-only warm-up families, easy forms of the
+    /// benchmarks' questions (SynthBasicPOPE: yes/no about one large object; SynthBasicMCQ:
+    /// its colour or shape as four options; SynthBasicCount: 1–6 large copies of one shape;
+    /// SynthBasicText: the words in a font twice as large; SynthBasicChart: two wide bars;
+    /// SynthBasicHR: a larger star among a few objects), for a curriculum with `pretrain
+    /// --first`.
+    #[arg(long, requires = "captions")]
+    pub warm_ups: bool,
 }
 
 pub fn run(args: &SynthArgs) -> Result<String> {
@@ -40,9 +48,10 @@ pub fn run(args: &SynthArgs) -> Result<String> {
         train_rows: args.train_rows,
         bench_rows: args.bench_rows,
         captions: args.captions,
+        warm_ups: args.warm_ups,
     };
     let start = Instant::now();
-    let total = 8 * (opts.train_rows + opts.bench_rows);
+    let total = opts.total_rows();
     let bar = Progress::new("synth", "rows", total);
     let mut last = 0;
     let manifest = write_synth_with(&args.out, &opts, &mut |done, _, family| {
@@ -53,7 +62,14 @@ pub fn run(args: &SynthArgs) -> Result<String> {
         last = done;
     })?;
     bar.finish();
-    let warmup = if opts.captions {
+    let warmup = if opts.warm_ups {
+        format!(
+            " and the warm-ups SynthBasic × {} and {} more × {}, with captions,",
+            Family::Basic.train_rows(opts.train_rows),
+            Family::WARM_UPS.len() - 1,
+            opts.train_rows
+        )
+    } else if opts.captions {
         format!(
             " and the warm-up SynthBasic × {}, with captions,",
             Family::Basic.train_rows(opts.train_rows)

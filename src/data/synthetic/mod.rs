@@ -12,7 +12,9 @@
 //! colour, shape and place (or the word spelled out, the bars' values, the counts), about
 //! twenty supervised tokens that depend on the image against one or two in the answer; and
 //! a ninth, training-only family (SynthBasic: one large object, the easiest grounding, with
-//! three times the rows, about a quarter of the training data) joins as a warm-up.
+//! three times the rows, about a quarter of the training data) joins as a warm-up. With
+//! [`SynthOptions::warm_ups`] too, six more training-only warm-ups: easy forms of the
+//! benchmarks' questions ([`Family::WARM_UPS`]).
 //!
 //! Determinism: every row has its own ChaCha8 stream, keyed by (seed, family, split, row),
 //! so the same seed gives byte-identical files, and benchmark rows come from other streams
@@ -51,6 +53,10 @@ pub struct SynthOptions {
     /// words) and add the training-only warm-up family SynthBasic: data for pretraining
     /// from scratch. Benchmarks are the same either way.
     pub captions: bool,
+    /// With captions, also the six easier training-only warm-up families (SynthBasicPOPE,
+    /// SynthBasicMCQ, SynthBasicCount, SynthBasicText, SynthBasicChart, SynthBasicHR): easy
+    /// forms of the benchmarks' questions for a curriculum (`pretrain --first`).
+    pub warm_ups: bool,
 }
 
 impl Default for SynthOptions {
@@ -60,15 +66,28 @@ impl Default for SynthOptions {
             train_rows: 4000,
             bench_rows: 100,
             captions: false,
+            warm_ups: false,
         }
     }
 }
 
 impl SynthOptions {
-    /// The training families written: the eight benchmarks' and, with captions, SynthBasic.
+    /// Rows generated in all: every training family's and every benchmark's.
+    pub fn total_rows(&self) -> usize {
+        self.training_families()
+            .iter()
+            .map(|f| f.train_rows(self.train_rows))
+            .sum::<usize>()
+            + Family::ALL.len() * self.bench_rows
+    }
+
+    /// The training families written: the eight benchmarks'; with captions, SynthBasic;
+    /// with warm-ups, the other warm-up families too.
     pub fn training_families(&self) -> &'static [Family] {
-        if self.captions {
+        if self.captions && self.warm_ups {
             &Family::TRAINING
+        } else if self.captions {
+            &Family::TRAINING[..Family::ALL.len() + 1]
         } else {
             &Family::ALL
         }
@@ -199,6 +218,9 @@ pub fn write_synth_with(
     if opts.train_rows == 0 && opts.bench_rows == 0 {
         bail!("nothing to generate: --train-rows and --bench-rows are both 0");
     }
+    if opts.warm_ups && !opts.captions {
+        bail!("--warm-ups needs --captions: the warm-up families are for pretraining from scratch");
+    }
     check_out(out)?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -277,12 +299,7 @@ fn write_all(
     mk(dir)?;
     mk(&dir.join("train"))?;
     mk(&dir.join("bench"))?;
-    let total: usize = opts
-        .training_families()
-        .iter()
-        .map(|f| f.train_rows(opts.train_rows))
-        .sum::<usize>()
-        + Family::ALL.len() * opts.bench_rows;
+    let total = opts.total_rows();
     let mut done = 0;
     let mut benches = Vec::new();
     for &family in opts.training_families() {

@@ -45,6 +45,19 @@ pub enum Family {
     /// Training only (no benchmark): one large object, its colour or shape. The easiest
     /// grounding there is, which a model learning from scratch picks up first.
     Basic,
+    /// Training only, the easy form of SynthPOPE: is there a (colour, shape) pair, asked of
+    /// one large object.
+    BasicPope,
+    /// Training only, the four-option answer form on one large object: its colour or shape.
+    BasicMcq,
+    /// Training only, the easy form of SynthCount: 1–6 large copies of one shape and colour.
+    BasicCount,
+    /// Training only, the easy form of SynthText: the same words in a larger font.
+    BasicText,
+    /// Training only, the easy form of SynthChart: two wide bars.
+    BasicChart,
+    /// Training only, the easy form of SynthHR: a larger star among a few larger objects.
+    BasicHr,
 }
 
 impl Family {
@@ -59,21 +72,56 @@ impl Family {
         Family::Sci,
     ];
 
-    /// Every training family: the benchmarks' (in [`Family::ALL`]'s order, which keys their
-    /// random streams) and the training-only warm-up last.
-    pub const TRAINING: [Family; 9] = {
-        let mut all = [Family::Basic; 9];
+    /// The training-only warm-up families: easy forms of the benchmarks' questions, the
+    /// first stage of pretraining from scratch (`interlace pretrain --first`).
+    pub const WARM_UPS: [Family; 7] = [
+        Family::Basic,
+        Family::BasicPope,
+        Family::BasicMcq,
+        Family::BasicCount,
+        Family::BasicText,
+        Family::BasicChart,
+        Family::BasicHr,
+    ];
+
+    /// Every training family: the benchmarks' (in [`Family::ALL`]'s order) and then the
+    /// warm-ups. The position keys each family's random streams, so new families go last.
+    pub const TRAINING: [Family; 15] = {
+        let mut all = [Family::Basic; 15];
         let mut i = 0;
         while i < Family::ALL.len() {
             all[i] = Family::ALL[i];
             i += 1;
         }
+        while i < all.len() {
+            all[i] = Family::WARM_UPS[i - Family::ALL.len()];
+            i += 1;
+        }
         all
     };
 
+    /// The benchmark family whose questions this one asks (itself for a benchmark's; for
+    /// a warm-up, the benchmark it prepares for).
+    pub fn benchmark(self) -> Family {
+        match self {
+            Family::Basic => Family::Vqa,
+            Family::BasicPope => Family::Pope,
+            Family::BasicMcq => Family::Mmb,
+            Family::BasicCount => Family::Count,
+            Family::BasicText => Family::Text,
+            Family::BasicChart => Family::Chart,
+            Family::BasicHr => Family::Hr,
+            f => f,
+        }
+    }
+
+    /// The family named `name` (as [`Family::name`] spells it).
+    pub fn by_name(name: &str) -> Option<Family> {
+        Family::TRAINING.into_iter().find(|f| f.name() == name)
+    }
+
     /// Training rows of this family for `--train-rows n`: the warm-up family SynthBasic has
-    /// 3n, a quarter of all the training rows, so that a model learning from scratch sees
-    /// the easiest grounding often.
+    /// 3n, so that a model learning from scratch sees the easiest grounding often.
     pub fn train_rows(self, n: usize) -> usize {
         if self == Family::Basic {
             3 * n
@@ -94,42 +142,61 @@ impl Family {
             Family::Count => "SynthCount",
             Family::Sci => "SynthSci",
             Family::Basic => "SynthBasic",
+            Family::BasicPope => "SynthBasicPOPE",
+            Family::BasicMcq => "SynthBasicMCQ",
+            Family::BasicCount => "SynthBasicCount",
+            Family::BasicText => "SynthBasicText",
+            Family::BasicChart => "SynthBasicChart",
+            Family::BasicHr => "SynthBasicHR",
         }
     }
 
     pub fn task(self) -> Task {
-        match self {
+        match self.benchmark() {
             Family::Text => Task::Ocrbench,
             Family::Chart => Task::Chartqa,
-            Family::Vqa | Family::Basic => Task::Vqa,
             Family::Mmb | Family::Hr | Family::Sci => Task::Mcq,
             Family::Pope => Task::Yorn,
             Family::Count => Task::Count,
+            _ => Task::Vqa,
         }
     }
 
     /// One of the paper's four benchmark categories.
     pub fn category(self) -> &'static str {
-        match self {
+        match self.benchmark() {
             Family::Text | Family::Chart => "text/chart",
-            Family::Vqa | Family::Mmb | Family::Basic => "general",
             Family::Pope | Family::Hr | Family::Count => "perception",
             Family::Sci => "instruction/science",
+            _ => "general",
         }
     }
 
     /// Generates one example; `row` only balances yes/no answers (even rows: yes).
     pub fn generate(self, rng: &mut ChaCha8Rng, row: usize) -> Example {
         match self {
-            Family::Text => text(rng),
-            Family::Chart => chart(rng),
+            Family::Text => text(rng, false),
+            Family::Chart => chart(rng, 3..=5),
             Family::Vqa => vqa(rng),
             Family::Mmb => mmb(rng),
-            Family::Pope => pope(rng, row.is_multiple_of(2)),
-            Family::Hr => hr(rng),
-            Family::Count => count(rng),
+            Family::Pope => {
+                let k = rng.random_range(1..=3);
+                let (img, objs) = simple_scene(rng, k);
+                pope(rng, row.is_multiple_of(2), img, objs)
+            }
+            Family::Hr => hr(rng, 20..=32, 4..=6, 6..=12),
+            Family::Count => count(rng, 0..=2, 8..=12),
             Family::Sci => sci(rng),
             Family::Basic => basic(rng),
+            Family::BasicPope => {
+                let (img, objs) = big_object(rng);
+                pope(rng, row.is_multiple_of(2), img, objs)
+            }
+            Family::BasicMcq => basic_mcq(rng),
+            Family::BasicCount => count(rng, 0..=0, 12..=16),
+            Family::BasicText => text(rng, true),
+            Family::BasicChart => chart(rng, 2..=2),
+            Family::BasicHr => hr(rng, 4..=8, 8..=9, 10..=14),
         }
     }
 }
@@ -365,8 +432,9 @@ fn random_rgb(rng: &mut ChaCha8Rng) -> Rgb {
     [rng.random(), rng.random(), rng.random()]
 }
 
-/// SynthText: a word in a large bitmap font, random colours with contrast, jittered.
-fn text(rng: &mut ChaCha8Rng) -> Example {
+/// SynthText: a word in a large bitmap font, random colours with contrast, jittered;
+/// `big`: in a font 4–5 times the bitmap's size instead of 2–3 times (SynthBasicText).
+fn text(rng: &mut ChaCha8Rng, big: bool) -> Example {
     let word = pick(rng, &WORDS);
     let (bg, fg) = loop {
         let (a, b) = (random_rgb(rng), random_rgb(rng));
@@ -374,7 +442,13 @@ fn text(rng: &mut ChaCha8Rng) -> Example {
             break (a, b);
         }
     };
-    let scale = if word.len() <= 3 || rng.random_bool(0.5) {
+    let scale = if big {
+        if text_width(word.len(), 5) <= 120 {
+            5
+        } else {
+            4
+        }
+    } else if word.len() <= 3 || rng.random_bool(0.5) {
         3
     } else {
         2
@@ -408,12 +482,12 @@ pub const CHART_UNIT: i64 = 10;
 const CHART_LEFT: i64 = 16;
 const CHART_RIGHT: i64 = 124;
 
-/// SynthChart: bars A.. with integer values 1..9 on a grid, value or tallest bar.
-fn chart(rng: &mut ChaCha8Rng) -> Example {
-    let n = rng.random_range(3..=5usize);
+/// SynthChart: `bars` bars A.. with integer values 1..9 on a grid, value or tallest bar.
+fn chart(rng: &mut ChaCha8Rng, bars: std::ops::RangeInclusive<usize>) -> Example {
+    let n = rng.random_range(bars);
     let values: Vec<i64> = loop {
         let v: Vec<i64> = (0..n).map(|_| rng.random_range(1..=9)).collect();
-        let max = *v.iter().max().expect("n >= 3");
+        let max = *v.iter().max().expect("n >= 2");
         if v.iter().filter(|&&x| x == max).count() == 1 {
             break v;
         }
@@ -476,7 +550,7 @@ fn chart(rng: &mut ChaCha8Rng) -> Example {
             .iter()
             .enumerate()
             .max_by_key(|(_, v)| **v)
-            .expect("n >= 3");
+            .expect("n >= 2");
         Example {
             image: img,
             question: "Which bar is the tallest?".to_string(),
@@ -540,14 +614,54 @@ fn vqa(rng: &mut ChaCha8Rng) -> Example {
     }
 }
 
-/// SynthBasic (training only): one large object; its colour or its shape.
-fn basic(rng: &mut ChaCha8Rng) -> Example {
+/// One large object (half-size 28–44 pixels) on a plain 128×128 background.
+fn big_object(rng: &mut ChaCha8Rng) -> (Canvas, Vec<Obj>) {
     let shape = pick(rng, &Shape::ALL);
     let colour = rng.random_range(0..COLOURS.len());
     let r = rng.random_range(28..=44) as f64;
     let objs = scene(rng, &[shape], &[colour], &[r]);
     let mut img = Canvas::new(128, 128, background(rng));
     draw_objs(&mut img, &objs);
+    (img, objs)
+}
+
+/// SynthBasicMCQ (training only): one large object; its colour or its shape, four options.
+fn basic_mcq(rng: &mut ChaCha8Rng) -> Example {
+    let (img, objs) = big_object(rng);
+    let o = objs[0];
+    let caption = describe(&objs, 128.0);
+    let (question, pool, right, kind) = if rng.random_bool(0.5) {
+        (
+            "What colour is the object?",
+            colour_names(),
+            colour_name(o.colour),
+            "colour",
+        )
+    } else {
+        (
+            "What shape is the object?",
+            shape_names(),
+            o.shape.name(),
+            "shape",
+        )
+    };
+    let (options, answer) = mcq(options_with(rng, &pool, right, 4), right);
+    Example {
+        image: img,
+        question: question.to_string(),
+        hint: None,
+        options,
+        answer,
+        kind,
+        chance: 0.25,
+        caption,
+    }
+}
+
+/// SynthBasic (training only): one large object; its colour or its shape.
+fn basic(rng: &mut ChaCha8Rng) -> Example {
+    let (img, objs) = big_object(rng);
+    let (shape, colour) = (objs[0].shape, objs[0].colour);
     let caption = describe(&objs, 128.0);
     let (question, answer, kind, chance) = if rng.random_bool(0.5) {
         (
@@ -693,11 +807,9 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
     }
 }
 
-/// SynthPOPE: is a (colour, shape) pair present? Negatives share the shape or the colour
-/// of an object that is present.
-fn pope(rng: &mut ChaCha8Rng, yes: bool) -> Example {
-    let k = rng.random_range(1..=3);
-    let (img, objs) = simple_scene(rng, k);
+/// SynthPOPE: is a (colour, shape) pair present in the scene `img` of `objs`? Negatives
+/// share the shape or the colour of an object that is present.
+fn pope(rng: &mut ChaCha8Rng, yes: bool, img: Canvas, objs: Vec<Obj>) -> Example {
     let o = pick(rng, &objs);
     let present = |s: Shape, c: usize| objs.iter().any(|p| p.shape == s && p.colour == c);
     let (shape, colour, kind) = if yes {
@@ -735,11 +847,17 @@ fn pope(rng: &mut ChaCha8Rng, yes: bool) -> Example {
     }
 }
 
-/// SynthHR: a 224×224 cluttered scene with one small star; its colour, four options.
-fn hr(rng: &mut ChaCha8Rng) -> Example {
-    let n = rng.random_range(20..=32);
-    let mut radii: Vec<f64> = vec![rng.random_range(4..=6) as f64];
-    radii.extend((0..n).map(|_| rng.random_range(6..=12) as f64));
+/// SynthHR: a 224×224 scene of `clutter` circles, squares and crosses (half-sizes
+/// `clutter_r`) with one small star (half-size `star_r`); the star's colour, four options.
+fn hr(
+    rng: &mut ChaCha8Rng,
+    clutter: std::ops::RangeInclusive<usize>,
+    star_r: std::ops::RangeInclusive<u32>,
+    clutter_r: std::ops::RangeInclusive<u32>,
+) -> Example {
+    let n = rng.random_range(clutter);
+    let mut radii: Vec<f64> = vec![rng.random_range(star_r) as f64];
+    radii.extend((0..n).map(|_| rng.random_range(clutter_r.clone()) as f64));
     let pos = loop {
         if let Some(p) = place(rng, 224, 224, &radii, 3.0, 3.0) {
             break p;
@@ -782,17 +900,27 @@ fn hr(rng: &mut ChaCha8Rng) -> Example {
     }
 }
 
-/// SynthCount: 1–6 copies of one shape in one colour, maybe 1–2 distractors of another
-/// shape in another colour.
-fn count(rng: &mut ChaCha8Rng) -> Example {
+/// SynthCount: 1–6 copies of one shape in one colour, `distractors` more of another shape
+/// in another colour, half-sizes `radius` (one pixel smaller, all of them, each time they
+/// do not fit).
+fn count(
+    rng: &mut ChaCha8Rng,
+    distractors: std::ops::RangeInclusive<usize>,
+    radius: std::ops::RangeInclusive<u32>,
+) -> Example {
     let k = rng.random_range(1..=6usize);
-    let d = rng.random_range(0..=2usize);
+    let d = rng.random_range(distractors);
     let shapes = distinct(rng, &Shape::ALL, 2);
     let colours = distinct(rng, &(0..COLOURS.len()).collect::<Vec<_>>(), 2);
-    let radii: Vec<f64> = (0..k + d)
-        .map(|_| rng.random_range(8..=12) as f64)
+    let mut radii: Vec<f64> = (0..k + d)
+        .map(|_| rng.random_range(radius.clone()) as f64)
         .collect();
-    let pos = place(rng, 128, 128, &radii, 3.0, 4.0).expect("at most 8 small objects fit");
+    let pos = loop {
+        if let Some(p) = place(rng, 128, 128, &radii, 3.0, 4.0) {
+            break p;
+        }
+        radii.iter_mut().for_each(|r| *r = (*r - 1.0).max(6.0));
+    };
     let objs: Vec<Obj> = pos
         .into_iter()
         .zip(&radii)
