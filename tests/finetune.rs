@@ -12,7 +12,7 @@ use interlace::train::labels::Supervised;
 use interlace::train::schedule::{warmup_steps, CosineSchedule};
 use interlace::train::trainer::{TrainOptions, Trainer};
 
-fn check_two_steps(grad_checkpoint: bool, micro_batch: usize) {
+fn check_two_steps(grad_checkpoint: bool, micro_batch: usize, workers: usize) {
     let meta = fixture_json("train/step.json");
     let reference = load_tensors(&fixtures().join("train/step.safetensors"));
     let name = meta["model"].as_str().unwrap();
@@ -25,6 +25,7 @@ fn check_two_steps(grad_checkpoint: bool, micro_batch: usize) {
         grad_checkpoint,
         micro_batch,
         max_grad_norm: meta["max_grad_norm"].as_f64().unwrap(),
+        workers,
         ..Default::default()
     };
     let mut trainer = Trainer::new(model, &layers, options).unwrap();
@@ -85,17 +86,27 @@ fn check_two_steps(grad_checkpoint: bool, micro_batch: usize) {
 
 #[test]
 fn two_steps_match_pytorch() {
-    check_two_steps(false, 1);
+    check_two_steps(false, 1, 1);
 }
 
 #[test]
 fn two_steps_match_pytorch_packed_in_micro_batches_of_two() {
-    check_two_steps(false, 2);
+    check_two_steps(false, 2, 1);
 }
 
 #[test]
 fn two_steps_match_pytorch_with_gradient_checkpointing() {
-    check_two_steps(true, 4);
+    check_two_steps(true, 4, 1);
+}
+
+#[test]
+fn two_steps_match_pytorch_with_two_workers() {
+    check_two_steps(false, 4, 2);
+}
+
+#[test]
+fn two_steps_match_pytorch_with_two_workers_and_gradient_checkpointing() {
+    check_two_steps(true, 4, 2);
 }
 
 #[test]

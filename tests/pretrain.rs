@@ -14,7 +14,7 @@ use interlace::train::labels::Supervised;
 use interlace::train::trainer::{TrainOptions, Trainer};
 use serde_json::Value;
 
-fn whole_trainer(name: &str, meta: &Value, micro_batch: usize) -> Trainer {
+fn whole_trainer(name: &str, meta: &Value, micro_batch: usize, workers: usize) -> Trainer {
     let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
     let options = TrainOptions {
         grad_checkpoint: false,
@@ -25,6 +25,7 @@ fn whole_trainer(name: &str, meta: &Value, micro_batch: usize) -> Trainer {
             eps: meta["eps"].as_f64().unwrap(),
             ..Default::default()
         },
+        workers,
     };
     Trainer::whole_model(model, options).unwrap()
 }
@@ -49,7 +50,7 @@ fn every_tensor_is_trainable_and_gets_a_gradient() {
     let meta = fixture_json("pretrain/step.json");
     let name = meta["model"].as_str().unwrap();
     let data = prepared_train_data(name);
-    let trainer = whole_trainer(name, &meta, 2);
+    let trainer = whole_trainer(name, &meta, 2, 1);
     // Every tensor of the checkpoint (the tied head appears once, as the embeddings).
     assert_eq!(
         trainer.params.len() as u64,
@@ -65,13 +66,13 @@ fn every_tensor_is_trainable_and_gets_a_gradient() {
     }
 }
 
-fn check_two_steps(micro_batch: usize) {
+fn check_two_steps(micro_batch: usize, workers: usize) {
     let meta = fixture_json("pretrain/step.json");
     let reference = load_tensors(&fixtures().join("pretrain/step.safetensors"));
     let name = meta["model"].as_str().unwrap();
     let lr = meta["lr"].as_f64().unwrap();
     let data = prepared_train_data(name);
-    let mut trainer = whole_trainer(name, &meta, micro_batch);
+    let mut trainer = whole_trainer(name, &meta, micro_batch, workers);
     let steps = meta["steps"].as_array().unwrap();
     let mut losses = Vec::new();
     for (s, idx) in batches(&meta).iter().enumerate() {
@@ -126,12 +127,17 @@ fn check_two_steps(micro_batch: usize) {
 
 #[test]
 fn two_whole_model_steps_match_pytorch() {
-    check_two_steps(1);
+    check_two_steps(1, 1);
+}
+
+#[test]
+fn two_whole_model_steps_match_pytorch_with_two_workers() {
+    check_two_steps(4, 2);
 }
 
 #[test]
 fn two_whole_model_steps_match_pytorch_packed() {
-    check_two_steps(4);
+    check_two_steps(4, 1);
 }
 
 // ---- the command ----
@@ -477,6 +483,7 @@ fn curriculum_trains_on_the_first_data_alone_first() {
             "--first-steps",
         ),
         (vec!["--steps", "2", "--first", &first_arg], "--first-steps"),
+        (vec!["--steps", "2", "--workers", "0"], "--workers"),
     ] {
         let out = pretrain_cmd(&data, &tmp.path().join("bad"), &bad)
             .output()

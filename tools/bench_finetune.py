@@ -143,6 +143,8 @@ def ours(args, data_path: Path) -> tuple[list[float], float]:
            "--warmup-ratio", "0", "--lr", "1e-5"]
     if args.grad_checkpoint:
         cmd.append("--grad-checkpoint")
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -167,6 +169,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grad-checkpoint", action="store_true")
     ap.add_argument("--only", choices=["torch", "ours"])
+    ap.add_argument("--workers", type=int, default=None,
+                    help="interlace finetune --workers (default: its own, one per core)")
     args = ap.parse_args()
     args.layers = [int(x) for x in args.layers.split(",")]
     if args.build_2b and not (Path(args.dir) / "config.json").exists():

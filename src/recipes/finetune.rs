@@ -86,6 +86,12 @@ pub struct FinetuneArgs {
     /// (much less memory, about a third more compute).
     #[arg(long)]
     pub grad_checkpoint: bool,
+    /// Data-parallel training threads: each takes a share of every micro-batch's
+    /// conversations, with single-threaded tensor ops (default: one per core, at most the
+    /// micro-batch size). 1: one thread whose tensor ops use every core. Results differ
+    /// between worker counts by float rounding only (gradients added in another order).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// Where a run keeps its resumable state.
@@ -183,6 +189,7 @@ fn fingerprint(args: &FinetuneArgs, plan: &Plan, n_samples: usize) -> serde_json
 }
 
 pub fn run(args: &FinetuneArgs) -> Result<String> {
+    let workers = crate::train::workers::resolve(args.workers, args.batch_size)?;
     if args.batch_size == 0 || args.grad_accum == 0 || args.epochs == 0 {
         bail!("--batch-size, --grad-accum and --epochs must be at least 1");
     }
@@ -238,6 +245,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
             weight_decay: args.weight_decay,
             ..Default::default()
         },
+        workers,
     };
     let mut trainer = Trainer::new(model, &positions, options)?;
     let session = Session {

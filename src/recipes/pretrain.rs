@@ -90,6 +90,12 @@ pub struct PretrainArgs {
     /// Conversations packed into one forward/backward pass (default: the whole batch).
     #[arg(long, value_name = "N")]
     pub micro_batch: Option<usize>,
+    /// Data-parallel training threads: each takes a share of every micro-batch's
+    /// conversations, with single-threaded tensor ops (default: one per core, at most the
+    /// micro-batch size). 1: one thread whose tensor ops use every core. Results differ
+    /// between worker counts by float rounding only (gradients added in another order).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -809,6 +815,8 @@ fn initial_checkpoint(
 
 pub fn run(args: &PretrainArgs) -> Result<String> {
     check_args(args)?;
+    let workers =
+        crate::train::workers::resolve(args.workers, args.micro_batch.unwrap_or(args.batch_size))?;
     let shape = Shape::from_arg(&args.shape)?;
     if args.out.exists() {
         bail!(
@@ -874,6 +882,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
             weight_decay: args.weight_decay,
             ..Default::default()
         },
+        workers,
     };
     let mut trainer = Trainer::whole_model(model, options)?;
     let n_params: usize = trainer.params.iter().map(|p| p.var.elem_count()).sum();

@@ -335,6 +335,9 @@ impl Run<'_> {
             save_every: Some(20),
             resume: state_dir(out).exists(),
             grad_checkpoint: false,
+            // One worker with multi-threaded ops: the evaluations that follow in this
+            // process need candle's own threading (see `train::workers`).
+            workers: Some(1),
         };
         stage(&mut self.timings, label, out, || {
             crate::recipes::finetune::run(&args)

@@ -80,40 +80,53 @@ impl AdamW {
 
     /// Updates parameter `index` in place with its gradient, at the current step.
     pub fn update(&mut self, index: usize, p: &mut [f32], g: &[f32], lr: f64) -> Result<()> {
-        let c = self.config;
+        let (config, step) = (self.config, self.step);
         let Some(m) = self.moments.get_mut(index) else {
             bail!("optimizer has no parameter {index}");
         };
-        if p.len() != g.len() || p.len() != m.exp_avg.len() {
-            bail!("parameter and gradient sizes differ");
-        }
-        let t = self.step.max(1) as i32;
-        let bias_correction1 = 1.0 - c.beta1.powi(t);
-        let bias_correction2 = 1.0 - c.beta2.powi(t);
-        let step_size = (lr / bias_correction1) as f32;
-        let bc2_sqrt = bias_correction2.sqrt() as f32;
-        let decay = (1.0 - lr * c.weight_decay) as f32;
-        let (w1, b2, w2, eps) = (
-            (1.0 - c.beta1) as f32,
-            c.beta2 as f32,
-            (1.0 - c.beta2) as f32,
-            c.eps as f32,
-        );
-        for i in 0..p.len() {
-            if c.weight_decay != 0.0 {
-                p[i] *= decay;
-            }
-            let gi = g[i];
-            // exp_avg.lerp_(grad, 1 - beta1)
-            m.exp_avg[i] += w1 * (gi - m.exp_avg[i]);
-            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            m.exp_avg_sq[i] = m.exp_avg_sq[i] * b2 + w2 * gi * gi;
-            let denom = m.exp_avg_sq[i].sqrt() / bc2_sqrt + eps;
-            // param.addcdiv_(exp_avg, denom, value=-step_size)
-            p[i] += -step_size * (m.exp_avg[i] / denom);
-        }
-        Ok(())
+        update_moments(config, step, m, p, g, lr)
     }
+}
+
+/// [`AdamW::update`] of one parameter with its moments `m`, at optimizer step `step`: for
+/// updating several parameters at once from different threads.
+pub fn update_moments(
+    c: AdamWConfig,
+    step: u64,
+    m: &mut Moments,
+    p: &mut [f32],
+    g: &[f32],
+    lr: f64,
+) -> Result<()> {
+    if p.len() != g.len() || p.len() != m.exp_avg.len() {
+        bail!("parameter and gradient sizes differ");
+    }
+    let t = step.max(1) as i32;
+    let bias_correction1 = 1.0 - c.beta1.powi(t);
+    let bias_correction2 = 1.0 - c.beta2.powi(t);
+    let step_size = (lr / bias_correction1) as f32;
+    let bc2_sqrt = bias_correction2.sqrt() as f32;
+    let decay = (1.0 - lr * c.weight_decay) as f32;
+    let (w1, b2, w2, eps) = (
+        (1.0 - c.beta1) as f32,
+        c.beta2 as f32,
+        (1.0 - c.beta2) as f32,
+        c.eps as f32,
+    );
+    for i in 0..p.len() {
+        if c.weight_decay != 0.0 {
+            p[i] *= decay;
+        }
+        let gi = g[i];
+        // exp_avg.lerp_(grad, 1 - beta1)
+        m.exp_avg[i] += w1 * (gi - m.exp_avg[i]);
+        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        m.exp_avg_sq[i] = m.exp_avg_sq[i] * b2 + w2 * gi * gi;
+        let denom = m.exp_avg_sq[i].sqrt() / bc2_sqrt + eps;
+        // param.addcdiv_(exp_avg, denom, value=-step_size)
+        p[i] += -step_size * (m.exp_avg[i] / denom);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,3 +9,4 @@ pub mod plot;
 pub mod schedule;
 pub mod session;
 pub mod trainer;
+pub mod workers;

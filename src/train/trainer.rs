@@ -10,7 +10,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::adamw::{AdamW, AdamWConfig};
+use super::adamw::{update_moments, AdamW, AdamWConfig, Moments};
 use super::labels::Supervised;
 use super::loss::cross_entropy_sum;
 use crate::model::ops::Grad;
@@ -27,6 +27,10 @@ pub struct TrainOptions {
     /// Global gradient-norm clip (0: none).
     pub max_grad_norm: f64,
     pub adamw: AdamWConfig,
+    /// Threads that each take a share of every micro-batch's conversations (data
+    /// parallelism; at most `micro_batch` are used). Their gradients are added in worker
+    /// order, so results are reproducible for a given count.
+    pub workers: usize,
 }
 
 impl Default for TrainOptions {
@@ -36,6 +40,7 @@ impl Default for TrainOptions {
             micro_batch: 1,
             max_grad_norm: 1.0,
             adamw: AdamWConfig::default(),
+            workers: 1,
         }
     }
 }
@@ -156,13 +161,14 @@ impl Trainer {
     }
 
     /// Gradients of (sum of the micro-batch's supervised-token losses) × `scale`,
-    /// accumulated into `acc` (one tensor per parameter). The conversations are packed
+    /// accumulated into `acc` (one per parameter, None until it gets one). The
+    /// conversations are packed
     /// into one sequence. Returns the unscaled loss sum.
     pub fn accumulate_gradients(
         &self,
         micro: &[Supervised],
         scale: f64,
-        acc: &mut [Tensor],
+        acc: &mut [Option<Tensor>],
     ) -> Result<f64> {
         let model = &self.model;
         let (mut positions, mut labels) = (Vec::new(), Vec::new());
@@ -193,7 +199,7 @@ impl Trainer {
             let grads = (&loss * scale)?.backward()?;
             for (p, a) in self.params.iter().zip(acc.iter_mut()) {
                 if let Some(g) = grads.get(p.var.as_tensor()) {
-                    *a = (&*a + g)?;
+                    add_into(a, g)?;
                 }
             }
             return Ok(loss.to_scalar::<f32>()? as f64);
@@ -236,7 +242,7 @@ impl Trainer {
                     .zip(acc[start..param_index].iter_mut())
                 {
                     if let Some(gp) = grads.get(p.var.as_tensor()) {
-                        *a = (&*a + gp)?;
+                        add_into(a, gp)?;
                     }
                 }
                 param_index = start;
@@ -260,15 +266,42 @@ impl Trainer {
         if tokens == 0 {
             bail!("the batch has no supervised tokens");
         }
-        let mut acc = self
-            .params
-            .iter()
-            .map(|p| Tensor::zeros(p.var.shape(), DType::F32, self.device()))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let mut loss_sum = 0.0;
-        for micro in batch.chunks(self.options.micro_batch.max(1)) {
-            loss_sum += self.accumulate_gradients(micro, 1.0 / tokens as f64, &mut acc)?;
+        let scale = 1.0 / tokens as f64;
+        // Each micro-batch is split between the workers, so that they hold no more
+        // activations together than one thread does with the whole micro-batch; worker w
+        // takes chunks w, w + workers, ...; the sums are added in worker order.
+        let micro = self.options.micro_batch.max(1);
+        let workers = self.options.workers.clamp(1, micro);
+        let size = micro.div_ceil(workers);
+        let chunks: Vec<&[Supervised]> = batch.chunks(size).collect();
+        let workers = workers.min(chunks.len());
+        let run = |w: usize| -> Result<(Vec<Option<Tensor>>, f64)> {
+            let mut acc = vec![None; self.params.len()];
+            let mut loss = 0.0;
+            for micro in chunks.iter().skip(w).step_by(workers) {
+                loss += self.accumulate_gradients(micro, scale, &mut acc)?;
+            }
+            Ok((acc, loss))
+        };
+        let mut parts = on_threads(workers, run)?.into_iter();
+        let (mut acc, mut loss_sum) = parts.next().context("no worker")?;
+        for (more, loss) in parts {
+            for (a, m) in acc.iter_mut().zip(more) {
+                if let Some(m) = m {
+                    add_into(a, &m)?;
+                }
+            }
+            loss_sum += loss;
         }
+        // A tensor no gradient reached gets zeros.
+        let acc = acc
+            .into_iter()
+            .zip(&self.params)
+            .map(|(a, p)| match a {
+                Some(a) => Ok(a),
+                None => Ok(Tensor::zeros(p.var.shape(), DType::F32, self.device())?),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok((acc, loss_sum / tokens as f64, tokens))
     }
 
@@ -310,31 +343,49 @@ impl Trainer {
     /// updated one at a time, so the step needs little memory beyond the gradients.
     pub fn step(&mut self, batch: &[Supervised], lr: f64) -> Result<StepStats> {
         let (grads, loss, tokens) = self.gradient_tensors(batch)?;
-        let mut sum_sq = 0f64;
-        for g in &grads {
-            sum_sq += g
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .map(|&x| (x as f64) * (x as f64))
-                .sum::<f64>();
-        }
-        let grad_norm = sum_sq.sqrt();
+        // Per-tensor sums of squares (on the workers), added in tensor order.
+        let sizes: Vec<usize> = self.params.iter().map(|p| p.var.elem_count()).collect();
+        let groups = balanced_groups(&sizes, self.options.workers);
+        let sums = on_groups(&groups, |i| {
+            let g = grads[i].flatten_all()?.to_vec1::<f32>()?;
+            Ok(g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+        })?;
+        let grad_norm = sums.iter().sum::<f64>().sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
             bail!("the loss is {loss} and the gradient norm {grad_norm}; stopping before the weights are touched");
         }
         let coef = clip_coef(grad_norm, self.options.max_grad_norm);
         self.opt.begin_step();
-        for (i, (p, g)) in self.params.iter().zip(grads).enumerate() {
-            let mut g = g.flatten_all()?.to_vec1::<f32>()?;
+        let (config, opt_step) = (self.opt.config, self.opt.step);
+        // Each tensor's update is independent of the others': the same on any worker.
+        let moments: Vec<std::sync::Mutex<&mut Moments>> = self
+            .opt
+            .moments
+            .iter_mut()
+            .map(std::sync::Mutex::new)
+            .collect();
+        if moments.len() != self.params.len() {
+            bail!(
+                "the optimizer holds {} tensors, the model {}",
+                moments.len(),
+                self.params.len()
+            );
+        }
+        let device = self.model.device();
+        on_groups(&groups, |i| {
+            let p = &self.params[i];
+            let mut g = grads[i].flatten_all()?.to_vec1::<f32>()?;
             if let Some(c) = coef {
                 g.iter_mut().for_each(|x| *x *= c);
             }
             let mut v = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            self.opt.update(i, &mut v, &g, lr)?;
-            p.var
-                .set(&Tensor::from_vec(v, p.var.shape(), self.device())?)?;
-        }
+            let mut m = moments[i]
+                .lock()
+                .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+            update_moments(config, opt_step, &mut m, &mut v, &g, lr)?;
+            p.var.set(&Tensor::from_vec(v, p.var.shape(), device)?)?;
+            Ok(())
+        })?;
         Ok(StepStats {
             loss,
             grad_norm,
@@ -343,6 +394,67 @@ impl Trainer {
             input_tokens: batch.iter().map(|s| s.enc.input_ids.len()).sum(),
         })
     }
+}
+
+/// Item indices in `workers` groups of about equal total size (largest first, each to the
+/// lightest group so far).
+fn balanced_groups(sizes: &[usize], workers: usize) -> Vec<Vec<usize>> {
+    let mut groups = vec![(0usize, Vec::new()); workers.max(1)];
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    for i in order {
+        let g = groups
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one group");
+        g.0 += sizes[i];
+        g.1.push(i);
+    }
+    groups.into_iter().map(|(_, items)| items).collect()
+}
+
+/// `f(w)` for w in 0..n, on n threads (on this one for n = 1); the results in order of w,
+/// or the first error.
+fn on_threads<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    if n <= 1 {
+        return Ok(vec![f(0)?]);
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|w| s.spawn(move || f(w))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a training worker panicked"))
+            })
+            .collect()
+    })
+}
+
+/// `f(i)` for every item of every group, a thread per group; the results in item order.
+fn on_groups<T: Send>(
+    groups: &[Vec<usize>],
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let parts = on_threads(groups.len(), |w| {
+        groups[w]
+            .iter()
+            .map(|&i| Ok((i, f(i)?)))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut out: Vec<(usize, T)> = parts.into_iter().flatten().collect();
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, t)| t).collect())
+}
+
+/// `acc += g`, where an empty `acc` takes `g` as it is (no zeros to add to).
+fn add_into(acc: &mut Option<Tensor>, g: &Tensor) -> candle_core::Result<()> {
+    *acc = Some(match acc.take() {
+        Some(a) => (a + g)?,
+        None => g.clone(),
+    });
+    Ok(())
 }
 
 /// torch's `clip_grad_norm_` factor: max_norm / (norm + 1e-6) when that is below 1.

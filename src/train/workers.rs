@@ -1,0 +1,31 @@
+//! Data-parallel training on the CPU: `--workers N` threads each take a share of every
+//! batch's conversations and compute their gradients with single-threaded tensor ops; the
+//! shares are added in a fixed order.
+//!
+//! On a small model candle's own threading (matrix products split across threads,
+//! element-wise ops across a barrier pool) spends much of a step waking and waiting for
+//! its threads: on the 2-core development machine a demo-model pretraining step took the
+//! same time with one thread as with two. Whole conversations per thread keep every core
+//! busy instead (BENCHMARKS.md, "Data-parallel training").
+
+/// The worker count for a training command's `--workers` (None: one per available core),
+/// at most `micro_batch` (workers split each micro-batch, so that together they hold no
+/// more activations than one thread with the whole micro-batch). With more than one,
+/// candle's tensor ops are made single-threaded for the rest of the
+/// process (RAYON_NUM_THREADS=1, which candle reads for its matrix products and for the
+/// size of its element-wise thread pool): several workers each with several threads
+/// would fight over the cores. Call it before the first tensor op of the process.
+pub fn resolve(flag: Option<usize>, micro_batch: usize) -> anyhow::Result<usize> {
+    if flag == Some(0) {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    let n = flag
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .min(micro_batch)
+        .max(1);
+    if n > 1 {
+        // Set before any other thread of ours exists and before candle reads it.
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    Ok(n)
+}
