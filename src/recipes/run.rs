@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// Pruning ratios of --compare.
     #[arg(long, value_delimiter = ',', default_value = "0.25,0.1")]
     pub compare_ratios: Vec<f64>,
+    /// Fine-tuning threads (`finetune --workers`; default: one per core, at most
+    /// --batch-size). With more than one, every tensor op of the run is single-threaded,
+    /// evaluation included: faster on a model as small as the demo's, slower on large
+    /// ones, where `--workers 1` keeps candle's multi-threaded ops.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// Where the demo model is: `demo/model` under the working directory, else in the source
@@ -116,6 +122,8 @@ struct Run<'a> {
     benches: Option<Vec<Benchmark>>,
     /// Seconds per stage that ran in this invocation (reused stages are absent).
     timings: Vec<(String, f64)>,
+    /// Fine-tuning workers (resolved `--workers`).
+    workers: usize,
 }
 
 /// Runs `f` unless `done` exists already; logs and times it.
@@ -335,9 +343,7 @@ impl Run<'_> {
             save_every: Some(20),
             resume: state_dir(out).exists(),
             grad_checkpoint: false,
-            // One worker with multi-threaded ops: the evaluations that follow in this
-            // process need candle's own threading (see `train::workers`).
-            workers: Some(1),
+            workers: Some(self.workers),
         };
         stage(&mut self.timings, label, out, || {
             crate::recipes::finetune::run(&args)
@@ -387,6 +393,8 @@ pub fn run(args: &RunArgs) -> Result<String> {
     if !(0.0..1.0).contains(&args.ratio) {
         bail!("--ratio must be in [0, 1), got {}", args.ratio);
     }
+    // Before any tensor op: more than one worker makes the whole run single-threaded.
+    let workers = crate::train::workers::resolve(args.workers, args.batch_size)?;
     let model = args.model.clone().unwrap_or_else(default_model);
     if !model.join("config.json").exists() {
         bail!(
@@ -426,6 +434,7 @@ pub fn run(args: &RunArgs) -> Result<String> {
         info,
         benches: None,
         timings,
+        workers,
     };
     // Bad benchmark files fail here, before any long stage.
     r.benches()?;
