@@ -162,8 +162,7 @@ impl Trainer {
 
     /// Gradients of (sum of the micro-batch's supervised-token losses) × `scale`,
     /// accumulated into `acc` (one per parameter, None until it gets one). The
-    /// conversations are packed
-    /// into one sequence. Returns the unscaled loss sum.
+    /// conversations are packed into one sequence. Returns the unscaled loss sum.
     pub fn accumulate_gradients(
         &self,
         micro: &[Supervised],
@@ -339,8 +338,9 @@ impl Trainer {
     }
 
     /// One optimizer step on `batch` at learning rate `lr`. A non-finite loss or gradient
-    /// norm is an error and leaves the weights and optimizer untouched. Parameters are
-    /// updated one at a time, so the step needs little memory beyond the gradients.
+    /// norm is an error and leaves the weights and optimizer untouched. Each worker
+    /// updates its share of the parameters one at a time, so the step needs little memory
+    /// beyond the gradients.
     pub fn step(&mut self, batch: &[Supervised], lr: f64) -> Result<StepStats> {
         let (grads, loss, tokens) = self.gradient_tensors(batch)?;
         // Per-tensor sums of squares (on the workers), added in tensor order.
@@ -355,6 +355,13 @@ impl Trainer {
             bail!("the loss is {loss} and the gradient norm {grad_norm}; stopping before the weights are touched");
         }
         let coef = clip_coef(grad_norm, self.options.max_grad_norm);
+        if self.opt.moments.len() != self.params.len() {
+            bail!(
+                "the optimizer holds {} tensors, the model {}",
+                self.opt.moments.len(),
+                self.params.len()
+            );
+        }
         self.opt.begin_step();
         let (config, opt_step) = (self.opt.config, self.opt.step);
         // Each tensor's update is independent of the others': the same on any worker.
@@ -364,13 +371,6 @@ impl Trainer {
             .iter_mut()
             .map(std::sync::Mutex::new)
             .collect();
-        if moments.len() != self.params.len() {
-            bail!(
-                "the optimizer holds {} tensors, the model {}",
-                moments.len(),
-                self.params.len()
-            );
-        }
         let device = self.model.device();
         on_groups(&groups, |i| {
             let p = &self.params[i];
