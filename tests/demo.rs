@@ -126,3 +126,47 @@ fn demo_model_beats_chance_on_every_synthetic_benchmark() {
     let failures = not_above_chance(&[]);
     assert!(failures.is_empty(), "not above chance: {failures:?}");
 }
+
+#[test]
+fn answers_do_not_depend_on_the_evaluation_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = write_synth(
+        &tmp.path().join("synth"),
+        &SynthOptions {
+            seed: 7,
+            train_rows: 0,
+            bench_rows: 7,
+            captions: false,
+            warm_ups: false,
+        },
+    )
+    .unwrap();
+    let specs: Vec<BenchSpec> = manifest
+        .benchmarks
+        .iter()
+        .filter(|b| ["SynthVQA", "SynthPOPE", "SynthCount"].contains(&b.name.as_str()))
+        .map(|b| BenchSpec::with_task(&b.file, b.task))
+        .collect();
+    assert_eq!(specs.len(), 3);
+    let run = |workers| {
+        let opts = EvalOptions {
+            workers,
+            ..Default::default()
+        };
+        evaluate_dir(&demo(), &specs, &opts).unwrap().benchmarks
+    };
+    // Three workers over seven rows: rows 0, 3, 6 / 1, 4 / 2, 5, put back in row order.
+    let (one, three) = (run(1), run(3));
+    assert_eq!(one.len(), 3);
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a.results.len(), 7, "{}", a.name);
+        let rows = |r: &interlace::eval::report::BenchReport| -> Vec<_> {
+            r.results
+                .iter()
+                .map(|x| (x.index.clone(), x.prediction.clone(), x.score))
+                .collect()
+        };
+        assert_eq!(rows(a), rows(b), "{}", a.name);
+        assert_eq!(a.score, b.score, "{}", a.name);
+    }
+}

@@ -10,6 +10,7 @@
 //! `min_pixels` / `max_pixels` of [`EvalOptions`] override them.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
@@ -21,6 +22,7 @@ use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::image::ImageProcessor;
 use crate::processor::{Message, Processor};
 use crate::progress::Progress;
+use crate::train::workers::on_threads;
 
 /// Settings of an evaluation; the defaults are VLMEvalKit's protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub struct EvalOptions {
     pub min_pixels: Option<usize>,
     /// Most pixels per image after resizing (default 16384·f²).
     pub max_pixels: Option<usize>,
+    /// Threads that answer rows side by side (0 or 1: one). Each row's answer does not
+    /// depend on the count.
+    pub workers: usize,
 }
 
 /// Minimum pixels VLMEvalKit's Qwen3-VL wrapper sets for OCRBench (`min_pixels = 10 * 10 * 32 * 32`).
@@ -118,16 +123,15 @@ pub fn evaluate(
 ) -> Result<EvalReport> {
     let total: usize = benches.iter().map(|b| b.rows.len()).sum();
     let progress = Progress::new("eval", "rows", total);
-    let mut done = 0;
+    let done = AtomicUsize::new(0);
     let mut reports: Vec<BenchReport> = Vec::with_capacity(benches.len());
     for bench in benches {
         let images = image_processor_for(processor, bench, opts)?;
         let max_new = opts
             .max_new_tokens
             .unwrap_or_else(|| bench.task.default_max_new_tokens());
-        let mut outcomes = Vec::with_capacity(bench.rows.len());
-        let mut bad = 0;
-        for row in &bench.rows {
+        let bad = AtomicUsize::new(0);
+        let answer = |row: &BenchRow| -> Result<std::result::Result<String, String>> {
             let outcome = match prepare(bench, row, processor, &images) {
                 Err(e) => Err(crate::error_line(&e)),
                 Ok(enc) => {
@@ -148,17 +152,37 @@ pub fn evaluate(
                 }
             };
             if outcome.is_err() {
-                bad += 1;
+                bad.fetch_add(1, Ordering::Relaxed);
             }
-            outcomes.push(outcome);
-            done += 1;
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let bad = bad.load(Ordering::Relaxed);
             let msg = if bad > 0 {
                 format!("{}: {bad} malformed", bench.name)
             } else {
                 bench.name.clone()
             };
-            progress.set(done, &msg);
-        }
+            progress.set(n, &msg);
+            Ok(outcome)
+        };
+        // Worker w answers rows w, w + workers, ...; the answers go back in row order.
+        let workers = opts.workers.clamp(1, bench.rows.len().max(1));
+        let outcomes: Vec<std::result::Result<String, String>> = if workers == 1 {
+            bench.rows.iter().map(answer).collect::<Result<_>>()?
+        } else {
+            let parts = on_threads(workers, |w| {
+                bench
+                    .rows
+                    .iter()
+                    .skip(w)
+                    .step_by(workers)
+                    .map(answer)
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            let mut iters: Vec<_> = parts.into_iter().map(Vec::into_iter).collect();
+            (0..bench.rows.len())
+                .map(|i| iters[i % workers].next().expect("one answer per row"))
+                .collect()
+        };
         reports.push(score_benchmark(bench, &outcomes, max_new));
     }
     progress.finish();

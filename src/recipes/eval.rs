@@ -42,6 +42,11 @@ pub struct EvalArgs {
     /// Where to write the JSON report; the Markdown summary goes next to it (.md).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Threads that answer rows side by side, each with single-threaded tensor ops
+    /// (default: one per core). 1: one row at a time with candle's multi-threaded ops.
+    /// Answers do not depend on it.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 pub fn run(args: &EvalArgs) -> Result<String> {
@@ -73,6 +78,7 @@ pub fn run(args: &EvalArgs) -> Result<String> {
         limit: args.limit,
         min_pixels: args.min_pixels,
         max_pixels: args.max_pixels,
+        workers: crate::train::workers::resolve(args.workers, usize::MAX)?,
     };
     let benches = open_benchmarks(&args.benches, args.limit)?;
     for b in &benches {

@@ -248,6 +248,7 @@ impl Run<'_> {
         if !out.exists() {
             let opts = EvalOptions {
                 limit: self.args.limit,
+                workers: self.workers,
                 ..Default::default()
             };
             let t = Instant::now();

@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use super::adamw::{update_moments, AdamW, AdamWConfig, Moments};
 use super::labels::Supervised;
 use super::loss::cross_entropy_sum;
+use super::workers::on_threads;
 use crate::model::ops::Grad;
 use crate::model::{ModelInputs, Qwen3VlModel};
 
@@ -411,25 +412,6 @@ fn balanced_groups(sizes: &[usize], workers: usize) -> Vec<Vec<usize>> {
         g.1.push(i);
     }
     groups.into_iter().map(|(_, items)| items).collect()
-}
-
-/// `f(w)` for w in 0..n, on n threads (on this one for n = 1); the results in order of w,
-/// or the first error.
-fn on_threads<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    if n <= 1 {
-        return Ok(vec![f(0)?]);
-    }
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = (0..n).map(|w| s.spawn(move || f(w))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| bail!("a training worker panicked"))
-            })
-            .collect()
-    })
 }
 
 /// `f(i)` for every item of every group, a thread per group; the results in item order.

@@ -1,6 +1,6 @@
-//! Data-parallel training on the CPU: `--workers N` threads each take a share of every
-//! batch's conversations and compute their gradients with single-threaded tensor ops; the
-//! shares are added in a fixed order.
+//! Data parallelism on the CPU: `--workers N` threads each take a share of every batch's
+//! conversations (training; their gradients are added in a fixed order) or of a
+//! benchmark's rows (evaluation), with single-threaded tensor ops.
 //!
 //! On a small model candle's own threading (matrix products split across threads,
 //! element-wise ops across a barrier pool) spends much of a step waking and waiting for
@@ -28,4 +28,26 @@ pub fn resolve(flag: Option<usize>, micro_batch: usize) -> anyhow::Result<usize>
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     Ok(n)
+}
+
+/// `f(w)` for w in 0..n, on n threads (on this one for n = 1); the results in order of w,
+/// or the first error.
+pub fn on_threads<T: Send>(
+    n: usize,
+    f: impl Fn(usize) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    if n <= 1 {
+        return Ok(vec![f(0)?]);
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|w| s.spawn(move || f(w))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| anyhow::bail!("a worker thread panicked"))
+            })
+            .collect()
+    })
 }
