@@ -22,7 +22,7 @@ use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::image::ImageProcessor;
 use crate::processor::{Message, Processor};
 use crate::progress::Progress;
-use crate::train::workers::on_threads;
+use crate::train::workers::on_groups;
 
 /// Settings of an evaluation; the defaults are VLMEvalKit's protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,25 +164,12 @@ pub fn evaluate(
             progress.set(n, &msg);
             Ok(outcome)
         };
-        // Worker w answers rows w, w + workers, ...; the answers go back in row order.
+        // Worker w answers rows w, w + workers, ...; the answers come back in row order.
         let workers = opts.workers.clamp(1, bench.rows.len().max(1));
-        let outcomes: Vec<std::result::Result<String, String>> = if workers == 1 {
-            bench.rows.iter().map(answer).collect::<Result<_>>()?
-        } else {
-            let parts = on_threads(workers, |w| {
-                bench
-                    .rows
-                    .iter()
-                    .skip(w)
-                    .step_by(workers)
-                    .map(answer)
-                    .collect::<Result<Vec<_>>>()
-            })?;
-            let mut iters: Vec<_> = parts.into_iter().map(Vec::into_iter).collect();
-            (0..bench.rows.len())
-                .map(|i| iters[i % workers].next().expect("one answer per row"))
-                .collect()
-        };
+        let groups: Vec<Vec<usize>> = (0..workers)
+            .map(|w| (w..bench.rows.len()).step_by(workers).collect())
+            .collect();
+        let outcomes = on_groups(&groups, |i| answer(&bench.rows[i]))?;
         reports.push(score_benchmark(bench, &outcomes, max_new));
     }
     progress.finish();

@@ -88,8 +88,8 @@ pub struct RunArgs {
     /// Pruning ratios of --compare.
     #[arg(long, value_delimiter = ',', default_value = "0.25,0.1")]
     pub compare_ratios: Vec<f64>,
-    /// Fine-tuning threads (`finetune --workers`; default: one per core, at most
-    /// --batch-size). With more than one, every tensor op of the run is single-threaded,
+    /// Fine-tuning and evaluation threads (`finetune --workers`, `eval --workers`;
+    /// default: one per core, at most --batch-size). With more than one, every tensor op of the run is single-threaded,
     /// evaluation included: faster on a model as small as the demo's, slower on large
     /// ones, where `--workers 1` keeps candle's multi-threaded ops.
     #[arg(long, value_name = "N")]
@@ -122,7 +122,7 @@ struct Run<'a> {
     benches: Option<Vec<Benchmark>>,
     /// Seconds per stage that ran in this invocation (reused stages are absent).
     timings: Vec<(String, f64)>,
-    /// Fine-tuning workers (resolved `--workers`).
+    /// Fine-tuning and evaluation workers (resolved `--workers`).
     workers: usize,
 }
 

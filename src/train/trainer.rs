@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use super::adamw::{update_moments, AdamW, AdamWConfig, Moments};
 use super::labels::Supervised;
 use super::loss::cross_entropy_sum;
-use super::workers::on_threads;
+use super::workers::{on_groups, on_threads};
 use crate::model::ops::Grad;
 use crate::model::{ModelInputs, Qwen3VlModel};
 
@@ -412,22 +412,6 @@ fn balanced_groups(sizes: &[usize], workers: usize) -> Vec<Vec<usize>> {
         g.1.push(i);
     }
     groups.into_iter().map(|(_, items)| items).collect()
-}
-
-/// `f(i)` for every item of every group, a thread per group; the results in item order.
-fn on_groups<T: Send>(
-    groups: &[Vec<usize>],
-    f: impl Fn(usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    let parts = on_threads(groups.len(), |w| {
-        groups[w]
-            .iter()
-            .map(|&i| Ok((i, f(i)?)))
-            .collect::<Result<Vec<_>>>()
-    })?;
-    let mut out: Vec<(usize, T)> = parts.into_iter().flatten().collect();
-    out.sort_by_key(|(i, _)| *i);
-    Ok(out.into_iter().map(|(_, t)| t).collect())
 }
 
 /// `acc += g`, where an empty `acc` takes `g` as it is (no zeros to add to).

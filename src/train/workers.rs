@@ -51,3 +51,19 @@ pub fn on_threads<T: Send>(
             .collect()
     })
 }
+
+/// `f(i)` for every item of every group, a thread per group; the results in item order.
+pub fn on_groups<T: Send>(
+    groups: &[Vec<usize>],
+    f: impl Fn(usize) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    let parts = on_threads(groups.len(), |w| {
+        groups[w]
+            .iter()
+            .map(|&i| Ok((i, f(i)?)))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let mut out: Vec<(usize, T)> = parts.into_iter().flatten().collect();
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, t)| t).collect())
+}
