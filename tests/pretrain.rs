@@ -495,3 +495,100 @@ fn curriculum_trains_on_the_first_data_alone_first() {
         );
     }
 }
+
+#[test]
+fn init_continues_from_a_checkpoint_with_its_weights_and_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let first = tmp.path().join("first");
+    ok(
+        pretrain_cmd(&data, &first, &["--steps", "16", "--save-dtype", "f32"])
+            .output()
+            .unwrap(),
+    );
+    let init_cmd = |out: &Path, extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
+        cmd.arg("pretrain")
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .arg("--init")
+            .arg(&first)
+            .args(["--batch-size", "4"])
+            .args(extra);
+        cmd
+    };
+    // A learning rate too small to move an f32 weight: the output is the input checkpoint.
+    let same = tmp.path().join("same");
+    let flags = ["--steps", "1", "--lr", "1e-30", "--weight-decay", "0"];
+    ok(init_cmd(&same, &flags)
+        .args(["--save-dtype", "f32"])
+        .output()
+        .unwrap());
+    let (a, b) = (weights(&first), weights(&same));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (other, y)) in a.iter().zip(&b) {
+        assert_eq!(name, other);
+        assert_eq!(x, y, "{name}: not the --init checkpoint's weights");
+    }
+    for f in [
+        "tokenizer.json",
+        "chat_template.jinja",
+        "tokenizer_config.json",
+    ] {
+        assert_eq!(
+            std::fs::read(first.join(f)).unwrap(),
+            std::fs::read(same.join(f)).unwrap(),
+            "{f} differs from the --init checkpoint's"
+        );
+    }
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(same.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["text_config"]["vocab_size"], 300);
+    assert_eq!(config["text_config"]["num_hidden_layers"], 2);
+    // Its first loss (the same first batch) is the trained model's, well below a fresh one's.
+    let trained = log_losses(&first);
+    let continued = log_losses(&same)[0];
+    assert!(
+        continued < trained[0] - 0.5,
+        "first loss {continued} is not a trained model's ({trained:?})"
+    );
+
+    // Training on from there lowers the loss further, and resumes like any run.
+    let on = tmp.path().join("on");
+    ok(init_cmd(&on, &["--steps", "8", "--lr", "3e-3"])
+        .output()
+        .unwrap());
+    let losses = log_losses(&on);
+    assert!(
+        losses[6..].iter().sum::<f64>() / 2.0 < losses[..2].iter().sum::<f64>() / 2.0,
+        "{losses:?}"
+    );
+
+    // --shape and --vocab-size describe a new model: they cannot go with --init.
+    for clash in [["--vocab-size", "400"], ["--shape", "demo"]] {
+        let out = init_cmd(&tmp.path().join("clash"), &clash)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A directory that is no model: one line naming its config.json.
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .arg("pretrain")
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(tmp.path().join("m"))
+        .arg("--init")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    common::assert_one_line_error(&out, "config.json");
+    assert!(!tmp.path().join("m").exists());
+}

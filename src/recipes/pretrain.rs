@@ -70,6 +70,12 @@ pub struct PretrainArgs {
     /// Optimizer steps on --first's data; they count towards --steps.
     #[arg(long, value_name = "N", requires = "first")]
     pub first_steps: Option<usize>,
+    /// Continue pretraining this checkpoint (a model directory, e.g. an earlier
+    /// `pretrain`'s output) instead of starting from random weights: its weights, shape,
+    /// tokenizer and chat template are kept, and every tensor is trained again with a fresh
+    /// optimizer and schedule. Excludes --shape and --vocab-size.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["shape", "vocab_size"])]
+    pub init: Option<PathBuf>,
     /// Model shape: `demo` (about 12 M parameters) or a JSON file overriding any of its
     /// fields ({"text": {...}, "vision": {...}}, names as in config.json).
     #[arg(long, default_value = "demo", value_name = "demo|FILE.json")]
@@ -233,6 +239,51 @@ impl Shape {
             .check()
             .with_context(|| format!("{}: impossible shape", path.display()))?;
         Ok(shape)
+    }
+
+    /// The shape of an existing checkpoint (`--init`), with its vocabulary size.
+    pub fn from_config(config: &crate::model::config::Qwen3VlConfig) -> Result<(Self, usize)> {
+        let (t, v) = (&config.text, &config.vision);
+        let range = |section: &str| {
+            config
+                .raw
+                .get(section)
+                .and_then(|c| c.get("initializer_range"))
+                .or_else(|| config.raw.get("initializer_range"))
+                .and_then(Value::as_f64)
+                .unwrap_or(0.02)
+        };
+        let shape = Shape {
+            text: TextShape {
+                hidden_size: t.hidden_size,
+                num_hidden_layers: t.num_hidden_layers,
+                num_attention_heads: t.num_attention_heads,
+                num_key_value_heads: t.num_key_value_heads,
+                head_dim: t.head_dim,
+                intermediate_size: t.intermediate_size,
+                mrope_section: t.mrope_section.clone(),
+                rope_theta: t.rope_theta,
+                rms_norm_eps: t.rms_norm_eps,
+                max_position_embeddings: t.max_position_embeddings,
+                tie_word_embeddings: config.tie_word_embeddings,
+                initializer_range: range("text_config"),
+            },
+            vision: VisionShape {
+                hidden_size: v.hidden_size,
+                depth: v.depth,
+                num_heads: v.num_heads,
+                intermediate_size: v.intermediate_size,
+                patch_size: v.patch_size,
+                temporal_patch_size: v.temporal_patch_size,
+                spatial_merge_size: v.spatial_merge_size,
+                out_hidden_size: v.out_hidden_size,
+                num_position_embeddings: v.num_position_embeddings,
+                deepstack_visual_indexes: v.deepstack_visual_indexes.clone(),
+                initializer_range: range("vision_config"),
+            },
+        };
+        shape.check()?;
+        Ok((shape, t.vocab_size))
     }
 
     pub fn check(&self) -> Result<()> {
@@ -697,26 +748,38 @@ fn first_json(first: &[PathBuf]) -> Value {
     }
 }
 
-fn fingerprint(args: &PretrainArgs, shape: &Shape, n_samples: usize) -> Value {
-    json!({
-        "data": args.data.display().to_string(),
-        "first": first_json(&args.first),
-        "first_steps": args.first_steps,
-        "shape": shape,
-        "vocab_size": args.vocab_size,
-        "samples": n_samples,
-        "epochs": args.epochs,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "warmup_ratio": args.warmup_ratio,
-        "max_grad_norm": args.max_grad_norm,
-        "max_pixels": args.max_pixels,
-        "min_pixels": args.min_pixels,
-        "max_length": args.max_length,
-        "seed": args.seed,
-    })
+/// Adds `--init` to a run's identity (only when given, so that earlier runs' saved
+/// identities still match).
+fn with_init(mut identity: Value, args: &PretrainArgs) -> Value {
+    if let (Some(dir), Some(map)) = (&args.init, identity.as_object_mut()) {
+        map.insert("init".into(), json!(dir.display().to_string()));
+    }
+    identity
+}
+
+fn fingerprint(args: &PretrainArgs, shape: &Shape, vocab: usize, n_samples: usize) -> Value {
+    with_init(
+        json!({
+            "data": args.data.display().to_string(),
+            "first": first_json(&args.first),
+            "first_steps": args.first_steps,
+            "shape": shape,
+            "vocab_size": vocab,
+            "samples": n_samples,
+            "epochs": args.epochs,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "warmup_ratio": args.warmup_ratio,
+            "max_grad_norm": args.max_grad_norm,
+            "max_pixels": args.max_pixels,
+            "min_pixels": args.min_pixels,
+            "max_length": args.max_length,
+            "seed": args.seed,
+        }),
+        args,
+    )
 }
 
 fn check_args(args: &PretrainArgs) -> Result<()> {
@@ -756,22 +819,27 @@ fn check_args(args: &PretrainArgs) -> Result<()> {
 }
 
 /// Builds (or, when resuming, reuses) the initial checkpoint in `dir`: tokenizer trained on
-/// the data, config, processor files and seeded initial weights (f32).
+/// the data, config, processor files and seeded initial weights (f32); with `--init`, that
+/// checkpoint's tokenizer, chat template and weights instead.
 fn initial_checkpoint(
     dir: &Path,
     args: &PretrainArgs,
     shape: &Shape,
+    vocab: usize,
     samples: &[Sample],
 ) -> Result<()> {
-    let identity = json!({
-        "data": args.data.display().to_string(),
-        "first": first_json(&args.first),
-        "shape": shape,
-        "vocab_size": args.vocab_size,
-        "seed": args.seed,
-        "max_pixels": args.max_pixels,
-        "min_pixels": args.min_pixels,
-    });
+    let identity = with_init(
+        json!({
+            "data": args.data.display().to_string(),
+            "first": first_json(&args.first),
+            "shape": shape,
+            "vocab_size": vocab,
+            "seed": args.seed,
+            "max_pixels": args.max_pixels,
+            "min_pixels": args.min_pixels,
+        }),
+        args,
+    );
     // Written last: its presence marks a complete initial checkpoint.
     let identity_path = dir.join("init.json");
     if identity_path.exists() {
@@ -792,17 +860,39 @@ fn initial_checkpoint(
     let tmp = dir.with_file_name("init.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let tok = train_tokenizer(&texts_of(samples), args.vocab_size)?;
-    if tok.get_vocab_size(true) > args.vocab_size {
-        bail!("internal error: the tokenizer has more entries than --vocab-size");
+    let (tok, weights) = match &args.init {
+        Some(from) => {
+            let file = from.join("tokenizer.json");
+            let tok = tokenizers::Tokenizer::from_file(&file)
+                .map_err(|e| anyhow::anyhow!("{}: not a usable tokenizer ({e})", file.display()))?;
+            (tok, init_weights_from(from, shape, vocab)?)
+        }
+        None => {
+            let tok = train_tokenizer(&texts_of(samples), vocab)?;
+            (tok, init_weights(shape, vocab, args.seed)?)
+        }
+    };
+    if tok.get_vocab_size(true) > vocab {
+        bail!(
+            "the tokenizer has {} entries, more than the model's vocabulary of {vocab}",
+            tok.get_vocab_size(true)
+        );
     }
     write_side_files(&tmp, &tok, args, &shape.vision)?;
-    let config = shape.config_json(args.vocab_size, &token_ids(&tok)?, "float32");
+    if let Some(from) = &args.init {
+        // The checkpoint's own chat template and tokenizer settings, not ours.
+        for name in ["tokenizer_config.json", "chat_template.jinja"] {
+            if from.join(name).exists() {
+                std::fs::copy(from.join(name), tmp.join(name))
+                    .with_context(|| format!("{}: cannot copy", from.join(name).display()))?;
+            }
+        }
+    }
+    let config = shape.config_json(vocab, &token_ids(&tok)?, "float32");
     std::fs::write(
         tmp.join("config.json"),
         serde_json::to_string_pretty(&config)? + "\n",
     )?;
-    let weights = init_weights(shape, args.vocab_size, args.seed)?;
     crate::model::weights::save_tensors(&tmp.join("model.safetensors"), &weights)?;
     std::fs::write(
         tmp.join("init.json"),
@@ -813,11 +903,54 @@ fn initial_checkpoint(
     Ok(())
 }
 
+/// The weights of `--init`'s checkpoint in f32, which must be exactly the tensors of
+/// `shape` (names and sizes).
+fn init_weights_from(dir: &Path, shape: &Shape, vocab: usize) -> Result<HashMap<String, Tensor>> {
+    let mut weights = HashMap::new();
+    for file in crate::model::weights::weight_files(dir)? {
+        let loaded = candle_core::safetensors::load(&file, &Device::Cpu)
+            .with_context(|| format!("{}: cannot read the weights", file.display()))?;
+        for (name, t) in loaded {
+            weights.insert(name, t.to_dtype(DType::F32)?);
+        }
+    }
+    let expected = shape.tensors(vocab);
+    for (name, dims, _) in &expected {
+        match weights.get(name) {
+            None => bail!("{}: the weights lack {name}", dir.display()),
+            Some(t) if t.dims() != dims.as_slice() => bail!(
+                "{}: {name} has shape {:?} where its config.json implies {dims:?}",
+                dir.display(),
+                t.dims()
+            ),
+            Some(_) => {}
+        }
+    }
+    if weights.len() != expected.len() {
+        let known: std::collections::HashSet<&str> =
+            expected.iter().map(|(n, _, _)| n.as_str()).collect();
+        let mut extra: Vec<&String> = weights
+            .keys()
+            .filter(|n| !known.contains(n.as_str()))
+            .collect();
+        extra.sort();
+        bail!(
+            "{}: tensors that a Qwen3-VL of its config.json does not have: {extra:?}",
+            dir.display()
+        );
+    }
+    Ok(weights)
+}
+
 pub fn run(args: &PretrainArgs) -> Result<String> {
     check_args(args)?;
     let workers =
         crate::train::workers::resolve(args.workers, args.micro_batch.unwrap_or(args.batch_size))?;
-    let shape = Shape::from_arg(&args.shape)?;
+    let (shape, vocab) = match &args.init {
+        Some(dir) => Shape::from_config(&crate::model::config::Qwen3VlConfig::from_dir(dir)?)
+            .with_context(|| format!("{}: cannot continue from this model", dir.display()))?,
+        None => (Shape::from_arg(&args.shape)?, args.vocab_size),
+    };
     if args.out.exists() {
         bail!(
             "{}: already exists; choose another --out or remove it",
@@ -848,7 +981,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("{}: cannot create", state_dir.display()))?;
     let init_dir = state_dir.join("init");
-    initial_checkpoint(&init_dir, args, &shape, &samples)?;
+    initial_checkpoint(&init_dir, args, &shape, vocab, &samples)?;
     let device = Device::Cpu;
     let processor = Processor::from_dir(&init_dir)?
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
@@ -894,7 +1027,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     };
     let (state, log_lines) = session.open(
         &mut trainer,
-        fingerprint(args, &shape, samples.len()),
+        fingerprint(args, &shape, vocab, samples.len()),
         total,
         unreadable.len(),
         args.resume,
@@ -903,7 +1036,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         "pretrain: {} parameters ({} tensors, all trainable), vocabulary {}, {} samples, {total} optimizer steps of {}, warm-up {} steps",
         n_params,
         trainer.params.len(),
-        args.vocab_size,
+        vocab,
         samples.len(),
         args.batch_size,
         schedule.warmup
@@ -944,7 +1077,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         })
         .collect::<Result<_>>()?;
     drop(trainer);
-    write_output(args, &shape, &init_dir, &trained, &done.log_lines)?;
+    write_output(args, &shape, vocab, &init_dir, &trained, &done.log_lines)?;
     let _ = std::fs::remove_dir_all(&state_dir);
     Ok(format!(
         "{}: pretrained {n_params} parameters for {total} steps ({:.2} s/step){}\n",
@@ -958,6 +1091,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
 fn write_output(
     args: &PretrainArgs,
     shape: &Shape,
+    vocab: usize,
     init_dir: &Path,
     trained: &HashMap<String, Tensor>,
     log_lines: &[String],
@@ -981,7 +1115,7 @@ fn write_output(
         } else {
             "bfloat16"
         };
-        let config = shape.config_json(args.vocab_size, &token_ids(&tok)?, dtype);
+        let config = shape.config_json(vocab, &token_ids(&tok)?, dtype);
         std::fs::write(
             tmp.join("config.json"),
             serde_json::to_string_pretty(&config)? + "\n",
