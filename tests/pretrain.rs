@@ -155,14 +155,20 @@ fn write_data(dir: &Path) -> PathBuf {
     path
 }
 
-fn pretrain_cmd(data: &Path, out: &Path, extra: &[&str]) -> Command {
+/// `interlace pretrain --data DATA --out OUT` and nothing else.
+fn bare_cmd(data: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
     cmd.arg("pretrain")
         .arg("--data")
         .arg(data)
         .arg("--out")
-        .arg(out)
-        .arg("--shape")
+        .arg(out);
+    cmd
+}
+
+fn pretrain_cmd(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = bare_cmd(data, out);
+    cmd.arg("--shape")
         .arg(fixtures().join("pretrain/tiny_shape.json"))
         .args(["--vocab-size", "300", "--batch-size", "4", "--lr", "3e-3"])
         .args(extra);
@@ -395,12 +401,7 @@ fn bad_shape_file_is_one_line_naming_the_file() {
     let data = write_data(tmp.path());
     let shape = tmp.path().join("shape.json");
     std::fs::write(&shape, r#"{"text": {"hidden_sise": 3}}"#).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
-        .arg("pretrain")
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(tmp.path().join("m"))
+    let out = bare_cmd(&data, &tmp.path().join("m"))
         .arg("--shape")
         .arg(&shape)
         .output()
@@ -507,13 +508,8 @@ fn init_continues_from_a_checkpoint_with_its_weights_and_tokenizer() {
             .unwrap(),
     );
     let init_cmd = |out: &Path, extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
-        cmd.arg("pretrain")
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(out)
-            .arg("--init")
+        let mut cmd = bare_cmd(&data, out);
+        cmd.arg("--init")
             .arg(&first)
             .args(["--batch-size", "4"])
             .args(extra);
@@ -579,12 +575,7 @@ fn init_continues_from_a_checkpoint_with_its_weights_and_tokenizer() {
         );
     }
     // A directory that is no model: one line naming its config.json.
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
-        .arg("pretrain")
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(tmp.path().join("m"))
+    let out = bare_cmd(&data, &tmp.path().join("m"))
         .arg("--init")
         .arg(tmp.path())
         .output()
