@@ -148,3 +148,32 @@ fn bad_prune_requests_are_clear_errors() {
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
 }
+
+#[test]
+fn the_source_models_training_records_are_not_copied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("trained");
+    std::fs::create_dir(&src).unwrap();
+    for e in std::fs::read_dir(model_dir("tiny-b")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), src.join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        src.join("training_log.jsonl"),
+        "{\"step\":1,\"loss\":2.0}\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("loss.svg"), "<svg/>").unwrap();
+    std::fs::write(src.join("README.md"), "model card").unwrap();
+    write_plan(&tmp.path().join("plan.json"), 6, &[1, 4]);
+    let out = tmp.path().join("pruned");
+    let (ok, err) = prune(&src, &tmp.path().join("plan.json"), &out);
+    assert!(ok, "{err}");
+    assert!(!out.join("training_log.jsonl").exists());
+    assert!(!out.join("loss.svg").exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("README.md")).unwrap(),
+        "model card"
+    );
+    assert!(out.join("tokenizer.json").exists());
+}

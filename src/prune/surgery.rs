@@ -217,8 +217,14 @@ pub fn rewrite_weights(
     Ok((written, removed))
 }
 
-/// Copies everything but the weights, their index, `config.json` and the plan file
-/// (tokenizer, templates, preprocessor and generation configs) from `src` to `dst`.
+/// Files our training commands write next to a checkpoint about how *it* was trained
+/// (`pretrain`'s and `finetune`'s log and loss curve): a model derived from it did not have
+/// that training, so they are not carried over.
+pub const TRAINING_RECORDS: [&str; 2] = ["training_log.jsonl", "loss.svg"];
+
+/// Copies everything but the weights, their index, `config.json`, the plan file and the
+/// [`TRAINING_RECORDS`] (so: tokenizer, templates, preprocessor and generation configs, a
+/// model card or licence) from `src` to `dst`.
 pub fn copy_other_files(src: &Path, dst: &Path) -> Result<()> {
     for entry in
         std::fs::read_dir(src).with_context(|| format!("{}: cannot list", src.display()))?
@@ -229,7 +235,8 @@ pub fn copy_other_files(src: &Path, dst: &Path) -> Result<()> {
         let handled = name_str.ends_with(".safetensors")
             || name_str == "model.safetensors.index.json"
             || name_str == "config.json"
-            || name_str == PLAN_FILE;
+            || name_str == PLAN_FILE
+            || TRAINING_RECORDS.contains(&name_str.as_ref());
         if !handled && entry.file_type()?.is_file() {
             std::fs::copy(entry.path(), dst.join(&name))
                 .with_context(|| format!("{}: cannot copy", entry.path().display()))?;
