@@ -382,6 +382,22 @@ fn killed_pretraining_resumes_to_the_same_weights() {
     let state = tmp.path().join("killed.train");
     common::kill_after_third_checkpoint(pretrain_cmd(&data, &out, &flags), &state);
     assert!(!out.exists(), "the run finished before it could be killed");
+    // The checkpoint is a model too: the finished model's tensors by name and shape.
+    let latest = std::fs::read_to_string(state.join("latest")).unwrap();
+    let ckpt = state.join(latest.trim());
+    let infos = |dir: &Path| {
+        let files = interlace::model::weights::weight_files(dir).unwrap();
+        let mut v: Vec<(String, Vec<usize>)> = interlace::model::weights::read_tensor_infos(&files)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.name, i.shape))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(infos(&ckpt), infos(&whole));
+    Qwen3VlModel::load(&ckpt, DType::F32, &Device::Cpu).unwrap();
+    Processor::from_dir(&ckpt).unwrap();
     let refused = pretrain_cmd(&data, &out, &flags).output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));

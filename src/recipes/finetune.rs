@@ -253,6 +253,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         state_dir: &state_dir,
         save_every: args.save_every,
         max_length: args.max_length,
+        model_files: None,
     };
     let (state, log_lines) = session.open(
         &mut trainer,

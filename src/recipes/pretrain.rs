@@ -1024,6 +1024,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         state_dir: &state_dir,
         save_every: args.save_every,
         max_length: args.max_length,
+        model_files: Some((&init_dir, &MODEL_FILES)),
     };
     let (state, log_lines) = session.open(
         &mut trainer,
@@ -1087,6 +1088,17 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     ))
 }
 
+/// The files of a model directory besides its weights, as pretraining writes them.
+const MODEL_FILES: [&str; 7] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "generation_config.json",
+];
+
 /// The complete checkpoint, built in a temporary directory and renamed.
 fn write_output(
     args: &PretrainArgs,
@@ -1097,14 +1109,7 @@ fn write_output(
     log_lines: &[String],
 ) -> Result<()> {
     write_dir_atomic(&args.out, |tmp| {
-        for name in [
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "chat_template.jinja",
-            "preprocessor_config.json",
-            "video_preprocessor_config.json",
-            "generation_config.json",
-        ] {
+        for name in MODEL_FILES.iter().filter(|n| **n != "config.json") {
             std::fs::copy(init_dir.join(name), tmp.join(name))
                 .with_context(|| format!("{}: cannot copy", init_dir.join(name).display()))?;
         }

@@ -33,9 +33,21 @@ fn step_dir(state_dir: &Path, step: usize) -> PathBuf {
     state_dir.join(format!("step-{step}"))
 }
 
+/// A model directory and the names of its files (config, tokenizer, templates) that turn a
+/// checkpoint of a trainer whose every tensor is trainable into a loadable model.
+pub type ModelFiles<'a> = (&'a Path, &'a [&'a str]);
+
 /// Saves the trainer and run state as `step-{state.step}` and points `latest` at it; older
-/// step folders are removed afterwards.
-pub fn save(state_dir: &Path, trainer: &Trainer, state: &RunState) -> Result<()> {
+/// step folders are removed afterwards. The trainable tensors are stored in their checkpoint
+/// shapes (the Conv3d patch embedding as five dimensions), so with `model_files` (which
+/// copies those files in and adds a `model.safetensors.index.json` naming
+/// `trainable.safetensors`) the folder also loads as a model: `eval --model OUT.train/step-N`.
+pub fn save(
+    state_dir: &Path,
+    trainer: &Trainer,
+    state: &RunState,
+    model_files: Option<ModelFiles>,
+) -> Result<()> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("{}: cannot create", state_dir.display()))?;
     let final_dir = step_dir(state_dir, state.step);
@@ -46,7 +58,10 @@ pub fn save(state_dir: &Path, trainer: &Trainer, state: &RunState) -> Result<()>
     let mut params = HashMap::new();
     let mut moments = HashMap::new();
     for (p, m) in trainer.params.iter().zip(&trainer.opt.moments) {
-        params.insert(p.name.clone(), p.var.as_tensor().clone());
+        params.insert(
+            p.name.clone(),
+            p.var.as_tensor().reshape(p.stored_shape.as_slice())?,
+        );
         let shape = p.var.shape();
         moments.insert(
             format!("{}.exp_avg", p.name),
@@ -59,6 +74,21 @@ pub fn save(state_dir: &Path, trainer: &Trainer, state: &RunState) -> Result<()>
     }
     save_tensors(&tmp.join("trainable.safetensors"), &params)?;
     save_tensors(&tmp.join("optimizer.safetensors"), &moments)?;
+    if let Some((dir, names)) = model_files {
+        for name in names {
+            std::fs::copy(dir.join(name), tmp.join(name))
+                .with_context(|| format!("{}: cannot copy", dir.join(name).display()))?;
+        }
+        let total_size: usize = params.values().map(|t| t.elem_count() * 4).sum();
+        let weight_map: serde_json::Map<String, serde_json::Value> = params
+            .keys()
+            .map(|k| (k.clone(), "trainable.safetensors".into()))
+            .collect();
+        crate::prune::surgery::write_json(
+            &tmp.join("model.safetensors.index.json"),
+            &serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map}),
+        )?;
+    }
     let json = serde_json::json!({
         "run": state,
         "optimizer_step": trainer.opt.step,

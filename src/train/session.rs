@@ -30,6 +30,9 @@ pub struct Session<'a> {
     pub save_every: Option<usize>,
     /// Conversations are cut to this many tokens.
     pub max_length: usize,
+    /// With every tensor trainable: files that make each checkpoint a loadable model too
+    /// ([`checkpoint::save`]).
+    pub model_files: Option<checkpoint::ModelFiles<'a>>,
 }
 
 /// The loop's result: the whole log, and what was skipped.
@@ -205,7 +208,7 @@ impl Session<'_> {
             );
             if let Some(every) = self.save_every {
                 if every > 0 && state.step.is_multiple_of(every) && state.step < total {
-                    checkpoint::save(self.state_dir, trainer, &state)?;
+                    checkpoint::save(self.state_dir, trainer, &state, self.model_files)?;
                 }
             }
         }
