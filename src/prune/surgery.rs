@@ -220,7 +220,10 @@ pub fn rewrite_weights(
 /// Files our training commands write next to a checkpoint about how *it* was trained
 /// (`pretrain`'s and `finetune`'s log and loss curve): a model derived from it did not have
 /// that training, so they are not carried over.
-pub const TRAINING_RECORDS: [&str; 2] = ["training_log.jsonl", "loss.svg"];
+pub const TRAINING_RECORDS: [&str; 2] = [
+    crate::train::session::LOG_FILE,
+    crate::train::session::CURVE_FILE,
+];
 
 /// Copies everything but the weights, their index, `config.json`, the plan file and the
 /// [`TRAINING_RECORDS`] (so: tokenizer, templates, preprocessor and generation configs, a

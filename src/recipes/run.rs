@@ -382,7 +382,7 @@ fn relative(report: &EvalReport, baseline: &EvalReport) -> Option<f64> {
 }
 
 fn final_loss(model_dir: &Path) -> Option<(usize, f64)> {
-    let text = std::fs::read_to_string(model_dir.join("training_log.jsonl")).ok()?;
+    let text = std::fs::read_to_string(model_dir.join(crate::train::session::LOG_FILE)).ok()?;
     let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
     Some((
         last.get("step")?.as_u64()? as usize,
@@ -500,9 +500,10 @@ fn write_report(
         &chance,
     );
     crate::prune::write_atomic(&out.join("scores.svg"), svg.as_bytes())?;
-    if tuned.join("loss.svg").exists() {
-        let bytes = std::fs::read(tuned.join("loss.svg"))?;
-        crate::prune::write_atomic(&out.join("loss.svg"), &bytes)?;
+    let curve = crate::train::session::CURVE_FILE;
+    if tuned.join(curve).exists() {
+        let bytes = std::fs::read(tuned.join(curve))?;
+        crate::prune::write_atomic(&out.join(curve), &bytes)?;
     }
 
     let (p_dense, p_pruned) = (param_count(&r.model)?, param_count(pruned)?);

@@ -44,7 +44,10 @@ pub struct Finished {
     pub seconds_per_step: f64,
 }
 
-const LOG_FILE: &str = "training_log.jsonl";
+/// The per-step log that training writes next to a checkpoint (and in `OUT.train/`).
+pub const LOG_FILE: &str = "training_log.jsonl";
+/// The loss-curve picture written next to a trained checkpoint.
+pub const CURVE_FILE: &str = "loss.svg";
 
 impl Session<'_> {
     /// The run's starting state: fresh, or with `resume` the latest checkpoint's (weights
@@ -268,6 +271,6 @@ pub fn write_log_and_curve(dir: &Path, title: &str, log_lines: &[String]) -> Res
             )
         })
         .collect();
-    std::fs::write(dir.join("loss.svg"), loss_curve_svg(title, &points))
-        .with_context(|| format!("{}: cannot write", dir.join("loss.svg").display()))
+    std::fs::write(dir.join(CURVE_FILE), loss_curve_svg(title, &points))
+        .with_context(|| format!("{}: cannot write", dir.join(CURVE_FILE).display()))
 }
