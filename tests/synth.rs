@@ -12,6 +12,7 @@ use interlace::data::synthetic::draw::glyph;
 use interlace::data::synthetic::{write_synth, SynthManifest, SynthOptions, CAPTION_PROMPT};
 use interlace::data::{load_portion, open_sources, ImageSource};
 use interlace::eval::benchmarks::{build_prompt, Item};
+use interlace::eval::metrics::{can_infer, yorn_extraction};
 use interlace::eval::report::judge;
 use interlace::eval::{BenchSpec, Benchmark, Task};
 
@@ -25,6 +26,7 @@ fn opts(seed: u64) -> SynthOptions {
         bench_rows: BENCH,
         captions: false,
         warm_ups: false,
+        worked: false,
     }
 }
 
@@ -744,12 +746,12 @@ fn benchmarks_read_score_and_match_their_pixels() {
 
 #[test]
 fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
-    check_training_sources(false, false);
+    check_training_sources(false, false, false);
 }
 
 #[test]
 fn captioned_training_sources_match_their_pixels_and_keep_the_benchmarks() {
-    check_training_sources(true, false);
+    check_training_sources(true, false, false);
     // The benchmarks do not depend on --captions.
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -768,8 +770,27 @@ fn captioned_training_sources_match_their_pixels_and_keep_the_benchmarks() {
 }
 
 #[test]
+fn worked_answers_score_as_answers_that_match_their_pixels_and_keep_the_benchmarks() {
+    check_training_sources(true, true, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_synth(&a, &opts(5)).unwrap();
+    write_synth(
+        &b,
+        &SynthOptions {
+            worked: true,
+            ..opts(5)
+        },
+    )
+    .unwrap();
+    let (fa, fb) = (files(&a.join("bench")), files(&b.join("bench")));
+    assert_eq!(fa.len(), 8);
+    assert_eq!(fa, fb);
+}
+
+#[test]
 fn warm_up_families_match_their_pixels_and_change_nothing_else() {
-    check_training_sources(true, true);
+    check_training_sources(true, true, false);
     // --warm-ups only adds families: the others' files and the benchmarks are the same
     // bytes as without it (so a model trained on `synth --captions` is still reproducible).
     let tmp = tempfile::tempdir().unwrap();
@@ -829,8 +850,9 @@ fn warm_up_families_match_their_pixels_and_change_nothing_else() {
 }
 
 /// Reads every training row back: the prompt is an eval prompt, the answer (and with
-/// captions the second turn) is right by the pixels.
-fn check_training_sources(captions: bool, warm_ups: bool) {
+/// captions the second turn) is right by the pixels. With `worked`, the answer is first read
+/// as the scorer reads it (a multiple-choice answer must be exactly one option's text).
+fn check_training_sources(captions: bool, warm_ups: bool, worked: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
     let m = write_synth(
@@ -838,6 +860,7 @@ fn check_training_sources(captions: bool, warm_ups: bool) {
         &SynthOptions {
             captions,
             warm_ups,
+            worked,
             ..opts(3)
         },
     )
@@ -911,7 +934,8 @@ fn check_training_sources(captions: bool, warm_ups: bool) {
         } else {
             assert_eq!(roles, ["user", "assistant"]);
         }
-        let (user, assistant) = (&sample.turns[0].text, &sample.turns[1].text);
+        let user = &sample.turns[0].text;
+        let written = sample.turns[1].text.clone();
         // Take the prompt apart as an eval prompt and rebuild it.
         let (question, hint, options) = parse_prompt(task, user);
         assert_eq!(
@@ -919,6 +943,19 @@ fn check_training_sources(captions: bool, warm_ups: bool) {
             user,
             "{family}"
         );
+        let assistant = &match (worked, task) {
+            (true, Task::Mcq) => {
+                let is_option = options.iter().any(|(_, t)| *t == written);
+                assert!(is_option, "{written:?} is no option's text");
+                can_infer(&written, &options).unwrap().to_string()
+            }
+            (true, Task::Yorn) => {
+                let v = yorn_extraction(&written);
+                assert!(written.ends_with(v.as_str()), "{written}");
+                v.as_str().to_string()
+            }
+            _ => written,
+        };
         match task {
             Task::Mcq => assert!(["A", "B", "C", "D"].contains(&assistant.as_str())),
             Task::Yorn => assert!(assistant == "Yes" || assistant == "No"),

@@ -40,6 +40,13 @@ pub struct SynthArgs {
     /// --first`.
     #[arg(long, requires = "captions")]
     pub warm_ups: bool,
+    /// Training answers with the work shown, scored the same by `interlace eval`: a
+    /// multiple-choice answer is the option's text ("orange") instead of its letter, a
+    /// yes/no answer first says what the image shows ("The circle is red. Yes", "There is no
+    /// star. No"). For a small model that reads the image but has not learned to turn what
+    /// it sees into an option letter or a verdict. Benchmarks are unchanged.
+    #[arg(long)]
+    pub worked: bool,
 }
 
 pub fn run(args: &SynthArgs) -> Result<String> {
@@ -49,6 +56,7 @@ pub fn run(args: &SynthArgs) -> Result<String> {
         bench_rows: args.bench_rows,
         captions: args.captions,
         warm_ups: args.warm_ups,
+        worked: args.worked,
     };
     let start = Instant::now();
     let total = opts.total_rows();

@@ -57,6 +57,10 @@ pub struct SynthOptions {
     /// SynthBasicMCQ, SynthBasicCount, SynthBasicText, SynthBasicChart, SynthBasicHR): easy
     /// forms of the benchmarks' questions for a curriculum (`pretrain --first`).
     pub warm_ups: bool,
+    /// Training answers with the work shown ([`Example::worked_answer`]): the option's text
+    /// for multiple choice, what the image shows before Yes/No. Scored the same; for a
+    /// model that has not learned to map what it sees to an option letter or a verdict.
+    pub worked: bool,
 }
 
 impl Default for SynthOptions {
@@ -67,6 +71,7 @@ impl Default for SynthOptions {
             bench_rows: 100,
             captions: false,
             warm_ups: false,
+            worked: false,
         }
     }
 }
@@ -312,7 +317,12 @@ fn write_all(
                     .into_par_iter()
                     .map(|i| {
                         let ex = example(opts.seed, family, Split::Train, i);
-                        let mut texts = vec![(prompt(family, &ex), ex.answer.clone())];
+                        let answer = if opts.worked {
+                            ex.worked_answer()
+                        } else {
+                            ex.answer.clone()
+                        };
+                        let mut texts = vec![(prompt(family, &ex), answer)];
                         if opts.captions {
                             texts.push((CAPTION_PROMPT.to_string(), ex.caption.clone()));
                         }
@@ -470,6 +480,47 @@ mod tests {
                     _ => assert!(!ex.answer.is_empty() && ex.options.is_empty()),
                 }
                 assert!(ex.chance > 0.0 && ex.chance <= 0.5);
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_worked_answers_score_as_the_reference_and_agree_with_the_question() {
+        use crate::eval::metrics::{can_infer, can_infer_option, yorn_extraction, YesNo};
+        for family in Family::TRAINING {
+            for row in 0..200 {
+                let ex = example(11, family, Split::Train, row);
+                let worked = ex.worked_answer();
+                match family.task() {
+                    Task::Mcq => {
+                        // The option's text, read by can_infer_text, not a letter.
+                        assert_eq!(can_infer_option(&worked, &ex.options), None, "{worked}");
+                        let letter = can_infer(&worked, &ex.options).map(String::from);
+                        assert_eq!(letter.as_deref(), Some(ex.answer.as_str()), "{worked}");
+                    }
+                    Task::Yorn => {
+                        let verdict = YesNo::parse_reference(&ex.answer).unwrap();
+                        assert_eq!(yorn_extraction(&worked), verdict, "{worked}");
+                        // The stated observation decides the question on its own: "Is there
+                        // a C S in the image?" is Yes exactly when "The S is C".
+                        let asked: Vec<&str> =
+                            ex.question.trim_end_matches('?').split(' ').collect();
+                        let (colour, shape) = (asked[3], asked[4]);
+                        let seen = worked.rsplit_once(". ").unwrap().0;
+                        if let Some(s) = seen.strip_prefix("There is no ") {
+                            assert_eq!((s, verdict), (shape, YesNo::No), "{worked}");
+                        } else {
+                            let said = format!("The {shape} is {colour}");
+                            assert_eq!(
+                                seen == said,
+                                verdict == YesNo::Yes,
+                                "{}: {worked}",
+                                ex.question
+                            );
+                        }
+                    }
+                    _ => assert_eq!(worked, ex.answer),
+                }
             }
         }
     }

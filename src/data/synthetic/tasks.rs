@@ -26,6 +26,30 @@ pub struct Example {
     /// What the image shows, in words (a training row's second turn, see [`CAPTION_PROMPT`]):
     /// dense supervision that ties the image tokens to words.
     pub caption: String,
+    /// For yes/no questions, what the image shows about the question, in words, said before
+    /// the verdict in a worked training answer ([`Example::worked_answer`]).
+    pub worked: Option<String>,
+}
+
+impl Example {
+    /// The training answer with the work shown (`synth --worked`), which our scorer (as
+    /// VLMEvalKit's) reads as the same answer: a multiple-choice answer names the option's
+    /// text instead of its letter (read by `can_infer_text`), a yes/no answer first says
+    /// what the image shows about the question ("The circle is red. Yes", "There is no
+    /// star. No"); other answers are unchanged.
+    pub fn worked_answer(&self) -> String {
+        if let Some((_, text)) = self
+            .options
+            .iter()
+            .find(|(c, _)| c.to_string() == self.answer)
+        {
+            return text.clone();
+        }
+        match &self.worked {
+            Some(w) => format!("{w}. {}", self.answer),
+            None => self.answer.clone(),
+        }
+    }
 }
 
 /// The user text of a training row's second turn, answered by [`Example::caption`].
@@ -473,6 +497,7 @@ fn text(rng: &mut ChaCha8Rng, big: bool) -> Example {
         kind: "word",
         chance: 1.0 / WORDS.len() as f64,
         caption: spelled(word),
+        worked: None,
     }
 }
 
@@ -544,6 +569,7 @@ fn chart(rng: &mut ChaCha8Rng, bars: std::ops::RangeInclusive<usize>) -> Example
             kind: "value",
             chance: 1.0 / 9.0,
             caption,
+            worked: None,
         }
     } else {
         let (i, _) = values
@@ -560,6 +586,7 @@ fn chart(rng: &mut ChaCha8Rng, bars: std::ops::RangeInclusive<usize>) -> Example
             kind: "tallest",
             chance: 1.0 / n as f64,
             caption,
+            worked: None,
         }
     }
 }
@@ -599,6 +626,7 @@ fn vqa(rng: &mut ChaCha8Rng) -> Example {
             kind: "colour",
             chance: 1.0 / COLOURS.len() as f64,
             caption,
+            worked: None,
         }
     } else {
         Example {
@@ -610,6 +638,7 @@ fn vqa(rng: &mut ChaCha8Rng) -> Example {
             kind: "shape",
             chance: 1.0 / Shape::ALL.len() as f64,
             caption,
+            worked: None,
         }
     }
 }
@@ -655,6 +684,7 @@ fn basic_mcq(rng: &mut ChaCha8Rng) -> Example {
         kind,
         chance: 0.25,
         caption,
+        worked: None,
     }
 }
 
@@ -687,6 +717,7 @@ fn basic(rng: &mut ChaCha8Rng) -> Example {
         kind,
         chance,
         caption,
+        worked: None,
     }
 }
 
@@ -752,6 +783,7 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
                 kind: "position",
                 chance: 0.25,
                 caption: describe(&objs, 128.0),
+                worked: None,
             }
         }
         1 => {
@@ -785,6 +817,7 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
                 kind: "size",
                 chance: 0.25,
                 caption: describe(&objs, 128.0),
+                worked: None,
             }
         }
         _ => {
@@ -802,6 +835,7 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
                 kind: "colour",
                 chance: 0.25,
                 caption: describe(&objs, 128.0),
+                worked: None,
             }
         }
     }
@@ -844,6 +878,10 @@ fn pope(rng: &mut ChaCha8Rng, yes: bool, img: Canvas, objs: Vec<Obj>) -> Example
         kind,
         chance: 0.5,
         caption: describe(&objs, 128.0),
+        worked: Some(match objs.iter().find(|p| p.shape == shape) {
+            Some(p) => format!("The {} is {}", shape.name(), colour_name(p.colour)),
+            None => format!("There is no {}", shape.name()),
+        }),
     }
 }
 
@@ -897,6 +935,7 @@ fn hr(
             "Circles, squares and crosses around a small {right} star at the {}.",
             place_name(objs[0].cx, objs[0].cy, 224.0)
         ),
+        worked: None,
     }
 }
 
@@ -947,6 +986,7 @@ fn count(
         kind: "count",
         chance: 1.0 / 6.0,
         caption: count_caption(k, d, &shapes, &colours),
+        worked: None,
     }
 }
 
@@ -1078,6 +1118,7 @@ fn sci(rng: &mut ChaCha8Rng) -> Example {
         kind,
         chance: 0.25,
         caption: describe(&objs, 128.0),
+        worked: None,
     }
 }
 
