@@ -307,4 +307,20 @@ fn run_defaults_to_the_demo_model_and_synthetic_data() {
     }
     // 12 layers at ratio 0.25: three dropped.
     assert_eq!(report["plan"]["drop"].as_array().unwrap().len(), 3);
+    // The synthetic rows have worked answers (the form the demo model was trained on): a
+    // four-option question is answered with an option's text, not its letter.
+    let rows = interlace::data::load_portion(&out.join("data/train/SynthMMB"), 1.0, None, 0)
+        .unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        let sample = row.unwrap();
+        let (prompt, answer) = (&sample.turns[0].text, &sample.turns[1].text);
+        assert!(answer.len() > 1, "{answer}");
+        assert!(
+            prompt.lines().any(|l| l.get(3..) == Some(answer.as_str())),
+            "{answer:?} is no option of {prompt:?}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("(synthetic, worked answers)"), "{md}");
 }

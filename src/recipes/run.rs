@@ -38,6 +38,12 @@ pub struct RunArgs {
     /// OUT/data with --seed (its benchmarks are then the default --bench).
     #[arg(long, value_name = "FILE|DIR")]
     pub data: Option<PathBuf>,
+    /// Without --data: write the synthetic training rows with bare answers (the option
+    /// letter, Yes/No) instead of worked ones (`synth --worked`: the option's text, what
+    /// the image shows before Yes/No), the form the demo model was last trained on.
+    /// Both are scored the same; this only changes what calibration and fine-tuning see.
+    #[arg(long, conflicts_with = "data")]
+    pub plain_answers: bool,
     /// Benchmarks to evaluate on, FILE.tsv or FILE.tsv:TASK (see `interlace eval`); repeat
     /// for several. Needed with --data; default: the synthetic benchmarks.
     #[arg(long = "bench", value_name = "FILE[:TASK]")]
@@ -163,6 +169,7 @@ fn settings(args: &RunArgs, model: &Path, data: &Path, specs: &[BenchSpec]) -> V
         "epochs": args.epochs,
         "seed": args.seed,
         "limit": args.limit,
+        "plain_answers": args.data.is_none() && args.plain_answers,
     })
 }
 
@@ -195,6 +202,7 @@ fn check_settings(out: &Path, now: &Value) -> Result<()> {
 fn synthetic_data(
     out: &Path,
     seed: u64,
+    worked: bool,
     timings: &mut Vec<(String, f64)>,
 ) -> Result<(PathBuf, Vec<BenchSpec>, BTreeMap<String, BenchInfo>)> {
     use crate::data::synthetic::{write_synth, SynthManifest, SynthOptions};
@@ -204,6 +212,7 @@ fn synthetic_data(
             &dir,
             &SynthOptions {
                 seed,
+                worked,
                 ..Default::default()
             },
         )?;
@@ -419,7 +428,8 @@ pub fn run(args: &RunArgs) -> Result<String> {
             (d.clone(), args.benches.clone(), BTreeMap::new())
         }
         None => {
-            let (train, mut specs, info) = synthetic_data(&out, args.seed, &mut timings)?;
+            let (train, mut specs, info) =
+                synthetic_data(&out, args.seed, !args.plain_answers, &mut timings)?;
             if !args.benches.is_empty() {
                 specs = args.benches.clone();
             }
@@ -528,8 +538,13 @@ fn write_report(
         100.0 * (1.0 - p_pruned as f64 / p_dense as f64)
     );
     md.push_str(&format!(
-        "Data: `{}`; similarity on {} calibration conversations; fine-tuning on {} for {} epoch(s), lr {}, batch {} × {}{}.\n\n",
+        "Data: `{}`{}; similarity on {} calibration conversations; fine-tuning on {} for {} epoch(s), lr {}, batch {} × {}{}.\n\n",
         r.data.display(),
+        match (&r.args.data, r.args.plain_answers) {
+            (Some(_), _) => "",
+            (None, false) => " (synthetic, worked answers)",
+            (None, true) => " (synthetic, plain answers)",
+        },
         r.args.calib_samples,
         match r.args.samples {
             Some(n) => format!("{n} samples"),
