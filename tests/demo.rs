@@ -110,7 +110,13 @@ fn not_above_chance(only: &[&str]) -> Vec<String> {
 }
 
 /// The benchmarks the committed model has learned (README, "The built-in demo").
-const LEARNED: &[&str] = &["SynthVQA", "SynthCount", "SynthChart", "SynthMMB", "SynthSci"];
+const LEARNED: &[&str] = &[
+    "SynthVQA",
+    "SynthCount",
+    "SynthChart",
+    "SynthMMB",
+    "SynthSci",
+];
 
 #[test]
 fn demo_model_beats_chance_where_it_has_learned() {

@@ -309,8 +309,8 @@ fn run_defaults_to_the_demo_model_and_synthetic_data() {
     assert_eq!(report["plan"]["drop"].as_array().unwrap().len(), 3);
     // The synthetic rows have worked answers (the form the demo model was trained on): a
     // four-option question is answered with an option's text, not its letter.
-    let rows = interlace::data::load_portion(&out.join("data/train/SynthMMB"), 1.0, None, 0)
-        .unwrap();
+    let rows =
+        interlace::data::load_portion(&out.join("data/train/SynthMMB"), 1.0, None, 0).unwrap();
     assert!(!rows.is_empty());
     for row in rows {
         let sample = row.unwrap();

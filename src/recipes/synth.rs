@@ -85,8 +85,9 @@ pub fn run(args: &SynthArgs) -> Result<String> {
     } else {
         String::new()
     };
+    let worked = if opts.worked { ", worked answers" } else { "" };
     let mut s = format!(
-        "{}: {} training families × {} rows{warmup} in {}, {} benchmarks × {} rows ({:.1} s)\n",
+        "{}: {} training families × {} rows{warmup} in {}{worked}, {} benchmarks × {} rows ({:.1} s)\n",
         args.out.display(),
         Family::ALL.len(),
         opts.train_rows,
