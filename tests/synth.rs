@@ -942,6 +942,7 @@ fn check_training_sources(captions: bool, warm_ups: bool, worked: bool) {
             (true, Task::Yorn) => {
                 let v = yorn_extraction(&written);
                 assert!(written.ends_with(v.as_str()), "{written}");
+                check_observation(&written, &sample.images[0].load().unwrap());
                 v.as_str().to_string()
             }
             _ => written,
@@ -963,6 +964,27 @@ fn check_training_sources(captions: bool, warm_ups: bool, worked: bool) {
         if captions {
             check_caption(family, &sample.turns[3].text, &image);
         }
+    }
+}
+
+/// A worked yes/no answer's observation against the pixels: "The S is C." names the
+/// colour of the one object of shape S; "There is no S." holds when no object has shape S.
+fn check_observation(worked: &str, image: &image::DynamicImage) {
+    let comps = components(&Img::from(image));
+    let seen = worked.rsplit_once(". ").unwrap().0;
+    if let Some(shape) = seen.strip_prefix("There is no ") {
+        assert!(
+            comps.iter().all(|c| c.shape != shape),
+            "{worked}: {comps:?}"
+        );
+    } else {
+        let rest = seen.strip_prefix("The ").unwrap();
+        let (shape, colour) = rest.split_once(" is ").unwrap();
+        assert_eq!(
+            one(&comps, shape, |c| c.shape == shape).hue(),
+            colour,
+            "{worked}"
+        );
     }
 }
 

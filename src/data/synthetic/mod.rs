@@ -5,7 +5,8 @@
 //! (`train/<Family>/part-00000.parquet`) and a VLMEvalKit benchmark (`bench/<Family>.tsv`),
 //! plus a manifest `synth.json`. A training row's user text is exactly the prompt
 //! `interlace eval` shows the model for that row ([`build_prompt`]), its assistant text
-//! exactly the answer form the scorer expects (option letter, `Yes`/`No`, a word, a number).
+//! exactly the answer form the scorer expects (option letter, `Yes`/`No`, a word, a number),
+//! or with [`SynthOptions::worked`] a longer form the scorer reads as the same answer.
 //!
 //! With [`SynthOptions::captions`], for pretraining from scratch: every training row gets a
 //! second turn that asks "Describe the image." and answers with every object, its size,
