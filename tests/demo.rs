@@ -64,9 +64,7 @@ fn not_above_chance(only: &[&str]) -> Vec<String> {
             seed: 42,
             train_rows: 0,
             bench_rows: ROWS,
-            captions: false,
-            warm_ups: false,
-            worked: false,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -143,9 +141,7 @@ fn answers_do_not_depend_on_the_evaluation_workers() {
             seed: 7,
             train_rows: 0,
             bench_rows: 7,
-            captions: false,
-            warm_ups: false,
-            worked: false,
+            ..Default::default()
         },
     )
     .unwrap();
