@@ -24,9 +24,7 @@ fn opts(seed: u64) -> SynthOptions {
         seed,
         train_rows: TRAIN,
         bench_rows: BENCH,
-        captions: false,
-        warm_ups: false,
-        worked: false,
+        ..Default::default()
     }
 }
 
@@ -746,7 +744,7 @@ fn benchmarks_read_score_and_match_their_pixels() {
 
 #[test]
 fn training_sources_read_back_with_eval_prompts_and_match_their_pixels() {
-    check_training_sources(false, false, false);
+    check_training_sources(opts(3));
 }
 
 /// The benchmark files written with `changed` are the same bytes as with the defaults.
@@ -762,7 +760,10 @@ fn assert_same_benchmarks(changed: SynthOptions) {
 
 #[test]
 fn captioned_training_sources_match_their_pixels_and_keep_the_benchmarks() {
-    check_training_sources(true, false, false);
+    check_training_sources(SynthOptions {
+        captions: true,
+        ..opts(3)
+    });
     assert_same_benchmarks(SynthOptions {
         captions: true,
         ..opts(5)
@@ -771,7 +772,12 @@ fn captioned_training_sources_match_their_pixels_and_keep_the_benchmarks() {
 
 #[test]
 fn worked_answers_score_as_answers_that_match_their_pixels_and_keep_the_benchmarks() {
-    check_training_sources(true, true, true);
+    check_training_sources(SynthOptions {
+        captions: true,
+        warm_ups: true,
+        worked: true,
+        ..opts(3)
+    });
     assert_same_benchmarks(SynthOptions {
         worked: true,
         ..opts(5)
@@ -779,8 +785,71 @@ fn worked_answers_score_as_answers_that_match_their_pixels_and_keep_the_benchmar
 }
 
 #[test]
+fn yes_no_probes_match_their_pixels_and_change_nothing_else() {
+    check_training_sources(SynthOptions {
+        captions: true,
+        worked: true,
+        probes: 3,
+        ..opts(3)
+    });
+    // The probes come from their own random stream: every row's first question and
+    // answer, every other family's file and the benchmarks are as without them.
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let worked = SynthOptions {
+        captions: true,
+        warm_ups: true,
+        worked: true,
+        ..opts(5)
+    };
+    let ma = write_synth(&a, &worked).unwrap();
+    let mb = write_synth(
+        &b,
+        &SynthOptions {
+            probes: 2,
+            ..worked
+        },
+    )
+    .unwrap();
+    let yes_no = ["SynthPOPE", "SynthBasicPOPE"];
+    let in_yes_no = |p: &Path| {
+        yes_no
+            .iter()
+            .any(|f| p.starts_with(Path::new("train").join(f)))
+    };
+    let (fa, fb) = (files(&a), files(&b));
+    assert_eq!(fa.len(), fb.len());
+    for (path, bytes) in &fa {
+        if !in_yes_no(path) && path != Path::new("synth.json") {
+            assert!(fb[path] == *bytes, "{}", path.display());
+        }
+    }
+    let turns = |m: &SynthManifest| {
+        let rows = load_portion(&m.train, 1.0, None, 0).unwrap();
+        rows.into_iter()
+            .map(|r| r.unwrap())
+            .filter(|r| yes_no.iter().any(|f| r.origin.contains(&format!("/{f}/"))))
+            .map(|r| r.turns.into_iter().map(|t| t.text).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    let (ta, tb) = (turns(&ma), turns(&mb));
+    assert_eq!(ta.len(), 2 * TRAIN);
+    for (x, y) in ta.iter().zip(&tb) {
+        // Question, answer, two probes (four turns), then the same caption turn.
+        assert_eq!((x.len(), y.len()), (4, 8));
+        assert_eq!((&x[..2], &x[2..]), (&y[..2], &y[6..]));
+        // The first probe has the other verdict than the row's own answer.
+        assert_ne!(x[1].ends_with("Yes"), y[3].ends_with("Yes"), "{y:?}");
+    }
+}
+
+#[test]
 fn warm_up_families_match_their_pixels_and_change_nothing_else() {
-    check_training_sources(true, true, false);
+    check_training_sources(SynthOptions {
+        captions: true,
+        warm_ups: true,
+        ..opts(3)
+    });
     // --warm-ups only adds families: the others' files and the benchmarks are the same
     // bytes as without it (so a model trained on `synth --captions` is still reproducible).
     let tmp = tempfile::tempdir().unwrap();
@@ -842,19 +911,12 @@ fn warm_up_families_match_their_pixels_and_change_nothing_else() {
 /// Reads every training row back: the prompt is an eval prompt, the answer (and with
 /// captions the second turn) is right by the pixels. With `worked`, the answer is first read
 /// as the scorer reads it (a multiple-choice answer must be exactly one option's text).
-fn check_training_sources(captions: bool, warm_ups: bool, worked: bool) {
+/// With probes, every one of a yes/no row's questions is checked so, and half are yes.
+fn check_training_sources(o: SynthOptions) {
+    let (captions, warm_ups, worked) = (o.captions, o.warm_ups, o.worked);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
-    let m = write_synth(
-        &out,
-        &SynthOptions {
-            captions,
-            warm_ups,
-            worked,
-            ..opts(3)
-        },
-    )
-    .unwrap();
+    let m = write_synth(&out, &o).unwrap();
     let sources = open_sources(&m.train).unwrap();
     let names: Vec<String> = sources
         .iter()
@@ -918,53 +980,82 @@ fn check_training_sources(captions: bool, warm_ups: bool, worked: bool) {
         assert_eq!(sample.images.len(), 1);
         assert!(matches!(sample.images[0], ImageSource::Bytes { .. }));
         let roles: Vec<&str> = sample.turns.iter().map(|t| t.role.as_str()).collect();
+        let questions = if task == Task::Yorn { 1 + o.probes } else { 1 };
+        let turns = questions + usize::from(captions);
+        assert_eq!(roles, ["user", "assistant"].repeat(turns), "{family}");
         if captions {
-            assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
-            assert_eq!(sample.turns[2].text, CAPTION_PROMPT);
-        } else {
-            assert_eq!(roles, ["user", "assistant"]);
-        }
-        let user = &sample.turns[0].text;
-        let written = sample.turns[1].text.clone();
-        // Take the prompt apart as an eval prompt and rebuild it.
-        let (question, hint, options) = parse_prompt(task, user);
-        assert_eq!(
-            &build_prompt(task, &question, hint.as_deref(), &options),
-            user,
-            "{family}"
-        );
-        let assistant = &match (worked, task) {
-            (true, Task::Mcq) => {
-                let is_option = options.iter().any(|(_, t)| *t == written);
-                assert!(is_option, "{written:?} is no option's text");
-                can_infer(&written, &options).unwrap().to_string()
-            }
-            (true, Task::Yorn) => {
-                let v = yorn_extraction(&written);
-                assert!(written.ends_with(v.as_str()), "{written}");
-                check_observation(&written, &sample.images[0].load().unwrap());
-                v.as_str().to_string()
-            }
-            _ => written,
-        };
-        match task {
-            Task::Mcq => assert!(["A", "B", "C", "D"].contains(&assistant.as_str())),
-            Task::Yorn => assert!(assistant == "Yes" || assistant == "No"),
-            _ => assert!(!assistant.is_empty() && !assistant.contains('\n')),
+            assert_eq!(sample.turns[2 * questions].text, CAPTION_PROMPT);
         }
         let image = sample.images[0].load().unwrap();
-        check(
-            family,
-            &question,
-            hint.as_deref(),
-            &options,
-            assistant,
-            &image,
-        );
+        let mut yes = 0;
+        for q in 0..questions {
+            yes += usize::from(check_turn(
+                family,
+                task,
+                worked,
+                &sample.turns[2 * q].text,
+                &sample.turns[2 * q + 1].text,
+                &image,
+            ));
+        }
+        if questions > 1 {
+            assert!(
+                (2 * yes).abs_diff(questions) <= 1,
+                "{family} row {k}: {yes} yes"
+            );
+        }
         if captions {
-            check_caption(family, &sample.turns[3].text, &image);
+            check_caption(family, &sample.turns[2 * questions + 1].text, &image);
         }
     }
+}
+
+/// One question and its written answer, right by the pixels of `image`; whether the
+/// verdict is yes.
+fn check_turn(
+    family: &str,
+    task: Task,
+    worked: bool,
+    user: &str,
+    written: &str,
+    image: &image::DynamicImage,
+) -> bool {
+    let written = written.to_string();
+    // Take the prompt apart as an eval prompt and rebuild it.
+    let (question, hint, options) = parse_prompt(task, user);
+    assert_eq!(
+        build_prompt(task, &question, hint.as_deref(), &options),
+        user,
+        "{family}"
+    );
+    let assistant = &match (worked, task) {
+        (true, Task::Mcq) => {
+            let is_option = options.iter().any(|(_, t)| *t == written);
+            assert!(is_option, "{written:?} is no option's text");
+            can_infer(&written, &options).unwrap().to_string()
+        }
+        (true, Task::Yorn) => {
+            let v = yorn_extraction(&written);
+            assert!(written.ends_with(v.as_str()), "{written}");
+            check_observation(&written, image);
+            v.as_str().to_string()
+        }
+        _ => written,
+    };
+    match task {
+        Task::Mcq => assert!(["A", "B", "C", "D"].contains(&assistant.as_str())),
+        Task::Yorn => assert!(assistant == "Yes" || assistant == "No"),
+        _ => assert!(!assistant.is_empty() && !assistant.contains('\n')),
+    }
+    check(
+        family,
+        &question,
+        hint.as_deref(),
+        &options,
+        assistant,
+        image,
+    );
+    assistant == "Yes"
 }
 
 /// A worked yes/no answer's observation against the pixels: "The S is C." names the

@@ -47,6 +47,13 @@ pub struct SynthArgs {
     /// it sees into an option letter or a verdict. Benchmarks are unchanged.
     #[arg(long)]
     pub worked: bool,
+    /// Training rows of the yes/no families (SynthPOPE, SynthBasicPOPE) ask N more yes/no
+    /// questions about the same image, as further turns (the first with the other answer,
+    /// then alternating): the same scene asked about pairs that are there and pairs that
+    /// are not, so the verdict cannot come from the question alone. Benchmarks are
+    /// unchanged.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub probes: usize,
 }
 
 pub fn run(args: &SynthArgs) -> Result<String> {
@@ -57,6 +64,7 @@ pub fn run(args: &SynthArgs) -> Result<String> {
         captions: args.captions,
         warm_ups: args.warm_ups,
         worked: args.worked,
+        probes: args.probes,
     };
     let start = Instant::now();
     let total = opts.total_rows();
@@ -85,7 +93,14 @@ pub fn run(args: &SynthArgs) -> Result<String> {
     } else {
         String::new()
     };
-    let worked = if opts.worked { ", worked answers" } else { "" };
+    let worked = match (opts.worked, opts.probes) {
+        (false, 0) => String::new(),
+        (true, 0) => ", worked answers".to_string(),
+        (w, n) => format!(
+            ",{} {n} more yes/no questions per SynthPOPE image",
+            if w { " worked answers," } else { "" }
+        ),
+    };
     let mut s = format!(
         "{}: {} training families × {} rows{warmup} in {}{worked}, {} benchmarks × {} rows ({:.1} s)\n",
         args.out.display(),

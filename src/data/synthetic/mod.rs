@@ -62,6 +62,11 @@ pub struct SynthOptions {
     /// for multiple choice, what the image shows before Yes/No. Scored the same; for a
     /// model that has not learned to map what it sees to an option letter or a verdict.
     pub worked: bool,
+    /// Training rows of the yes/no families (SynthPOPE, SynthBasicPOPE) ask this many more
+    /// yes/no questions about the same image, as further turns before the caption
+    /// ([`probes`]): the same scene asked about pairs that are there and pairs that are
+    /// not. 0: one question per row, as the benchmark asks.
+    pub probes: usize,
 }
 
 impl Default for SynthOptions {
@@ -73,6 +78,7 @@ impl Default for SynthOptions {
             captions: false,
             warm_ups: false,
             worked: false,
+            probes: 0,
         }
     }
 }
@@ -206,6 +212,19 @@ pub fn example(seed: u64, family: Family, split: Split, row: usize) -> Example {
     family.generate(&mut row_rng(seed, family, split, row), row)
 }
 
+/// Training only: `n` more yes/no questions about the image of row `row` of `family`
+/// (a yes/no family; empty otherwise), from their own random stream, so the row itself is
+/// the same with or without them.
+pub fn probes(seed: u64, family: Family, row: usize, n: usize) -> Vec<Example> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut row_rng = row_rng(seed, family, Split::Train, row);
+    let mut rng = row_rng.clone();
+    rng.set_stream(1);
+    family.probes(&mut row_rng, row, &mut rng, n)
+}
+
 /// The user text of an example: exactly `interlace eval`'s prompt for it.
 pub fn prompt(family: Family, ex: &Example) -> String {
     build_prompt(family.task(), &ex.question, ex.hint.as_deref(), &ex.options)
@@ -317,13 +336,19 @@ fn write_all(
                 let chunk = (start..end)
                     .into_par_iter()
                     .map(|i| {
-                        let ex = example(opts.seed, family, Split::Train, i);
-                        let answer = if opts.worked {
-                            ex.worked_answer()
-                        } else {
-                            ex.answer.clone()
+                        let turn = |e: &Example| {
+                            let answer = if opts.worked {
+                                e.worked_answer()
+                            } else {
+                                e.answer.clone()
+                            };
+                            (prompt(family, e), answer)
                         };
-                        let mut texts = vec![(prompt(family, &ex), answer)];
+                        let ex = example(opts.seed, family, Split::Train, i);
+                        let mut texts = vec![turn(&ex)];
+                        for p in probes(opts.seed, family, i, opts.probes) {
+                            texts.push(turn(&p));
+                        }
                         if opts.captions {
                             texts.push((CAPTION_PROMPT.to_string(), ex.caption.clone()));
                         }

@@ -203,25 +203,54 @@ impl Family {
             Family::Chart => chart(rng, 3..=5),
             Family::Vqa => vqa(rng),
             Family::Mmb => mmb(rng),
-            Family::Pope => {
-                let k = rng.random_range(1..=3);
-                let (img, objs) = simple_scene(rng, k);
+            Family::Pope | Family::BasicPope => {
+                let (img, objs) = self.yes_no_scene(rng).expect("a yes/no family");
                 pope(rng, row.is_multiple_of(2), img, objs)
             }
             Family::Hr => hr(rng, 20..=32, 4..=6, 6..=12),
             Family::Count => count(rng, 0..=2, 8..=12),
             Family::Sci => sci(rng),
             Family::Basic => basic(rng),
-            Family::BasicPope => {
-                let (img, objs) = big_object(rng);
-                pope(rng, row.is_multiple_of(2), img, objs)
-            }
             Family::BasicMcq => basic_mcq(rng),
             Family::BasicCount => count(rng, 0..=0, 12..=16),
             Family::BasicText => text(rng, true),
             Family::BasicChart => chart(rng, 2..=2),
             Family::BasicHr => hr(rng, 4..=8, 8..=9, 10..=14),
         }
+    }
+}
+
+impl Family {
+    /// The scene of a yes/no family's row (SynthPOPE: 1–3 objects; SynthBasicPOPE: one
+    /// large object), the first draws of `rng`; `None` for the other families.
+    fn yes_no_scene(self, rng: &mut ChaCha8Rng) -> Option<(Canvas, Vec<Obj>)> {
+        match self {
+            Family::Pope => {
+                let k = rng.random_range(1..=3);
+                Some(simple_scene(rng, k))
+            }
+            Family::BasicPope => Some(big_object(rng)),
+            _ => None,
+        }
+    }
+
+    /// Training only: `n` more yes/no questions about the scene of the row whose random
+    /// stream is `row_rng` (row number `row`), drawn from `rng`; the first has the other
+    /// answer than the row's, then they alternate, so a row and its `n` probes are half yes
+    /// and half no for odd `n`. Empty for a family that is not yes/no.
+    pub fn probes(
+        self,
+        row_rng: &mut ChaCha8Rng,
+        row: usize,
+        rng: &mut ChaCha8Rng,
+        n: usize,
+    ) -> Vec<Example> {
+        let Some((img, objs)) = self.yes_no_scene(row_rng) else {
+            return Vec::new();
+        };
+        (1..=n)
+            .map(|j| pope(rng, (row + j).is_multiple_of(2), img.clone(), objs.clone()))
+            .collect()
     }
 }
 
