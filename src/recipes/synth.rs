@@ -97,7 +97,7 @@ pub fn run(args: &SynthArgs) -> Result<String> {
         (false, 0) => String::new(),
         (true, 0) => ", worked answers".to_string(),
         (w, n) => format!(
-            ",{} {n} more yes/no questions per SynthPOPE image",
+            ",{} {n} more yes/no questions per SynthPOPE and SynthBasicPOPE image",
             if w { " worked answers," } else { "" }
         ),
     };
