@@ -911,7 +911,8 @@ fn warm_up_families_match_their_pixels_and_change_nothing_else() {
 /// Reads every training row back: the prompt is an eval prompt, the answer (and with
 /// captions the second turn) is right by the pixels. With `worked`, the answer is first read
 /// as the scorer reads it (a multiple-choice answer must be exactly one option's text).
-/// With probes, every one of a yes/no row's questions is checked so, and half are yes.
+/// With probes, every one of a yes/no row's questions is checked so, half are yes, and every
+/// probe asks about a shape that is in the image.
 fn check_training_sources(o: SynthOptions) {
     let (captions, warm_ups, worked) = (o.captions, o.warm_ups, o.worked);
     let tmp = tempfile::tempdir().unwrap();
@@ -989,14 +990,20 @@ fn check_training_sources(o: SynthOptions) {
         let image = sample.images[0].load().unwrap();
         let mut yes = 0;
         for q in 0..questions {
+            let answer = &sample.turns[2 * q + 1].text;
             yes += usize::from(check_turn(
                 family,
                 task,
                 worked,
                 &sample.turns[2 * q].text,
-                &sample.turns[2 * q + 1].text,
+                answer,
                 &image,
             ));
+            // Every probe asks about a shape that is there (its observation, checked
+            // against the pixels above, names the shape's colour).
+            if q > 0 && worked {
+                assert!(answer.starts_with("The "), "{family} row {k}: {answer}");
+            }
         }
         if questions > 1 {
             assert!(
@@ -1150,4 +1157,96 @@ fn cli_refuses_a_foreign_directory_and_replaces_a_previous_output() {
 
     let o = run(&tmp.path().join("no/such/parent/x"), &[]);
     common::assert_one_line_error(&o, "does not exist");
+}
+
+/// `--in-words`: text-only rows whose every verdict is right by the scene description
+/// they carry (read here by a rule of its own), half yes, in the eval prompt's form; and
+/// nothing else changes.
+#[test]
+fn in_words_rows_are_right_by_their_description_and_change_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let base = SynthOptions {
+        captions: true,
+        worked: true,
+        probes: 3,
+        ..opts(7)
+    };
+    write_synth(&a, &base).unwrap();
+    let m = write_synth(
+        &b,
+        &SynthOptions {
+            in_words: 60,
+            ..base.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        m.families.last().map(String::as_str),
+        Some("SynthWordsPOPE")
+    );
+    let words_dir = Path::new("train").join("SynthWordsPOPE");
+    let (fa, mut fb) = (files(&a), files(&b));
+    fb.retain(|p, _| !p.starts_with(&words_dir));
+    let strip = |mut f: BTreeMap<PathBuf, Vec<u8>>| {
+        f.remove(Path::new("synth.json"));
+        f
+    };
+    assert_eq!(strip(fa), strip(fb));
+
+    let rows = load_portion(&m.train.join("SynthWordsPOPE"), 1.0, None, 0).unwrap();
+    assert_eq!(rows.len(), 60);
+    let (mut yes, mut questions, mut same_shape_no) = (0, 0, 0);
+    for (k, row) in rows.into_iter().enumerate() {
+        let s = row.unwrap();
+        assert!(s.images.is_empty(), "row {k} has an image");
+        let roles: Vec<&str> = s.turns.iter().map(|t| t.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant"].repeat(4), "row {k}");
+        // "The image: a large red circle at the top left; a small blue star at the centre."
+        let first = &s.turns[0].text;
+        let (scene, _) = first.split_once('\n').unwrap();
+        let scene = scene
+            .strip_prefix("The image: ")
+            .and_then(|x| x.strip_suffix('.'))
+            .unwrap_or_else(|| panic!("row {k}: {first}"));
+        let objects: Vec<(String, String)> = scene
+            .split("; ")
+            .map(|o| {
+                let w: Vec<&str> = o.split(' ').collect();
+                assert!(w.len() >= 6 && w[0] == "a" && w[4] == "at", "row {k}: {o}");
+                (w[2].to_string(), w[3].to_string())
+            })
+            .collect();
+        for q in 0..4 {
+            let user = &s.turns[2 * q].text;
+            let question = user.lines().last().unwrap();
+            let words: Vec<&str> = question.split(' ').collect();
+            assert!(question.starts_with("Is there a"), "row {k}: {question}");
+            let asked = &question[..=question.find('?').unwrap()];
+            assert_eq!(question, build_prompt(Task::Yorn, asked, None, &[]));
+            let (colour, shape) = (words[3], words[4]);
+            let there = objects.iter().any(|(c, s)| c == colour && s == shape);
+            let answer = &s.turns[2 * q + 1].text;
+            let seen = objects.iter().find(|(_, s)| s == shape);
+            let observation = match seen {
+                Some((c, _)) => format!("The {shape} is {c}."),
+                None => format!("There is no {shape}."),
+            };
+            let verdict = if there { "Yes" } else { "No" };
+            assert_eq!(
+                answer,
+                &format!("{observation} {verdict}"),
+                "row {k}: {question}"
+            );
+            yes += usize::from(there);
+            questions += 1;
+            same_shape_no += usize::from(!there && seen.is_some());
+        }
+    }
+    assert_eq!(2 * yes, questions);
+    // Most negatives (all the probes') name a shape that is there in another colour.
+    assert!(
+        2 * same_shape_no > questions / 2,
+        "{same_shape_no} of {questions}"
+    );
 }

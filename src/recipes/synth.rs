@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::data::synthetic::{write_synth_with, Family, SynthOptions};
+use crate::data::synthetic::{write_synth_with, Family, SynthOptions, IN_WORDS};
 use crate::progress::Progress;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -49,11 +49,19 @@ pub struct SynthArgs {
     pub worked: bool,
     /// Training rows of the yes/no families (SynthPOPE, SynthBasicPOPE) ask N more yes/no
     /// questions about the same image, as further turns (the first with the other answer,
-    /// then alternating): the same scene asked about pairs that are there and pairs that
-    /// are not, so the verdict cannot come from the question alone. Benchmarks are
+    /// then alternating), each about a shape that is in the image, in its own colour or in
+    /// another: the verdict comes neither from the question alone nor from which shapes
+    /// are there, only from comparing the colour seen with the one asked. Benchmarks are
     /// unchanged.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub probes: usize,
+    /// Also write a training-only, text-only source of N rows, SynthWordsPOPE: a SynthPOPE
+    /// scene given in words ("The image: a large red circle at the top left; ...") and its
+    /// yes/no question (plus --probes more), answered as the other rows are (--worked). No
+    /// image, so a row costs a few dozen tokens: for teaching the verdict's last step, the
+    /// colour seen against the one asked, from text. Everything else is unchanged.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub in_words: usize,
 }
 
 pub fn run(args: &SynthArgs) -> Result<String> {
@@ -65,6 +73,7 @@ pub fn run(args: &SynthArgs) -> Result<String> {
         warm_ups: args.warm_ups,
         worked: args.worked,
         probes: args.probes,
+        in_words: args.in_words,
     };
     let start = Instant::now();
     let total = opts.total_rows();
@@ -101,8 +110,13 @@ pub fn run(args: &SynthArgs) -> Result<String> {
             if w { " worked answers," } else { "" }
         ),
     };
+    let words = if opts.in_words > 0 {
+        format!(", {} text-only rows in {IN_WORDS}", opts.in_words)
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "{}: {} training families × {} rows{warmup} in {}{worked}, {} benchmarks × {} rows ({:.1} s)\n",
+        "{}: {} training families × {} rows{warmup} in {}{worked}{words}, {} benchmarks × {} rows ({:.1} s)\n",
         args.out.display(),
         Family::ALL.len(),
         opts.train_rows,

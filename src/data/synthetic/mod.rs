@@ -64,9 +64,13 @@ pub struct SynthOptions {
     pub worked: bool,
     /// Training rows of the yes/no families (SynthPOPE, SynthBasicPOPE) ask this many more
     /// yes/no questions about the same image, as further turns before the caption
-    /// ([`probes`]): the same scene asked about pairs that are there and pairs that are
-    /// not. 0: one question per row, as the benchmark asks.
+    /// ([`probes`]): the same scene asked about each shape in its own colour and in
+    /// another. 0: one question per row, as the benchmark asks.
     pub probes: usize,
+    /// Rows of the training-only, text-only source SynthWordsPOPE ([`in_words`]):
+    /// SynthPOPE scenes given in words instead of an image, each with its yes/no question
+    /// and `probes` more. 0: none.
+    pub in_words: usize,
 }
 
 impl Default for SynthOptions {
@@ -79,6 +83,7 @@ impl Default for SynthOptions {
             warm_ups: false,
             worked: false,
             probes: 0,
+            in_words: 0,
         }
     }
 }
@@ -90,6 +95,7 @@ impl SynthOptions {
             .iter()
             .map(|f| f.train_rows(self.train_rows))
             .sum::<usize>()
+            + self.in_words
             + Family::ALL.len() * self.bench_rows
     }
 
@@ -223,6 +229,39 @@ pub fn probes(seed: u64, family: Family, row: usize, n: usize) -> Vec<Example> {
     let mut rng = row_rng.clone();
     rng.set_stream(1);
     family.probes(&mut row_rng, row, &mut rng, n)
+}
+
+/// The name of `--in-words`' training-only source.
+pub const IN_WORDS: &str = "SynthWordsPOPE";
+
+/// Row `row` of SynthWordsPOPE, as (user, assistant) turns: a SynthPOPE scene in words
+/// ("The image: a large red circle at the top left; ...") before its yes/no question (the
+/// eval prompt), then `probes` more questions, answered with `worked` answers or not. No
+/// image: for learning the verdict's last step (the colour seen against the one asked)
+/// from text, where a row costs a few dozen tokens. Its own random streams: no SynthPOPE
+/// training or benchmark row is repeated.
+pub fn in_words(seed: u64, row: usize, probes: usize, worked: bool) -> Vec<(String, String)> {
+    let family = Family::Pope;
+    let mut rng = row_rng(seed, family, Split::Train, row);
+    rng.set_stream(2);
+    let mut scene = rng.clone();
+    let ex = family.generate(&mut rng, row);
+    let mut probe_rng = scene.clone();
+    probe_rng.set_stream(3);
+    let more = family.probes(&mut scene, row, &mut probe_rng, probes);
+    let answer = |e: &Example| {
+        if worked {
+            e.worked_answer()
+        } else {
+            e.answer.clone()
+        }
+    };
+    let mut turns = vec![(
+        format!("The image: {}.\n{}", ex.caption, prompt(family, &ex)),
+        answer(&ex),
+    )];
+    turns.extend(more.iter().map(|e| (prompt(family, e), answer(e))));
+    turns
 }
 
 /// The user text of an example: exactly `interlace eval`'s prompt for it.
@@ -385,14 +424,31 @@ fn write_all(
             chance,
         });
     }
+    let mut families: Vec<String> = opts
+        .training_families()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    if opts.in_words > 0 {
+        let rows = (0..opts.in_words)
+            .into_par_iter()
+            .map(|i| FineVisionRow {
+                images: Vec::new(),
+                texts: in_words(opts.seed, i, opts.probes, opts.worked),
+                source: IN_WORDS.to_string(),
+            })
+            .collect::<Vec<_>>();
+        let fdir = dir.join("train").join(IN_WORDS);
+        mk(&fdir)?;
+        write_finevision(&part_path(&fdir, 0), &rows, GROUP_ROWS)?;
+        done += opts.in_words;
+        progress(done, total, IN_WORDS);
+        families.push(IN_WORDS.to_string());
+    }
     let manifest = ManifestFile {
         seed: opts.seed,
         train: "train".to_string(),
-        families: opts
-            .training_families()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect(),
+        families,
         benchmarks: benches,
     };
     let path = dir.join(MANIFEST);

@@ -205,7 +205,7 @@ impl Family {
             Family::Mmb => mmb(rng),
             Family::Pope | Family::BasicPope => {
                 let (img, objs) = self.yes_no_scene(rng).expect("a yes/no family");
-                pope(rng, row.is_multiple_of(2), img, objs)
+                pope(rng, row.is_multiple_of(2), false, img, objs)
             }
             Family::Hr => hr(rng, 20..=32, 4..=6, 6..=12),
             Family::Count => count(rng, 0..=2, 8..=12),
@@ -237,7 +237,10 @@ impl Family {
     /// Training only: `n` more yes/no questions about the scene of the row whose random
     /// stream is `row_rng` (row number `row`), drawn from `rng`; the first has the other
     /// answer than the row's, then they alternate, so a row and its `n` probes are half yes
-    /// and half no for odd `n`. Empty for a family that is not yes/no.
+    /// and half no for odd `n`. Every probe asks about a shape that is in the image: in its
+    /// colour (yes) or in another (no), so that after the worked observation ("The S is
+    /// C.") the verdict is even odds and only comparing C with the asked colour decides it.
+    /// Empty for a family that is not yes/no.
     pub fn probes(
         self,
         row_rng: &mut ChaCha8Rng,
@@ -249,7 +252,10 @@ impl Family {
             return Vec::new();
         };
         (1..=n)
-            .map(|j| pope(rng, (row + j).is_multiple_of(2), img.clone(), objs.clone()))
+            .map(|j| {
+                let yes = (row + j).is_multiple_of(2);
+                pope(rng, yes, true, img.clone(), objs.clone())
+            })
             .collect()
     }
 }
@@ -870,14 +876,16 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
     }
 }
 
-/// SynthPOPE: is a (colour, shape) pair present in the scene `img` of `objs`? Negatives
-/// share the shape or the colour of an object that is present.
-fn pope(rng: &mut ChaCha8Rng, yes: bool, img: Canvas, objs: Vec<Obj>) -> Example {
+/// SynthPOPE's question about `objs`: a (colour, shape) pair that is there (`yes`), or one
+/// that is not: half the time a shape that is there in another colour ("same shape"), half
+/// a colour that is there on another shape ("same colour"); always the former with
+/// `same_shape`.
+fn pope(rng: &mut ChaCha8Rng, yes: bool, same_shape: bool, img: Canvas, objs: Vec<Obj>) -> Example {
     let o = pick(rng, &objs);
     let present = |s: Shape, c: usize| objs.iter().any(|p| p.shape == s && p.colour == c);
     let (shape, colour, kind) = if yes {
         (o.shape, o.colour, "present")
-    } else if rng.random_bool(0.5) {
+    } else if same_shape || rng.random_bool(0.5) {
         let colours: Vec<usize> = (0..COLOURS.len())
             .filter(|&c| !present(o.shape, c))
             .collect();
