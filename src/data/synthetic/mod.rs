@@ -249,18 +249,14 @@ pub fn in_words(seed: u64, row: usize, probes: usize, worked: bool) -> Vec<(Stri
     let mut probe_rng = scene.clone();
     probe_rng.set_stream(3);
     let more = family.probes(&mut scene, row, &mut probe_rng, probes);
-    let answer = |e: &Example| {
-        if worked {
-            e.worked_answer()
-        } else {
-            e.answer.clone()
-        }
-    };
     let mut turns = vec![(
         format!("The image: {}.\n{}", ex.caption, prompt(family, &ex)),
-        answer(&ex),
+        ex.training_answer(worked),
     )];
-    turns.extend(more.iter().map(|e| (prompt(family, e), answer(e))));
+    turns.extend(
+        more.iter()
+            .map(|e| (prompt(family, e), e.training_answer(worked))),
+    );
     turns
 }
 
@@ -375,14 +371,8 @@ fn write_all(
                 let chunk = (start..end)
                     .into_par_iter()
                     .map(|i| {
-                        let turn = |e: &Example| {
-                            let answer = if opts.worked {
-                                e.worked_answer()
-                            } else {
-                                e.answer.clone()
-                            };
-                            (prompt(family, e), answer)
-                        };
+                        let turn =
+                            |e: &Example| (prompt(family, e), e.training_answer(opts.worked));
                         let ex = example(opts.seed, family, Split::Train, i);
                         let mut texts = vec![turn(&ex)];
                         for p in probes(opts.seed, family, i, opts.probes) {

@@ -50,6 +50,16 @@ impl Example {
             None => self.answer.clone(),
         }
     }
+
+    /// The answer a training row gives: [`Self::worked_answer`] with `worked`, else the
+    /// scorer's answer.
+    pub fn training_answer(&self, worked: bool) -> String {
+        if worked {
+            self.worked_answer()
+        } else {
+            self.answer.clone()
+        }
+    }
 }
 
 /// The user text of a training row's second turn, answered by [`Example::caption`].
