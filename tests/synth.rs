@@ -1162,37 +1162,43 @@ fn cli_refuses_a_foreign_directory_and_replaces_a_previous_output() {
 /// `--in-words`: text-only rows whose every verdict is right by the scene description
 /// they carry (read here by a rule of its own), half yes, in the eval prompt's form; and
 /// nothing else changes.
-#[test]
-fn in_words_rows_are_right_by_their_description_and_change_nothing_else() {
+/// Writes `base` and `changed`, checks that the latter only adds the training source
+/// `source` (listed last; every other file the same bytes) and returns its output.
+fn only_adds(
+    source: &str,
+    base: &SynthOptions,
+    changed: &SynthOptions,
+) -> (tempfile::TempDir, SynthManifest) {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_synth(&a, base).unwrap();
+    let m = write_synth(&b, changed).unwrap();
+    assert_eq!(m.families.last().map(String::as_str), Some(source));
+    let dir = Path::new("train").join(source);
+    let (fa, mut fb) = (files(&a), files(&b));
+    fb.retain(|p, _| !p.starts_with(&dir));
+    assert_eq!(fb.len(), fa.len());
+    let strip = |mut f: BTreeMap<PathBuf, Vec<u8>>| {
+        f.remove(Path::new("synth.json"));
+        f
+    };
+    assert_eq!(strip(fa), strip(fb));
+    (tmp, m)
+}
+
+#[test]
+fn in_words_rows_are_right_by_their_description_and_change_nothing_else() {
     let base = SynthOptions {
         captions: true,
         worked: true,
         probes: 3,
         ..opts(7)
     };
-    write_synth(&a, &base).unwrap();
-    let m = write_synth(
-        &b,
-        &SynthOptions {
-            in_words: 60,
-            ..base.clone()
-        },
-    )
-    .unwrap();
-    assert_eq!(
-        m.families.last().map(String::as_str),
-        Some("SynthWordsPOPE")
-    );
-    let words_dir = Path::new("train").join("SynthWordsPOPE");
-    let (fa, mut fb) = (files(&a), files(&b));
-    fb.retain(|p, _| !p.starts_with(&words_dir));
-    let strip = |mut f: BTreeMap<PathBuf, Vec<u8>>| {
-        f.remove(Path::new("synth.json"));
-        f
+    let changed = SynthOptions {
+        in_words: 60,
+        ..base.clone()
     };
-    assert_eq!(strip(fa), strip(fb));
+    let (_tmp, m) = only_adds("SynthWordsPOPE", &base, &changed);
 
     let rows = load_portion(&m.train.join("SynthWordsPOPE"), 1.0, None, 0).unwrap();
     assert_eq!(rows.len(), 60);
@@ -1249,4 +1255,53 @@ fn in_words_rows_are_right_by_their_description_and_change_nothing_else() {
         2 * same_shape_no > questions / 2,
         "{same_shape_no} of {questions}"
     );
+}
+
+#[test]
+fn shape_questions_match_their_pixels_and_change_nothing_else() {
+    let base = SynthOptions {
+        captions: true,
+        worked: true,
+        train_rows: 20,
+        ..opts(11)
+    };
+    let changed = SynthOptions {
+        shapes: 80,
+        ..base.clone()
+    };
+    let (_tmp, m) = only_adds("SynthShapesPOPE", &base, &changed);
+
+    let rows = load_portion(&m.train.join("SynthShapesPOPE"), 1.0, None, 0).unwrap();
+    assert_eq!(rows.len(), 80);
+    let (mut yes, mut questions, mut absent) = (0, 0, 0);
+    for (k, row) in rows.into_iter().enumerate() {
+        let s = row.unwrap();
+        assert_eq!(s.images.len(), 1, "row {k}");
+        let roles: Vec<&str> = s.turns.iter().map(|t| t.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant"].repeat(5), "row {k}");
+        assert_eq!(s.turns[8].text, CAPTION_PROMPT);
+        let image = s.images[0].load().unwrap();
+        let comps = components(&Img::from(&image));
+        let mut row_yes = 0;
+        for q in 0..4 {
+            let (user, answer) = (&s.turns[2 * q].text, &s.turns[2 * q + 1].text);
+            // The eval prompt, the verdict and the observation right by the pixels.
+            let said_yes = check_turn("SynthPOPE", Task::Yorn, true, user, answer, &image);
+            // Every question names a colour that is in the image: only the shape decides.
+            let words: Vec<&str> = user.split_whitespace().collect();
+            let (colour, shape) = (words[3], words[4]);
+            let seen = one(&comps, colour, |c| c.hue() == colour);
+            assert_eq!(said_yes, seen.shape == shape, "row {k}: {user} -> {answer}");
+            row_yes += usize::from(said_yes);
+            absent += usize::from(comps.iter().all(|c| c.shape != shape));
+            questions += 1;
+        }
+        // Alternating verdicts: two of four per row.
+        assert_eq!(row_yes, 2, "row {k}");
+        yes += row_yes;
+        check_caption("SynthPOPE", &s.turns[9].text, &image);
+    }
+    assert_eq!(2 * yes, questions);
+    // Some negatives name a shape that is nowhere in the image ("There is no S. No").
+    assert!(absent > questions / 8, "{absent} of {questions}");
 }

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::data::synthetic::{write_synth_with, Family, SynthOptions, IN_WORDS};
+use crate::data::synthetic::{
+    write_synth_with, Family, SynthOptions, IN_WORDS, SHAPES, SHAPES_QUESTIONS,
+};
 use crate::progress::Progress;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -62,6 +64,13 @@ pub struct SynthArgs {
     /// colour seen against the one asked, from text. Everything else is unchanged.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub in_words: usize,
+    /// Also write a training-only source of N rows, SynthShapesPOPE: a SynthPOPE scene
+    /// with four yes/no questions, each naming a colour that is there, on its own shape
+    /// ("Yes") or on another ("No"): SynthPOPE's "same colour" negatives, which only the
+    /// shapes decide. Answered as the other rows are (--worked), with the caption turn
+    /// under --captions. Everything else is unchanged.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub shapes: usize,
 }
 
 pub fn run(args: &SynthArgs) -> Result<String> {
@@ -74,6 +83,7 @@ pub fn run(args: &SynthArgs) -> Result<String> {
         worked: args.worked,
         probes: args.probes,
         in_words: args.in_words,
+        shapes: args.shapes,
     };
     let start = Instant::now();
     let total = opts.total_rows();
@@ -115,8 +125,16 @@ pub fn run(args: &SynthArgs) -> Result<String> {
     } else {
         String::new()
     };
+    let shapes = if opts.shapes > 0 {
+        format!(
+            ", {} rows of {SHAPES_QUESTIONS} shape questions in {SHAPES}",
+            opts.shapes
+        )
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "{}: {} training families × {} rows{warmup} in {}{worked}{words}, {} benchmarks × {} rows ({:.1} s)\n",
+        "{}: {} training families × {} rows{warmup} in {}{worked}{words}{shapes}, {} benchmarks × {} rows ({:.1} s)\n",
         args.out.display(),
         Family::ALL.len(),
         opts.train_rows,

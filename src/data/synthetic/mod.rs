@@ -71,6 +71,10 @@ pub struct SynthOptions {
     /// SynthPOPE scenes given in words instead of an image, each with its yes/no question
     /// and `probes` more. 0: none.
     pub in_words: usize,
+    /// Rows of the training-only source SynthShapesPOPE ([`shapes`]): SynthPOPE scenes,
+    /// each with [`SHAPES_QUESTIONS`] yes/no questions that only the shapes decide (a
+    /// colour that is there, on its own shape or on another one). 0: none.
+    pub shapes: usize,
 }
 
 impl Default for SynthOptions {
@@ -84,6 +88,7 @@ impl Default for SynthOptions {
             worked: false,
             probes: 0,
             in_words: 0,
+            shapes: 0,
         }
     }
 }
@@ -96,6 +101,7 @@ impl SynthOptions {
             .map(|f| f.train_rows(self.train_rows))
             .sum::<usize>()
             + self.in_words
+            + self.shapes
             + Family::ALL.len() * self.bench_rows
     }
 
@@ -260,6 +266,24 @@ pub fn in_words(seed: u64, row: usize, probes: usize, worked: bool) -> Vec<(Stri
     turns
 }
 
+/// The name of `--shapes`' training-only source.
+pub const SHAPES: &str = "SynthShapesPOPE";
+
+/// Yes/no questions per SynthShapesPOPE row.
+pub const SHAPES_QUESTIONS: usize = 4;
+
+/// Row `row` of SynthShapesPOPE: [`SHAPES_QUESTIONS`] yes/no questions about one
+/// SynthPOPE scene (1–3 objects of distinct shapes and colours), each naming a colour
+/// that is there with its own shape (yes) or with another one (no; the first question's
+/// answer is yes for even rows, then they alternate). SynthPOPE's "same colour" negatives,
+/// which a model that finds colours but not shapes gets wrong. Every example holds the
+/// same image and caption. Its own random stream: no SynthPOPE row is repeated.
+pub fn shapes(seed: u64, row: usize) -> Vec<Example> {
+    let mut rng = row_rng(seed, Family::Pope, Split::Train, row);
+    rng.set_stream(4);
+    Family::shape_questions(&mut rng, row, SHAPES_QUESTIONS)
+}
+
 /// The user text of an example: exactly `interlace eval`'s prompt for it.
 pub fn prompt(family: Family, ex: &Example) -> String {
     build_prompt(family.task(), &ex.question, ex.hint.as_deref(), &ex.options)
@@ -419,6 +443,16 @@ fn write_all(
         .iter()
         .map(|f| f.name().to_string())
         .collect();
+    // The training-only extra sources, after the families.
+    let mut write_extra = |name: &str, rows: &[FineVisionRow]| -> Result<()> {
+        let fdir = dir.join("train").join(name);
+        mk(&fdir)?;
+        write_finevision(&part_path(&fdir, 0), rows, GROUP_ROWS)?;
+        done += rows.len();
+        progress(done, total, name);
+        families.push(name.to_string());
+        Ok(())
+    };
     if opts.in_words > 0 {
         let rows = (0..opts.in_words)
             .into_par_iter()
@@ -428,12 +462,28 @@ fn write_all(
                 source: IN_WORDS.to_string(),
             })
             .collect::<Vec<_>>();
-        let fdir = dir.join("train").join(IN_WORDS);
-        mk(&fdir)?;
-        write_finevision(&part_path(&fdir, 0), &rows, GROUP_ROWS)?;
-        done += opts.in_words;
-        progress(done, total, IN_WORDS);
-        families.push(IN_WORDS.to_string());
+        write_extra(IN_WORDS, &rows)?;
+    }
+    if opts.shapes > 0 {
+        let rows = (0..opts.shapes)
+            .into_par_iter()
+            .map(|i| {
+                let exs = shapes(opts.seed, i);
+                let mut texts: Vec<(String, String)> = exs
+                    .iter()
+                    .map(|e| (prompt(Family::Pope, e), e.training_answer(opts.worked)))
+                    .collect();
+                if opts.captions {
+                    texts.push((CAPTION_PROMPT.to_string(), exs[0].caption.clone()));
+                }
+                Ok(FineVisionRow {
+                    images: vec![exs[0].image.to_png()?],
+                    texts,
+                    source: SHAPES.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        write_extra(SHAPES, &rows)?;
     }
     let manifest = ManifestFile {
         seed: opts.seed,

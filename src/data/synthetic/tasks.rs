@@ -215,7 +215,7 @@ impl Family {
             Family::Mmb => mmb(rng),
             Family::Pope | Family::BasicPope => {
                 let (img, objs) = self.yes_no_scene(rng).expect("a yes/no family");
-                pope(rng, row.is_multiple_of(2), false, img, objs)
+                pope(rng, row.is_multiple_of(2), Negative::Either, img, objs)
             }
             Family::Hr => hr(rng, 20..=32, 4..=6, 6..=12),
             Family::Count => count(rng, 0..=2, 8..=12),
@@ -264,7 +264,21 @@ impl Family {
         (1..=n)
             .map(|j| {
                 let yes = (row + j).is_multiple_of(2);
-                pope(rng, yes, true, img.clone(), objs.clone())
+                pope(rng, yes, Negative::SameShape, img.clone(), objs.clone())
+            })
+            .collect()
+    }
+
+    /// Training only (SynthShapesPOPE): `n` yes/no questions about one SynthPOPE scene
+    /// drawn from `rng`, the first with answer yes for even `row`, then alternating. Each
+    /// asks about a colour that is there: on its own shape (yes) or on another one ("same
+    /// colour", no), so that finding the colour is not enough and only the shape decides.
+    pub fn shape_questions(rng: &mut ChaCha8Rng, row: usize, n: usize) -> Vec<Example> {
+        let (img, objs) = Family::Pope.yes_no_scene(rng).expect("a yes/no family");
+        (0..n)
+            .map(|j| {
+                let yes = (row + j).is_multiple_of(2);
+                pope(rng, yes, Negative::SameColour, img.clone(), objs.clone())
             })
             .collect()
     }
@@ -886,16 +900,36 @@ fn mmb(rng: &mut ChaCha8Rng) -> Example {
     }
 }
 
+/// Which negatives a yes/no question draws (SynthPOPE's own: [`Negative::Either`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Negative {
+    /// Half "same shape", half "same colour".
+    Either,
+    /// A shape that is there, in a colour it does not have.
+    SameShape,
+    /// A colour that is there, on a shape it does not have.
+    SameColour,
+}
+
 /// SynthPOPE's question about `objs`: a (colour, shape) pair that is there (`yes`), or one
-/// that is not: half the time a shape that is there in another colour ("same shape"), half
-/// a colour that is there on another shape ("same colour"); always the former with
-/// `same_shape`.
-fn pope(rng: &mut ChaCha8Rng, yes: bool, same_shape: bool, img: Canvas, objs: Vec<Obj>) -> Example {
+/// that is not, as `negative` says: a shape that is there in another colour ("same
+/// shape"), or a colour that is there on another shape ("same colour").
+fn pope(
+    rng: &mut ChaCha8Rng,
+    yes: bool,
+    negative: Negative,
+    img: Canvas,
+    objs: Vec<Obj>,
+) -> Example {
     let o = pick(rng, &objs);
     let present = |s: Shape, c: usize| objs.iter().any(|p| p.shape == s && p.colour == c);
     let (shape, colour, kind) = if yes {
         (o.shape, o.colour, "present")
-    } else if same_shape || rng.random_bool(0.5) {
+    } else if match negative {
+        Negative::SameShape => true,
+        Negative::SameColour => false,
+        Negative::Either => rng.random_bool(0.5),
+    } {
         let colours: Vec<usize> = (0..COLOURS.len())
             .filter(|&c| !present(o.shape, c))
             .collect();
