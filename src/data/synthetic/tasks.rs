@@ -261,12 +261,8 @@ impl Family {
         let Some((img, objs)) = self.yes_no_scene(row_rng) else {
             return Vec::new();
         };
-        (1..=n)
-            .map(|j| {
-                let yes = (row + j).is_multiple_of(2);
-                pope(rng, yes, Negative::SameShape, img.clone(), objs.clone())
-            })
-            .collect()
+        let answers = (1..=n).map(|j| (row + j).is_multiple_of(2));
+        questions_about(rng, &img, &objs, Negative::SameShape, answers)
     }
 
     /// Training only (SynthShapesPOPE): `n` yes/no questions about one SynthPOPE scene
@@ -275,13 +271,23 @@ impl Family {
     /// colour", no), so that finding the colour is not enough and only the shape decides.
     pub fn shape_questions(rng: &mut ChaCha8Rng, row: usize, n: usize) -> Vec<Example> {
         let (img, objs) = Family::Pope.yes_no_scene(rng).expect("a yes/no family");
-        (0..n)
-            .map(|j| {
-                let yes = (row + j).is_multiple_of(2);
-                pope(rng, yes, Negative::SameColour, img.clone(), objs.clone())
-            })
-            .collect()
+        let answers = (0..n).map(|j| (row + j).is_multiple_of(2));
+        questions_about(rng, &img, &objs, Negative::SameColour, answers)
     }
+}
+
+/// One yes/no question about the scene (`img`, `objs`) per answer in `answers`, drawn from
+/// `rng` in order, its negatives of kind `negative`.
+fn questions_about(
+    rng: &mut ChaCha8Rng,
+    img: &Canvas,
+    objs: &[Obj],
+    negative: Negative,
+    answers: impl Iterator<Item = bool>,
+) -> Vec<Example> {
+    answers
+        .map(|yes| pope(rng, yes, negative, img.clone(), objs.to_vec()))
+        .collect()
 }
 
 /// The words of SynthText: common 3–5 letter English words.
