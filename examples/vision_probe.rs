@@ -10,13 +10,14 @@
 //! Besides `synth` families, `--letters MODE` trains on one white letter A–Z on mid-grey
 //! (which the processor maps to about 0): 26 images in all, the same at every step, a pure
 //! memorisation test. `one-patch`: a 10×14-pixel letter inside the 16-pixel patch at
-//! column 3, row 3 of a 128×128 image; `whole-image`: the same letter 80×112 pixels large.
+//! column 3, row 3 of a 128×128 image; `one-token`: 20×28 pixels, inside one 2×2 group
+//! of patches (one merged token); `whole-image`: 80×112 pixels.
 //!
 //! ```sh
 //! cargo run --release --example vision_probe -- --model demo/model \
-//!     [--families Basic,BasicText,Text,BasicHR,HR | --letters one-patch|whole-image] \
+//!     [--families Basic,BasicText,Text,BasicHR,HR | --letters one-patch|one-token|whole-image] \
 //!     [--fresh] [--steps 300] [--batch 32] [--lr 3e-3] [--seed 70] \
-//!     [--eval-every 50] [--eval-rows 64] [--out DIR]
+//!     [--eval-every 50] [--eval-rows 64] [--concat-tokens N] [--out DIR]
 //! ```
 
 use std::collections::HashMap;
@@ -45,9 +46,10 @@ const CLASSES: usize = 128;
 #[derive(Clone, Copy)]
 enum Source {
     Family(Family),
-    /// One letter: `true` 80×112 pixels large, `false` inside one 16-pixel patch.
+    /// One letter, `scale` pixels per font pixel, its top left at `at`.
     Letter {
-        whole_image: bool,
+        scale: i64,
+        at: (i64, i64),
     },
 }
 
@@ -62,13 +64,17 @@ struct Args {
     eval_every: usize,
     eval_rows: usize,
     fresh: bool,
+    /// Heads read every merged token (concatenated) instead of an attention pooling of
+    /// them: no dilution of a detail that lies in one token; every image must then give
+    /// this many tokens.
+    concat: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
     let usage =
-        "usage: vision_probe --model DIR [--families A,B,.. | --letters one-patch|whole-image] \
+        "usage: vision_probe --model DIR [--families A,B,.. | --letters one-patch|one-token|whole-image] \
                  [--fresh] [--steps N] [--batch N] [--lr X] [--seed S] [--eval-every N] \
-                 [--eval-rows N] [--out DIR]";
+                 [--eval-rows N] [--concat-tokens N] [--out DIR]";
     let mut a = Args {
         model: PathBuf::new(),
         out: None,
@@ -88,6 +94,7 @@ fn parse_args() -> Result<Args> {
         eval_every: 50,
         eval_rows: 64,
         fresh: false,
+        concat: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -102,11 +109,13 @@ fn parse_args() -> Result<Args> {
             "--eval-every" => a.eval_every = val()?.parse().context("--eval-every")?,
             "--eval-rows" => a.eval_rows = val()?.parse().context("--eval-rows")?,
             "--fresh" => a.fresh = true,
+            "--concat-tokens" => a.concat = Some(val()?.parse().context("--concat-tokens")?),
             "--letters" => {
                 a.sources = match val()?.as_str() {
-                    "one-patch" => vec![Source::Letter { whole_image: false }],
-                    "whole-image" => vec![Source::Letter { whole_image: true }],
-                    other => bail!("--letters {other}: one-patch or whole-image"),
+                    "one-patch" => vec![ONE_PATCH],
+                    "one-token" => vec![ONE_TOKEN],
+                    "whole-image" => vec![WHOLE_IMAGE],
+                    other => bail!("--letters {other}: one-patch, one-token or whole-image"),
                 }
             }
             "--families" => {
@@ -142,8 +151,9 @@ impl Source {
     fn name(self) -> &'static str {
         match self {
             Source::Family(f) => f.name(),
-            Source::Letter { whole_image: true } => "letter (whole image)",
-            Source::Letter { whole_image: false } => "letter (one patch)",
+            Source::Letter { scale: 2, .. } => "letter (one patch)",
+            Source::Letter { scale: 4, .. } => "letter (one token)",
+            Source::Letter { .. } => "letter (whole image)",
         }
     }
 
@@ -152,18 +162,14 @@ impl Source {
     fn row(self, seed: u64, split: Split, row: usize, rng: &mut ChaCha8Rng) -> Example {
         match self {
             Source::Family(f) => example(seed, f, split, row),
-            Source::Letter { whole_image } => {
+            Source::Letter { scale, at } => {
                 let k = match split {
                     Split::Bench => (row % 26) as u8,
                     Split::Train => rng.random_range(0..26u8),
                 };
                 let letter = ((b'A' + k) as char).to_string();
                 let mut img = Canvas::new(128, 128, [128, 128, 128]);
-                if whole_image {
-                    img.draw_text(&letter, 24, 8, 16, [250, 250, 250]);
-                } else {
-                    img.draw_text(&letter, 3 * 16 + 3, 3 * 16 + 1, 2, [250, 250, 250]);
-                }
+                img.draw_text(&letter, at.0, at.1, scale, [250, 250, 250]);
                 Example {
                     image: img,
                     question: "What letter is this?".to_string(),
@@ -179,6 +185,22 @@ impl Source {
         }
     }
 }
+
+/// A 10×14-pixel letter centred in the 16-pixel patch at column 3, row 3.
+const ONE_PATCH: Source = Source::Letter {
+    scale: 2,
+    at: (3 * 16 + 3, 3 * 16 + 1),
+};
+/// A 20×28-pixel letter centred in the 2×2 patches (one merged token) at column 1, row 1.
+const ONE_TOKEN: Source = Source::Letter {
+    scale: 4,
+    at: (32 + 6, 32 + 2),
+};
+/// An 80×112-pixel letter across the image.
+const WHOLE_IMAGE: Source = Source::Letter {
+    scale: 16,
+    at: (24, 8),
+};
 
 /// `n` draws from a normal distribution of standard deviation 0.02 (Box-Muller).
 fn normal(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
@@ -198,13 +220,15 @@ struct Head {
 }
 
 impl Head {
-    fn new(dim: usize, rng: &mut ChaCha8Rng) -> Result<Self> {
+    /// A head over `dim`-wide pooled features, or over `concat` tokens side by side.
+    fn new(dim: usize, concat: Option<usize>, rng: &mut ChaCha8Rng) -> Result<Self> {
+        let width = dim * concat.unwrap_or(1);
         let dev = Device::Cpu;
         Ok(Self {
             query: Var::from_tensor(&Tensor::from_vec(normal(dim, rng), (dim, 1), &dev)?)?,
             weight: Var::from_tensor(&Tensor::from_vec(
-                normal(CLASSES * dim, rng),
-                (CLASSES, dim),
+                normal(CLASSES * width, rng),
+                (CLASSES, width),
                 &dev,
             )?)?,
             bias: Var::from_tensor(&Tensor::zeros(CLASSES, DType::F32, &dev)?)?,
@@ -217,8 +241,18 @@ impl Head {
         // for the language model, not for this head.
         let rms = feats.sqr()?.mean_keepdim(1)?.affine(1.0, 1e-6)?.sqrt()?;
         let feats = feats.broadcast_div(&rms)?;
-        let scores = feats.matmul(self.query.as_tensor())?.t()?.contiguous()?; // (1, n)
-        let pooled = ops::softmax_last_dim(&scores, Grad::Track)?.matmul(&feats)?;
+        let (n, d) = feats.dims2()?;
+        let pooled = if self.weight.dim(1)? == d {
+            let scores = feats.matmul(self.query.as_tensor())?.t()?.contiguous()?; // (1, n)
+            ops::softmax_last_dim(&scores, Grad::Track)?.matmul(&feats)?
+        } else if self.weight.dim(1)? == n * d {
+            feats.reshape((1, n * d))?
+        } else {
+            bail!(
+                "the head reads {} values, the image gives {n} tokens of {d}",
+                self.weight.dim(1)?
+            );
+        };
         Ok(pooled
             .matmul(&self.weight.as_tensor().t()?)?
             .broadcast_add(self.bias.as_tensor())?)
@@ -321,7 +355,9 @@ fn main() -> Result<()> {
     kinds.sort_unstable();
     kinds.dedup();
     for &k in &kinds {
-        heads.by_kind.insert(k, Head::new(dim, &mut rng)?);
+        heads
+            .by_kind
+            .insert(k, Head::new(dim, args.concat, &mut rng)?);
     }
     for (_, ex) in &held {
         heads.class(ex)?;
