@@ -39,7 +39,7 @@ use interlace::train::trainer::clip_coef;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Answer classes one head can tell apart (colours, shapes, letters and the 100 words fit).
+/// Answer classes the heads share (the families' colours, shapes and 100 words fit).
 const CLASSES: usize = 128;
 
 /// Where the training and held-out rows come from.
