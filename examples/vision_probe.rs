@@ -51,6 +51,15 @@ enum Source {
         scale: i64,
         at: (i64, i64),
     },
+    /// One letter, `scale` pixels per font pixel, at a random place, white on mid-grey or
+    /// (`colours`) in two random colours that differ in luminance by at least 110; the
+    /// held-out rows are other images than the training rows.
+    /// With `grid`, the letter's top left is on the 16-pixel patch grid.
+    Loose {
+        scale: i64,
+        colours: bool,
+        grid: bool,
+    },
 }
 
 struct Args {
@@ -82,15 +91,7 @@ fn parse_args() -> Result<Args> {
         batch: 32,
         lr: 3e-3,
         seed: 70,
-        sources: [
-            Family::Basic,
-            Family::BasicText,
-            Family::Text,
-            Family::BasicHr,
-            Family::Hr,
-        ]
-        .map(Source::Family)
-        .to_vec(),
+        sources: Vec::new(),
         eval_every: 50,
         eval_rows: 64,
         fresh: false,
@@ -111,15 +112,41 @@ fn parse_args() -> Result<Args> {
             "--fresh" => a.fresh = true,
             "--concat-tokens" => a.concat = Some(val()?.parse().context("--concat-tokens")?),
             "--letters" => {
-                a.sources = match val()?.as_str() {
+                let chosen = match val()?.as_str() {
                     "one-patch" => vec![ONE_PATCH],
                     "one-token" => vec![ONE_TOKEN],
                     "whole-image" => vec![WHOLE_IMAGE],
-                    other => bail!("--letters {other}: one-patch, one-token or whole-image"),
-                }
+                    other => match other.strip_prefix("loose:") {
+                        Some(rest) => {
+                            let mut parts = rest.split(':');
+                            let scale = parts.next().unwrap_or("");
+                            let (mut colours, mut grid) = (false, false);
+                            for p in parts {
+                                match p {
+                                    "colours" => colours = true,
+                                    "grid" => grid = true,
+                                    _ => bail!("--letters loose:SCALE[:colours][:grid]"),
+                                }
+                            }
+                            let scale: i64 = scale.parse().context("--letters loose:SCALE")?;
+                            if !(1..=16).contains(&scale) {
+                                bail!("--letters loose:SCALE: SCALE must be 1 to 16");
+                            }
+                            vec![Source::Loose {
+                                scale,
+                                colours,
+                                grid,
+                            }]
+                        }
+                        None => bail!(
+                            "--letters {other}: one-patch, one-token, whole-image or loose:SCALE[:colours][:grid]"
+                        ),
+                    },
+                };
+                a.sources.extend(chosen);
             }
             "--families" => {
-                a.sources = val()?
+                let chosen: Vec<Source> = val()?
                     .split(',')
                     .map(|n| {
                         let name = if n.starts_with("Synth") {
@@ -131,10 +158,22 @@ fn parse_args() -> Result<Args> {
                             .map(Source::Family)
                             .with_context(|| format!("no family {n}"))
                     })
-                    .collect::<Result<_>>()?
+                    .collect::<Result<_>>()?;
+                a.sources.extend(chosen);
             }
             _ => bail!(usage),
         }
+    }
+    if a.sources.is_empty() {
+        a.sources = [
+            Family::Basic,
+            Family::BasicText,
+            Family::Text,
+            Family::BasicHr,
+            Family::Hr,
+        ]
+        .map(Source::Family)
+        .to_vec();
     }
     if a.model.as_os_str().is_empty() || a.steps == 0 || a.batch == 0 || a.eval_every == 0 {
         bail!(usage);
@@ -148,12 +187,23 @@ fn parse_args() -> Result<Args> {
 }
 
 impl Source {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Source::Family(f) => f.name(),
-            Source::Letter { scale: 2, .. } => "letter (one patch)",
-            Source::Letter { scale: 4, .. } => "letter (one token)",
-            Source::Letter { .. } => "letter (whole image)",
+            Source::Family(f) => f.name().to_string(),
+            Source::Letter { scale: 2, .. } => "letter (one patch)".into(),
+            Source::Letter { scale: 4, .. } => "letter (one token)".into(),
+            Source::Letter { .. } => "letter (whole image)".into(),
+            Source::Loose {
+                scale,
+                colours,
+                grid,
+            } => format!(
+                "letter ({}×{} px at a random place{}{})",
+                5 * scale,
+                7 * scale,
+                if grid { " on the patch grid" } else { "" },
+                if colours { ", random colours" } else { "" }
+            ),
         }
     }
 
@@ -170,6 +220,57 @@ impl Source {
                 let letter = ((b'A' + k) as char).to_string();
                 let mut img = Canvas::new(128, 128, [128, 128, 128]);
                 img.draw_text(&letter, at.0, at.1, scale, [250, 250, 250]);
+                Example {
+                    image: img,
+                    question: "What letter is this?".to_string(),
+                    hint: None,
+                    options: vec![],
+                    answer: letter.clone(),
+                    kind: "letter",
+                    chance: 1.0 / 26.0,
+                    caption: letter,
+                    worked: None,
+                }
+            }
+            Source::Loose {
+                scale,
+                colours,
+                grid,
+            } => {
+                // Held-out rows from their own stream, so never a training image.
+                let mut held;
+                let rng = match split {
+                    Split::Bench => {
+                        held = ChaCha8Rng::seed_from_u64(
+                            seed ^ 0x5eed_0000 ^ (scale as u64) << 20 ^ row as u64,
+                        );
+                        &mut held
+                    }
+                    Split::Train => rng,
+                };
+                let k = rng.random_range(0..26u8);
+                let (bg, fg) = if colours {
+                    let lum = |c: [u8; 3]| {
+                        0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64
+                    };
+                    loop {
+                        let a: [u8; 3] = [rng.random(), rng.random(), rng.random()];
+                        let b: [u8; 3] = [rng.random(), rng.random(), rng.random()];
+                        if (lum(a) - lum(b)).abs() >= 110.0 {
+                            break (a, b);
+                        }
+                    }
+                } else {
+                    ([128, 128, 128], [250, 250, 250])
+                };
+                let (w, h) = (5 * scale, 7 * scale);
+                let (mut x, mut y) = (rng.random_range(0..=128 - w), rng.random_range(0..=128 - h));
+                if grid {
+                    (x, y) = (x / 16 * 16, y / 16 * 16);
+                }
+                let letter = ((b'A' + k) as char).to_string();
+                let mut img = Canvas::new(128, 128, bg);
+                img.draw_text(&letter, x, y, scale, fg);
                 Example {
                     image: img,
                     question: "What letter is this?".to_string(),

@@ -66,6 +66,50 @@ fn every_tensor_is_trainable_and_gets_a_gradient() {
     }
 }
 
+/// One AdamW step moves a weight by -lr·(m̂/(√v̂+ε) + wd·p): linear in lr. So with the
+/// vision tower's rate halved, its first-step changes are exactly half those of a plain
+/// step, and every other tensor moves exactly as in a plain step.
+#[test]
+fn visual_lr_scales_only_the_vision_tower_updates() {
+    let meta = fixture_json("pretrain/step.json");
+    let name = meta["model"].as_str().unwrap();
+    let lr = meta["lr"].as_f64().unwrap();
+    let data = prepared_train_data(name);
+    let batch: Vec<Supervised> = batches(&meta)[0].iter().map(|&i| data[i].clone()).collect();
+    let mut plain = whole_trainer(name, &meta, 2, 1);
+    let mut scaled = whole_trainer(name, &meta, 2, 1);
+    let before = plain.values().unwrap();
+    let n = scaled.scale_lr("model.visual.", 0.5);
+    let n_visual = plain
+        .params
+        .iter()
+        .filter(|p| p.name.starts_with("model.visual."))
+        .count();
+    assert!(n > 0 && n == n_visual);
+    plain.step(&batch, lr).unwrap();
+    scaled.step(&batch, lr).unwrap();
+    let (a, b) = (plain.values().unwrap(), scaled.values().unwrap());
+    for (i, p) in plain.params.iter().enumerate() {
+        let mut moved = false;
+        for ((&w0, &wa), &wb) in before[i].iter().zip(&a[i]).zip(&b[i]) {
+            let (da, db) = (wa - w0, wb - w0);
+            moved |= da != 0.0;
+            if p.name.starts_with("model.visual.") {
+                // Each stored weight is rounded to f32: a few units in its last place.
+                let ulps = 4.0 * f32::EPSILON * w0.abs().max(wa.abs());
+                assert!(
+                    (db - 0.5 * da).abs() <= 1e-3 * da.abs() + ulps,
+                    "{}: change {db} with the halved rate, {da} without",
+                    p.name
+                );
+            } else {
+                assert_eq!(wa, wb, "{}: changed by the vision tower's rate", p.name);
+            }
+        }
+        assert!(moved, "{}: no change at all", p.name);
+    }
+}
+
 fn check_two_steps(micro_batch: usize, workers: usize) {
     let meta = fixture_json("pretrain/step.json");
     let reference = load_tensors(&fixtures().join("pretrain/step.safetensors"));
@@ -566,6 +610,34 @@ fn init_continues_from_a_checkpoint_with_its_weights_and_tokenizer() {
         continued < trained[0] - 0.5,
         "first loss {continued} is not a trained model's ({trained:?})"
     );
+
+    // --visual-lr 0: the vision tower's weights stay exactly the --init checkpoint's (no
+    // step, no decay), while the language model's move.
+    let frozen = tmp.path().join("frozen");
+    ok(init_cmd(
+        &frozen,
+        &["--steps", "2", "--lr", "3e-3", "--visual-lr", "0"],
+    )
+    .args(["--save-dtype", "f32"])
+    .output()
+    .unwrap());
+    let (mut tower, mut moved) = (0, 0);
+    for ((name, x), (_, y)) in a.iter().zip(&weights(&frozen)) {
+        if name.starts_with("model.visual.") {
+            tower += 1;
+            assert_eq!(x, y, "{name}: moved at --visual-lr 0");
+        } else if x != y {
+            moved += 1;
+        }
+    }
+    assert!(
+        tower > 0 && moved > 0,
+        "{tower} tower tensors, {moved} moved"
+    );
+    let out = init_cmd(&tmp.path().join("neg"), &["--visual-lr=-1"])
+        .output()
+        .unwrap();
+    common::assert_one_line_error(&out, "--visual-lr");
 
     // Training on from there lowers the loss further, and resumes like any run.
     let on = tmp.path().join("on");

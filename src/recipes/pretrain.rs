@@ -105,6 +105,11 @@ pub struct PretrainArgs {
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Peak learning rate of the vision tower's tensors (`model.visual.*`), on the same
+    /// schedule (default: --lr). A lower rate than the language model's lets a small
+    /// tower learn details inside one patch (see demo/README.md).
+    #[arg(long, value_name = "LR")]
+    pub visual_lr: Option<f64>,
     /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
@@ -748,11 +753,16 @@ fn first_json(first: &[PathBuf]) -> Value {
     }
 }
 
-/// Adds `--init` to a run's identity (only when given, so that earlier runs' saved
-/// identities still match).
+/// Adds `--init` and `--visual-lr` to a run's identity (only when given, so that earlier
+/// runs' saved identities still match).
 fn with_init(mut identity: Value, args: &PretrainArgs) -> Value {
-    if let (Some(dir), Some(map)) = (&args.init, identity.as_object_mut()) {
-        map.insert("init".into(), json!(dir.display().to_string()));
+    if let Some(map) = identity.as_object_mut() {
+        if let Some(dir) = &args.init {
+            map.insert("init".into(), json!(dir.display().to_string()));
+        }
+        if let Some(lr) = args.visual_lr {
+            map.insert("visual_lr".into(), json!(lr));
+        }
     }
     identity
 }
@@ -797,6 +807,11 @@ fn check_args(args: &PretrainArgs) -> Result<()> {
     }
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number, got {}", args.lr);
+    }
+    if let Some(lr) = args.visual_lr {
+        if !(lr >= 0.0 && lr.is_finite()) {
+            bail!("--visual-lr must be a non-negative number, got {lr}");
+        }
     }
     if !(args.weight_decay >= 0.0 && args.weight_decay.is_finite()) {
         bail!(
@@ -1018,6 +1033,10 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         workers,
     };
     let mut trainer = Trainer::whole_model(model, options)?;
+    if let Some(lr) = args.visual_lr {
+        let n = trainer.scale_lr("model.visual.", lr / args.lr);
+        eprintln!("pretrain: the vision tower's {n} tensors at peak learning rate {lr:e}");
+    }
     let n_params: usize = trainer.params.iter().map(|p| p.var.elem_count()).sum();
     let session = Session {
         name: "pretrain",

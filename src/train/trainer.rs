@@ -78,6 +78,9 @@ pub struct Trainer {
     pub options: TrainOptions,
     /// Every tensor is trainable (embeddings, vision tower, all layers, norm, head).
     pub whole: bool,
+    /// Per parameter, the factor its learning rate is multiplied by (1 unless
+    /// [`Trainer::scale_lr`] changed it).
+    pub lr_scale: Vec<f64>,
 }
 
 impl Trainer {
@@ -122,6 +125,7 @@ impl Trainer {
     ) -> Self {
         let sizes: Vec<usize> = params.iter().map(|p| p.var.elem_count()).collect();
         let opt = AdamW::new(options.adamw, &sizes);
+        let lr_scale = vec![1.0; params.len()];
         Self {
             model,
             params,
@@ -129,7 +133,22 @@ impl Trainer {
             opt,
             options,
             whole,
+            lr_scale,
         }
+    }
+
+    /// Multiplies the learning rate of every parameter whose name starts with `prefix` by
+    /// `factor` (e.g. a lower rate for the vision tower, `model.visual.`). Returns how many
+    /// parameters it applies to.
+    pub fn scale_lr(&mut self, prefix: &str, factor: f64) -> usize {
+        let mut n = 0;
+        for (p, s) in self.params.iter().zip(self.lr_scale.iter_mut()) {
+            if p.name.starts_with(prefix) {
+                *s *= factor;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Makes every tensor of `model` trainable (f32 copies): token embeddings (and the LM
@@ -383,7 +402,7 @@ impl Trainer {
             let mut m = moments[i]
                 .lock()
                 .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
-            update_moments(config, opt_step, &mut m, &mut v, &g, lr)?;
+            update_moments(config, opt_step, &mut m, &mut v, &g, lr * self.lr_scale[i])?;
             p.var.set(&Tensor::from_vec(v, p.var.shape(), device)?)?;
             Ok(())
         })?;
