@@ -11,11 +11,16 @@
 //! (which the processor maps to about 0): 26 images in all, the same at every step, a pure
 //! memorisation test. `one-patch`: a 10×14-pixel letter inside the 16-pixel patch at
 //! column 3, row 3 of a 128×128 image; `one-token`: 20×28 pixels, inside one 2×2 group
-//! of patches (one merged token); `whole-image`: 80×112 pixels.
+//! of patches (one merged token); `whole-image`: 80×112 pixels. `loose:SCALE` is not a
+//! memorisation test: every training image is a random letter, 5·SCALE × 7·SCALE pixels,
+//! at a random place (`:grid`: its top left on the patch grid), white on mid-grey or
+//! (`:colours`) in two random colours of contrasting luminance, and the held-out rows
+//! (`--eval-rows`) are other such images. `--letters` and `--families` may be repeated and combined.
 //!
 //! ```sh
 //! cargo run --release --example vision_probe -- --model demo/model \
-//!     [--families Basic,BasicText,Text,BasicHR,HR | --letters one-patch|one-token|whole-image] \
+//!     [--families Basic,BasicText,Text,BasicHR,HR] \
+//!     [--letters one-patch|one-token|whole-image|loose:SCALE[:colours][:grid]] \
 //!     [--fresh] [--steps 300] [--batch 32] [--lr 3e-3] [--seed 70] \
 //!     [--eval-every 50] [--eval-rows 64] [--concat-tokens N] [--out DIR]
 //! ```
@@ -80,8 +85,8 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let usage =
-        "usage: vision_probe --model DIR [--families A,B,.. | --letters one-patch|one-token|whole-image] \
+    let usage = "usage: vision_probe --model DIR [--families A,B,..] \
+                 [--letters one-patch|one-token|whole-image|loose:SCALE[:colours][:grid]] \
                  [--fresh] [--steps N] [--batch N] [--lr X] [--seed S] [--eval-every N] \
                  [--eval-rows N] [--concat-tokens N] [--out DIR]";
     let mut a = Args {
