@@ -15,12 +15,14 @@
 //! memorisation test: every training image is a random letter, 5·SCALE × 7·SCALE pixels,
 //! at a random place (`:grid`: its top left on the patch grid), white on mid-grey or
 //! (`:colours`) in two random colours of contrasting luminance, and the held-out rows
-//! (`--eval-rows`) are other such images. `--letters` and `--families` may be repeated and combined.
+//! (`--eval-rows`) are other such images. `shape[:colours]` is the same with one of the
+//! five shapes at SynthBasic's sizes instead of a letter. `--letters` and `--families` may
+//! be repeated and combined.
 //!
 //! ```sh
 //! cargo run --release --example vision_probe -- --model demo/model \
 //!     [--families Basic,BasicText,Text,BasicHR,HR] \
-//!     [--letters one-patch|one-token|whole-image|loose:SCALE[:colours][:grid]] \
+//!     [--letters one-patch|one-token|whole-image|loose:SCALE[:colours][:grid]|shape[:colours]] \
 //!     [--fresh] [--steps 300] [--batch 32] [--lr 3e-3] [--seed 70] \
 //!     [--eval-every 50] [--eval-rows 64] [--concat-tokens N] [--out DIR]
 //! ```
@@ -30,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use interlace::data::synthetic::draw::Canvas;
+use interlace::data::synthetic::draw::{Canvas, Shape};
 use interlace::data::synthetic::tasks::{Example, Family};
 use interlace::data::synthetic::{example, Split};
 use interlace::model::ops::{self, Grad};
@@ -65,6 +67,11 @@ enum Source {
         colours: bool,
         grid: bool,
     },
+    /// One of SynthBasic's five shapes (half-size 28–44 pixels, as SynthBasic's) at a
+    /// random place, white on mid-grey or (`colours`) in two random colours as `Loose`.
+    Shape {
+        colours: bool,
+    },
 }
 
 struct Args {
@@ -86,7 +93,7 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let usage = "usage: vision_probe --model DIR [--families A,B,..] \
-                 [--letters one-patch|one-token|whole-image|loose:SCALE[:colours][:grid]] \
+                 [--letters one-patch|one-token|whole-image|loose:SCALE[:colours][:grid]|shape[:colours]] \
                  [--fresh] [--steps N] [--batch N] [--lr X] [--seed S] [--eval-every N] \
                  [--eval-rows N] [--concat-tokens N] [--out DIR]";
     let mut a = Args {
@@ -121,6 +128,8 @@ fn parse_args() -> Result<Args> {
                     "one-patch" => vec![ONE_PATCH],
                     "one-token" => vec![ONE_TOKEN],
                     "whole-image" => vec![WHOLE_IMAGE],
+                    "shape" => vec![Source::Shape { colours: false }],
+                    "shape:colours" => vec![Source::Shape { colours: true }],
                     other => match other.strip_prefix("loose:") {
                         Some(rest) => {
                             let mut parts = rest.split(':');
@@ -144,7 +153,7 @@ fn parse_args() -> Result<Args> {
                             }]
                         }
                         None => bail!(
-                            "--letters {other}: one-patch, one-token, whole-image or loose:SCALE[:colours][:grid]"
+                            "--letters {other}: one-patch, one-token, whole-image, loose:SCALE[:colours][:grid] or shape[:colours]"
                         ),
                     },
                 };
@@ -209,6 +218,10 @@ impl Source {
                 if grid { " on the patch grid" } else { "" },
                 if colours { ", random colours" } else { "" }
             ),
+            Source::Shape { colours } => format!(
+                "shape (random place{})",
+                if colours { ", random colours" } else { "" }
+            ),
         }
     }
 
@@ -254,20 +267,7 @@ impl Source {
                     Split::Train => rng,
                 };
                 let k = rng.random_range(0..26u8);
-                let (bg, fg) = if colours {
-                    let lum = |c: [u8; 3]| {
-                        0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64
-                    };
-                    loop {
-                        let a: [u8; 3] = [rng.random(), rng.random(), rng.random()];
-                        let b: [u8; 3] = [rng.random(), rng.random(), rng.random()];
-                        if (lum(a) - lum(b)).abs() >= 110.0 {
-                            break (a, b);
-                        }
-                    }
-                } else {
-                    ([128, 128, 128], [250, 250, 250])
-                };
+                let (bg, fg) = two_colours(rng, colours);
                 let (w, h) = (5 * scale, 7 * scale);
                 let (mut x, mut y) = (rng.random_range(0..=128 - w), rng.random_range(0..=128 - h));
                 if grid {
@@ -288,6 +288,50 @@ impl Source {
                     worked: None,
                 }
             }
+            Source::Shape { colours } => {
+                let mut held;
+                let rng = match split {
+                    Split::Bench => {
+                        held = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_0000 ^ row as u64);
+                        &mut held
+                    }
+                    Split::Train => rng,
+                };
+                let shape = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
+                let (bg, fg) = two_colours(rng, colours);
+                let r = rng.random_range(28..=44) as f64;
+                let cx = rng.random_range(r..=128.0 - r);
+                let cy = rng.random_range(r..=128.0 - r);
+                let mut img = Canvas::new(128, 128, bg);
+                img.draw_shape(shape, cx, cy, r, fg);
+                Example {
+                    image: img,
+                    question: "What shape is this?".to_string(),
+                    hint: None,
+                    options: vec![],
+                    answer: shape.name().to_string(),
+                    kind: "shape",
+                    chance: 1.0 / Shape::ALL.len() as f64,
+                    caption: shape.name().to_string(),
+                    worked: None,
+                }
+            }
+        }
+    }
+}
+
+/// Background and foreground: mid-grey and white, or (`random`) two random colours whose
+/// luminance differs by at least 110 (as SynthText's).
+fn two_colours(rng: &mut ChaCha8Rng, random: bool) -> ([u8; 3], [u8; 3]) {
+    if !random {
+        return ([128, 128, 128], [250, 250, 250]);
+    }
+    let lum = |c: [u8; 3]| 0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64;
+    loop {
+        let a: [u8; 3] = [rng.random(), rng.random(), rng.random()];
+        let b: [u8; 3] = [rng.random(), rng.random(), rng.random()];
+        if (lum(a) - lum(b)).abs() >= 110.0 {
+            return (a, b);
         }
     }
 }
