@@ -238,17 +238,7 @@ impl Source {
                 let letter = ((b'A' + k) as char).to_string();
                 let mut img = Canvas::new(128, 128, [128, 128, 128]);
                 img.draw_text(&letter, at.0, at.1, scale, [250, 250, 250]);
-                Example {
-                    image: img,
-                    question: "What letter is this?".to_string(),
-                    hint: None,
-                    options: vec![],
-                    answer: letter.clone(),
-                    kind: "letter",
-                    chance: 1.0 / 26.0,
-                    caption: letter,
-                    worked: None,
-                }
+                plain_example(img, "What letter is this?", letter, "letter", 26)
             }
             Source::Loose {
                 scale,
@@ -276,17 +266,7 @@ impl Source {
                 let letter = ((b'A' + k) as char).to_string();
                 let mut img = Canvas::new(128, 128, bg);
                 img.draw_text(&letter, x, y, scale, fg);
-                Example {
-                    image: img,
-                    question: "What letter is this?".to_string(),
-                    hint: None,
-                    options: vec![],
-                    answer: letter.clone(),
-                    kind: "letter",
-                    chance: 1.0 / 26.0,
-                    caption: letter,
-                    worked: None,
-                }
+                plain_example(img, "What letter is this?", letter, "letter", 26)
             }
             Source::Shape { colours } => {
                 let mut held;
@@ -304,19 +284,31 @@ impl Source {
                 let cy = rng.random_range(r..=128.0 - r);
                 let mut img = Canvas::new(128, 128, bg);
                 img.draw_shape(shape, cx, cy, r, fg);
-                Example {
-                    image: img,
-                    question: "What shape is this?".to_string(),
-                    hint: None,
-                    options: vec![],
-                    answer: shape.name().to_string(),
-                    kind: "shape",
-                    chance: 1.0 / Shape::ALL.len() as f64,
-                    caption: shape.name().to_string(),
-                    worked: None,
-                }
+                let name = shape.name().to_string();
+                plain_example(img, "What shape is this?", name, "shape", Shape::ALL.len())
             }
         }
+    }
+}
+
+/// A short-answer row: `answer` (also its caption) is one of `classes` equally likely.
+fn plain_example(
+    image: Canvas,
+    question: &str,
+    answer: String,
+    kind: &'static str,
+    classes: usize,
+) -> Example {
+    Example {
+        image,
+        question: question.to_string(),
+        hint: None,
+        options: vec![],
+        answer: answer.clone(),
+        kind,
+        chance: 1.0 / classes as f64,
+        caption: answer,
+        worked: None,
     }
 }
 

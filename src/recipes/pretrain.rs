@@ -106,8 +106,8 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Peak learning rate of the vision tower's tensors (`model.visual.*`), on the same
-    /// schedule (default: --lr). A lower rate than the language model's lets a small
-    /// tower learn details inside one patch (see demo/README.md).
+    /// warm-up and cosine schedule (default: --lr): the tower may need another rate than
+    /// the language model to learn small details (README, "The vision tower alone").
     #[arg(long, value_name = "LR")]
     pub visual_lr: Option<f64>,
     /// AdamW's decoupled weight decay.
