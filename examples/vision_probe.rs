@@ -15,7 +15,8 @@
 //! memorisation test: every training image is a random letter, 5·SCALE × 7·SCALE pixels,
 //! at a random place (`:grid`: its top left on the patch grid), white on mid-grey or
 //! (`:colours`) in two random colours of contrasting luminance, and the held-out rows
-//! (`--eval-rows`) are other such images. `shape[:colours]` is the same with one of the
+//! (`--eval-rows`) are such images drawn from a stream of their own (not the training
+//! stream; with few possible images, as with `:grid`, some will equal training images). `shape[:colours]` is the same with one of the
 //! five shapes at SynthBasic's sizes instead of a letter. `--letters` and `--families` may
 //! be repeated and combined.
 //!
@@ -60,7 +61,7 @@ enum Source {
     },
     /// One letter, `scale` pixels per font pixel, at a random place, white on mid-grey or
     /// (`colours`) in two random colours that differ in luminance by at least 110; the
-    /// held-out rows are other images than the training rows.
+    /// held-out rows come from a stream of their own, not the training stream.
     /// With `grid`, the letter's top left is on the 16-pixel patch grid.
     Loose {
         scale: i64,
@@ -245,7 +246,8 @@ impl Source {
                 colours,
                 grid,
             } => {
-                // Held-out rows from their own stream, so never a training image.
+                // Held-out rows from a stream of their own; an image may still by chance
+                // equal a training one (often so with `grid`: few possible images).
                 let mut held;
                 let rng = match split {
                     Split::Bench => {
