@@ -26,8 +26,9 @@ pub struct Example {
     /// What the image shows, in words (a training row's second turn, see [`CAPTION_PROMPT`]):
     /// dense supervision that ties the image tokens to words.
     pub caption: String,
-    /// For yes/no questions, what the image shows about the question, in words, said before
-    /// the verdict in a worked training answer ([`Example::worked_answer`]).
+    /// What the image shows about the question, in words, said before the answer in a worked
+    /// training answer ([`Example::worked_answer`]): for yes/no questions the object asked
+    /// about, for SynthText the letters one by one.
     pub worked: Option<String>,
 }
 
@@ -36,7 +37,8 @@ impl Example {
     /// VLMEvalKit's) reads as the same answer: a multiple-choice answer names the option's
     /// text instead of its letter (read by `can_infer_text`), a yes/no answer first says
     /// what the image shows about the question ("The circle is red. Yes", "There is no
-    /// star. No"); other answers are unchanged.
+    /// star. No"), a word is first spelled ("The letters C A T. CAT", which OCRBench's
+    /// containment rule scores as CAT); other answers are unchanged.
     pub fn worked_answer(&self) -> String {
         if let Some((_, text)) = self
             .options
@@ -217,7 +219,7 @@ impl Family {
                 let (img, objs) = self.yes_no_scene(rng).expect("a yes/no family");
                 pope(rng, row.is_multiple_of(2), Negative::Either, img, objs)
             }
-            Family::Hr => hr(rng, 20..=32, 4..=6, 6..=12),
+            Family::Hr => hr(rng, 12..=20, 4..=6, 6..=12),
             Family::Count => count(rng, 0..=2, 8..=12),
             Family::Sci => sci(rng),
             Family::Basic => basic(rng),
@@ -490,10 +492,12 @@ fn describe(objs: &[Obj], w: f64) -> String {
         .join("; ")
 }
 
-/// "The word CAT, spelled C A T."
+/// "The letters C A T": a word read letter by letter, left to right. Said before the word
+/// (in SynthText's caption and worked answer), each letter is a prediction from the image
+/// and the letters before it, not a copy of a word already said.
 fn spelled(word: &str) -> String {
     let letters: Vec<String> = word.chars().map(|c| c.to_string()).collect();
-    format!("The word {word}, spelled {}.", letters.join(" "))
+    format!("The letters {}", letters.join(" "))
 }
 
 /// "3 red circles and 1 blue star." (SynthCount: `k` of the first kind, `d` distractors.)
@@ -513,45 +517,29 @@ fn count_caption(k: usize, d: usize, shapes: &[Shape], colours: &[usize]) -> Str
     }
 }
 
-fn luminance(c: Rgb) -> f64 {
-    0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64
-}
+/// SynthText's canvas: wide and low, like a line of a document (16×4 patches of 16
+/// pixels, 16 image tokens after the 2×2 merge, as many as a 128×128 scene).
+pub const TEXT_CANVAS: (i64, i64) = (256, 64);
 
-fn random_rgb(rng: &mut ChaCha8Rng) -> Rgb {
-    [rng.random(), rng.random(), rng.random()]
-}
-
-/// SynthText: a word in a large bitmap font, random colours with contrast, jittered;
-/// `big`: in a font 4–5 times the bitmap's size instead of 2–3 times (SynthBasicText).
+/// SynthText: a word in the 5×7 bitmap font at 5× or 6× (letters 25×35 or 30×42 pixels),
+/// dark ink on a light background, at a random place on the [`TEXT_CANVAS`]; `big`
+/// (SynthBasicText): at 7× (35×49 pixels).
 fn text(rng: &mut ChaCha8Rng, big: bool) -> Example {
+    let (cw, ch) = TEXT_CANVAS;
     let word = pick(rng, &WORDS);
-    let (bg, fg) = loop {
-        let (a, b) = (random_rgb(rng), random_rgb(rng));
-        if (luminance(a) - luminance(b)).abs() >= 110.0 {
-            break (a, b);
-        }
-    };
-    let scale = if big {
-        if text_width(word.len(), 5) <= 120 {
-            5
-        } else {
-            4
-        }
-    } else if word.len() <= 3 || rng.random_bool(0.5) {
-        3
-    } else {
-        2
-    };
-    let scale = if text_width(word.len(), scale) > 120 {
-        2
-    } else {
-        scale
-    };
+    let bg = background(rng);
+    // Dark ink: every channel at most 80 (luminance at most 80, the backgrounds' at least 230).
+    let fg: Rgb = [
+        rng.random_range(0..=80),
+        rng.random_range(0..=80),
+        rng.random_range(0..=80),
+    ];
+    let scale = if big { 7 } else { rng.random_range(5..=6) };
     let w = text_width(word.len(), scale);
     let h = GLYPH_HEIGHT * scale;
-    let x = rng.random_range(2..=128 - 2 - w);
-    let y = rng.random_range(2..=128 - 2 - h);
-    let mut img = Canvas::new(128, 128, bg);
+    let x = rng.random_range(2..=cw - 2 - w);
+    let y = rng.random_range(2..=ch - 2 - h);
+    let mut img = Canvas::new(cw as u32, ch as u32, bg);
     img.draw_text(word, x, y, scale, fg);
     Example {
         image: img,
@@ -561,8 +549,8 @@ fn text(rng: &mut ChaCha8Rng, big: bool) -> Example {
         answer: word.to_string(),
         kind: "word",
         chance: 1.0 / WORDS.len() as f64,
-        caption: spelled(word),
-        worked: None,
+        caption: format!("{}: the word {word}.", spelled(word)),
+        worked: Some(spelled(word)),
     }
 }
 
@@ -972,8 +960,18 @@ fn pope(
     }
 }
 
-/// SynthHR: a 224×224 scene of `clutter` circles, squares and crosses (half-sizes
-/// `clutter_r`) with one small star (half-size `star_r`); the star's colour, four options.
+/// SynthHR's clutter: greys, darker than every background and without a hue, so that the
+/// one small star is the only coloured thing in the scene.
+pub const HR_GREYS: [Rgb; 4] = [
+    [90, 90, 90],
+    [120, 120, 120],
+    [150, 150, 150],
+    [180, 180, 180],
+];
+
+/// SynthHR: a 224×224 scene of `clutter` grey circles, squares and crosses (half-sizes
+/// `clutter_r`) with one small coloured star (half-size `star_r`); the star's colour, four
+/// options. The target covers at most a patch of the 196: finding it is the test.
 fn hr(
     rng: &mut ChaCha8Rng,
     clutter: std::ops::RangeInclusive<usize>,
@@ -989,26 +987,15 @@ fn hr(
         }
         radii.pop();
     };
-    let clutter = [Shape::Circle, Shape::Square, Shape::Cross];
-    let objs: Vec<Obj> = radii
-        .iter()
-        .zip(pos)
-        .enumerate()
-        .map(|(i, (&r, (cx, cy)))| Obj {
-            shape: if i == 0 {
-                Shape::Star
-            } else {
-                pick(rng, &clutter)
-            },
-            colour: rng.random_range(0..COLOURS.len()),
-            cx,
-            cy,
-            r,
-        })
-        .collect();
+    let colour = rng.random_range(0..COLOURS.len());
+    let (star, clutter) = (pos[0], &pos[1..]);
     let mut img = Canvas::new(224, 224, background(rng));
-    draw_objs(&mut img, &objs);
-    let right = colour_name(objs[0].colour);
+    for (&(cx, cy), &r) in clutter.iter().zip(&radii[1..]) {
+        let shape = pick(rng, &[Shape::Circle, Shape::Square, Shape::Cross]);
+        img.draw_shape(shape, cx, cy, r, pick(rng, &HR_GREYS));
+    }
+    img.draw_shape(Shape::Star, star.0, star.1, radii[0], COLOURS[colour].1);
+    let right = colour_name(colour);
     let (options, answer) = mcq(options_with(rng, &colour_names(), right, 4), right);
     Example {
         image: img,
@@ -1019,8 +1006,8 @@ fn hr(
         kind: "small object colour",
         chance: 0.25,
         caption: format!(
-            "Circles, squares and crosses around a small {right} star at the {}.",
-            place_name(objs[0].cx, objs[0].cy, 224.0)
+            "Grey circles, squares and crosses around a small {right} star at the {}.",
+            place_name(star.0, star.1, 224.0)
         ),
         worked: None,
     }
