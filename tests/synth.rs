@@ -355,6 +355,14 @@ fn check(
             for p in img.px.iter().filter(|p| **p != bg) {
                 assert!(lum(*p) <= 100.0, "{ctx}: ink {p:?}");
             }
+            // Letters 42 pixels high (6× the font; every letter touches its top and bottom
+            // row), at the start of the line: the top 8–14 pixels down.
+            let rows: Vec<usize> = (0..img.h)
+                .filter(|&y| (0..img.w).any(|x| img.at(x, y) != bg))
+                .collect();
+            let (top, bottom) = (rows[0], *rows.last().unwrap());
+            assert_eq!(bottom + 1 - top, 42, "{ctx}");
+            assert!((8..=14).contains(&top), "{ctx}: top {top}");
             assert_eq!(read_word(&img), answer, "{ctx}");
         }
         "SynthChart" => {

@@ -88,7 +88,7 @@ pub enum Family {
     BasicMcq,
     /// Training only, the easy form of SynthCount: 1–6 large copies of one shape and colour.
     BasicCount,
-    /// Training only, the easy form of SynthText: the same words in a larger font.
+    /// Training only, the easy form of SynthText: the same words, always at one place.
     BasicText,
     /// Training only, the easy form of SynthChart: two wide bars.
     BasicChart,
@@ -521,10 +521,11 @@ fn count_caption(k: usize, d: usize, shapes: &[Shape], colours: &[usize]) -> Str
 /// pixels, 16 image tokens after the 2×2 merge, as many as a 128×128 scene).
 pub const TEXT_CANVAS: (i64, i64) = (256, 64);
 
-/// SynthText: a word in the 5×7 bitmap font at 5× or 6× (letters 25×35 or 30×42 pixels),
-/// dark ink on a light background, at a random place on the [`TEXT_CANVAS`]; `big`
-/// (SynthBasicText): at 7× (35×49 pixels).
-fn text(rng: &mut ChaCha8Rng, big: bool) -> Example {
+/// SynthText: a word in the 5×7 bitmap font at 6× (letters 30×42 pixels, one letter
+/// every 36 pixels), dark ink on a light background, at the start of a line of the
+/// [`TEXT_CANVAS`]: its top left 4–12 pixels from the left edge and 8–14 from the top;
+/// `fixed` (SynthBasicText): always at (8, 11).
+fn text(rng: &mut ChaCha8Rng, fixed: bool) -> Example {
     let (cw, ch) = TEXT_CANVAS;
     let word = pick(rng, &WORDS);
     let bg = background(rng);
@@ -534,11 +535,14 @@ fn text(rng: &mut ChaCha8Rng, big: bool) -> Example {
         rng.random_range(0..=80),
         rng.random_range(0..=80),
     ];
-    let scale = if big { 7 } else { rng.random_range(5..=6) };
-    let w = text_width(word.len(), scale);
-    let h = GLYPH_HEIGHT * scale;
-    let x = rng.random_range(2..=cw - 2 - w);
-    let y = rng.random_range(2..=ch - 2 - h);
+    let scale = 6;
+    let (x, y) = if fixed {
+        (8, 11)
+    } else {
+        (rng.random_range(4..=12), rng.random_range(8..=14))
+    };
+    debug_assert!(x + text_width(word.len(), scale) <= cw - 2);
+    debug_assert!(y + GLYPH_HEIGHT * scale <= ch - 2);
     let mut img = Canvas::new(cw as u32, ch as u32, bg);
     img.draw_text(word, x, y, scale, fg);
     Example {
