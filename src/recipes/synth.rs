@@ -37,16 +37,17 @@ pub struct SynthArgs {
     /// With --captions: add six more training-only warm-up families, easy forms of the
     /// benchmarks' questions (SynthBasicPOPE: yes/no about one large object; SynthBasicMCQ:
     /// its colour or shape as four options; SynthBasicCount: 1–6 large copies of one shape;
-    /// SynthBasicText: the words in a larger font; SynthBasicChart: two wide bars;
-    /// SynthBasicHR: a larger star among a few grey objects), for a curriculum with `pretrain
-    /// --first`.
+    /// SynthBasicText: the same words, always at one place; SynthBasicChart: two wide
+    /// bars; SynthBasicHR: a larger star among a few grey objects), for a curriculum with
+    /// `pretrain --first`.
     #[arg(long, requires = "captions")]
     pub warm_ups: bool,
     /// Training answers with the work shown, scored the same by `interlace eval`: a
     /// multiple-choice answer is the option's text ("orange") instead of its letter, a
     /// yes/no answer first says what the image shows ("The circle is red. Yes", "There is no
-    /// star. No"), a word is first spelled ("The letters C A T. CAT"). For a small model that reads the image but has not learned to turn what
-    /// it sees into an option letter or a verdict. Benchmarks are unchanged.
+    /// star. No"), a word is first spelled ("The letters C A T. CAT"). For a small model
+    /// that reads the image but has not learned to turn what it sees into an option letter
+    /// or a verdict. Benchmarks are unchanged.
     #[arg(long)]
     pub worked: bool,
     /// Training rows of the yes/no families (SynthPOPE, SynthBasicPOPE) ask N more yes/no
