@@ -608,7 +608,9 @@ mod tests {
 
     #[test]
     fn synthetic_worked_answers_score_as_the_reference_and_agree_with_the_question() {
-        use crate::eval::metrics::{can_infer, can_infer_option, yorn_extraction, YesNo};
+        use crate::eval::metrics::{
+            can_infer, can_infer_option, ocrbench_correct, yorn_extraction, YesNo,
+        };
         for family in Family::TRAINING {
             for row in 0..200 {
                 let ex = example(11, family, Split::Train, row);
@@ -640,6 +642,14 @@ mod tests {
                                 ex.question
                             );
                         }
+                    }
+                    Task::Ocrbench => {
+                        // "The letters C A T. CAT": the word's letters, then the word, which
+                        // OCRBench's containment rule reads as the answer.
+                        let want = ex.answer.chars().map(String::from).collect::<Vec<_>>();
+                        let want = format!("The letters {}. {}", want.join(" "), ex.answer);
+                        assert_eq!(worked, want);
+                        assert!(ocrbench_correct(&worked, &[ex.answer.clone()], None));
                     }
                     _ => assert_eq!(worked, ex.answer),
                 }
