@@ -519,7 +519,7 @@ fn count_caption(k: usize, d: usize, shapes: &[Shape], colours: &[usize]) -> Str
 
 /// SynthText's canvas: wide and low, like a line of a document (16×4 patches of 16
 /// pixels, 16 image tokens after the 2×2 merge, as many as a 128×128 scene).
-pub const TEXT_CANVAS: (i64, i64) = (256, 64);
+const TEXT_CANVAS: (i64, i64) = (256, 64);
 
 /// SynthText: a word in the 5×7 bitmap font at 6× (letters 30×42 pixels, one letter
 /// every 36 pixels), dark ink on a light background, at the start of a line of the
@@ -966,7 +966,7 @@ fn pope(
 
 /// SynthHR's clutter: greys, darker than every background and without a hue, so that the
 /// one small star is the only coloured thing in the scene.
-pub const HR_GREYS: [Rgb; 4] = [
+const HR_GREYS: [Rgb; 4] = [
     [90, 90, 90],
     [120, 120, 120],
     [150, 150, 150],
