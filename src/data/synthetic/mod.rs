@@ -649,7 +649,11 @@ mod tests {
                         let want = ex.answer.chars().map(String::from).collect::<Vec<_>>();
                         let want = format!("The letters {}. {}", want.join(" "), ex.answer);
                         assert_eq!(worked, want);
-                        assert!(ocrbench_correct(&worked, &[ex.answer.clone()], None));
+                        assert!(ocrbench_correct(
+                            &worked,
+                            std::slice::from_ref(&ex.answer),
+                            None
+                        ));
                     }
                     _ => assert_eq!(worked, ex.answer),
                 }
