@@ -5,10 +5,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `interlace --version`: the version and the backends this binary was built with.
+#[cfg(feature = "cuda")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (backends: cpu, cuda; CUDA kernels for compute capability ",
+    env!("INTERLACE_CUDA_COMPUTE_CAP"),
+    ")"
+);
+#[cfg(not(feature = "cuda"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (backends: cpu)");
+
 #[derive(Parser)]
 #[command(
     name = "interlace",
-    version,
+    version = VERSION,
     about = "Shrink vision-language models by removing whole decoder layers, then recover them by fine-tuning a few survivors (INTERLACE).",
     long_about = None
 )]

@@ -8,6 +8,7 @@ use interlace::data::synthetic::{write_synth, SynthOptions};
 use interlace::eval::benchmarks::BenchSpec;
 use interlace::eval::evaluate::{evaluate_dir, EvalOptions};
 use interlace::model::config::Qwen3VlConfig;
+use interlace::model::device::Placement;
 
 fn demo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("demo/model")
@@ -74,7 +75,7 @@ fn not_above_chance() -> Vec<String> {
         .iter()
         .map(|b| BenchSpec::with_task(&b.file, b.task))
         .collect();
-    let report = evaluate_dir(&demo(), &specs, &EvalOptions::default()).unwrap();
+    let report = evaluate_dir(&demo(), &specs, &EvalOptions::default(), &Placement::cpu()).unwrap();
     let mut failures = Vec::new();
     for (bench, spec) in report.benchmarks.iter().zip(chosen) {
         assert_eq!(bench.malformed, 0, "{}", bench.name);
@@ -130,7 +131,9 @@ fn answers_do_not_depend_on_the_evaluation_workers() {
             workers,
             ..Default::default()
         };
-        evaluate_dir(&demo(), &specs, &opts).unwrap().benchmarks
+        evaluate_dir(&demo(), &specs, &opts, &Placement::cpu())
+            .unwrap()
+            .benchmarks
     };
     // Three workers over seven rows: rows 0, 3, 6 / 1, 4 / 2, 5, put back in row order.
     let (one, three) = (run(1), run(3));

@@ -234,3 +234,87 @@ fn preprocessor_and_model_disagree_on_patch_size() {
     assert!(!ok);
     assert_one_line_error(&err, &["disagree on patch"]);
 }
+
+/// Every command that runs a model takes --device and --dtype; on a binary without CUDA,
+/// `--device cuda` is one line naming the flag and what to do, before any work.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_cuda_without_cuda_is_one_clear_line() {
+    let m = model_dir("tiny-a");
+    let m = m.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("calib.json");
+    std::fs::write(
+        &data,
+        r#"[{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]"#,
+    )
+    .unwrap();
+    let data = data.to_str().unwrap();
+    let bench = common::fixtures().join("bench/mcq_fixture.tsv");
+    let bench = bench.to_str().unwrap();
+    let out = tmp.path().join("out.json");
+    let out = out.to_str().unwrap();
+    let run_dir = tmp.path().join("run");
+    let run_dir = run_dir.to_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["forward", "--model", m, "--prompt", "hi"],
+        vec!["generate", "--model", m, "--prompt", "hi"],
+        vec!["latency", "--model", m],
+        vec!["similarity", "--model", m, "--data", data, "--out", out],
+        vec![
+            "plan",
+            "--strategy",
+            "sleb",
+            "--model",
+            m,
+            "--data",
+            data,
+            "--samples",
+            "1",
+            "--out",
+            out,
+        ],
+        vec!["eval", "--model", m, "--bench", bench, "--out", out],
+        vec![
+            "run", "--model", m, "--data", data, "--bench", bench, "--out", run_dir,
+        ],
+    ];
+    for args in commands {
+        for device in ["cuda", "cuda:1"] {
+            let mut a = args.clone();
+            a.extend(["--device", device, "--dtype", "bf16"]);
+            let (ok, stderr) = interlace(&a);
+            assert!(!ok, "{args:?}");
+            assert_one_line_error(
+                &stderr,
+                &[
+                    "--device cuda:",
+                    "built without CUDA",
+                    "scripts/build-cuda.sh",
+                ],
+            );
+        }
+    }
+    // A device or dtype that does not exist is a usage error naming the choices.
+    let (ok, stderr) = interlace(&["forward", "--model", m, "--prompt", "hi", "--dtype", "fp8"]);
+    assert!(
+        !ok && stderr.contains("expected auto, bf16 or f32"),
+        "{stderr}"
+    );
+    let (ok, stderr) = interlace(&[
+        "forward", "--model", m, "--prompt", "hi", "--device", "gpu:0",
+    ]);
+    assert!(
+        !ok && stderr.contains("expected auto, cpu, cuda or cuda:N"),
+        "{stderr}"
+    );
+    // --version names the backends.
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("interlace {} (backends: cpu)", env!("CARGO_PKG_VERSION"))
+    );
+}

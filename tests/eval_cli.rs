@@ -360,3 +360,47 @@ fn eval_rejects_bad_input_with_one_line() {
     assert!(!out.exists());
     assert!(!tmp.path().join("report.md").exists());
 }
+
+/// Rows answered in batches (`--batch`, what a GPU does by default; malformed rows mixed
+/// in) get the answers they get one at a time, and the same errors. (That batched
+/// generation gives transformers' tokens is tests/generate.rs.)
+#[test]
+fn eval_batches_give_the_answers_of_single_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports: Vec<EvalReport> = [["1", "1"], ["4", "1"], ["3", "2"]]
+        .iter()
+        .map(|[batch, workers]| {
+            let out = tmp.path().join(format!("report-{batch}-{workers}.json"));
+            let res = eval_fixtures(
+                &out,
+                &["--batch", batch, "--workers", workers, "--device", "cpu"],
+            );
+            assert!(
+                res.status.success(),
+                "{}",
+                String::from_utf8_lossy(&res.stderr)
+            );
+            let stderr = String::from_utf8_lossy(&res.stderr);
+            assert!(
+                stderr.contains(&format!("{batch} row(s) per batch")),
+                "{stderr}"
+            );
+            EvalReport::read(&out).unwrap()
+        })
+        .collect();
+    let rows = |r: &EvalReport| -> Vec<(String, Option<String>, Option<String>)> {
+        r.benchmarks
+            .iter()
+            .flat_map(|b| {
+                b.results
+                    .iter()
+                    .map(|x| (x.index.clone(), x.prediction.clone(), x.error.clone()))
+            })
+            .collect()
+    };
+    let single = rows(&reports[0]);
+    assert!(single.len() > 10);
+    for r in &reports[1..] {
+        assert_eq!(rows(r), single);
+    }
+}

@@ -96,3 +96,14 @@ fn generate_prints_only_the_answer() {
     assert_eq!(stdout, format!("{}\n", want["text"].as_str().unwrap()));
     assert!(String::from_utf8_lossy(&out.stderr).contains("prompt tokens"));
 }
+
+/// Batched greedy generation (packed prefill, left-padded decoding: what `eval --batch` and
+/// a GPU use) gives every prompt transformers' tokens, here all nine prompts of a model in
+/// one batch.
+#[test]
+fn batched_greedy_tokens_match_transformers() {
+    let placement = interlace::model::device::Placement::cpu();
+    let (cases, tokens) = common::check_generations(&expected(), &placement, 0.0, true);
+    assert_eq!(cases, 9);
+    println!("{tokens} tokens of {cases} prompts identical");
+}

@@ -78,20 +78,30 @@ fn sleb_rounds_match_transformers() {
     let dir = model_dir(name);
     let model = Qwen3VlModel::load(&dir, DType::F32, &device).unwrap();
     let processor = Processor::from_dir(&dir).unwrap();
-    let examples: Vec<CalibrationExample> = samples()[..n_samples]
-        .iter()
-        .map(|s| CalibrationExample::new(&model, &processor, s, 1 << 20, &device).unwrap())
-        .collect();
+    // One conversation per pass, and packed three to a pass (`plan --batch 3`, a GPU).
+    for batch in [1, 3] {
+        let examples: Vec<CalibrationExample> = samples()[..n_samples]
+            .iter()
+            .map(|s| CalibrationExample::new(&model, &processor, s, 1 << 20, &device).unwrap())
+            .collect();
+        let examples = interlace::prune::sleb::pack_examples(examples, batch, 1 << 20).unwrap();
+        assert_eq!(examples.len(), n_samples.div_ceil(batch));
+        println!("batch {batch}:");
+        check_sleb_rounds(&model, &examples, &expected);
+    }
+}
+
+fn check_sleb_rounds(model: &Qwen3VlModel, examples: &[CalibrationExample], expected: &Value) {
     let n = model.layers.len();
     let all: Vec<usize> = (0..n).collect();
-    let dense = calibration_loss(&model, &examples, &all).unwrap();
+    let dense = calibration_loss(model, examples, &all).unwrap();
     let want_dense = expected["dense_loss"].as_f64().unwrap();
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
     println!("dense calibration loss {dense} vs transformers {want_dense}");
     assert!(rel(dense, want_dense) < 1e-5);
     let rounds_expected = expected["rounds"].as_array().unwrap();
     let rounds = greedy(n, rounds_expected.len(), |stack| {
-        calibration_loss(&model, &examples, stack)
+        calibration_loss(model, examples, stack)
     })
     .unwrap();
     for (r, (ours, want)) in rounds.iter().zip(rounds_expected).enumerate() {

@@ -70,3 +70,10 @@ fn similarity_pass_stops_after_the_last_needed_state() {
         .unwrap();
     assert_eq!(all.0.len(), l + 1);
 }
+
+/// Several samples packed into one pass (what `similarity --batch N` and a GPU do) give
+/// each sample the scores of transformers' hidden states for that sample alone.
+#[test]
+fn packed_pass_scores_each_sample_as_transformers_does() {
+    assert_packed_similarity_matches_transformers(&interlace::model::device::Placement::cpu());
+}

@@ -26,37 +26,49 @@ fn similarity_command_matches_transformers_and_skips_bad_samples() {
     ]);
     let data_path = tmp.path().join("data.json");
     std::fs::write(&data_path, data.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
-        .args([
-            "similarity",
-            "--model",
-            model_dir("tiny-b").to_str().unwrap(),
-        ])
-        .arg("--data")
-        .arg(&data_path)
-        .args(["--portion", "1.0", "--out"])
-        .arg(tmp.path().join("sim.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.contains("2 samples scored") && report.contains("1 skipped"),
-        "{report}"
-    );
-    assert!(report.contains("missing.png"), "{report}");
+    // One sample per pass (the CPU default) and all three in one packed pass.
+    for batch in ["1", "3"] {
+        let sim = tmp.path().join(format!("sim-{batch}.json"));
+        let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+            .args([
+                "similarity",
+                "--model",
+                model_dir("tiny-b").to_str().unwrap(),
+            ])
+            .arg("--data")
+            .arg(&data_path)
+            .args([
+                "--portion",
+                "1.0",
+                "--device",
+                "cpu",
+                "--batch",
+                batch,
+                "--out",
+            ])
+            .arg(&sim)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains("2 samples scored") && report.contains("1 skipped"),
+            "{report}"
+        );
+        assert!(report.contains("missing.png"), "{report}");
 
-    assert!(std::fs::read_to_string(tmp.path().join("sim.svg"))
-        .unwrap()
-        .contains("<svg"));
-    let scores = SimilarityScores::read(tmp.path().join("sim.json")).unwrap();
-    assert_eq!(scores.num_layers(), 6);
-    for (s, case) in ["one_image", "two_images"].iter().enumerate() {
-        assert_scores_match_case(&scores, s, "tiny-b", case);
+        assert!(std::fs::read_to_string(sim.with_extension("svg"))
+            .unwrap()
+            .contains("<svg"));
+        let scores = SimilarityScores::read(&sim).unwrap();
+        assert_eq!(scores.num_layers(), 6);
+        for (s, case) in ["one_image", "two_images"].iter().enumerate() {
+            assert_scores_match_case(&scores, s, "tiny-b", case);
+        }
     }
 }
 

@@ -13,10 +13,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
+
+use crate::model::device::Placement;
 
 use crate::eval::benchmarks::{BenchRow, BenchSpec, Benchmark};
-use crate::eval::generate::{eos_ids, greedy};
+use crate::eval::generate::{eos_ids, greedy_batch};
 use crate::eval::report::{score_benchmark, BenchReport, EvalReport};
 use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::image::ImageProcessor;
@@ -38,6 +40,9 @@ pub struct EvalOptions {
     /// Threads that answer rows side by side (0 or 1: one). Each row's answer does not
     /// depend on the count.
     pub workers: usize,
+    /// Rows answered together by one batched generation (0 or 1: one at a time). Answers
+    /// depend on it only through float rounding.
+    pub batch: usize,
 }
 
 /// Minimum pixels VLMEvalKit's Qwen3-VL wrapper sets for OCRBench (`min_pixels = 10 * 10 * 32 * 32`).
@@ -52,15 +57,16 @@ pub fn open_benchmarks(specs: &[BenchSpec], limit: Option<usize>) -> Result<Vec<
     specs.iter().map(|s| Benchmark::open(s, limit)).collect()
 }
 
-/// Evaluates the checkpoint in `model_dir` (f32, CPU) on the benchmark files: the library
-/// entry point behind `interlace eval`.
+/// Evaluates the checkpoint in `model_dir` on the benchmark files, on `placement`'s device
+/// and dtype: the library entry point behind `interlace eval`.
 pub fn evaluate_dir(
     model_dir: &Path,
     specs: &[BenchSpec],
     opts: &EvalOptions,
+    placement: &Placement,
 ) -> Result<EvalReport> {
     let benches = open_benchmarks(specs, opts.limit)?;
-    evaluate_model_dir(model_dir, &benches, opts)
+    evaluate_model_dir(model_dir, &benches, opts, placement)
 }
 
 /// Like [`evaluate_dir`] for benchmarks already opened with [`open_benchmarks`] (e.g. to
@@ -69,10 +75,11 @@ pub fn evaluate_model_dir(
     model_dir: &Path,
     benches: &[Benchmark],
     opts: &EvalOptions,
+    placement: &Placement,
 ) -> Result<EvalReport> {
-    let device = Device::Cpu;
+    let device = placement.device.clone();
     let processor = Processor::from_dir(model_dir)?;
-    let model = Qwen3VlModel::load(model_dir, DType::F32, &device)?;
+    let model = Qwen3VlModel::load(model_dir, placement.dtype, &device)?;
     let eos = eos_ids(model_dir, &processor)?;
     evaluate(
         &model,
@@ -131,45 +138,83 @@ pub fn evaluate(
             .max_new_tokens
             .unwrap_or_else(|| bench.task.default_max_new_tokens());
         let bad = AtomicUsize::new(0);
-        let answer = |row: &BenchRow| -> Result<std::result::Result<String, String>> {
-            let outcome = match prepare(bench, row, processor, &images) {
-                Err(e) => Err(crate::error_line(&e)),
-                Ok(enc) => {
-                    let what = || {
+        let what = |row: &BenchRow| {
+            format!(
+                "{}: row index {} (line {})",
+                bench.path.display(),
+                row.index,
+                row.line
+            )
+        };
+        // Answers the rows `ids` (one batch) in order; a row's own problems are its outcome.
+        let answer = |ids: &[usize]| -> Result<Vec<std::result::Result<String, String>>> {
+            let rows: Vec<&BenchRow> = ids.iter().map(|&i| &bench.rows[i]).collect();
+            let prepared = crate::train::workers::par_map(&rows, |row| {
+                prepare(bench, row, processor, &images).map_err(|e| crate::error_line(&e))
+            });
+            let mut outcomes: Vec<std::result::Result<String, String>> =
+                vec![Err(String::new()); rows.len()];
+            let mut inputs = Vec::new();
+            let mut slots = Vec::new();
+            for (slot, p) in prepared.into_iter().enumerate() {
+                match p {
+                    Err(e) => outcomes[slot] = Err(e),
+                    Ok(enc) => {
+                        inputs.push(
+                            ModelInputs::from_encoded(&enc, device)
+                                .with_context(|| what(rows[slot]))?,
+                        );
+                        slots.push(slot);
+                    }
+                }
+            }
+            if !inputs.is_empty() {
+                let outs = greedy_batch(model, &inputs, max_new, eos).with_context(|| {
+                    let first = rows[slots[0]];
+                    if slots.len() == 1 {
+                        what(first)
+                    } else {
                         format!(
-                            "{}: row index {} (line {})",
-                            bench.path.display(),
-                            row.index,
-                            row.line
+                            "{} and {} more rows answered with it",
+                            what(first),
+                            slots.len() - 1
                         )
-                    };
-                    let inputs = ModelInputs::from_encoded(&enc, device).with_context(what)?;
-                    let out = greedy(model, &inputs, max_new, eos).with_context(what)?;
-                    Ok(processor
+                    }
+                })?;
+                for (out, &slot) in outs.iter().zip(&slots) {
+                    outcomes[slot] = Ok(processor
                         .tokenizer
                         .decode(&out.tokens, true)
-                        .with_context(what)?)
+                        .with_context(|| what(rows[slot]))?);
                 }
-            };
-            if outcome.is_err() {
-                bad.fetch_add(1, Ordering::Relaxed);
             }
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            let bad = bad.load(Ordering::Relaxed);
+            let n_bad = outcomes.iter().filter(|o| o.is_err()).count();
+            let bad = bad.fetch_add(n_bad, Ordering::Relaxed) + n_bad;
+            let n = done.fetch_add(rows.len(), Ordering::Relaxed) + rows.len();
             let msg = if bad > 0 {
                 format!("{}: {bad} malformed", bench.name)
             } else {
                 bench.name.clone()
             };
             progress.set(n, &msg);
-            Ok(outcome)
+            Ok(outcomes)
         };
-        // Worker w answers rows w, w + workers, ...; the answers come back in row order.
-        let workers = opts.workers.clamp(1, bench.rows.len().max(1));
-        let groups: Vec<Vec<usize>> = (0..workers)
-            .map(|w| (w..bench.rows.len()).step_by(workers).collect())
+        // Rows go in batches of `opts.batch`; worker w answers batches w, w + workers, ...;
+        // the answers come back in row order.
+        let batch = opts.batch.max(1);
+        let batches: Vec<Vec<usize>> = (0..bench.rows.len())
+            .collect::<Vec<_>>()
+            .chunks(batch)
+            .map(<[usize]>::to_vec)
             .collect();
-        let outcomes = on_groups(&groups, |i| answer(&bench.rows[i]))?;
+        let workers = opts.workers.clamp(1, batches.len().max(1));
+        let groups: Vec<Vec<usize>> = (0..workers)
+            .map(|w| (w..batches.len()).step_by(workers).collect())
+            .collect();
+        let outcomes: Vec<_> = on_groups(&groups, |b| answer(&batches[b]))?
+            .into_iter()
+            .flatten()
+            .collect();
         reports.push(score_benchmark(bench, &outcomes, max_new));
     }
     progress.finish();

@@ -57,15 +57,20 @@ pub fn eos_ids(model_dir: &Path, processor: &Processor) -> Result<Vec<u32>> {
 }
 
 fn argmax(logits: &candle_core::Tensor) -> Result<u32> {
-    let v = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
-    // The first maximum, as torch.argmax picks it.
+    Ok(first_max(
+        &logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+    ))
+}
+
+/// The index of the first maximum, as torch.argmax picks it.
+fn first_max(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
         if x > v[best] {
             best = i;
         }
     }
-    Ok(best as u32)
+    best as u32
 }
 
 /// Greedy generation of at most `max_new` tokens after `inputs`.
@@ -103,6 +108,79 @@ pub fn greedy(
         prefill,
         decode: decode_start.elapsed(),
     })
+}
+
+/// Greedy generation for several prompts at once: one packed prefill, then decoding steps
+/// that advance every prompt by one token (the KV cache left-padded), until every prompt
+/// has produced an end-of-sequence id or `max_new` tokens. Each prompt's tokens are what
+/// [`greedy`] gives it alone, up to float rounding (the matrix products see other rows).
+/// The timings of every result are the batch's.
+pub fn greedy_batch(
+    model: &Qwen3VlModel,
+    inputs: &[ModelInputs],
+    max_new: usize,
+    eos: &[u32],
+) -> Result<Vec<Generation>> {
+    if inputs.len() == 1 {
+        return Ok(vec![greedy(model, &inputs[0], max_new, eos)?]);
+    }
+    let start = Instant::now();
+    let mut prompts = Vec::with_capacity(inputs.len());
+    for i in inputs {
+        prompts.push(model.embed(i, Default::default())?);
+    }
+    let deltas: Vec<i64> = prompts.iter().map(|e| e.rope_delta).collect();
+    let lens: Vec<usize> = inputs.iter().map(|i| i.input_ids.len()).collect();
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::with_capacity(max_new); inputs.len()];
+    let finish = |prefill: Duration, decode: Duration, tokens: Vec<Vec<u32>>| {
+        tokens
+            .into_iter()
+            .zip(&lens)
+            .map(|(tokens, &prompt_len)| Generation {
+                tokens,
+                prompt_len,
+                prefill,
+                decode,
+            })
+            .collect()
+    };
+    if max_new == 0 {
+        return Ok(finish(start.elapsed(), Duration::ZERO, tokens));
+    }
+    let mut cache: Vec<KvSlot> = Vec::new();
+    let (logits, left_pad) = model.prefill_batch(prompts, &mut cache)?;
+    let mut next = argmax_rows(&logits)?;
+    let prefill = start.elapsed();
+    let decode_start = Instant::now();
+    let mut done = vec![false; inputs.len()];
+    let mut step = 0;
+    loop {
+        for (b, &t) in next.iter().enumerate() {
+            if !done[b] {
+                tokens[b].push(t);
+                done[b] = tokens[b].len() >= max_new || eos.contains(&t);
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        step += 1;
+        // Entry b's new token sits at text position (its index in b's own sequence) + delta.
+        let positions: Vec<i64> = lens
+            .iter()
+            .zip(&deltas)
+            .map(|(&l, &d)| (l + step - 1) as i64 + d)
+            .collect();
+        let logits = model.decode_batch(&next, &positions, &mut cache, &left_pad)?;
+        next = argmax_rows(&logits)?;
+    }
+    Ok(finish(prefill, decode_start.elapsed(), tokens))
+}
+
+/// [`argmax`] of every row of (batch, vocab) logits.
+fn argmax_rows(logits: &candle_core::Tensor) -> Result<Vec<u32>> {
+    let rows = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+    Ok(rows.iter().map(|r| first_max(r)).collect())
 }
 
 /// One user message holding the images first, then the text, rendered with the chat

@@ -1,6 +1,7 @@
 //! Models: configuration, checkpoint I/O, shared layers and the Qwen3-VL implementation.
 
 pub mod config;
+pub mod device;
 pub mod layers;
 pub mod ops;
 pub mod qwen3_vl;

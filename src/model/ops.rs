@@ -16,21 +16,32 @@ pub enum Grad {
     Track,
 }
 
-/// RMSNorm over the last dimension, computed in f32 like transformers' Qwen3 RMSNorm.
+/// RMSNorm over the last dimension as transformers' Qwen3 RMSNorm computes it: normalised
+/// in f32, rounded to the input dtype, then scaled by the weight in that dtype (for f32
+/// input the rounding is the identity).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, grad: Grad) -> Result<Tensor> {
     let dtype = x.dtype();
     let x = x.to_dtype(DType::F32)?;
-    let y = match grad {
+    if dtype != DType::F32 {
+        let ones = Tensor::ones(weight.dims1()?, DType::F32, x.device())?;
+        let normed = match grad {
+            Grad::None => candle_nn::ops::rms_norm(&x.contiguous()?, &ones, eps as f32)?,
+            Grad::Track => rms_norm_composed(&x, &ones, eps)?,
+        };
+        return normed
+            .to_dtype(dtype)?
+            .broadcast_mul(&weight.to_dtype(dtype)?);
+    }
+    match grad {
         Grad::None => {
-            candle_nn::ops::rms_norm(&x.contiguous()?, &weight.to_dtype(DType::F32)?, eps as f32)?
+            candle_nn::ops::rms_norm(&x.contiguous()?, &weight.to_dtype(DType::F32)?, eps as f32)
         }
         Grad::Track if x.device().is_cpu() => x.contiguous()?.apply_op2(
             &weight.to_dtype(DType::F32)?.contiguous()?,
             RmsNormTrack { eps },
-        )?,
-        Grad::Track => rms_norm_composed(&x, &weight.to_dtype(DType::F32)?, eps)?,
-    };
-    y.to_dtype(dtype)
+        ),
+        Grad::Track => rms_norm_composed(&x, &weight.to_dtype(DType::F32)?, eps),
+    }
 }
 
 /// RMSNorm from plain differentiable ops (the reference for [`RmsNormTrack`], and the path
@@ -209,13 +220,37 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: Grad) -> Result<
     }
 }
 
-/// Scale, optional causal mask and softmax over the last dimension in one pass, for
-/// inference on CPU (no backward). Rows are query positions; with grouped-query attention
-/// several heads are folded into the rows, so row `r` is query position `r % seq_q`.
+/// Scale, optional causal mask, optional left padding and softmax over the last dimension
+/// in one pass, for inference (no backward) on the CPU (f32) and the GPU (f32, bf16, f16;
+/// src/kernels/attention.cu). Rows are query positions; with grouped-query attention
+/// several heads are folded into the rows, so row `r` is query position `r % seq_q` of
+/// batch entry `r / rows_per_batch`. Row `r` sees the keys `[left_pad[batch], end)` with
+/// `end` the causal limit (or every key); the rest get probability 0.
 struct ScaledMaskedSoftmax {
     scale: f32,
     causal: bool,
     seq_q: usize,
+    rows_per_batch: usize,
+    /// Masked keys at the start of each batch entry's row (left-padded batches); empty: none.
+    left_pad: Vec<u32>,
+}
+
+impl ScaledMaskedSoftmax {
+    /// The keys row `r` of a `seq_k`-wide score matrix may see.
+    fn visible(&self, r: usize, seq_k: usize) -> std::ops::Range<usize> {
+        // Causal alignment: query i sees keys 0..=i + (seq_k - seq_q).
+        let offset = seq_k.saturating_sub(self.seq_q);
+        let end = if self.causal {
+            (r % self.seq_q + offset + 1).min(seq_k)
+        } else {
+            seq_k
+        };
+        let begin = self
+            .left_pad
+            .get(r / self.rows_per_batch.max(1))
+            .map_or(0, |&p| (p as usize).min(end));
+        begin..end
+    }
 }
 
 impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
@@ -230,26 +265,23 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
         let candle_core::CpuStorage::F32(src) = storage else {
-            candle_core::bail!("scaled-masked-softmax: f32 only");
+            candle_core::bail!("scaled-masked-softmax: f32 only on the CPU");
         };
         let Some((o1, o2)) = layout.contiguous_offsets() else {
             candle_core::bail!("scaled-masked-softmax: input must be contiguous");
         };
         let src = &src[o1..o2];
         let seq_k = layout.dims()[layout.dims().len() - 1];
-        // Causal alignment: query i sees keys 0..=i + (seq_k - seq_q).
-        let offset = seq_k.saturating_sub(self.seq_q);
         let mut dst = vec![0f32; src.len()];
         dst.par_chunks_mut(seq_k)
             .zip(src.par_chunks(seq_k))
             .enumerate()
             .for_each(|(r, (d, s))| {
-                let visible = if self.causal {
-                    (r % self.seq_q + offset + 1).min(seq_k)
-                } else {
-                    seq_k
-                };
-                let (d, s) = (&mut d[..visible], &s[..visible]);
+                let range = self.visible(r, seq_k);
+                let (d, s) = (&mut d[range.clone()], &s[range]);
+                if s.is_empty() {
+                    return;
+                }
                 let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
                 let mut sum = 0f32;
                 for (o, &x) in d.iter_mut().zip(s) {
@@ -261,6 +293,82 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
             });
         Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+        let Some((o1, o2)) = layout.contiguous_offsets() else {
+            candle_core::bail!("scaled-masked-softmax: input must be contiguous");
+        };
+        let dev = storage.device.clone();
+        let seq_k = layout.dims()[layout.dims().len() - 1];
+        let n = o2 - o1;
+        let rows = n / seq_k.max(1);
+        // One block per row; threads a multiple of the warp size, at most 1024.
+        let threads = seq_k.next_multiple_of(32).clamp(32, 1024) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let pad = if self.left_pad.is_empty() {
+            None
+        } else {
+            Some(dev.cuda_stream().clone_htod(&self.left_pad).w()?)
+        };
+        let null: u64 = 0; // a null pointer: no padding
+        let (seq_k, seq_q) = (seq_k as u32, self.seq_q as u32);
+        let rows_per_batch = self.rows_per_batch.max(1) as u32;
+        let causal = u32::from(self.causal);
+        macro_rules! launch {
+            ($slice:expr, $ty:ty, $kernel:literal, $wrap:ident) => {{
+                let src = $slice.slice(o1..o2);
+                let func = dev.get_or_load_custom_func(
+                    $kernel,
+                    "interlace_attention",
+                    kernels::ATTENTION,
+                )?;
+                // SAFETY: every element is written by the kernel.
+                let dst = unsafe { dev.alloc::<$ty>(n)? };
+                let mut b = func.builder();
+                b.arg(&src);
+                b.arg(&dst);
+                match &pad {
+                    Some(p) => b.arg(p),
+                    None => b.arg(&null),
+                };
+                b.arg(&seq_k);
+                b.arg(&seq_q);
+                b.arg(&rows_per_batch);
+                b.arg(&causal);
+                b.arg(&self.scale);
+                // SAFETY: the argument list matches the kernel's signature.
+                unsafe { b.launch(cfg) }.w()?;
+                CudaStorageSlice::$wrap(dst)
+            }};
+        }
+        let slice = match &storage.slice {
+            CudaStorageSlice::F32(s) => launch!(s, f32, "scaled_masked_softmax_f32", F32),
+            CudaStorageSlice::BF16(s) => launch!(s, half::bf16, "scaled_masked_softmax_bf16", BF16),
+            CudaStorageSlice::F16(s) => launch!(s, half::f16, "scaled_masked_softmax_f16", F16),
+            _ => candle_core::bail!("scaled-masked-softmax: f32, bf16 or f16 only"),
+        };
+        Ok((
+            candle_core::CudaStorage { slice, device: dev },
+            layout.shape().clone(),
+        ))
+    }
+}
+
+/// PTX of src/kernels/*.cu, compiled by build.rs.
+#[cfg(feature = "cuda")]
+mod kernels {
+    pub const ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
 }
 
 /// Scaled dot-product attention. `q` (batch, seq, heads, head_dim), `k`/`v` (batch, seq,
@@ -268,12 +376,31 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
 /// Returns (batch, seq, heads * head_dim).
 ///
 /// The query heads that share a K/V head are folded into the rows of one matmul, so K/V
-/// are never copied per head. Inference on CPU fuses scale, mask and softmax into one
-/// pass; training (and other devices) uses plain ops that have a backward pass.
+/// are never copied per head. Inference on the CPU (f32) and the GPU fuses scale, mask and
+/// softmax into one pass; training uses plain ops that have a backward pass.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, grad: Grad) -> Result<Tensor> {
+    attention_padded(q, k, v, causal, &[], grad)
+}
+
+/// [`attention`] for a left-padded batch: the first `left_pad[b]` keys of batch entry `b`
+/// are padding and get no weight (empty: no padding).
+pub fn attention_padded(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+    left_pad: &[usize],
+    grad: Grad,
+) -> Result<Tensor> {
     let (b, seq, heads, hd) = q.dims4()?;
     let kv_heads = k.dim(2)?;
     let seq_k = k.dim(1)?;
+    if !left_pad.is_empty() && left_pad.len() != b {
+        candle_core::bail!(
+            "attention: {} padding lengths for a batch of {b}",
+            left_pad.len()
+        );
+    }
     let scale = (hd as f64).powf(-0.5);
     let rep = heads / kv_heads;
     let q = q
@@ -283,30 +410,37 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, grad: Grad) -
     let k = k.transpose(1, 2)?.contiguous()?;
     let v = v.transpose(1, 2)?.contiguous()?;
     let scores = q.matmul(&k.t()?)?; // (b, kv, rep*seq, seq_k)
-    let fused = grad == Grad::None && q.device().is_cpu() && q.dtype() == DType::F32;
+    let fused = grad == Grad::None
+        && ((q.device().is_cpu() && q.dtype() == DType::F32) || q.device().is_cuda());
     let att = if fused {
         scores.apply_op1_no_bwd(&ScaledMaskedSoftmax {
             scale: scale as f32,
             causal,
             seq_q: seq,
+            rows_per_batch: kv_heads * rep * seq,
+            left_pad: left_pad.iter().map(|&p| p as u32).collect(),
         })?
     } else {
         let scores = (scores * scale)?;
-        let scores = if causal {
+        let scores = if causal || !left_pad.is_empty() {
             let offset = seq_k.saturating_sub(seq);
-            let mask: Vec<f32> = (0..seq)
-                .flat_map(|i| {
-                    (0..seq_k).map(move |j| {
-                        if j > i + offset {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
+            let entries = if left_pad.is_empty() { 1 } else { b };
+            let mask: Vec<f32> = (0..entries)
+                .flat_map(|e| {
+                    let pad = left_pad.get(e).copied().unwrap_or(0);
+                    (0..seq).flat_map(move |i| {
+                        (0..seq_k).map(move |j| {
+                            if (causal && j > i + offset) || j < pad {
+                                f32::NEG_INFINITY
+                            } else {
+                                0.0
+                            }
+                        })
                     })
                 })
                 .collect();
-            let mask =
-                Tensor::from_vec(mask, (seq, seq_k), q.device())?.to_dtype(scores.dtype())?;
+            let mask = Tensor::from_vec(mask, (entries, 1, 1, seq, seq_k), q.device())?
+                .to_dtype(scores.dtype())?;
             scores
                 .reshape((b, kv_heads, rep, seq, seq_k))?
                 .broadcast_add(&mask)?

@@ -41,8 +41,16 @@ impl SimilarityAccumulator {
     /// The observer for one sample's forward pass. Its scores are added when the pass has
     /// delivered every hidden state they need; a failed pass adds nothing.
     pub fn sample(&mut self) -> SampleObserver<'_> {
+        self.pack(Vec::new())
+    }
+
+    /// The observer for a forward pass over several samples packed into one sequence
+    /// (`segments`: their token counts, in order; attention kept within each). Each sample
+    /// gets its own scores, the mean over its own tokens, added in order.
+    pub fn pack(&mut self, segments: Vec<usize>) -> SampleObserver<'_> {
         SampleObserver {
             acc: self,
+            segments,
             window: VecDeque::new(),
             scores: Vec::new(),
         }
@@ -58,33 +66,62 @@ impl SimilarityAccumulator {
     }
 }
 
-/// Watches one forward pass; see [`SimilarityAccumulator::sample`].
+/// Watches one forward pass; see [`SimilarityAccumulator::sample`] and
+/// [`SimilarityAccumulator::pack`].
 pub struct SampleObserver<'a> {
     acc: &'a mut SimilarityAccumulator,
+    /// Token counts of the packed samples (empty: one sample, all tokens).
+    segments: Vec<usize>,
     /// (index, hidden) of the last `max_pack` states.
     window: VecDeque<(usize, Tensor)>,
-    /// (k, i, score) of this sample.
-    scores: Vec<(usize, usize, f64)>,
+    /// (k, i, one score per sample) of this pass.
+    scores: Vec<(usize, usize, Vec<f64>)>,
+}
+
+impl SampleObserver<'_> {
+    /// Mean of each segment's per-token cosines (f32 values summed in f64).
+    fn segment_means(&self, cos: &[f32]) -> Result<Vec<f64>> {
+        let mean = |c: &[f32]| c.iter().map(|&x| x as f64).sum::<f64>() / c.len().max(1) as f64;
+        if self.segments.is_empty() {
+            return Ok(vec![mean(cos)]);
+        }
+        if self.segments.iter().sum::<usize>() != cos.len() {
+            bail!(
+                "packed samples hold {} tokens but the hidden state has {}",
+                self.segments.iter().sum::<usize>(),
+                cos.len()
+            );
+        }
+        let mut start = 0;
+        Ok(self
+            .segments
+            .iter()
+            .map(|&len| {
+                let m = mean(&cos[start..start + len]);
+                start += len;
+                m
+            })
+            .collect())
+    }
 }
 
 impl LayerObserver for SampleObserver<'_> {
     fn observe(&mut self, index: usize, _layer: Option<usize>, hidden: &Tensor) -> Result<Flow> {
         let last = self.acc.num_layers - 1; // h_{L-1} is the last state any pack uses
+        let mut new = Vec::with_capacity(self.window.len());
         for (prev_index, prev) in &self.window {
             let k = index - prev_index;
-            let cos = row_cosine(prev, hidden)?
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F64)?;
-            self.scores
-                .push((k, *prev_index, cos.mean_all()?.to_scalar::<f64>()?));
+            let cos = row_cosine(prev, hidden)?.flatten_all()?.to_vec1::<f32>()?;
+            new.push((k, *prev_index, self.segment_means(&cos)?));
         }
+        self.scores.extend(new);
         self.window.push_back((index, hidden.clone()));
         if self.window.len() > self.acc.max_pack {
             self.window.pop_front();
         }
         if index == last {
-            for (k, i, s) in self.scores.drain(..) {
-                self.acc.packs[k - 1][i].push(s);
+            for (k, i, per_sample) in self.scores.drain(..) {
+                self.acc.packs[k - 1][i].extend(per_sample);
             }
             return Ok(Flow::Stop);
         }

@@ -86,6 +86,32 @@ impl CalibrationExample {
         })
     }
 
+    /// Several examples as one packed sequence (attention kept within each, each with its
+    /// own positions and DeepStack features): its loss is the sum of theirs, in one pass.
+    pub fn pack(examples: Vec<CalibrationExample>) -> Result<Self> {
+        if examples.len() == 1 {
+            return Ok(examples.into_iter().next().expect("one example"));
+        }
+        let (mut positions, mut labels, mut embs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut offset = 0u32;
+        for ex in examples {
+            positions.extend(ex.positions.iter().map(|p| p + offset));
+            labels.extend(ex.labels);
+            offset += ex.emb.embeds.dim(1)? as u32;
+            embs.push(ex.emb);
+        }
+        Ok(Self {
+            emb: Embedded::pack(embs)?,
+            positions,
+            labels,
+        })
+    }
+
+    /// Tokens of the (packed) sequence.
+    pub fn num_tokens(&self) -> usize {
+        self.emb.embeds.dim(1).unwrap_or(0)
+    }
+
     pub fn num_targets(&self) -> usize {
         self.labels.len()
     }
@@ -97,6 +123,31 @@ impl CalibrationExample {
         let logits = model.logits_at(&h, &self.positions, Grad::None)?;
         Ok(cross_entropy_sum(&logits, &self.labels)?.to_scalar::<f32>()? as f64)
     }
+}
+
+/// Packs examples in order, at most `batch` per pack and, beyond the first of a pack, at
+/// most `max_tokens` tokens per pack.
+pub fn pack_examples(
+    examples: Vec<CalibrationExample>,
+    batch: usize,
+    max_tokens: usize,
+) -> Result<Vec<CalibrationExample>> {
+    let mut packs = Vec::new();
+    let mut current: Vec<CalibrationExample> = Vec::new();
+    let mut tokens = 0;
+    for ex in examples {
+        let len = ex.num_tokens();
+        if !current.is_empty() && (current.len() == batch.max(1) || tokens + len > max_tokens) {
+            packs.push(CalibrationExample::pack(std::mem::take(&mut current))?);
+            tokens = 0;
+        }
+        tokens += len;
+        current.push(ex);
+    }
+    if !current.is_empty() {
+        packs.push(CalibrationExample::pack(current)?);
+    }
+    Ok(packs)
 }
 
 /// Mean loss over every supervised token of `examples` through `stack`.

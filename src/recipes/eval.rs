@@ -47,6 +47,14 @@ pub struct EvalArgs {
     /// Answers do not depend on it.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Rows answered together in one batched generation (the prompts packed for the
+    /// first token, then decoded side by side) [default: 16 on a GPU, 1 on the CPU, where
+    /// --workers answers rows side by side instead]. Answers do not depend on it beyond
+    /// float rounding.
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub placement: crate::recipes::placement::DeviceArgs,
 }
 
 pub fn run(args: &EvalArgs) -> Result<String> {
@@ -73,14 +81,36 @@ pub fn run(args: &EvalArgs) -> Result<String> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create directory", dir.display()))?;
     }
+    if args.batch == Some(0) {
+        bail!("--batch must be at least 1");
+    }
+    let placement = args.placement.resolve()?;
+    let (workers, batch) = if placement.is_gpu() {
+        // One stream: rows are batched on the GPU, not answered by competing threads.
+        if args.workers.is_some_and(|w| w > 1) {
+            bail!("--workers: on a GPU rows are answered in batches (--batch), not by several threads");
+        }
+        (1, args.batch.unwrap_or(16))
+    } else {
+        (
+            crate::train::workers::resolve(args.workers, usize::MAX)?,
+            args.batch.unwrap_or(1),
+        )
+    };
     let opts = EvalOptions {
         max_new_tokens: args.max_new_tokens,
         limit: args.limit,
         min_pixels: args.min_pixels,
         max_pixels: args.max_pixels,
-        workers: crate::train::workers::resolve(args.workers, usize::MAX)?,
+        workers,
+        batch,
     };
     let benches = open_benchmarks(&args.benches, args.limit)?;
+    eprintln!(
+        "eval: on {}, {} row(s) per batch, {workers} worker(s)",
+        placement.describe(),
+        batch
+    );
     for b in &benches {
         eprintln!(
             "eval: {} — {} rows, task {} (from {}){}{}",
@@ -95,7 +125,7 @@ pub fn run(args: &EvalArgs) -> Result<String> {
             }
         );
     }
-    let mut report = evaluate_model_dir(&args.model, &benches, &opts)?;
+    let mut report = evaluate_model_dir(&args.model, &benches, &opts, &placement)?;
     if let Some((path, scores)) = &baseline {
         report.set_baseline(&path.display().to_string(), scores);
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::model::ops::row_cosine;
 use crate::model::{Flow, LayerObserver, ModelInputs, Qwen3VlModel};
@@ -25,6 +25,8 @@ pub struct ForwardArgs {
     /// How many next-token candidates to show.
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
+    #[command(flatten)]
+    pub placement: crate::recipes::placement::DeviceArgs,
 }
 
 /// Mean over token positions of cos(h_i, h_{i+1}) for consecutive hidden states.
@@ -47,7 +49,6 @@ impl LayerObserver for ConsecutiveCosine {
 }
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
-    let device = Device::Cpu;
     let processor = Processor::from_dir(&args.model)?;
     let images = args
         .images
@@ -59,7 +60,9 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         args.prompt.as_str(),
     )];
     let enc = processor.encode(&messages, &images, true)?;
-    let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
+    let placement = args.placement.resolve()?;
+    let device = placement.device.clone();
+    let model = Qwen3VlModel::load(&args.model, placement.dtype, &device)?;
     let inputs = ModelInputs::from_encoded(&enc, &device)?;
     let mut obs = ConsecutiveCosine::default();
     let logits = model.forward(&inputs, Some(&mut obs))?;
@@ -83,9 +86,12 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         };
         out.push_str(&format!("{label}  {c:.4}\n"));
     }
-    out.push_str("(* the last layer's output is compared after the final norm)\n");
+    out.push_str(&format!(
+        "(* the last layer's output is compared after the final norm; ran on {})\n",
+        placement.describe()
+    ));
 
-    let last = logits.get(logits.dim(0)? - 1)?;
+    let last = logits.get(logits.dim(0)? - 1)?.to_dtype(DType::F32)?;
     let probs = candle_nn::ops::softmax_last_dim(&last.unsqueeze(0)?)?.squeeze(0)?;
     let mut ranked: Vec<(usize, f32)> = probs.to_vec1::<f32>()?.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));

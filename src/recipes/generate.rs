@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use candle_core::{DType, Device};
 
 use crate::eval::generate::{eos_ids, greedy, prompt_inputs};
 use crate::model::Qwen3VlModel;
@@ -24,30 +23,34 @@ pub struct GenerateArgs {
     /// Stop after this many new tokens (an end-of-sequence token stops earlier).
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub placement: crate::recipes::placement::DeviceArgs,
 }
 
 pub fn run(args: &GenerateArgs) -> Result<String> {
-    let device = Device::Cpu;
     let processor = Processor::from_dir(&args.model)?;
     let images = args
         .image
         .iter()
         .map(load_image)
         .collect::<Result<Vec<_>>>()?;
-    let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
+    let placement = args.placement.resolve()?;
+    let device = placement.device.clone();
+    let model = Qwen3VlModel::load(&args.model, placement.dtype, &device)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
     let eos = eos_ids(&args.model, &processor)?;
     let out = greedy(&model, &inputs, args.max_new_tokens, &eos)?;
     let n = out.tokens.len();
     eprintln!(
-        "generate: {} prompt tokens, {n} new; first token after {:.3} s, then {:.1} tokens/s",
+        "generate: {} prompt tokens, {n} new; first token after {:.3} s, then {:.1} tokens/s ({})",
         out.prompt_len,
         out.prefill.as_secs_f64(),
         if n > 1 {
             (n - 1) as f64 / out.decode.as_secs_f64().max(1e-9)
         } else {
             0.0
-        }
+        },
+        placement.describe()
     );
     let mut text = processor.tokenizer.decode(&out.tokens, true)?;
     text.push('\n');

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::model::device::Placement;
 use anyhow::{bail, Result};
-use candle_core::{DType, Device};
 
 use crate::eval::generate::{greedy, prompt_inputs};
 use crate::eval::latency::{median, ComputeShape};
@@ -33,6 +33,8 @@ pub struct LatencyArgs {
     /// Tokens decoded per run (end-of-sequence tokens do not stop it).
     #[arg(long, default_value_t = 32)]
     pub new_tokens: usize,
+    #[command(flatten)]
+    pub placement: crate::recipes::placement::DeviceArgs,
 }
 
 /// Medians for one model.
@@ -45,15 +47,15 @@ pub struct Timing {
     pub shape: ComputeShape,
 }
 
-pub fn time_model(dir: &Path, args: &LatencyArgs) -> Result<Timing> {
-    let device = Device::Cpu;
+pub fn time_model(dir: &Path, args: &LatencyArgs, placement: &Placement) -> Result<Timing> {
+    let device = placement.device.clone();
     let processor = Processor::from_dir(dir)?;
     let images = args
         .image
         .iter()
         .map(load_image)
         .collect::<Result<Vec<_>>>()?;
-    let model = Qwen3VlModel::load(dir, DType::F32, &device)?;
+    let model = Qwen3VlModel::load(dir, placement.dtype, &device)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
     let patches = inputs
         .image_grid_thw
@@ -89,10 +91,16 @@ pub fn run(args: &LatencyArgs) -> Result<String> {
     if args.runs == 0 || args.new_tokens < 2 {
         bail!("--runs must be at least 1 and --new-tokens at least 2");
     }
-    let a = time_model(&args.model, args)?;
+    let placement = args.placement.resolve()?;
+    let a = time_model(&args.model, args, &placement)?;
     let mut out = format!(
-        "{} prompt tokens ({} image patches), {} new tokens, median of {} runs after {} warm-up\n\n",
-        a.prompt_tokens, a.patches, args.new_tokens, args.runs, args.warmup
+        "{} prompt tokens ({} image patches), {} new tokens, median of {} runs after {} warm-up, on {}\n\n",
+        a.prompt_tokens,
+        a.patches,
+        args.new_tokens,
+        args.runs,
+        args.warmup,
+        placement.describe()
     );
     out.push_str(
         "| model | decoder layers | time to first token | decode tokens/s |\n|---|---|---|---|\n",
@@ -108,7 +116,7 @@ pub fn run(args: &LatencyArgs) -> Result<String> {
     };
     out.push_str(&row(&args.model, &a));
     if let Some(other) = &args.compare {
-        let b = time_model(other, args)?;
+        let b = time_model(other, args, &placement)?;
         out.push_str(&row(other, &b));
         let ideal_ttft = a.shape.prefill_macs(a.prompt_tokens, a.patches)
             / b.shape.prefill_macs(b.prompt_tokens, b.patches);

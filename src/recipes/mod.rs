@@ -6,6 +6,7 @@ pub mod forward;
 pub mod generate;
 pub mod inspect;
 pub mod latency;
+pub mod placement;
 pub mod plan;
 pub mod pretrain;
 pub mod prune;

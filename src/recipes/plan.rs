@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Device};
 
 use crate::data::load_portion;
 use crate::model::Qwen3VlModel;
@@ -57,7 +56,18 @@ pub struct PlanArgs {
     /// sleb only: conversations are cut to this many tokens.
     #[arg(long, default_value_t = 8192, help_heading = "SLEB")]
     pub max_length: usize,
+    /// sleb only: conversations per forward pass, packed into one sequence with attention
+    /// kept inside each (the losses do not depend on it) [default: 16 on a GPU, 1 on the
+    /// CPU].
+    #[arg(long, value_name = "N", help_heading = "SLEB")]
+    pub batch: Option<usize>,
+    /// sleb only: where the model runs and in what precision (see `interlace forward --help`).
+    #[command(flatten)]
+    pub placement: crate::recipes::placement::DeviceArgs,
 }
+
+/// Most tokens of one packed SLEB pass.
+const SLEB_PACK_TOKENS: usize = 16384;
 
 /// Selects, writes `plan.json` and returns the report (summary + role table).
 pub fn run(args: &PlanArgs) -> Result<String> {
@@ -122,8 +132,15 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
     let (Some(model_dir), Some(data)) = (&args.model, &args.data) else {
         bail!("strategy sleb needs --model DIR and --data FILE (calibration conversations)");
     };
-    let device = Device::Cpu;
-    let model = Qwen3VlModel::load(model_dir, DType::F32, &device)?;
+    if args.batch == Some(0) {
+        bail!("--batch must be at least 1");
+    }
+    let placement = args.placement.resolve()?;
+    let device = placement.device.clone();
+    let model = Qwen3VlModel::load(model_dir, placement.dtype, &device)?;
+    let batch = args
+        .batch
+        .unwrap_or(if placement.is_gpu() { 16 } else { 1 });
     let processor = Processor::from_dir(model_dir)?;
     let num_layers = model.layers.len();
     if let Some(s) = scores {
@@ -156,14 +173,18 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
             skipped.first().map(String::as_str).unwrap_or("no samples")
         );
     }
+    let n_examples = examples.len();
+    let examples = sleb::pack_examples(examples, batch, SLEB_PACK_TOKENS)?;
     let mut log = format!(
-        "sleb: {} calibration conversations ({} skipped{}), removing {n} of {num_layers} layers\n",
-        examples.len(),
+        "sleb: {} calibration conversations ({} skipped{}) in {} packed passes on {}, removing {n} of {num_layers} layers\n",
+        n_examples,
         skipped.len(),
         skipped
             .first()
             .map(|s| format!(", e.g. {s}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        examples.len(),
+        placement.describe()
     );
     let kept: Vec<usize> = (0..num_layers).collect();
     let dense = calibration_loss(&model, &examples, &kept)?;

@@ -100,6 +100,10 @@ pub struct RunArgs {
     /// ones, where `--workers 1` keeps candle's multi-threaded ops.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Where similarity, SLEB and the evaluations run (see `interlace forward --help`).
+    /// Fine-tuning runs on the CPU in f32 in this version.
+    #[command(flatten)]
+    pub placement: crate::recipes::placement::DeviceArgs,
 }
 
 /// Where the demo model is: `demo/model` under the working directory, else in the source
@@ -130,6 +134,8 @@ struct Run<'a> {
     timings: Vec<(String, f64)>,
     /// Fine-tuning and evaluation workers (resolved `--workers`).
     workers: usize,
+    /// Where the model runs outside fine-tuning (resolved `--device`, `--dtype`).
+    placement: crate::model::device::Placement,
 }
 
 /// Runs `f` unless `done` exists already; logs and times it.
@@ -255,14 +261,17 @@ impl Run<'_> {
     /// Evaluates `model` (once; a later run reads the report back).
     fn eval(&mut self, label: &str, model: &Path, out: &Path) -> Result<EvalReport> {
         if !out.exists() {
+            let gpu = self.placement.is_gpu();
             let opts = EvalOptions {
                 limit: self.args.limit,
-                workers: self.workers,
+                workers: if gpu { 1 } else { self.workers },
+                batch: if gpu { 16 } else { 1 },
                 ..Default::default()
             };
             let t = Instant::now();
             eprintln!("run: evaluate {label} ...");
-            let report = evaluate_model_dir(model, self.benches()?, &opts)?;
+            let placement = self.placement.clone();
+            let report = evaluate_model_dir(model, self.benches()?, &opts, &placement)?;
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -286,6 +295,8 @@ impl Run<'_> {
             seed: self.args.seed,
             max_pack: 3,
             out: path.to_path_buf(),
+            batch: None,
+            placement: self.args.placement.clone(),
         };
         stage(&mut self.timings, "similarity", path, || {
             crate::recipes::similarity::run(&args)
@@ -308,6 +319,8 @@ impl Run<'_> {
             data: sleb.then(|| self.data.clone()),
             samples: self.args.calib_samples,
             max_length: 8192,
+            batch: None,
+            placement: self.args.placement.clone(),
         };
         let label = format!("plan ({strategy}, ratio {ratio})");
         stage(&mut self.timings, &label, out, || {
@@ -405,6 +418,7 @@ pub fn run(args: &RunArgs) -> Result<String> {
     }
     // Before any tensor op: more than one worker makes the whole run single-threaded.
     let workers = crate::train::workers::resolve(args.workers, args.batch_size)?;
+    let placement = args.placement.resolve()?;
     let model = args.model.clone().unwrap_or_else(default_model);
     if !model.join("config.json").exists() {
         bail!(
@@ -436,7 +450,12 @@ pub fn run(args: &RunArgs) -> Result<String> {
             (train, specs, info)
         }
     };
-    check_settings(&out, &settings(args, &model, &data, &specs))?;
+    let mut now = settings(args, &model, &data, &specs);
+    if placement.dtype != candle_core::DType::F32 {
+        // Scores computed in another precision must not be mixed into an earlier run's.
+        now["dtype"] = json!(crate::model::device::dtype_name(placement.dtype));
+    }
+    check_settings(&out, &now)?;
     let mut r = Run {
         args,
         model,
@@ -446,6 +465,7 @@ pub fn run(args: &RunArgs) -> Result<String> {
         benches: None,
         timings,
         workers,
+        placement,
     };
     // Bad benchmark files fail here, before any long stage.
     r.benches()?;

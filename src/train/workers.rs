@@ -67,3 +67,10 @@ pub fn on_groups<T: Send>(
     out.sort_by_key(|(i, _)| *i);
     Ok(out.into_iter().map(|(_, t)| t).collect())
 }
+
+/// `f` on every item, spread over all cores (rayon's pool); the results in item order. For
+/// CPU-only work such as image decoding next to a model that runs on the GPU.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    items.par_iter().map(f).collect()
+}

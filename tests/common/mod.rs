@@ -219,3 +219,193 @@ pub fn kill_after_third_checkpoint(mut cmd: std::process::Command, state: &std::
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }
+
+/// Where transformers' bf16 reference lives: the committed CPU run (tests/fixtures/bf16,
+/// by tools/make_bf16_fixtures.py) or, for the GPU tests, the directory that
+/// scripts/gpu-check.sh filled with the same script on the GPU (INTERLACE_BF16_REF).
+pub fn bf16_reference(gpu: bool) -> PathBuf {
+    if gpu {
+        PathBuf::from(std::env::var("INTERLACE_BF16_REF").expect(
+            "INTERLACE_BF16_REF: the directory of `tools/make_bf16_fixtures.py --device cuda --out DIR` (scripts/gpu-check.sh sets it)",
+        ))
+    } else {
+        fixtures().join("bf16")
+    }
+}
+
+/// The worst relative error ([`rel_err`]) over every hidden state, and that of the
+/// logits, of `model` on fixture case `case` against transformers' tensors in `reference`
+/// (a directory of `<model>/<case>.safetensors`, or the f32 `cases/` layout).
+pub fn forward_errors(
+    model: &interlace::model::Qwen3VlModel,
+    name: &str,
+    case: &str,
+    reference: &std::path::Path,
+) -> (f32, f32) {
+    let inputs_case = load_case(name, case);
+    let reference = load_tensors(&reference.join(name).join(format!("{case}.safetensors")));
+    let device = model.device().clone();
+    let input_ids = to_u32(&inputs_case["input_ids"]);
+    let mm: Vec<u8> = match inputs_case.get("mm_token_type_ids") {
+        Some(t) => to_i64(t).into_iter().map(|x| x as u8).collect(),
+        None => input_ids
+            .iter()
+            .map(|&id| u8::from(id == model.config.image_token_id))
+            .collect(),
+    };
+    let grids: Vec<[usize; 3]> = match inputs_case.get("image_grid_thw") {
+        Some(t) => to_i64(t)
+            .chunks(3)
+            .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
+            .collect(),
+        None => Vec::new(),
+    };
+    let inputs = interlace::model::ModelInputs {
+        input_ids,
+        mm_token_type_ids: mm,
+        pixel_values: inputs_case
+            .get("pixel_values")
+            .map(|p| p.to_device(&device).unwrap()),
+        image_grid_thw: grids,
+    };
+    let mut seen = interlace::model::CollectHidden::default();
+    let logits = model.forward(&inputs, Some(&mut seen)).unwrap();
+    let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
+    let mut worst = 0f32;
+    for (i, h) in seen.0.iter().enumerate() {
+        let err = rel_err(
+            &cpu(&h.squeeze(0).unwrap()),
+            &reference[&format!("hidden_state.{i}")],
+        );
+        worst = worst.max(err);
+    }
+    (worst, rel_err(&cpu(&logits), &reference["logits"]))
+}
+
+/// Greedy generation of every case of a `generate.json` (tools/make_generate_fixtures.py
+/// or tools/make_bf16_fixtures.py) on `placement`, compared with transformers' tokens:
+/// identical up to the first step whose recorded best-vs-second logit gap is below
+/// `min_gap` (from there on rounding may pick the other token), or everywhere when the
+/// file records only `min_gap` and it is above `min_gap`. Returns (cases, tokens compared).
+pub fn check_generations(
+    expected: &serde_json::Value,
+    placement: &interlace::model::device::Placement,
+    min_gap: f64,
+    batched: bool,
+) -> (usize, usize) {
+    use interlace::eval::generate::{eos_ids, greedy, greedy_batch, prompt_inputs};
+    use interlace::processor::{load_image, Processor};
+    let max_new = expected["max_new_tokens"].as_u64().unwrap() as usize;
+    let (mut cases, mut compared) = (0, 0);
+    for (label, entry) in expected["cases"].as_object().unwrap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = model_dir(entry["model"].as_str().unwrap());
+        let drop: Vec<usize> = serde_json::from_value(entry["drop"].clone()).unwrap();
+        let dir = if drop.is_empty() {
+            src
+        } else {
+            let n = interlace::model::Qwen3VlConfig::from_dir(&src)
+                .unwrap()
+                .text
+                .num_hidden_layers;
+            let plan = interlace::prune::Plan::from_roles("manual", 0.34, n, drop, vec![], vec![])
+                .unwrap();
+            let out = tmp.path().join("pruned");
+            interlace::prune::surgery::prune_checkpoint(&src, &plan, &out).unwrap();
+            out
+        };
+        let model =
+            interlace::model::Qwen3VlModel::load(&dir, placement.dtype, &placement.device).unwrap();
+        let processor = Processor::from_dir(&dir).unwrap();
+        let eos = eos_ids(&dir, &processor).unwrap();
+        let mut inputs = Vec::new();
+        let mut wants = Vec::new();
+        for (case, want) in entry["cases"].as_object().unwrap() {
+            let images: Vec<_> = want["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| load_image(fixtures().join("images").join(i.as_str().unwrap())).unwrap())
+                .collect();
+            let input = prompt_inputs(
+                &processor,
+                &images,
+                want["prompt"].as_str().unwrap(),
+                &placement.device,
+            )
+            .unwrap();
+            assert_eq!(
+                input.input_ids.len() as u64,
+                want["prompt_len"].as_u64().unwrap(),
+                "{label} {case}: prompt length"
+            );
+            inputs.push(input);
+            wants.push((case.clone(), want.clone()));
+        }
+        let outs = if batched {
+            greedy_batch(&model, &inputs, max_new, &eos).unwrap()
+        } else {
+            inputs
+                .iter()
+                .map(|i| greedy(&model, i, max_new, &eos).unwrap())
+                .collect()
+        };
+        for ((case, want), out) in wants.iter().zip(outs) {
+            let tokens: Vec<u32> = serde_json::from_value(want["tokens"].clone()).unwrap();
+            let n = match want.get("gaps").and_then(|g| g.as_array()) {
+                Some(gaps) => gaps
+                    .iter()
+                    .position(|g| g.as_f64().unwrap() < min_gap)
+                    .unwrap_or(tokens.len()),
+                None if want["min_gap"].as_f64().unwrap() >= min_gap => tokens.len(),
+                None => 0,
+            };
+            assert!(
+                out.tokens.len() >= n,
+                "{label} {case}: stopped after {} tokens",
+                out.tokens.len()
+            );
+            assert_eq!(
+                out.tokens[..n],
+                tokens[..n],
+                "{label} {case}: the first {n} tokens (gap >= {min_gap})"
+            );
+            cases += 1;
+            compared += n;
+        }
+    }
+    (cases, compared)
+}
+
+/// Three fixture prompts of tiny-b (two with images, one text-only) scored in one packed
+/// similarity pass on `placement` (f32) give, sample by sample, the scores of
+/// transformers' hidden states.
+pub fn assert_packed_similarity_matches_transformers(
+    placement: &interlace::model::device::Placement,
+) {
+    use interlace::model::ops::Grad;
+    use interlace::model::{Embedded, ModelInputs, Qwen3VlModel};
+    use interlace::prune::{SimilarityAccumulator, SimilarityScores};
+    let model =
+        Qwen3VlModel::load(&model_dir("tiny-b"), placement.dtype, &placement.device).unwrap();
+    let processor = interlace::processor::Processor::from_dir(model_dir("tiny-b")).unwrap();
+    let cases = ["one_image", "text", "two_images"];
+    let mut parts: Vec<Embedded> = Vec::new();
+    for case in cases {
+        let (messages, images, gen) = case_conversation("tiny-b", case);
+        let enc = processor.encode(&messages, &images, gen).unwrap();
+        let inputs = ModelInputs::from_encoded(&enc, &placement.device).unwrap();
+        parts.push(model.embed(&inputs, Grad::None).unwrap());
+    }
+    let segments: Vec<usize> = parts.iter().map(|e| e.embeds.dim(1).unwrap()).collect();
+    let mut acc = SimilarityAccumulator::new(model.layers.len(), 3).unwrap();
+    {
+        let mut obs = acc.pack(segments);
+        let emb = Embedded::pack(parts).unwrap();
+        model.run_decoder(&emb, Some(&mut obs), Grad::None).unwrap();
+    }
+    let scores = SimilarityScores::new("tiny-b", "qwen3_vl", 6, acc.into_packs()).unwrap();
+    for (s, case) in cases.iter().enumerate() {
+        assert_scores_match_case(&scores, s, "tiny-b", case);
+    }
+}

@@ -154,6 +154,7 @@ impl Embedded {
                 cos: Tensor::cat(&cos, 0)?,
                 sin: Tensor::cat(&sin, 0)?,
                 segments,
+                batch_pad: Vec::new(),
             },
             causal: parts.iter().any(|p| p.causal),
             rope_delta: 0,
@@ -383,6 +384,7 @@ impl Qwen3VlModel {
                 cos: cos.to_dtype(self.dtype)?,
                 sin: sin.to_dtype(self.dtype)?,
                 segments: Vec::new(),
+                batch_pad: Vec::new(),
             },
             causal: seq > 1,
             rope_delta: index.delta,
@@ -492,6 +494,7 @@ impl Qwen3VlModel {
             cos: cos.to_dtype(self.dtype)?,
             sin: sin.to_dtype(self.dtype)?,
             segments: Vec::new(),
+            batch_pad: Vec::new(),
         };
         let ids = Tensor::new(&[token], &self.device)?;
         let mut h = self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?;
@@ -499,6 +502,93 @@ impl Qwen3VlModel {
             h = layer.forward_with_cache(&h, &tables, true, Grad::None, Some(slot))?;
         }
         Ok(self.logits_at(&h, &[0], Grad::None)?.squeeze(0)?)
+    }
+
+    /// Prefill of several prompts at once, for batched generation: the prompts run packed
+    /// into one sequence (attention kept within each), then each layer's cached keys and
+    /// values are laid out left-padded, (batch, longest prompt, kv_heads, head_dim), for
+    /// [`Qwen3VlModel::decode_batch`]. Returns the logits (batch, vocab) of each prompt's
+    /// last position and each prompt's left padding.
+    pub fn prefill_batch(
+        &self,
+        prompts: Vec<Embedded>,
+        cache: &mut Vec<KvSlot>,
+    ) -> Result<(Tensor, Vec<usize>)> {
+        let lens = prompts
+            .iter()
+            .map(|e| e.embeds.dim(1))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let longest = lens.iter().copied().max().context("no prompts")?;
+        let emb = Embedded::pack(prompts)?;
+        cache.clear();
+        cache.resize(self.layers.len(), None);
+        let mut h = emb.embeds.clone();
+        for (i, (layer, slot)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
+            h = layer.forward_with_cache(&h, &emb.rope, emb.causal, Grad::None, Some(slot))?;
+            if let Some(ds) = emb.deepstack.get(i) {
+                h = (h + ds)?;
+            }
+        }
+        for slot in cache.iter_mut() {
+            if let Some((k, v)) = slot.take() {
+                *slot = Some((
+                    left_padded(&k, &lens, longest)?,
+                    left_padded(&v, &lens, longest)?,
+                ));
+            }
+        }
+        let mut end = 0;
+        let last: Vec<u32> = lens
+            .iter()
+            .map(|&l| {
+                end += l;
+                (end - 1) as u32
+            })
+            .collect();
+        let logits = self.logits_at(&h, &last, Grad::None)?;
+        Ok((logits, lens.iter().map(|&l| longest - l).collect()))
+    }
+
+    /// One decoding step of a batch: `tokens[b]` at text position `positions[b]`, attending
+    /// over the left-padded `cache` of [`Qwen3VlModel::prefill_batch`] (whose first
+    /// `left_pad[b]` positions of entry b are padding). Returns the logits (batch, vocab).
+    pub fn decode_batch(
+        &self,
+        tokens: &[u32],
+        positions: &[i64],
+        cache: &mut [KvSlot],
+        left_pad: &[usize],
+    ) -> Result<Tensor> {
+        let b = tokens.len();
+        if positions.len() != b || left_pad.len() != b {
+            bail!(
+                "decode_batch: {b} tokens, {} positions, {} paddings",
+                positions.len(),
+                left_pad.len()
+            );
+        }
+        let t = &self.config.text;
+        let pos = positions.to_vec();
+        let (cos, sin) = rope::text_cos_sin(
+            &[pos.clone(), pos.clone(), pos],
+            t.head_dim,
+            t.rope_theta,
+            &t.mrope_section,
+            &self.device,
+        )?;
+        let tables = RopeTables {
+            cos: cos.to_dtype(self.dtype)?,
+            sin: sin.to_dtype(self.dtype)?,
+            segments: Vec::new(),
+            batch_pad: left_pad.to_vec(),
+        };
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut h = self.embed_tokens.index_select(&ids, 0)?.unsqueeze(1)?; // (b, 1, hidden)
+        for (layer, slot) in self.layers.iter().zip(cache.iter_mut()) {
+            h = layer.forward_with_cache(&h, &tables, true, Grad::None, Some(slot))?;
+        }
+        let h = self.norm.forward(&h.squeeze(1)?, Grad::None)?;
+        self.logits(&h)
     }
 
     /// LM head on (…, hidden) hidden states.
@@ -522,6 +612,25 @@ impl Qwen3VlModel {
             .context("the observer stopped the pass; no logits")?;
         self.logits(&h.squeeze(0)?)
     }
+}
+
+/// Packed (1, total, kv_heads, head_dim) keys or values of prompts of lengths `lens` as a
+/// left-padded (batch, longest, kv_heads, head_dim) tensor (zeros in the padding).
+fn left_padded(packed: &Tensor, lens: &[usize], longest: usize) -> Result<Tensor> {
+    let (_, _, kv, hd) = packed.dims4()?;
+    let mut rows = Vec::with_capacity(lens.len());
+    let mut start = 0;
+    for &len in lens {
+        let part = packed.narrow(1, start, len)?;
+        start += len;
+        rows.push(if len < longest {
+            let pad = Tensor::zeros((1, longest - len, kv, hd), packed.dtype(), packed.device())?;
+            Tensor::cat(&[&pad, &part], 1)?
+        } else {
+            part
+        });
+    }
+    Ok(Tensor::cat(&rows, 0)?)
 }
 
 /// Original layer indices: from `interlace_plan.json`'s `kept` when present (a pruned

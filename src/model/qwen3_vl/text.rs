@@ -163,6 +163,10 @@ pub struct RopeTables {
     /// For several conversations packed into one sequence: their lengths, in order.
     /// Attention stays within each (empty: one conversation).
     pub segments: Vec<usize>,
+    /// For a batch of sequences decoded side by side (batch > 1, one new position each,
+    /// the cache laid out left-padded): how many cached positions at the start of each
+    /// entry are padding. The cos/sin rows are then one per batch entry. Empty otherwise.
+    pub batch_pad: Vec<usize>,
 }
 
 impl Attention {
@@ -188,8 +192,16 @@ impl Attention {
             .v_proj
             .forward(x)?
             .reshape((b, seq, self.num_kv_heads, hd))?;
-        let q = ops::apply_rope(&self.q_norm.forward(&q, grad)?, &rope.cos, &rope.sin, grad)?;
-        let k = ops::apply_rope(&self.k_norm.forward(&k, grad)?, &rope.cos, &rope.sin, grad)?;
+        let rotate = |t: &Tensor, heads: usize| -> Result<Tensor> {
+            if rope.batch_pad.is_empty() {
+                return Ok(ops::apply_rope(t, &rope.cos, &rope.sin, grad)?);
+            }
+            // One rotary row per batch entry: rotate the batch as if it were one sequence.
+            let flat = t.reshape((1, b * seq, heads, hd))?;
+            Ok(ops::apply_rope(&flat, &rope.cos, &rope.sin, grad)?.reshape((b, seq, heads, hd))?)
+        };
+        let q = rotate(&self.q_norm.forward(&q, grad)?, self.num_heads)?;
+        let k = rotate(&self.k_norm.forward(&k, grad)?, self.num_kv_heads)?;
         let (k, v) = match cache {
             Some(slot) => {
                 let kv = match slot.take() {
@@ -201,7 +213,9 @@ impl Attention {
             }
             None => (k, v),
         };
-        let out = if rope.segments.len() > 1 {
+        let out = if !rope.batch_pad.is_empty() {
+            ops::attention_padded(&q, &k, &v, causal, &rope.batch_pad, grad)?
+        } else if rope.segments.len() > 1 {
             let mut parts = Vec::with_capacity(rope.segments.len());
             let mut start = 0;
             for &len in &rope.segments {

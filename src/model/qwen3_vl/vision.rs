@@ -3,7 +3,7 @@
 //! and the DeepStack mergers. Weight names mirror `model.visual.*`.
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::rope;
@@ -206,7 +206,9 @@ impl VisionModel {
             let rows = self
                 .pos_embed
                 .index_select(&Tensor::from_vec(ids, n, device)?, 0)?;
-            let term = rows.broadcast_mul(&Tensor::from_vec(w, (n, 1), device)?)?;
+            // transformers rounds the tap weights to the table's dtype and sums in it.
+            let w = Tensor::from_vec(w, (n, 1), device)?.to_dtype(rows.dtype())?;
+            let term = rows.broadcast_mul(&w)?;
             acc = Some(match acc {
                 None => term,
                 Some(a) => (a + term)?,
@@ -292,8 +294,13 @@ impl VisionModel {
         let split = |i: usize| -> candle_core::Result<Tensor> {
             qkv.narrow(1, i, 1)?.squeeze(1)?.unsqueeze(0)
         };
-        let q = ops::apply_rope(&split(0)?, cos, sin, grad)?;
-        let k = ops::apply_rope(&split(1)?, cos, sin, grad)?;
+        // transformers' apply_rotary_pos_emb_vision rotates in f32 and rounds back.
+        let rope = |t: Tensor| -> candle_core::Result<Tensor> {
+            let dtype = t.dtype();
+            ops::apply_rope(&t.to_dtype(DType::F32)?, cos, sin, grad)?.to_dtype(dtype)
+        };
+        let q = rope(split(0)?)?;
+        let k = rope(split(1)?)?;
         let v = split(2)?;
         // Attention runs within each frame of each image.
         let mut outs = Vec::with_capacity(segments.len());

@@ -1,0 +1,83 @@
+// Scale, mask and softmax of attention scores in one pass, for inference on the GPU: the
+// CUDA side of `ScaledMaskedSoftmax` in src/model/ops.rs (whose CPU side is the reference).
+//
+// `src` holds `rows` contiguous rows of `seq_k` scores (row r is query position
+// r % seq_q of batch entry r / rows_per_batch). Row r sees the keys [begin, end):
+//   end   = causal ? min(r % seq_q + offset + 1, seq_k) : seq_k   (offset = seq_k - seq_q)
+//   begin = left_pad ? min(left_pad[r / rows_per_batch], end) : 0  (left padding of a batch)
+// and gets softmax(scale * score) there, 0 elsewhere. Maxima, exponentials and sums are
+// computed in f32 whatever the storage type, as torch's softmax(dtype=float32) does.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
+
+// Block-wide reduction (max or sum) over blockDim.x threads (a multiple of 32, <= 1024).
+template <bool MAX>
+__device__ float block_reduce(float v, float *shared) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float other = __shfl_xor_sync(0xffffffff, v, o);
+        v = MAX ? fmaxf(v, other) : v + other;
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    const int warps = blockDim.x >> 5;
+    v = threadIdx.x < warps ? shared[threadIdx.x] : (MAX ? -INFINITY : 0.0f);
+    if (warp == 0) {
+        for (int o = 16; o > 0; o >>= 1) {
+            float other = __shfl_xor_sync(0xffffffff, v, o);
+            v = MAX ? fmaxf(v, other) : v + other;
+        }
+        if (lane == 0) shared[0] = v;
+    }
+    __syncthreads();
+    v = shared[0];
+    __syncthreads();
+    return v;
+}
+
+template <typename T>
+__device__ void scaled_masked_softmax(const T *src, T *dst, const uint32_t *left_pad,
+                                      uint32_t seq_k, uint32_t seq_q, uint32_t rows_per_batch,
+                                      uint32_t causal, float scale) {
+    __shared__ float shared[32];
+    const size_t row = blockIdx.x;
+    const T *s = src + row * seq_k;
+    T *d = dst + row * seq_k;
+    const uint32_t offset = seq_k > seq_q ? seq_k - seq_q : 0;
+    uint32_t end = seq_k;
+    if (causal) end = min((uint32_t)(row % seq_q) + offset + 1, seq_k);
+    uint32_t begin = left_pad ? min(left_pad[row / rows_per_batch], end) : 0;
+
+    float m = -INFINITY;
+    for (uint32_t j = begin + threadIdx.x; j < end; j += blockDim.x) m = fmaxf(m, to_f32(s[j]));
+    m = block_reduce<true>(m, shared) * scale;
+    float sum = 0.0f;
+    for (uint32_t j = begin + threadIdx.x; j < end; j += blockDim.x) sum += expf(to_f32(s[j]) * scale - m);
+    sum = block_reduce<false>(sum, shared);
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (uint32_t j = threadIdx.x; j < seq_k; j += blockDim.x) {
+        float v = (j >= begin && j < end) ? expf(to_f32(s[j]) * scale - m) * inv : 0.0f;
+        d[j] = from_f32<T>(v);
+    }
+}
+
+#define SOFTMAX_KERNEL(NAME, T)                                                               \
+    extern "C" __global__ void NAME(const T *src, T *dst, const uint32_t *left_pad,           \
+                                    uint32_t seq_k, uint32_t seq_q, uint32_t rows_per_batch,  \
+                                    uint32_t causal, float scale) {                           \
+        scaled_masked_softmax<T>(src, dst, left_pad, seq_k, seq_q, rows_per_batch, causal,    \
+                                 scale);                                                      \
+    }
+
+SOFTMAX_KERNEL(scaled_masked_softmax_f32, float)
+SOFTMAX_KERNEL(scaled_masked_softmax_bf16, __nv_bfloat16)
+SOFTMAX_KERNEL(scaled_masked_softmax_f16, __half)

@@ -1,0 +1,82 @@
+//! bf16 on the CPU against transformers' own bf16 run (tests/fixtures/bf16, by
+//! tools/make_bf16_fixtures.py): the precision a GPU runs in, checked where every machine
+//! can run it.
+//!
+//! Tolerances. bf16 keeps 8 significant bits; the two implementations round in different
+//! places (our attention scores are rounded to bf16 as in transformers' eager attention,
+//! its SDPA kernel keeps them in f32; fused kernels against separate ops), and on these
+//! tiny random models transformers' own bf16 hidden states are 1-3 % (of the largest
+//! value) away from its f32 ones. So two checks, each of which a wrong op fails by far:
+//! - ours against transformers' bf16: within 6e-2 relative (seen: at most 3.4e-2 for a
+//!   hidden state, 4.4e-2 for logits);
+//! - ours against transformers' f32 at most twice as far as transformers' bf16 is from its
+//!   f32 (seen: at most 1.5 times), i.e. we lose no more precision than bf16 costs.
+
+mod common;
+
+use candle_core::{DType, Device};
+use common::*;
+use interlace::model::device::Placement;
+use interlace::model::Qwen3VlModel;
+
+/// Worst hidden state, relative to its largest value; and the logits.
+const TOL: f32 = 6e-2;
+/// Our bf16 error against f32 may be at most this many times transformers' own.
+const PRECISION_RATIO: f32 = 2.0;
+/// Greedy tokens must agree while transformers' best logit leads the second by this much.
+const MIN_GAP: f64 = 0.1;
+
+#[test]
+fn bf16_hidden_states_and_logits_match_transformers_bf16() {
+    let reference = bf16_reference(false);
+    for &name in MODELS {
+        let model = Qwen3VlModel::load(&model_dir(name), DType::BF16, &Device::Cpu).unwrap();
+        for &case in CASES {
+            let (hidden, logits) = forward_errors(&model, name, case, &reference);
+            eprintln!("{name}/{case}: bf16 against transformers' bf16: worst hidden state {hidden:.2e}, logits {logits:.2e}");
+            assert!(
+                hidden < TOL,
+                "{name}/{case}: hidden states differ by {hidden:e}"
+            );
+            assert!(logits < TOL, "{name}/{case}: logits differ by {logits:e}");
+            // Against f32: ours and transformers' own bf16 error.
+            let f32_dir = fixtures().join("cases");
+            let (ours_h, ours_l) = forward_errors(&model, name, case, &f32_dir);
+            let (theirs_h, theirs_l) = bf16_reference_errors(name, case, &reference);
+            eprintln!("{name}/{case}: against f32: ours {ours_h:.2e} / {ours_l:.2e}, transformers' bf16 {theirs_h:.2e} / {theirs_l:.2e}");
+            assert!(
+                ours_h <= PRECISION_RATIO * theirs_h,
+                "{name}/{case}: hidden states"
+            );
+            assert!(
+                ours_l <= PRECISION_RATIO * theirs_l,
+                "{name}/{case}: logits"
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_greedy_generation_follows_transformers_bf16() {
+    let expected = fixture_json("bf16/generate.json");
+    let placement = Placement {
+        device: Device::Cpu,
+        dtype: DType::BF16,
+    };
+    for batched in [false, true] {
+        let (cases, tokens) = check_generations(&expected, &placement, MIN_GAP, batched);
+        eprintln!("bf16 greedy (batched: {batched}): {tokens} tokens of {cases} cases identical");
+        assert!(tokens > cases * 4, "too few tokens compared: {tokens}");
+    }
+}
+
+/// How far transformers' bf16 tensors are from its f32 ones (worst hidden state, logits).
+fn bf16_reference_errors(name: &str, case: &str, reference: &std::path::Path) -> (f32, f32) {
+    let f32_case = load_case(name, case);
+    let bf16 = load_tensors(&reference.join(name).join(format!("{case}.safetensors")));
+    let worst = (0..)
+        .map_while(|i| bf16.get(&format!("hidden_state.{i}")).map(|t| (i, t)))
+        .map(|(i, t)| rel_err(t, &f32_case[&format!("hidden_state.{i}")]))
+        .fold(0f32, f32::max);
+    (worst, rel_err(&bf16["logits"], &f32_case["logits"]))
+}

@@ -1,0 +1,172 @@
+//! GPU tests: the inference paths on CUDA against transformers. They need a binary built
+//! with `--features cuda` and a visible GPU, so they are ignored by default:
+//!
+//!   cargo test --release --features cuda --test gpu -- --ignored
+//!
+//! or, on a machine without Rust, `scripts/gpu-check.sh` with the test binary that
+//! `scripts/build-cuda.sh --tests` builds. The bf16 tests compare with transformers' own
+//! bf16 run *on the GPU* (INTERLACE_BF16_REF: the directory written there by
+//! `tools/make_bf16_fixtures.py --device cuda --out DIR`); the f32 tests with the committed
+//! f32 fixtures (transformers on the CPU in f32, which CUDA f32 must reproduce to 1e-4:
+//! candle's f32 matrix products on CUDA do not use TF32).
+//!
+//! Tolerances for bf16 are those of tests/bf16.rs (bf16 on the CPU), whose header explains
+//! them: within 6e-2 of transformers' bf16 (relative to the largest value), and no more
+//! than twice as far from f32 as transformers' own bf16 is.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use interlace::model::device::{resolve, DTypeChoice, DeviceChoice, Placement};
+use interlace::model::ops::{attention_padded, Grad};
+use interlace::model::Qwen3VlModel;
+
+const F32_TOL: f32 = 1e-4;
+const BF16_TOL: f32 = 6e-2;
+const PRECISION_RATIO: f32 = 2.0;
+const MIN_GAP: f64 = 0.1;
+
+fn gpu(dtype: DTypeChoice) -> Placement {
+    let p = resolve(DeviceChoice::Cuda(0), dtype).expect("a GPU (these tests need one)");
+    eprintln!("running on {}", p.describe());
+    p
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_f32_hidden_states_and_logits_match_transformers() {
+    let p = gpu(DTypeChoice::F32);
+    for &name in MODELS {
+        let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &p.device).unwrap();
+        for &case in CASES {
+            let (hidden, logits) = forward_errors(&model, name, case, &fixtures().join("cases"));
+            eprintln!(
+                "{name}/{case}: cuda f32: worst hidden state {hidden:.2e}, logits {logits:.2e}"
+            );
+            assert!(
+                hidden < F32_TOL,
+                "{name}/{case}: hidden states differ by {hidden:e}"
+            );
+            assert!(
+                logits < F32_TOL,
+                "{name}/{case}: logits differ by {logits:e}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_bf16_hidden_states_and_logits_match_transformers_bf16() {
+    let p = gpu(DTypeChoice::Bf16);
+    let reference = bf16_reference(true);
+    for &name in MODELS {
+        let model = Qwen3VlModel::load(&model_dir(name), DType::BF16, &p.device).unwrap();
+        for &case in CASES {
+            let (hidden, logits) = forward_errors(&model, name, case, &reference);
+            let (ours_h, ours_l) = forward_errors(&model, name, case, &fixtures().join("cases"));
+            let (theirs_h, theirs_l) = reference_bf16_errors(name, case, &reference);
+            eprintln!(
+                "{name}/{case}: cuda bf16 against transformers' cuda bf16: hidden {hidden:.2e}, logits {logits:.2e}; \
+                 against f32: ours {ours_h:.2e} / {ours_l:.2e}, transformers' {theirs_h:.2e} / {theirs_l:.2e}"
+            );
+            assert!(
+                hidden < BF16_TOL,
+                "{name}/{case}: hidden states differ by {hidden:e}"
+            );
+            assert!(
+                logits < BF16_TOL,
+                "{name}/{case}: logits differ by {logits:e}"
+            );
+            assert!(
+                ours_h <= PRECISION_RATIO * theirs_h,
+                "{name}/{case}: hidden states"
+            );
+            assert!(
+                ours_l <= PRECISION_RATIO * theirs_l,
+                "{name}/{case}: logits"
+            );
+        }
+    }
+}
+
+/// How far transformers' bf16 tensors are from its f32 ones (worst hidden state, logits).
+fn reference_bf16_errors(name: &str, case: &str, reference: &std::path::Path) -> (f32, f32) {
+    let f32_case = load_case(name, case);
+    let bf16 = load_tensors(&reference.join(name).join(format!("{case}.safetensors")));
+    let worst = (0..)
+        .map_while(|i| bf16.get(&format!("hidden_state.{i}")).map(|t| (i, t)))
+        .map(|(i, t)| rel_err(t, &f32_case[&format!("hidden_state.{i}")]))
+        .fold(0f32, f32::max);
+    (worst, rel_err(&bf16["logits"], &f32_case["logits"]))
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_f32_greedy_generation_equals_transformers() {
+    let p = gpu(DTypeChoice::F32);
+    let expected = fixture_json("generate.json");
+    for batched in [false, true] {
+        let (cases, tokens) = check_generations(&expected, &p, 1e-3, batched);
+        eprintln!(
+            "cuda f32 greedy (batched: {batched}): {tokens} tokens of {cases} cases identical"
+        );
+        assert!(tokens > 0);
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_bf16_greedy_generation_follows_transformers_bf16() {
+    let p = gpu(DTypeChoice::Bf16);
+    let path = bf16_reference(true).join("generate.json");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for batched in [false, true] {
+        let (cases, tokens) = check_generations(&expected, &p, MIN_GAP, batched);
+        eprintln!("cuda bf16 greedy (batched: {batched}): {tokens} tokens of {cases} cases identical while the gap allows");
+        assert!(tokens > cases * 4, "too few tokens compared: {tokens}");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_fused_attention_equals_the_cpu_kernel() {
+    let p = gpu(DTypeChoice::F32);
+    let cpu = Device::Cpu;
+    // Grouped-query attention, a batch of 3 with left padding, prefill (causal) and decode.
+    for (seq, seq_k, causal) in [
+        (9usize, 9usize, true),
+        (1, 17, true),
+        (5, 5, false),
+        (1, 1500, true),
+    ] {
+        let q = Tensor::randn(0f32, 1.0, (3, seq, 8, 16), &cpu).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (3, seq_k, 2, 16), &cpu).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (3, seq_k, 2, 16), &cpu).unwrap();
+        let pad = if seq == 1 {
+            vec![0, 4.min(seq_k - 1), 1]
+        } else {
+            vec![]
+        };
+        let want = attention_padded(&q, &k, &v, causal, &pad, Grad::None).unwrap();
+        let composed = attention_padded(&q, &k, &v, causal, &pad, Grad::Track).unwrap();
+        assert!(max_abs_diff(&to_f32_vec(&want), &to_f32_vec(&composed)) < 1e-5);
+        for dtype in [DType::F32, DType::BF16] {
+            let on = |t: &Tensor| t.to_device(&p.device).unwrap().to_dtype(dtype).unwrap();
+            let got =
+                attention_padded(&on(&q), &on(&k), &on(&v), causal, &pad, Grad::None).unwrap();
+            let err = rel_err(&got.to_device(&cpu).unwrap(), &want);
+            let tol = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+            eprintln!("attention seq {seq} keys {seq_k} causal {causal} {dtype:?}: {err:.2e}");
+            assert!(err < tol, "{dtype:?}: {err:e}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_packed_similarity_matches_transformers() {
+    assert_packed_similarity_matches_transformers(&gpu(DTypeChoice::F32));
+}
