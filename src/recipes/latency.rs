@@ -33,6 +33,9 @@ pub struct LatencyArgs {
     /// Tokens decoded per run (end-of-sequence tokens do not stop it).
     #[arg(long, default_value_t = 32)]
     pub new_tokens: usize,
+    /// Also write the measurements as JSON to this file (for scripts).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
 }
@@ -115,6 +118,23 @@ pub fn run(args: &LatencyArgs) -> Result<String> {
         )
     };
     out.push_str(&row(&args.model, &a));
+    let entry = |name: &Path, t: &Timing| {
+        serde_json::json!({
+            "model": name.display().to_string(),
+            "decoder_layers": t.shape.decoder_layers,
+            "ttft_ms": t.ttft.as_secs_f64() * 1e3,
+            "decode_tokens_per_s": t.decode_tokens_per_s,
+        })
+    };
+    let mut json = serde_json::json!({
+        "device": placement.describe(),
+        "prompt_tokens": a.prompt_tokens,
+        "image_patches": a.patches,
+        "new_tokens": args.new_tokens,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "models": [entry(&args.model, &a)],
+    });
     if let Some(other) = &args.compare {
         let b = time_model(other, args, &placement)?;
         out.push_str(&row(other, &b));
@@ -128,6 +148,19 @@ pub fn run(args: &LatencyArgs) -> Result<String> {
             b.decode_tokens_per_s / a.decode_tokens_per_s.max(1e-12),
             ideal_decode
         ));
+        json["models"]
+            .as_array_mut()
+            .expect("a list")
+            .push(entry(other, &b));
+        json["speedup"] = serde_json::json!({
+            "ttft": a.ttft.as_secs_f64() / b.ttft.as_secs_f64().max(1e-12),
+            "ttft_ideal": ideal_ttft,
+            "decode": b.decode_tokens_per_s / a.decode_tokens_per_s.max(1e-12),
+            "decode_ideal": ideal_decode,
+        });
+    }
+    if let Some(path) = &args.json {
+        crate::prune::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }
     Ok(out)
 }

@@ -58,7 +58,10 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     let portion = choose_portion(&args.data, args.portion, args.samples, args.seed)?;
     let processor = Processor::from_dir(&args.model)?;
     let placement = args.placement.resolve()?;
+    let load_start = std::time::Instant::now();
     let model = Qwen3VlModel::load(&args.model, placement.dtype, &placement.device)?;
+    let load_secs = load_start.elapsed().as_secs_f64();
+    let scoring_start = std::time::Instant::now();
     let batch = args
         .batch
         .unwrap_or(if placement.is_gpu() { 16 } else { 1 });
@@ -125,6 +128,7 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
         progress.set(done, &msg);
     }
     progress.finish();
+    let scoring_secs = scoring_start.elapsed().as_secs_f64();
     if acc.num_samples() == 0 {
         bail!(
             "{}: none of the {} chosen samples could be used (first problem: {})",
@@ -157,6 +161,11 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     if !skipped.is_empty() {
         report.push_str(&format!("; {} skipped, e.g. {}", skipped.len(), skipped[0]));
     }
+    report.push_str(&format!(
+        "\non {}, {batch} samples per pass: model loaded in {load_secs:.2} s, samples read and scored in {scoring_secs:.2} s ({:.4} s per sample)",
+        placement.describe(),
+        scoring_secs / portion.len().max(1) as f64
+    ));
     report.push_str(&format!("\nheat-map: {}\n", picture.display()));
     Ok(report)
 }

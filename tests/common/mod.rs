@@ -8,8 +8,13 @@ use candle_core::{DType, Device, Tensor};
 use interlace::processor::image::decode_image_file;
 use interlace::processor::{DynamicImage, Message};
 
+/// tests/fixtures of this repository; INTERLACE_REPO names the repository when the test
+/// binary runs on another machine than the one that built it (scripts/gpu-check.sh).
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::env::var_os("INTERLACE_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/fixtures")
 }
 
 pub fn model_dir(name: &str) -> PathBuf {
