@@ -5,6 +5,9 @@
 #   scripts/build-cuda.sh                 # H200/H100 (compute capability 9.0)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # A100; 89: L4/L40/RTX 4090; 120: RTX 5090
 #   scripts/build-cuda.sh --tests         # also the GPU test binary (target-cuda/release/interlace-gpu-tests)
+#   scripts/build-cuda.sh --tests --pack  # and stripped .xz copies of both (about 10 MB each) to carry
+#                                         # to a GPU machine with cuda-fallback/; scripts/gpu-check.sh unpacks them
+#   scripts/build-cuda.sh --clippy        # also cargo clippy --features cuda -D warnings (the CUDA-only code)
 #
 # What it does:
 # 1. installs NVIDIA's CUDA 13.0 wheels from PyPI (nvcc, NVVM, headers, runtime, cuBLAS,
@@ -20,20 +23,25 @@
 #    opens a cuRAND generator with every GPU, interlace never draws random numbers on it.
 # 4. cargo build --release --features cuda into target-cuda/.
 #
-# At run time the binary needs libcuda.so.1 (the NVIDIA driver), libcudart.so.13,
-# libcublas.so.13, libcublasLt.so.13 and libnvrtc.so.13: put the directory that holds them
-# on LD_LIBRARY_PATH. A PyTorch cu13x install has them in site-packages/nvidia/cu13/lib;
-# `scripts/cuda-env.sh` prints the export line for the Python on PATH (or this build's
-# .cuda/py/nvidia/cu13/lib).
+# At run time the binary needs libcuda.so.1 (the NVIDIA driver's), libcudart.so.13 and
+# libcublas.so.13 (which loads libcublasLt.so.13); libcurand.so.10 where there is one, else
+# the stand-in of step 3. Put the directory that holds them on LD_LIBRARY_PATH: a PyTorch
+# cu13x install has them in site-packages/nvidia/cu13/lib, and `eval "$(scripts/cuda-env.sh)"`
+# sets it for the Python on PATH (or for this build's .cuda/py/nvidia/cu13/lib).
+# glibc 2.34 or newer (Ubuntu 22.04, Debian 12, RHEL 9).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 
 WITH_TESTS=0
+PACK=0
+CLIPPY=0
 for arg in "$@"; do
     case "$arg" in
         --tests) WITH_TESTS=1 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --pack) PACK=1 ;;
+        --clippy) CLIPPY=1 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "build-cuda.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -122,17 +130,32 @@ export CUDA_COMPUTE_CAP="$CAP"
 export CUDARC_CUDA_VERSION=13000
 export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} -I$TK/include -I$TK/include/cccl"
 # RUNPATH: searched after LD_LIBRARY_PATH, so real libraries there always win.
-export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,--enable-new-dtags -C link-arg=-Wl,-rpath-link,$TK/lib -C link-arg=-Wl,-rpath,\$ORIGIN/cuda-fallback:\$ORIGIN/../cuda-fallback"
+# The binary is meant to be carried to the GPU machine, so not .cargo/config.toml's
+# target-cpu=native (which RUSTFLAGS replaces): x86-64-v3 (AVX2, FMA) runs on every x86
+# server CPU of the last decade. INTERLACE_TARGET_CPU=native for the building machine only.
+export RUSTFLAGS="${RUSTFLAGS:-} -C target-cpu=${INTERLACE_TARGET_CPU:-x86-64-v3} -C link-arg=-Wl,--enable-new-dtags -C link-arg=-Wl,-rpath-link,$TK/lib -C link-arg=-Wl,-rpath,\$ORIGIN/cuda-fallback:\$ORIGIN/../cuda-fallback"
 export CARGO_TARGET_DIR="$OUT"
 
 echo "build-cuda.sh: cargo build --release --features cuda (compute capability $CAP) into $OUT" >&2
 cargo build --release --locked --features cuda
+if [ "$CLIPPY" = 1 ]; then
+    cargo clippy --release --locked --features cuda --all-targets -- -D warnings
+fi
 if [ "$WITH_TESTS" = 1 ]; then
     exe=$(cargo test --release --locked --features cuda --test gpu --no-run --message-format=json 2>/dev/null \
         | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)
     [ -n "$exe" ] || { echo "build-cuda.sh: no GPU test binary was built" >&2; exit 1; }
     cp "$exe" "$OUT/release/interlace-gpu-tests"
     echo "GPU tests: $OUT/release/interlace-gpu-tests" >&2
+fi
+if [ "$PACK" = 1 ]; then
+    for bin in interlace interlace-gpu-tests; do
+        [ -f "$OUT/release/$bin" ] || continue
+        strip -o "$OUT/release/$bin.stripped" "$OUT/release/$bin"
+        xz -T0 -6 -f -c "$OUT/release/$bin.stripped" > "$OUT/release/$bin.xz"
+        rm "$OUT/release/$bin.stripped"
+        echo "packed: $OUT/release/$bin.xz ($(du -h "$OUT/release/$bin.xz" | cut -f1))" >&2
+    done
 fi
 echo "$OUT/release/interlace"
 "$OUT/release/interlace" --version 2>/dev/null || LD_LIBRARY_PATH="$SDK/lib:$TK/lib" "$OUT/release/interlace" --version

@@ -120,6 +120,13 @@ def main():
     gen["versions"] = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
     gen["forward"] = summary
     (args.out / "generate.json").write_text(json.dumps(gen, indent=1) + "\n")
+    (args.out / "README.md").write_text(
+        "# transformers' bf16 run of the fixture checkpoints (generated: do not edit)\n\n"
+        f"Written by `tools/make_bf16_fixtures.py --device {args.device}` with torch {torch.__version__}, "
+        f"transformers {gen['versions']['transformers']}: for tiny-a and tiny-b in bfloat16, every hidden "
+        "state and the logits of each case of `../cases/` (same inputs), as float32, in "
+        "`<model>/<case>.safetensors`; greedy generations of tools/make_generate_fixtures.py's "
+        "prompts with the top-2 logit gap of every step in `generate.json`. Used by tests/bf16.rs.\n")
 
 
 if __name__ == "__main__":
