@@ -69,14 +69,3 @@ fn bf16_greedy_generation_follows_transformers_bf16() {
         assert!(tokens > cases * 4, "too few tokens compared: {tokens}");
     }
 }
-
-/// How far transformers' bf16 tensors are from its f32 ones (worst hidden state, logits).
-fn bf16_reference_errors(name: &str, case: &str, reference: &std::path::Path) -> (f32, f32) {
-    let f32_case = load_case(name, case);
-    let bf16 = load_tensors(&reference.join(name).join(format!("{case}.safetensors")));
-    let worst = (0..)
-        .map_while(|i| bf16.get(&format!("hidden_state.{i}")).map(|t| (i, t)))
-        .map(|(i, t)| rel_err(t, &f32_case[&format!("hidden_state.{i}")]))
-        .fold(0f32, f32::max);
-    (worst, rel_err(&bf16["logits"], &f32_case["logits"]))
-}

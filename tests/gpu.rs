@@ -66,7 +66,7 @@ fn cuda_bf16_hidden_states_and_logits_match_transformers_bf16() {
         for &case in CASES {
             let (hidden, logits) = forward_errors(&model, name, case, &reference);
             let (ours_h, ours_l) = forward_errors(&model, name, case, &fixtures().join("cases"));
-            let (theirs_h, theirs_l) = reference_bf16_errors(name, case, &reference);
+            let (theirs_h, theirs_l) = bf16_reference_errors(name, case, &reference);
             eprintln!(
                 "{name}/{case}: cuda bf16 against transformers' cuda bf16: hidden {hidden:.2e}, logits {logits:.2e}; \
                  against f32: ours {ours_h:.2e} / {ours_l:.2e}, transformers' {theirs_h:.2e} / {theirs_l:.2e}"
@@ -89,17 +89,6 @@ fn cuda_bf16_hidden_states_and_logits_match_transformers_bf16() {
             );
         }
     }
-}
-
-/// How far transformers' bf16 tensors are from its f32 ones (worst hidden state, logits).
-fn reference_bf16_errors(name: &str, case: &str, reference: &std::path::Path) -> (f32, f32) {
-    let f32_case = load_case(name, case);
-    let bf16 = load_tensors(&reference.join(name).join(format!("{case}.safetensors")));
-    let worst = (0..)
-        .map_while(|i| bf16.get(&format!("hidden_state.{i}")).map(|t| (i, t)))
-        .map(|(i, t)| rel_err(t, &f32_case[&format!("hidden_state.{i}")]))
-        .fold(0f32, f32::max);
-    (worst, rel_err(&bf16["logits"], &f32_case["logits"]))
 }
 
 #[test]

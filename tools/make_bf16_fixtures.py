@@ -31,9 +31,8 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fixtures import FIX, load_processor  # noqa: E402
-from make_generate_fixtures import CASES as GEN_CASES, MAX_NEW, models as gen_models  # noqa: E402
+from make_generate_fixtures import CASES as GEN_CASES, MAX_NEW, drop_layers, generate_case, models as gen_models  # noqa: E402
 from transformers import Qwen3VLForConditionalGeneration  # noqa: E402
-from transformers.image_utils import load_image  # noqa: E402
 
 MODELS = ["tiny-a", "tiny-b"]
 CASES = ["text", "one_image", "two_images", "two_images_multiturn"]
@@ -43,16 +42,7 @@ def load(name, device, drop=None):
     model = Qwen3VLForConditionalGeneration.from_pretrained(
         str(FIX / "models" / name), dtype=torch.bfloat16
     ).to(device).eval()
-    if drop:
-        lm = model.model.language_model
-        lm.layers = torch.nn.ModuleList([l for i, l in enumerate(lm.layers) if i not in drop])
-        model.config.text_config.num_hidden_layers = len(lm.layers)
-        for i, layer in enumerate(lm.layers):
-            layer.self_attn.layer_idx = i
-        lt = getattr(model.config.text_config, "layer_types", None)
-        if lt:
-            model.config.text_config.layer_types = [t for i, t in enumerate(lt) if i not in drop]
-    return model
+    return drop_layers(model, drop)
 
 
 def forward_cases(out_dir: Path, device: str):
@@ -87,22 +77,9 @@ def generations(device: str):
         processor = load_processor(FIX / "models" / src, "pil")
         out["cases"][label] = {"model": src, "drop": drop or [], "cases": {}}
         for case, (images, prompt) in GEN_CASES.items():
-            content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
-            messages = [{"role": "user", "content": content}]
-            text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            imgs = [load_image(str(FIX / "images" / i)) for i in images]
-            inputs = processor(text=[text], images=imgs or None, return_tensors="pt").to(device)
-            with torch.no_grad():
-                gen = model.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW,
-                                     output_scores=True, return_dict_in_generate=True)
-            new = gen.sequences[0, inputs["input_ids"].shape[1]:].tolist()
-            gaps = []
-            for s in gen.scores:
-                top = torch.topk(s[0].float(), 2).values
-                gaps.append(float(top[0] - top[1]))
+            prompt_len, new, gaps = generate_case(model, processor, images, prompt)
             out["cases"][label]["cases"][case] = {
-                "images": images, "prompt": prompt, "prompt_len": int(inputs["input_ids"].shape[1]),
-                "tokens": new, "gaps": gaps}
+                "images": images, "prompt": prompt, "prompt_len": prompt_len, "tokens": new, "gaps": gaps}
             print(label, case, len(new), "tokens; smallest gap", min(gaps))
     return out
 

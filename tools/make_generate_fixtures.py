@@ -37,39 +37,52 @@ def models():
     yield "tiny-b-drop-1-4", "tiny-b", [1, 4]
 
 
+def drop_layers(model, drop):
+    """Deletes decoder layers `drop` as a pruned checkpoint loads: layers renumbered (the KV
+    cache is indexed by them), num_hidden_layers and layer_types updated."""
+    if not drop:
+        return model
+    lm = model.model.language_model
+    lm.layers = torch.nn.ModuleList([l for i, l in enumerate(lm.layers) if i not in drop])
+    model.config.text_config.num_hidden_layers = len(lm.layers)
+    for i, layer in enumerate(lm.layers):
+        layer.self_attn.layer_idx = i
+    lt = getattr(model.config.text_config, "layer_types", None)
+    if lt:
+        model.config.text_config.layer_types = [t for i, t in enumerate(lt) if i not in drop]
+    return model
+
+
+def generate_case(model, processor, images, prompt):
+    """Greedy generation of one prompt: (prompt length, new tokens, top-2 gap per step)."""
+    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+    messages = [{"role": "user", "content": content}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    imgs = [load_image(str(FIX / "images" / i)) for i in images]
+    inputs = processor(text=[text], images=imgs or None, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        gen = model.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW,
+                             output_scores=True, return_dict_in_generate=True)
+    new = gen.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+    gaps = []
+    for s in gen.scores:
+        top = torch.topk(s[0].float(), 2).values
+        gaps.append(float(top[0] - top[1]))
+    return int(inputs["input_ids"].shape[1]), new, gaps
+
+
 def main():
     out = {"max_new_tokens": MAX_NEW, "cases": {}}
     for label, src, drop in models():
         mdir = FIX / "models" / src
         processor = load_processor(mdir, "pil")
         model = Qwen3VLForConditionalGeneration.from_pretrained(str(mdir), dtype=torch.float32).eval()
-        if drop:
-            layers = model.model.language_model.layers
-            model.model.language_model.layers = torch.nn.ModuleList([l for i, l in enumerate(layers) if i not in drop])
-            model.config.text_config.num_hidden_layers = len(model.model.language_model.layers)
-            # As a pruned checkpoint loads: layers renumbered (the KV cache is indexed by them).
-            for i, layer in enumerate(model.model.language_model.layers):
-                layer.self_attn.layer_idx = i
-            lt = getattr(model.config.text_config, "layer_types", None)
-            if lt:
-                model.config.text_config.layer_types = [t for i, t in enumerate(lt) if i not in drop]
+        drop_layers(model, drop)
         out["cases"][label] = {"model": src, "drop": drop or [], "cases": {}}
         for case, (images, prompt) in CASES.items():
-            content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
-            messages = [{"role": "user", "content": content}]
-            text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            imgs = [load_image(str(FIX / "images" / i)) for i in images]
-            inputs = processor(text=[text], images=imgs or None, return_tensors="pt")
-            with torch.no_grad():
-                gen = model.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW,
-                                     output_scores=True, return_dict_in_generate=True)
-            new = gen.sequences[0, inputs["input_ids"].shape[1]:].tolist()
-            gaps = []
-            for s in gen.scores:
-                top = torch.topk(s[0].float(), 2).values
-                gaps.append(float(top[0] - top[1]))
+            prompt_len, new, gaps = generate_case(model, processor, images, prompt)
             out["cases"][label]["cases"][case] = {
-                "images": images, "prompt": prompt, "prompt_len": inputs["input_ids"].shape[1],
+                "images": images, "prompt": prompt, "prompt_len": prompt_len,
                 "tokens": new, "min_gap": min(gaps), "text": processor.decode(new, skip_special_tokens=True)}
             print(label, case, len(new), "min gap", min(gaps))
     (FIX / "generate.json").write_text(json.dumps(out, indent=1) + "\n")

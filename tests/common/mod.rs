@@ -414,3 +414,15 @@ pub fn assert_packed_similarity_matches_transformers(
         assert_scores_match_case(&scores, s, "tiny-b", case);
     }
 }
+
+/// How far transformers' bf16 tensors in `reference` are from its f32 ones (the committed
+/// f32 fixtures): worst hidden state and logits, as [`rel_err`].
+pub fn bf16_reference_errors(name: &str, case: &str, reference: &std::path::Path) -> (f32, f32) {
+    let f32_case = load_case(name, case);
+    let bf16 = load_tensors(&reference.join(name).join(format!("{case}.safetensors")));
+    let worst = (0..)
+        .map_while(|i| bf16.get(&format!("hidden_state.{i}")).map(|t| (i, t)))
+        .map(|(i, t)| rel_err(t, &f32_case[&format!("hidden_state.{i}")]))
+        .fold(0f32, f32::max);
+    (worst, rel_err(&bf16["logits"], &f32_case["logits"]))
+}

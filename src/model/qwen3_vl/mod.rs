@@ -482,26 +482,10 @@ impl Qwen3VlModel {
     /// M-RoPE axes, as transformers continues after the prompt: cache position + rope
     /// delta), attending over `cache`. Returns the logits (vocab).
     pub fn decode_step(&self, token: u32, position: i64, cache: &mut [KvSlot]) -> Result<Tensor> {
-        let t = &self.config.text;
-        let (cos, sin) = rope::text_cos_sin(
-            &[vec![position], vec![position], vec![position]],
-            t.head_dim,
-            t.rope_theta,
-            &t.mrope_section,
-            &self.device,
-        )?;
-        let tables = RopeTables {
-            cos: cos.to_dtype(self.dtype)?,
-            sin: sin.to_dtype(self.dtype)?,
-            segments: Vec::new(),
-            batch_pad: Vec::new(),
-        };
-        let ids = Tensor::new(&[token], &self.device)?;
-        let mut h = self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?;
-        for (layer, slot) in self.layers.iter().zip(cache.iter_mut()) {
-            h = layer.forward_with_cache(&h, &tables, true, Grad::None, Some(slot))?;
-        }
-        Ok(self.logits_at(&h, &[0], Grad::None)?.squeeze(0)?)
+        // A batch of one without padding.
+        Ok(self
+            .decode_batch(&[token], &[position], cache, &[0])?
+            .squeeze(0)?)
     }
 
     /// Prefill of several prompts at once, for batched generation: the prompts run packed
