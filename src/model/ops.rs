@@ -21,13 +21,16 @@ pub enum Grad {
 /// input the rounding is the identity).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, grad: Grad) -> Result<Tensor> {
     let dtype = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
     if dtype != DType::F32 {
+        if grad == Grad::None && matches!(dtype, DType::BF16 | DType::F16) {
+            return x.contiguous()?.apply_op2_no_bwd(
+                &weight.to_dtype(dtype)?.contiguous()?,
+                &RmsNormRounded { eps: eps as f32 },
+            );
+        }
+        let x = x.to_dtype(DType::F32)?;
         let ones = Tensor::ones(weight.dims1()?, DType::F32, x.device())?;
-        let normed = match grad {
-            Grad::None => candle_nn::ops::rms_norm(&x.contiguous()?, &ones, eps as f32)?,
-            Grad::Track => rms_norm_composed(&x, &ones, eps)?,
-        };
+        let normed = rms_norm_composed(&x, &ones, eps)?;
         return normed
             .to_dtype(dtype)?
             .broadcast_mul(&weight.to_dtype(dtype)?);
@@ -40,7 +43,124 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, grad: Grad) -> Result<Ten
             &weight.to_dtype(DType::F32)?.contiguous()?,
             RmsNormTrack { eps },
         ),
-        Grad::Track => rms_norm_composed(&x, &weight.to_dtype(DType::F32)?, eps),
+        Grad::Track => rms_norm_composed(x, &weight.to_dtype(DType::F32)?, eps),
+    }
+}
+
+/// RMSNorm of 16-bit input as transformers rounds it, in one pass for inference (no
+/// backward): per row, r = 1/sqrt(mean(x²) + eps) in f32, then y = round(round(x·r)·w),
+/// each product in f32 rounded to the input type. CPU here; CUDA in src/kernels/inference.cu.
+struct RmsNormRounded {
+    eps: f32,
+}
+
+impl RmsNormRounded {
+    /// One row: `to`/`from` convert the 16-bit type to and from f32.
+    fn row<T: Copy>(&self, x: &[T], w: &[T], y: &mut [T], to: fn(T) -> f32, from: fn(f32) -> T) {
+        let ss: f32 = x.iter().map(|&v| to(v) * to(v)).sum();
+        let r = 1.0 / (ss / x.len() as f32 + self.eps).sqrt();
+        for ((o, &v), &wv) in y.iter_mut().zip(x).zip(w) {
+            *o = from(to(from(to(v) * r)) * to(wv));
+        }
+    }
+}
+
+impl candle_core::CustomOp2 for RmsNormRounded {
+    fn name(&self) -> &'static str {
+        "rms-norm-rounded"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as S;
+        use rayon::prelude::*;
+        let (Some((x0, x1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("rms-norm-rounded: inputs must be contiguous");
+        };
+        let d = w1 - w0;
+        if d == 0 || l1.dims().last() != Some(&d) {
+            candle_core::bail!("rms-norm-rounded: weight does not match the last dimension");
+        }
+        macro_rules! run {
+            ($x:expr, $w:expr, $ty:ty, $wrap:ident) => {{
+                let (x, w) = (&$x[x0..x1], &$w[w0..w1]);
+                let mut y = vec![<$ty>::ZERO; x.len()];
+                y.par_chunks_mut(d)
+                    .zip(x.par_chunks(d))
+                    .for_each(|(yr, xr)| self.row(xr, w, yr, <$ty>::to_f32, <$ty>::from_f32));
+                S::$wrap(y)
+            }};
+        }
+        let out = match (s1, s2) {
+            (S::BF16(x), S::BF16(w)) => run!(x, w, half::bf16, BF16),
+            (S::F16(x), S::F16(w)) => run!(x, w, half::f16, F16),
+            _ => candle_core::bail!("rms-norm-rounded: bf16 or f16 input and weight of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::{CudaStorageSlice as S, WrapErr};
+        let (Some((x0, x1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("rms-norm-rounded: inputs must be contiguous");
+        };
+        let d = w1 - w0;
+        if d == 0 || l1.dims().last() != Some(&d) {
+            candle_core::bail!("rms-norm-rounded: weight does not match the last dimension");
+        }
+        let dev = s1.device.clone();
+        let n = x1 - x0;
+        let cfg = LaunchConfig {
+            grid_dim: ((n / d) as u32, 1, 1),
+            block_dim: (d.next_multiple_of(32).clamp(32, 1024) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let d32 = d as u32;
+        macro_rules! launch {
+            ($x:expr, $w:expr, $ty:ty, $kernel:literal, $wrap:ident) => {{
+                let (x, w) = ($x.slice(x0..x1), $w.slice(w0..w1));
+                let func = dev.get_or_load_custom_func(
+                    $kernel,
+                    kernels::INFERENCE_MODULE,
+                    kernels::INFERENCE,
+                )?;
+                // SAFETY: every element is written by the kernel.
+                let y = unsafe { dev.alloc::<$ty>(n)? };
+                let mut b = func.builder();
+                b.arg(&x);
+                b.arg(&w);
+                b.arg(&y);
+                b.arg(&d32);
+                b.arg(&self.eps);
+                // SAFETY: the argument list matches the kernel's signature.
+                unsafe { b.launch(cfg) }.w()?;
+                S::$wrap(y)
+            }};
+        }
+        let slice = match (&s1.slice, &s2.slice) {
+            (S::BF16(x), S::BF16(w)) => launch!(x, w, half::bf16, "rms_norm_rounded_bf16", BF16),
+            (S::F16(x), S::F16(w)) => launch!(x, w, half::f16, "rms_norm_rounded_f16", F16),
+            _ => candle_core::bail!("rms-norm-rounded: bf16 or f16 input and weight of one type"),
+        };
+        Ok((
+            candle_core::CudaStorage { slice, device: dev },
+            l1.shape().clone(),
+        ))
     }
 }
 
@@ -222,7 +342,7 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: Grad) -> Result<
 
 /// Scale, optional causal mask, optional left padding and softmax over the last dimension
 /// in one pass, for inference (no backward) on the CPU (f32) and the GPU (f32, bf16, f16;
-/// src/kernels/attention.cu). Rows are query positions; with grouped-query attention
+/// src/kernels/inference.cu). Rows are query positions; with grouped-query attention
 /// several heads are folded into the rows, so row `r` is query position `r % seq_q` of
 /// batch entry `r / rows_per_batch`. Row `r` sees the keys `[left_pad[batch], end)` with
 /// `end` the causal limit (or every key); the rest get probability 0.
@@ -330,8 +450,8 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
                 let src = $slice.slice(o1..o2);
                 let func = dev.get_or_load_custom_func(
                     $kernel,
-                    "interlace_attention",
-                    kernels::ATTENTION,
+                    kernels::INFERENCE_MODULE,
+                    kernels::INFERENCE,
                 )?;
                 // SAFETY: every element is written by the kernel.
                 let dst = unsafe { dev.alloc::<$ty>(n)? };
@@ -365,10 +485,11 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
     }
 }
 
-/// PTX of src/kernels/*.cu, compiled by build.rs.
+/// PTX of src/kernels/*.cu, compiled by build.rs, and the module name candle caches it by.
 #[cfg(feature = "cuda")]
 mod kernels {
-    pub const ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
+    pub const INFERENCE: &str = include_str!(concat!(env!("OUT_DIR"), "/inference.ptx"));
+    pub const INFERENCE_MODULE: &str = "interlace_inference";
 }
 
 /// Scaled dot-product attention. `q` (batch, seq, heads, head_dim), `k`/`v` (batch, seq,
@@ -626,6 +747,37 @@ mod tests {
                 gc.get(v.as_tensor()).unwrap(),
             );
             assert!(max_diff(a, b) < 1e-4, "{}", max_diff(a, b));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rounded_rms_norm_is_transformers_sequence_of_roundings() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 3.0, (4, 7, 96), &dev)?;
+        let w = Tensor::randn(1f32, 0.3, 96, &dev)?;
+        for dtype in [DType::BF16, DType::F16] {
+            let (xd, wd) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?);
+            let fused = rms_norm(&xd, &wd, 1e-6, Grad::None)?;
+            assert_eq!(fused.dtype(), dtype);
+            // transformers: normalise in f32, round, multiply by the 16-bit weight.
+            let x32 = xd.to_dtype(DType::F32)?;
+            let ones = Tensor::ones(96, DType::F32, &dev)?;
+            let want = rms_norm_composed(&x32, &ones, 1e-6)?
+                .to_dtype(dtype)?
+                .broadcast_mul(&wd)?;
+            // Equal up to one unit in the last place (x·r against x/sqrt in f32).
+            let rel = ((fused.to_dtype(DType::F32)? - want.to_dtype(DType::F32)?)?.abs()?
+                / (want.to_dtype(DType::F32)?.abs()? + 1e-6)?)?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            let ulp = if dtype == DType::BF16 {
+                2f32.powi(-7)
+            } else {
+                2f32.powi(-10)
+            };
+            assert!(rel <= ulp, "{dtype:?}: {rel}");
         }
         Ok(())
     }

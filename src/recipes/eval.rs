@@ -42,9 +42,9 @@ pub struct EvalArgs {
     /// Where to write the JSON report; the Markdown summary goes next to it (.md).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Threads that answer rows side by side, each with single-threaded tensor ops
-    /// (default: one per core). 1: one row at a time with candle's multi-threaded ops.
-    /// Answers do not depend on it.
+    /// CPU only: threads that answer rows side by side, each with single-threaded tensor
+    /// ops (default: one per core). 1: one row at a time with candle's multi-threaded ops.
+    /// Answers do not depend on it. On a GPU rows are batched instead (--batch).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Rows answered together in one batched generation (the prompts packed for the

@@ -1,4 +1,4 @@
-// Scale, mask and softmax of attention scores in one pass, for inference on the GPU: the
+// Our CUDA kernels for inference. Scale, mask and softmax of attention scores in one pass: the
 // CUDA side of `ScaledMaskedSoftmax` in src/model/ops.rs (whose CPU side is the reference).
 //
 // `src` holds `rows` contiguous rows of `seq_k` scores (row r is query position
@@ -81,3 +81,34 @@ __device__ void scaled_masked_softmax(const T *src, T *dst, const uint32_t *left
 SOFTMAX_KERNEL(scaled_masked_softmax_f32, float)
 SOFTMAX_KERNEL(scaled_masked_softmax_bf16, __nv_bfloat16)
 SOFTMAX_KERNEL(scaled_masked_softmax_f16, __half)
+
+// RMSNorm as transformers' Qwen3 RMSNorm computes it for 16-bit input: x in f32,
+// normalised by 1/sqrt(mean(x^2) + eps), rounded to the input type, then multiplied by the
+// weight (a 16-bit product, i.e. computed in f32 and rounded). The CUDA side of
+// `RmsNormRounded` in src/model/ops.rs. One block per row of `d` values.
+template <typename T>
+__device__ void rms_norm_rounded(const T *x, const T *w, T *y, uint32_t d, float eps) {
+    __shared__ float shared[32];
+    const size_t row = blockIdx.x;
+    const T *xs = x + row * d;
+    T *ys = y + row * d;
+    float ss = 0.0f;
+    for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) {
+        const float v = to_f32(xs[j]);
+        ss += v * v;
+    }
+    ss = block_reduce<false>(ss, shared);
+    const float r = 1.0f / sqrtf(ss / (float)d + eps);
+    for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) {
+        const float normed = to_f32(from_f32<T>(to_f32(xs[j]) * r));
+        ys[j] = from_f32<T>(normed * to_f32(w[j]));
+    }
+}
+
+#define RMS_NORM_KERNEL(NAME, T)                                                              \
+    extern "C" __global__ void NAME(const T *x, const T *w, T *y, uint32_t d, float eps) {    \
+        rms_norm_rounded<T>(x, w, y, d, eps);                                                 \
+    }
+
+RMS_NORM_KERNEL(rms_norm_rounded_bf16, __nv_bfloat16)
+RMS_NORM_KERNEL(rms_norm_rounded_f16, __half)
