@@ -65,6 +65,8 @@ if [ "$DRY" = 0 ]; then
     # The CUDA libraries the binary needs: the driver's libcuda.so.1 from the system, the
     # rest from PyTorch's install (scripts/cuda-env.sh).
     eval "$(scripts/cuda-env.sh)"
+    missing=$(ldd "$BIN" 2>&1 | grep "not found")
+    [ -z "$missing" ] || log "the binary will not start, libraries missing: $missing"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
 else
     echo "CPU dry run ($(nproc) cores)" > "$OUT/gpu.txt"
