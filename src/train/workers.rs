@@ -70,7 +70,12 @@ pub fn on_groups<T: Send>(
 
 /// `f` on every item, spread over all cores (rayon's pool); the results in item order. For
 /// CPU-only work such as image decoding next to a model that runs on the GPU.
+/// On the calling thread when there is one item or rayon has one thread (several
+/// `--workers` each calling this must not queue behind one shared pool thread).
 pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
+    if items.len() <= 1 || rayon::current_num_threads() <= 1 {
+        return items.iter().map(f).collect();
+    }
     items.par_iter().map(f).collect()
 }
