@@ -27,7 +27,7 @@ fn whole_trainer(name: &str, meta: &Value, micro_batch: usize, workers: usize) -
         },
         workers,
     };
-    Trainer::whole_model(model, options).unwrap()
+    Trainer::whole_model(model, options, DType::F32).unwrap()
 }
 
 fn batches(meta: &Value) -> Vec<Vec<usize>> {

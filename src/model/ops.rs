@@ -281,7 +281,9 @@ impl candle_core::CustomOp2 for RmsNormTrack {
     }
 }
 
-/// LayerNorm over the last dimension with weight and bias.
+/// LayerNorm over the last dimension with weight and bias. For 16-bit input the
+/// differentiable path computes in f32 and rounds once, as torch's layer_norm does (the
+/// fused one does the same inside its kernel).
 pub fn layer_norm(
     x: &Tensor,
     weight: &Tensor,
@@ -289,6 +291,10 @@ pub fn layer_norm(
     eps: f64,
     grad: Grad,
 ) -> Result<Tensor> {
+    if grad == Grad::Track && x.dtype() != DType::F32 {
+        let f = |t: &Tensor| t.to_dtype(DType::F32);
+        return layer_norm(&f(x)?, &f(weight)?, &f(bias)?, eps, grad)?.to_dtype(x.dtype());
+    }
     match grad {
         Grad::None => candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32),
         Grad::Track => {
@@ -301,8 +307,12 @@ pub fn layer_norm(
     }
 }
 
-/// Softmax over the last dimension.
+/// Softmax over the last dimension, computed in f32 whatever the input dtype (as torch's
+/// `softmax(dtype=torch.float32)` in transformers' attention) and returned in it.
 pub fn softmax_last_dim(x: &Tensor, grad: Grad) -> Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        return softmax_last_dim(&x.to_dtype(DType::F32)?, grad)?.to_dtype(x.dtype());
+    }
     match grad {
         Grad::None => candle_nn::ops::softmax_last_dim(&x.contiguous()?),
         Grad::Track => {
@@ -531,16 +541,24 @@ pub fn attention_padded(
     let k = k.transpose(1, 2)?.contiguous()?;
     let v = v.transpose(1, 2)?.contiguous()?;
     let scores = q.matmul(&k.t()?)?; // (b, kv, rep*seq, seq_k)
-    let fused = grad == Grad::None
-        && ((q.device().is_cpu() && q.dtype() == DType::F32) || q.device().is_cuda());
+    let fused = grad == Grad::None && (q.device().is_cpu() || q.device().is_cuda());
     let att = if fused {
-        scores.apply_op1_no_bwd(&ScaledMaskedSoftmax {
+        let op = ScaledMaskedSoftmax {
             scale: scale as f32,
             causal,
             seq_q: seq,
             rows_per_batch: kv_heads * rep * seq,
             left_pad: left_pad.iter().map(|&p| p as u32).collect(),
-        })?
+        };
+        if q.device().is_cpu() && q.dtype() != DType::F32 {
+            // The CPU kernel is f32-only; the probabilities are rounded back, as on the GPU.
+            scores
+                .to_dtype(DType::F32)?
+                .apply_op1_no_bwd(&op)?
+                .to_dtype(q.dtype())?
+        } else {
+            scores.apply_op1_no_bwd(&op)?
+        }
     } else {
         let scores = (scores * scale)?;
         let scores = if causal || !left_pad.is_empty() {
@@ -766,18 +784,26 @@ mod tests {
             let want = rms_norm_composed(&x32, &ones, 1e-6)?
                 .to_dtype(dtype)?
                 .broadcast_mul(&wd)?;
-            // Equal up to one unit in the last place (x·r against x/sqrt in f32).
-            let rel = ((fused.to_dtype(DType::F32)? - want.to_dtype(DType::F32)?)?.abs()?
-                / (want.to_dtype(DType::F32)?.abs()? + 1e-6)?)?
-                .flatten_all()?
-                .max(0)?
-                .to_scalar::<f32>()?;
+            // Equal up to one unit in the last place (x·r against x/sqrt in f32); f16's
+            // subnormals below 2^-14 step by 2^-24.
             let ulp = if dtype == DType::BF16 {
                 2f32.powi(-7)
             } else {
                 2f32.powi(-10)
             };
-            assert!(rel <= ulp, "{dtype:?}: {rel}");
+            let (got, want) = (
+                fused
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+                want.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            );
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= w.abs() * ulp + 2f32.powi(-24),
+                    "{dtype:?}: {g} vs {w}"
+                );
+            }
         }
         Ok(())
     }

@@ -1032,7 +1032,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         },
         workers,
     };
-    let mut trainer = Trainer::whole_model(model, options)?;
+    let mut trainer = Trainer::whole_model(model, options, DType::F32)?;
     if let Some(lr) = args.visual_lr {
         let n = trainer.scale_lr("model.visual.", lr / args.lr);
         eprintln!("pretrain: the vision tower's {n} tensors at peak learning rate {lr:e}");

@@ -81,10 +81,29 @@ pub struct Trainer {
     /// Per parameter, the factor its learning rate is multiplied by (1 unless
     /// [`Trainer::scale_lr`] changed it).
     pub lr_scale: Vec<f64>,
+    /// The dtype the model computes in. The parameters (`params`) are f32 master weights
+    /// whatever it is; in bf16 the model holds their bf16 casts, made again after every
+    /// update, so an update smaller than bf16's resolution accumulates in the master
+    /// instead of being rounded away, and the saved model is rounded once at the end.
+    pub compute: DType,
+}
+
+/// The tensor the model computes with for a master weight: the master itself in f32 (the
+/// same storage, so updates show at once), else its cast, an op in the autograd graph
+/// through which gradients reach the f32 master.
+fn compute_view(var: &Var, dtype: DType) -> candle_core::Result<Tensor> {
+    if dtype == DType::F32 {
+        Ok(var.as_tensor().clone())
+    } else {
+        var.as_tensor().to_dtype(dtype)
+    }
 }
 
 impl Trainer {
-    /// Makes the layers at `positions` of `model` trainable (f32 copies of their weights).
+    /// Makes the layers at `positions` of `model` trainable: f32 master copies of their
+    /// weights, computed with in the model's dtype. For bf16, load the model with
+    /// [`Qwen3VlModel::load_with_f32_layers`] so that the masters start from the
+    /// checkpoint's exact values.
     pub fn new(
         mut model: Qwen3VlModel,
         positions: &[usize],
@@ -100,11 +119,12 @@ impl Trainer {
         if let Some(&bad) = trainable.iter().find(|&&p| p >= n) {
             bail!("layer position {bad} is beyond the model's {n} decoder layers");
         }
+        let compute = model.dtype();
         let mut params = Vec::new();
         for &pos in &trainable {
             for (name, t) in model.layers[pos].params_mut() {
                 let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
-                *t = var.as_tensor().clone();
+                *t = compute_view(&var, compute)?;
                 params.push(Param {
                     name: format!("{LAYER_PREFIX}{pos}.{name}"),
                     stored_shape: var.dims().to_vec(),
@@ -112,7 +132,9 @@ impl Trainer {
                 });
             }
         }
-        Ok(Self::assemble(model, params, trainable, options, false))
+        Ok(Self::assemble(
+            model, params, trainable, options, false, compute,
+        ))
     }
 
     /// The trainer for `params` of `model`, with a fresh AdamW state for them.
@@ -122,6 +144,7 @@ impl Trainer {
         trainable: Vec<usize>,
         options: TrainOptions,
         whole: bool,
+        compute: DType,
     ) -> Self {
         let sizes: Vec<usize> = params.iter().map(|p| p.var.elem_count()).collect();
         let opt = AdamW::new(options.adamw, &sizes);
@@ -134,7 +157,27 @@ impl Trainer {
             options,
             whole,
             lr_scale,
+            compute,
         }
+    }
+
+    /// Makes the model's copies of the trainable tensors again from the masters (after an
+    /// update, or after the masters were loaded from a checkpoint). Nothing to do in f32.
+    fn sync_compute_weights(&mut self) -> Result<()> {
+        if self.compute == DType::F32 {
+            return Ok(());
+        }
+        let masters: std::collections::HashMap<&str, &Var> = self
+            .params
+            .iter()
+            .map(|p| (p.name.as_str(), &p.var))
+            .collect();
+        for (name, t) in self.model.params_mut() {
+            if let Some(var) = masters.get(name.as_str()) {
+                *t = compute_view(var, self.compute)?;
+            }
+        }
+        Ok(())
     }
 
     /// Multiplies the learning rate of every parameter whose name starts with `prefix` by
@@ -151,19 +194,25 @@ impl Trainer {
         n
     }
 
-    /// Makes every tensor of `model` trainable (f32 copies): token embeddings (and the LM
-    /// head, tied or not), the whole vision tower, all decoder layers and the final norm.
-    /// The embedding and vision path then runs with differentiable ops too.
-    pub fn whole_model(mut model: Qwen3VlModel, options: TrainOptions) -> Result<Self> {
+    /// Makes every tensor of `model` trainable (f32 master copies, computed with in
+    /// `compute`): token embeddings (and the LM head, tied or not), the whole vision tower,
+    /// all decoder layers and the final norm. The embedding and vision path then runs with
+    /// differentiable ops too. Load the model in f32 so that the masters are exact.
+    pub fn whole_model(
+        mut model: Qwen3VlModel,
+        options: TrainOptions,
+        compute: DType,
+    ) -> Result<Self> {
         if options.grad_checkpoint {
             bail!("gradient checkpointing is not supported when every tensor is trained");
         }
         let mut named = Vec::new();
         for (name, t) in model.params_mut() {
             let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
-            *t = var.as_tensor().clone();
+            *t = compute_view(&var, compute)?;
             named.push((name, var));
         }
+        model.set_compute_dtype(compute);
         let params: Vec<Param> = named
             .into_iter()
             .map(|(name, var)| Param {
@@ -173,7 +222,9 @@ impl Trainer {
             })
             .collect();
         let trainable = (0..model.layers.len()).collect();
-        Ok(Self::assemble(model, params, trainable, options, true))
+        Ok(Self::assemble(
+            model, params, trainable, options, true, compute,
+        ))
     }
 
     fn device(&self) -> &Device {
@@ -354,7 +405,7 @@ impl Trainer {
             let t = Tensor::from_vec(v, p.var.shape(), self.device())?;
             p.var.set(&t)?;
         }
-        Ok(())
+        self.sync_compute_weights()
     }
 
     /// One optimizer step on `batch` at learning rate `lr`. A non-finite loss or gradient
@@ -406,6 +457,7 @@ impl Trainer {
             p.var.set(&Tensor::from_vec(v, p.var.shape(), device)?)?;
             Ok(())
         })?;
+        self.sync_compute_weights()?;
         Ok(StepStats {
             loss,
             grad_norm,

@@ -187,6 +187,18 @@ fn stored_layer_indices(infos: &[TensorInfo]) -> BTreeSet<usize> {
 impl Qwen3VlModel {
     /// Loads a Hugging Face checkpoint directory. `dtype` is the compute dtype (f32 on CPU).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with_f32_layers(dir, dtype, device, &[])
+    }
+
+    /// [`Qwen3VlModel::load`], with the decoder layers at `f32_layers` (positions in the
+    /// checkpoint) read in f32 whatever `dtype` is: the exact starting values of the f32
+    /// master weights of layers about to be trained in bf16.
+    pub fn load_with_f32_layers(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+        f32_layers: &[usize],
+    ) -> Result<Self> {
         let config = Qwen3VlConfig::from_dir(dir)?;
         let (vb, tensors) = weights::var_builder(dir, dtype, device)?;
         let stored = stored_layer_indices(&tensors);
@@ -205,25 +217,44 @@ impl Qwen3VlModel {
         }
         // Original indices of a pruned checkpoint come from its plan, when it has one.
         let original = read_original_indices(dir, expected)?;
-        Self::from_var_builder(config, vb, &tensors, &original, device)
-            .with_context(|| format!("{}: weights do not match config.json", dir.display()))
+        let vb_f32 = if f32_layers.is_empty() || dtype == DType::F32 {
+            None
+        } else {
+            Some(weights::var_builder(dir, DType::F32, device)?.0)
+        };
+        Self::from_var_builder(
+            config,
+            vb,
+            vb_f32.map(|v| (v, f32_layers)),
+            &tensors,
+            &original,
+            device,
+        )
+        .with_context(|| format!("{}: weights do not match config.json", dir.display()))
     }
 
     fn from_var_builder(
         config: Qwen3VlConfig,
         vb: VarBuilder<'static>,
+        f32_layers: Option<(VarBuilder<'static>, &[usize])>,
         tensors: &[TensorInfo],
         original: &[usize],
         device: &Device,
     ) -> Result<Self> {
         let t = &config.text;
         let lm = vb.pp("model.language_model");
+        let layer_vb = |i: usize| match &f32_layers {
+            Some((vb32, which)) if which.contains(&i) => {
+                vb32.pp("model.language_model").pp(format!("layers.{i}"))
+            }
+            _ => lm.pp(format!("layers.{i}")),
+        };
         let embed_tokens = lm
             .pp("embed_tokens")
             .get((t.vocab_size, t.hidden_size), "weight")?;
         let visual = VisionModel::new(&config.vision, vb.pp("model.visual"))?;
         let layers = (0..t.num_hidden_layers)
-            .map(|i| DecoderLayer::new(t, lm.pp(format!("layers.{i}")), original[i]))
+            .map(|i| DecoderLayer::new(t, layer_vb(i), original[i]))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(lm.pp("norm"), t.hidden_size, t.rms_norm_eps)?;
         let has_head = tensors.iter().any(|i| i.name == "lm_head.weight");
@@ -293,6 +324,12 @@ impl Qwen3VlModel {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Declares the dtype activations are computed in, for a trainer that has just replaced
+    /// every tensor by one of that dtype (f32 master weights cast to bf16).
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.dtype = dtype;
     }
 
     /// Runs the vision tower on the inputs' images.
