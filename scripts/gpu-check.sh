@@ -6,7 +6,8 @@
 #
 #   1. transformers' own bf16 run of the test fixtures on this GPU (the GPU tests' reference);
 #   2. the GPU tests (tests/gpu.rs: CUDA f32 and bf16 against transformers, generation,
-#      the fused attention kernel, packed similarity);
+#      the fused attention kernel, packed similarity, fine-tuning steps against PyTorch's,
+#      resume after a kill);
 #   3. for random Qwen3-VL checkpoints of the 2B and 8B shapes, built here by transformers,
 #      side by side in bf16 on the same checkpoint and inputs:
 #      - similarity, seconds per sample over 64 samples: interlace vs the authors'
@@ -80,7 +81,10 @@ if [ -n "$TESTS" ]; then
     step "transformers bf16 reference on the GPU" 120 \
         "$PY" tools/make_bf16_fixtures.py --device cuda --out "$WORK/bf16-cuda" > "$OUT/bf16-reference.txt" 2>&1
     cp "$WORK/bf16-cuda/generate.json" "$OUT/bf16-cuda-generate.json" 2>/dev/null
-    step "GPU tests" 180 env INTERLACE_REPO="$REPO" INTERLACE_BF16_REF="$WORK/bf16-cuda" \
+    step "PyTorch bf16 fine-tuning steps on the GPU" 120 \
+        "$PY" tools/make_bf16_train_fixture.py --device cuda --out "$WORK/bf16-train-cuda" >> "$OUT/bf16-reference.txt" 2>&1
+    step "GPU tests" 240 env INTERLACE_REPO="$REPO" INTERLACE_BIN="$BIN" \
+        INTERLACE_BF16_REF="$WORK/bf16-cuda" INTERLACE_BF16_TRAIN_REF="$WORK/bf16-train-cuda" \
         "$TESTS" --ignored --test-threads 1 --nocapture > "$OUT/gpu-tests.txt" 2>&1
     grep -E "^test |test result|running on" "$OUT/gpu-tests.txt" | tee -a "$OUT/check.log" >&2
 fi

@@ -134,11 +134,13 @@ fn output_is_complete_and_only_trainable_layers_change() {
     assert!(!tmp.path().join("ft.train").exists());
 }
 
-#[test]
-fn killed_run_resumes_to_the_same_weights() {
+/// A run killed after its third checkpoint and resumed ends with the weights and log of an
+/// uninterrupted run (`dtype`: extra flags, e.g. bf16 with its f32 masters).
+fn killed_run_resumes_to_the_same_weights(dtype: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path(), &[]);
-    let flags = ["--batch-size", "1", "--epochs", "6", "--save-every", "1"];
+    let mut flags = vec!["--batch-size", "1", "--epochs", "6", "--save-every", "1"];
+    flags.extend(dtype);
     let whole = tmp.path().join("whole");
     ok(finetune_cmd(tmp.path(), &data, &whole, &flags)
         .output()
@@ -165,11 +167,21 @@ fn killed_run_resumes_to_the_same_weights() {
             .zip(y)
             .map(|(p, q)| (p - q).abs())
             .fold(0f32, f32::max);
-        assert!(d <= 1e-6, "{name}: resumed run differs by {d}");
+        assert_eq!(d, 0.0, "{name}: resumed run differs by {d}");
     }
     let (la, lb) = (log_values(&whole), log_values(&out));
     assert_eq!(la.len(), 48);
     assert_eq!(la, lb, "training logs differ");
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_weights_f32() {
+    killed_run_resumes_to_the_same_weights(&[]);
+}
+
+#[test]
+fn killed_bf16_run_resumes_to_the_same_weights() {
+    killed_run_resumes_to_the_same_weights(&["--dtype", "bf16", "--device", "cpu"]);
 }
 
 #[test]

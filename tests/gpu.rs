@@ -13,6 +13,14 @@
 //! Tolerances for bf16 are those of tests/bf16.rs (bf16 on the CPU), whose header explains
 //! them: within 6e-2 of transformers' bf16 (relative to the largest value), and no more
 //! than twice as far from f32 as transformers' own bf16 is.
+//!
+//! Training: two f32 fine-tuning steps on CUDA against PyTorch's (the committed fixture,
+//! 1e-5) and against the same steps on the CPU (1e-5); two bf16 steps with f32 masters
+//! against PyTorch's bf16 steps on the same GPU (INTERLACE_BF16_TRAIN_REF, written there by
+//! `tools/make_bf16_train_fixture.py --device cuda --out DIR`; tolerances of
+//! tests/finetune.rs); every trainable tensor gets a non-zero gradient; a fine-tuning run
+//! killed and resumed on the GPU ends bit-equal to an uninterrupted one (INTERLACE_BIN: the
+//! CUDA binary, when the test binary runs away from the tree that built it).
 
 mod common;
 
@@ -27,10 +35,26 @@ const BF16_TOL: f32 = 6e-2;
 const PRECISION_RATIO: f32 = 2.0;
 const MIN_GAP: f64 = 0.1;
 
+/// GPU 0, or the CPU with INTERLACE_GPU_TESTS_ON_CPU=1 (a check of these tests' own code
+/// on a machine without a GPU, against the CPU references; it says nothing about CUDA).
 fn gpu(dtype: DTypeChoice) -> Placement {
-    let p = resolve(DeviceChoice::Cuda(0), dtype).expect("a GPU (these tests need one)");
+    let device = if std::env::var_os("INTERLACE_GPU_TESTS_ON_CPU").is_some() {
+        DeviceChoice::Cpu
+    } else {
+        DeviceChoice::Cuda(0)
+    };
+    let p = resolve(device, dtype).expect("a GPU (these tests need one)");
     eprintln!("running on {}", p.describe());
     p
+}
+
+/// `--device` for `p`.
+fn device_flag(p: &Placement) -> &'static str {
+    if p.is_gpu() {
+        "cuda"
+    } else {
+        "cpu"
+    }
 }
 
 #[test]
@@ -158,4 +182,105 @@ fn cuda_fused_attention_equals_the_cpu_kernel() {
 #[ignore = "needs a GPU and the cuda feature"]
 fn cuda_packed_similarity_matches_transformers() {
     assert_packed_similarity_matches_transformers(&gpu(DTypeChoice::F32));
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_f32_finetune_steps_equal_pytorch_and_the_cpu() {
+    let p = gpu(DTypeChoice::F32);
+    let cpu = check_two_f32_steps(&Device::Cpu, false, 1, 1);
+    for (checkpointing, micro) in [(false, 1), (true, 4)] {
+        let cuda = check_two_f32_steps(&p.device, checkpointing, micro, 1);
+        let worst = cuda
+            .iter()
+            .zip(&cpu)
+            .map(|(a, b)| max_abs_diff(a, b))
+            .fold(0f32, f32::max);
+        eprintln!("cuda f32 (checkpointing {checkpointing}): masters after two steps within {worst:.2e} of the CPU's");
+        assert!(worst < 1e-5, "{worst}");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_bf16_finetune_steps_match_pytorch_bf16_with_f32_masters() {
+    let p = gpu(DTypeChoice::Bf16);
+    let dir = std::path::PathBuf::from(std::env::var("INTERLACE_BF16_TRAIN_REF").expect(
+        "INTERLACE_BF16_TRAIN_REF: the --out of tools/make_bf16_train_fixture.py --device cuda",
+    ));
+    // The CPU test's tolerances (tests/finetune.rs).
+    let tol = Bf16Tolerances {
+        loss: 1e-3,
+        grad_norm: 2e-2,
+        grads: 1e-1,
+        weights_in_lr: 2.1,
+        far_share: 0.05,
+    };
+    check_two_bf16_steps(&p.device, &dir, &tol, false, 1);
+    check_two_bf16_steps(&p.device, &dir, &tol, true, 2);
+}
+
+/// The CUDA binary: INTERLACE_BIN, else the one cargo built with this test.
+fn interlace_bin() -> std::path::PathBuf {
+    std::env::var_os("INTERLACE_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_interlace").into())
+}
+
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_finetune_killed_and_resumed_is_bit_equal() {
+    let p = gpu(DTypeChoice::Bf16);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data.json");
+    std::fs::write(&data, serde_json::to_string(&train_data_absolute()).unwrap()).unwrap();
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"strategy": "manual", "ratio": 0.0, "num_layers": 6, "drop": [],
+ "finetune": [1, 4], "freeze": [0, 2, 3, 5], "anchors": [], "kept": [0, 1, 2, 3, 4, 5]}"#,
+    )
+    .unwrap();
+    let cmd = |out: &std::path::Path| {
+        let mut c = std::process::Command::new(interlace_bin());
+        c.arg("finetune")
+            .arg("--model")
+            .arg(model_dir("tiny-b"))
+            .arg("--plan")
+            .arg(&plan)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .args(["--portion", "1", "--grad-accum", "1", "--lr", "1e-3", "--batch-size", "1"])
+            .args(["--epochs", "6", "--save-every", "1", "--dtype", "bf16"])
+            .args(["--device", device_flag(&p)]);
+        c
+    };
+    let whole = tmp.path().join("whole");
+    let run = cmd(&whole).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = tmp.path().join("killed");
+    kill_after_third_checkpoint(cmd(&out), &tmp.path().join("killed.train"));
+    assert!(!out.exists(), "the run finished before it could be killed");
+    let run = cmd(&out).arg("--resume").output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let read = |dir: &std::path::Path| {
+        let m = Qwen3VlModel::load(dir, DType::F32, &Device::Cpu).unwrap();
+        [1usize, 4]
+            .iter()
+            .map(|&l| to_f32_vec(&m.layers[l].mlp.down_proj.weight))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read(&whole), read(&out), "the resumed run's weights differ");
+    let log = |dir: &std::path::Path| std::fs::read_to_string(dir.join("training_log.jsonl")).unwrap();
+    let strip = |s: String| -> Vec<(String, String)> {
+        s.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["loss"].to_string(), v["grad_norm"].to_string())
+            })
+            .collect()
+    };
+    assert_eq!(strip(log(&whole)), strip(log(&out)), "losses differ");
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde_json::json;
 
 use crate::data::readable_portion;
@@ -92,6 +92,12 @@ pub struct FinetuneArgs {
     /// between worker counts by float rounding only (gradients added in another order).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Where to train and in what precision (see `interlace forward --help`). In bf16 the
+    /// frozen weights are bf16 and the trained layers keep f32 master weights and f32
+    /// AdamW moments; the model computes with their bf16 casts and the saved checkpoint is
+    /// rounded once, at the end, to the stored dtype.
+    #[command(flatten)]
+    pub placement: crate::recipes::placement::DeviceArgs,
 }
 
 /// Where a run keeps its resumable state.
@@ -103,8 +109,9 @@ pub fn state_dir(out: &Path) -> PathBuf {
     out.with_file_name(format!("{name}.train"))
 }
 
-/// The plan to follow and the positions of its fine-tune layers in the loaded model.
-fn plan_and_positions(args: &FinetuneArgs, model: &Qwen3VlModel) -> Result<(Plan, Vec<usize>)> {
+/// The plan to follow and the positions of its fine-tune layers in the model, whose layers
+/// have the original indices `original`.
+fn plan_and_positions(args: &FinetuneArgs, original: &[usize]) -> Result<(Plan, Vec<usize>)> {
     let plan = match &args.plan {
         Some(p) => Plan::read(p)?,
         None => {
@@ -118,7 +125,6 @@ fn plan_and_positions(args: &FinetuneArgs, model: &Qwen3VlModel) -> Result<(Plan
             Plan::read(&p)?
         }
     };
-    let original: Vec<usize> = model.layers.iter().map(|l| l.original_index).collect();
     if original != plan.kept {
         if original.len() == plan.num_layers && !plan.drop.is_empty() {
             bail!(
@@ -167,8 +173,13 @@ fn schedule_samples(n: usize, per_step: usize, epochs: usize, seed: u64) -> Vec<
     steps
 }
 
-fn fingerprint(args: &FinetuneArgs, plan: &Plan, n_samples: usize) -> serde_json::Value {
-    json!({
+fn fingerprint(
+    args: &FinetuneArgs,
+    plan: &Plan,
+    n_samples: usize,
+    dtype: DType,
+) -> serde_json::Value {
+    let mut f = json!({
         "model": args.model.display().to_string(),
         "data": args.data.display().to_string(),
         "finetune": plan.finetune,
@@ -185,11 +196,17 @@ fn fingerprint(args: &FinetuneArgs, plan: &Plan, n_samples: usize) -> serde_json
         "min_pixels": args.min_pixels,
         "max_length": args.max_length,
         "seed": args.seed,
-    })
+    });
+    if dtype != DType::F32 {
+        // (Absent for f32, so that runs started before --dtype existed still resume.)
+        f["dtype"] = json!(crate::model::device::dtype_name(dtype));
+    }
+    f
 }
 
 pub fn run(args: &FinetuneArgs) -> Result<String> {
-    let workers = crate::train::workers::resolve(args.workers, args.batch_size)?;
+    let placement = args.placement.resolve()?;
+    let workers = training_workers(args.workers, args.batch_size, &placement)?;
     if args.batch_size == 0 || args.grad_accum == 0 || args.epochs == 0 {
         bail!("--batch-size, --grad-accum and --epochs must be at least 1");
     }
@@ -215,11 +232,17 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
             state_dir.display()
         );
     }
-    let device = Device::Cpu;
     let processor = Processor::from_dir(&args.model)?
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
-    let model = Qwen3VlModel::load(&args.model, DType::F32, &device)?;
-    let (plan, positions) = plan_and_positions(args, &model)?;
+    let original = crate::model::qwen3_vl::original_layer_indices(&args.model)?;
+    let (plan, positions) = plan_and_positions(args, &original)?;
+    // The trained layers are read in f32: their master weights start exact.
+    let model = Qwen3VlModel::load_with_f32_layers(
+        &args.model,
+        placement.dtype,
+        &placement.device,
+        &positions,
+    )?;
     // The chosen rows are held in memory (image bytes included for Parquet data).
     let mut unreadable = Vec::new();
     let samples = readable_portion(
@@ -257,21 +280,22 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     };
     let (state, log_lines) = session.open(
         &mut trainer,
-        fingerprint(args, &plan, samples.len()),
+        fingerprint(args, &plan, samples.len(), placement.dtype),
         total,
         unreadable.len(),
         args.resume,
     )?;
     let trainable_names: Vec<String> = plan.finetune.iter().map(|l| l.to_string()).collect();
     eprintln!(
-        "finetune: {} samples, {total} optimizer steps of {per_step} ({} x {}), layers {} trainable ({} tensors, {} parameters), warm-up {} steps",
+        "finetune: {} samples, {total} optimizer steps of {per_step} ({} x {}), layers {} trainable ({} tensors, {} parameters), warm-up {} steps, on {}",
         samples.len(),
         args.batch_size,
         args.grad_accum,
         trainable_names.join(", "),
         trainer.params.len(),
         trainer.params.iter().map(|p| p.var.elem_count()).sum::<usize>(),
-        schedule.warmup
+        schedule.warmup,
+        placement.describe()
     );
     let done = session.run(
         &mut trainer,
@@ -299,6 +323,22 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         trainable_names.join(", "),
         done.summary()
     ))
+}
+
+/// `--workers` of a training command: threads on the CPU ([`crate::train::workers::resolve`]);
+/// one on a GPU, whose one stream the micro-batches share.
+pub fn training_workers(
+    flag: Option<usize>,
+    micro_batch: usize,
+    placement: &crate::model::device::Placement,
+) -> Result<usize> {
+    if placement.is_gpu() {
+        if flag.is_some_and(|w| w > 1) {
+            bail!("--workers: on a GPU a micro-batch is one packed pass; use --batch-size instead of several threads");
+        }
+        return Ok(1);
+    }
+    crate::train::workers::resolve(flag, micro_batch)
 }
 
 /// The complete fine-tuned checkpoint, built in a temporary directory and renamed.

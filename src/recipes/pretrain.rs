@@ -130,6 +130,11 @@ pub struct PretrainArgs {
     /// dtype of the written weights.
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     pub save_dtype: String,
+    /// Where to train and in what precision (see `interlace forward --help`). Every tensor
+    /// keeps an f32 master weight and f32 AdamW moments; in bf16 the model computes with
+    /// their bf16 casts.
+    #[command(flatten)]
+    pub placement: crate::recipes::placement::DeviceArgs,
     /// Images are resized to at most this many pixels (also written to
     /// preprocessor_config.json).
     #[arg(long, default_value_t = 50176)]
@@ -767,8 +772,14 @@ fn with_init(mut identity: Value, args: &PretrainArgs) -> Value {
     identity
 }
 
-fn fingerprint(args: &PretrainArgs, shape: &Shape, vocab: usize, n_samples: usize) -> Value {
-    with_init(
+fn fingerprint(
+    args: &PretrainArgs,
+    shape: &Shape,
+    vocab: usize,
+    n_samples: usize,
+    dtype: DType,
+) -> Value {
+    let mut f = with_init(
         json!({
             "data": args.data.display().to_string(),
             "first": first_json(&args.first),
@@ -789,7 +800,12 @@ fn fingerprint(args: &PretrainArgs, shape: &Shape, vocab: usize, n_samples: usiz
             "seed": args.seed,
         }),
         args,
-    )
+    );
+    if dtype != DType::F32 {
+        // (Absent for f32, so that runs started before --dtype existed still resume.)
+        f["dtype"] = json!(crate::model::device::dtype_name(dtype));
+    }
+    f
 }
 
 fn check_args(args: &PretrainArgs) -> Result<()> {
@@ -959,8 +975,12 @@ fn init_weights_from(dir: &Path, shape: &Shape, vocab: usize) -> Result<HashMap<
 
 pub fn run(args: &PretrainArgs) -> Result<String> {
     check_args(args)?;
-    let workers =
-        crate::train::workers::resolve(args.workers, args.micro_batch.unwrap_or(args.batch_size))?;
+    let placement = args.placement.resolve()?;
+    let workers = crate::recipes::finetune::training_workers(
+        args.workers,
+        args.micro_batch.unwrap_or(args.batch_size),
+        &placement,
+    )?;
     let (shape, vocab) = match &args.init {
         Some(dir) => Shape::from_config(&crate::model::config::Qwen3VlConfig::from_dir(dir)?)
             .with_context(|| format!("{}: cannot continue from this model", dir.display()))?,
@@ -997,10 +1017,10 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         .with_context(|| format!("{}: cannot create", state_dir.display()))?;
     let init_dir = state_dir.join("init");
     initial_checkpoint(&init_dir, args, &shape, vocab, &samples)?;
-    let device = Device::Cpu;
     let processor = Processor::from_dir(&init_dir)?
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
-    let model = Qwen3VlModel::load(&init_dir, DType::F32, &device)?;
+    // Loaded in f32: the master weights start exact; the trainer casts for computing.
+    let model = Qwen3VlModel::load(&init_dir, DType::F32, &placement.device)?;
 
     // The curriculum's steps, then the main data's (indices after the first data's).
     let first_steps = args.first_steps.unwrap_or(0);
@@ -1032,7 +1052,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         },
         workers,
     };
-    let mut trainer = Trainer::whole_model(model, options, DType::F32)?;
+    let mut trainer = Trainer::whole_model(model, options, placement.dtype)?;
     if let Some(lr) = args.visual_lr {
         let n = trainer.scale_lr("model.visual.", lr / args.lr);
         eprintln!("pretrain: the vision tower's {n} tensors at peak learning rate {lr:e}");
@@ -1047,19 +1067,20 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     };
     let (state, log_lines) = session.open(
         &mut trainer,
-        fingerprint(args, &shape, vocab, samples.len()),
+        fingerprint(args, &shape, vocab, samples.len(), placement.dtype),
         total,
         unreadable.len(),
         args.resume,
     )?;
     eprintln!(
-        "pretrain: {} parameters ({} tensors, all trainable), vocabulary {}, {} samples, {total} optimizer steps of {}, warm-up {} steps",
+        "pretrain: {} parameters ({} tensors, all trainable), vocabulary {}, {} samples, {total} optimizer steps of {}, warm-up {} steps, on {}",
         n_params,
         trainer.params.len(),
         vocab,
         samples.len(),
         args.batch_size,
-        schedule.warmup
+        schedule.warmup,
+        placement.describe()
     );
     if !args.first.is_empty() {
         let paths: Vec<String> = args.first.iter().map(|p| p.display().to_string()).collect();

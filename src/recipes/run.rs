@@ -100,8 +100,8 @@ pub struct RunArgs {
     /// ones, where `--workers 1` keeps candle's multi-threaded ops.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// Where similarity, SLEB and the evaluations run (see `interlace forward --help`).
-    /// Fine-tuning runs on the CPU in f32 in this version.
+    /// Where every stage runs and in what precision (see `interlace forward --help`;
+    /// fine-tuning in bf16 keeps f32 master weights, see `interlace finetune --help`).
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
 }
@@ -367,6 +367,7 @@ impl Run<'_> {
             resume: state_dir(out).exists(),
             grad_checkpoint: false,
             workers: Some(self.workers),
+            placement: self.args.placement.clone(),
         };
         stage(&mut self.timings, label, out, || {
             crate::recipes::finetune::run(&args)
@@ -417,8 +418,9 @@ pub fn run(args: &RunArgs) -> Result<String> {
         bail!("--ratio must be in [0, 1), got {}", args.ratio);
     }
     // Before any tensor op: more than one worker makes the whole run single-threaded.
-    let workers = crate::train::workers::resolve(args.workers, args.batch_size)?;
     let placement = args.placement.resolve()?;
+    let workers =
+        crate::recipes::finetune::training_workers(args.workers, args.batch_size, &placement)?;
     let model = args.model.clone().unwrap_or_else(default_model);
     if !model.join("config.json").exists() {
         bail!(

@@ -426,3 +426,195 @@ pub fn bf16_reference_errors(name: &str, case: &str, reference: &std::path::Path
         .fold(0f32, f32::max);
     (worst, rel_err(&bf16["logits"], &f32_case["logits"]))
 }
+
+/// Tolerances of a bf16 step against PyTorch's bf16 step with f32 masters (both sides'
+/// bf16 roundings differ in place: packed against per-conversation forward passes, fused
+/// against separate ops).
+pub struct Bf16Tolerances {
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub grads: f32,
+    /// Largest |master - torch's master| per step taken, in units of the learning rate:
+    /// an AdamW step moves each weight by about lr, so an element whose tiny gradient has
+    /// the other sign on the two sides may end up 2 lr apart per step.
+    pub weights_in_lr: f32,
+    /// Most elements must agree far better: the share more than 0.1 lr apart.
+    pub far_share: f64,
+}
+
+/// Two fine-tuning steps in bf16 with f32 master weights on `device` against PyTorch's
+/// (`step_bf16.json` and `.safetensors` in `reference_dir`, by tools/make_bf16_train_fixture.py).
+pub fn check_two_bf16_steps(
+    device: &candle_core::Device,
+    reference_dir: &std::path::Path,
+    tol: &Bf16Tolerances,
+    grad_checkpoint: bool,
+    micro_batch: usize,
+) {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reference_dir.join("step_bf16.json")).unwrap(),
+    )
+    .unwrap();
+    let reference = load_tensors(&reference_dir.join("step_bf16.safetensors"));
+    let name = meta["model"].as_str().unwrap();
+    let layers: Vec<usize> = serde_json::from_value(meta["finetune"].clone()).unwrap();
+    let lr = meta["lr"].as_f64().unwrap();
+    let data = prepared_train_data(name);
+    let model = interlace::model::Qwen3VlModel::load_with_f32_layers(
+        &model_dir(name),
+        DType::BF16,
+        device,
+        &layers,
+    )
+    .unwrap();
+    let options = interlace::train::trainer::TrainOptions {
+        grad_checkpoint,
+        micro_batch,
+        max_grad_norm: meta["max_grad_norm"].as_f64().unwrap(),
+        ..Default::default()
+    };
+    let mut trainer = interlace::train::trainer::Trainer::new(model, &layers, options).unwrap();
+    assert_eq!(trainer.compute, DType::BF16);
+    let steps = meta["steps"].as_array().unwrap();
+    let want_vec = |key: &str| to_f32_vec(reference.get(key).unwrap_or_else(|| panic!("{key}")));
+    for (s, batches) in meta["batches"].as_array().unwrap().iter().enumerate() {
+        let idx: Vec<usize> = batches
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|mb| serde_json::from_value::<Vec<usize>>(mb.clone()).unwrap())
+            .collect();
+        let batch: Vec<interlace::train::labels::Supervised> =
+            idx.iter().map(|&i| data[i].clone()).collect();
+        if s == 0 {
+            let (grads, _, _) = trainer.gradients(&batch).unwrap();
+            let mut worst = 0f32;
+            for (p, g) in trainer.params.iter().zip(&grads) {
+                let want = want_vec(&format!("grad.{}", p.name));
+                let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+                assert!(g.iter().any(|&x| x != 0.0), "{}: no gradient", p.name);
+                worst = worst.max(max_abs_diff(g, &want) / scale);
+            }
+            println!("bf16 step 1: worst gradient error {worst:.2e} of the largest");
+            assert!(worst < tol.grads, "gradients differ by {worst:e}");
+        }
+        let stats = trainer.step(&batch, lr).unwrap();
+        let want = &steps[s];
+        let want_loss = want["loss"].as_f64().unwrap();
+        let want_norm = want["grad_norm"].as_f64().unwrap();
+        let (loss_err, norm_err) = (
+            (stats.loss - want_loss).abs() / want_loss,
+            (stats.grad_norm - want_norm).abs() / want_norm,
+        );
+        let (mut worst, mut far, mut count) = (0f32, 0usize, 0usize);
+        for (p, v) in trainer.params.iter().zip(trainer.values().unwrap()) {
+            let want = want_vec(&format!("after{}.{}", s + 1, p.name));
+            worst = worst.max(max_abs_diff(&v, &want));
+            far += v
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| (*a - *b).abs() > 0.1 * lr as f32)
+                .count();
+            count += v.len();
+        }
+        let worst_lr = worst / lr as f32;
+        let far_share = far as f64 / count as f64;
+        println!(
+            "bf16 step {}: loss {:.6} vs torch {want_loss:.6} ({loss_err:.1e}), grad norm {:.5} vs {want_norm:.5} ({norm_err:.1e}), masters within {worst_lr:.3} lr, {:.2} % of them more than 0.1 lr apart",
+            s + 1,
+            stats.loss,
+            stats.grad_norm,
+            far_share * 100.0
+        );
+        assert!(loss_err < tol.loss, "loss");
+        assert!(norm_err < tol.grad_norm, "grad norm");
+        let bound = tol.weights_in_lr * (s + 1) as f32;
+        assert!(worst_lr < bound, "masters differ by {worst_lr} lr");
+        assert!(
+            far_share < tol.far_share,
+            "{far_share} of the masters more than 0.1 lr apart"
+        );
+    }
+}
+
+/// Two f32 fine-tuning steps of tests/fixtures/train/step.json on `device` against PyTorch:
+/// step-1 gradients (1e-4 relative, none zero), loss (1e-5), gradient norm (1e-4 relative),
+/// updated weights (1e-5); frozen layers untouched.
+pub fn check_two_f32_steps(
+    device: &Device,
+    grad_checkpoint: bool,
+    micro_batch: usize,
+    workers: usize,
+) -> Vec<Vec<f32>> {
+    let meta = fixture_json("train/step.json");
+    let reference = load_tensors(&fixtures().join("train/step.safetensors"));
+    let name = meta["model"].as_str().unwrap();
+    let layers: Vec<usize> = serde_json::from_value(meta["finetune"].clone()).unwrap();
+    let lr = meta["lr"].as_f64().unwrap();
+    let data = prepared_train_data(name);
+    let model = interlace::model::Qwen3VlModel::load(&model_dir(name), DType::F32, device).unwrap();
+    let frozen_before = to_f32_vec(&model.layers[0].self_attn.q_proj.weight);
+    let options = interlace::train::trainer::TrainOptions {
+        grad_checkpoint,
+        micro_batch,
+        max_grad_norm: meta["max_grad_norm"].as_f64().unwrap(),
+        workers,
+        ..Default::default()
+    };
+    let mut trainer = interlace::train::trainer::Trainer::new(model, &layers, options).unwrap();
+    let reference_vec = |key: &str| -> Vec<f32> {
+        to_f32_vec(reference.get(key).unwrap_or_else(|| panic!("{key}")))
+    };
+    let steps = meta["steps"].as_array().unwrap();
+    for (s, batches) in meta["batches"].as_array().unwrap().iter().enumerate() {
+        let idx: Vec<usize> = batches
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|mb| serde_json::from_value::<Vec<usize>>(mb.clone()).unwrap())
+            .collect();
+        let batch: Vec<interlace::train::labels::Supervised> =
+            idx.iter().map(|&i| data[i].clone()).collect();
+        if s == 0 {
+            let (grads, _, _) = trainer.gradients(&batch).unwrap();
+            for (p, g) in trainer.params.iter().zip(&grads) {
+                let want = reference_vec(&format!("grad.{}", p.name));
+                let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let err = max_abs_diff(g, &want) / scale;
+                assert!(scale > 0.0, "{}: zero reference gradient", p.name);
+                assert!(g.iter().any(|&x| x != 0.0), "{}: no gradient", p.name);
+                assert!(err < 1e-4, "{}: gradient rel err {err}", p.name);
+            }
+        }
+        let stats = trainer.step(&batch, lr).unwrap();
+        let want = &steps[s];
+        let want_loss = want["loss"].as_f64().unwrap();
+        let want_norm = want["grad_norm"].as_f64().unwrap();
+        println!(
+            "step {}: loss {:.7} vs torch {want_loss:.7}, grad norm {:.6} vs torch {want_norm:.6}",
+            s + 1,
+            stats.loss,
+            stats.grad_norm
+        );
+        assert!((stats.loss - want_loss).abs() < 1e-5, "loss");
+        assert!(
+            (stats.grad_norm - want_norm).abs() / want_norm < 1e-4,
+            "grad norm"
+        );
+        assert_eq!(
+            stats.supervised_tokens as u64,
+            want["tokens"].as_u64().unwrap()
+        );
+        let values = trainer.values().unwrap();
+        let mut worst = 0f32;
+        for (p, v) in trainer.params.iter().zip(&values) {
+            let want = reference_vec(&format!("after{}.{}", s + 1, p.name));
+            worst = worst.max(max_abs_diff(v, &want));
+        }
+        println!("step {}: max |weight - torch| = {worst:e}", s + 1);
+        assert!(worst < 1e-5, "updated weights differ by {worst}");
+    }
+    let frozen_after = to_f32_vec(&trainer.model.layers[0].self_attn.q_proj.weight);
+    assert_eq!(frozen_before, frozen_after, "a frozen layer changed");
+    trainer.values().unwrap()
+}

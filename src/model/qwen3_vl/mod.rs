@@ -654,6 +654,13 @@ fn left_padded(packed: &Tensor, lens: &[usize], longest: usize) -> Result<Tensor
     Ok(Tensor::cat(&rows, 0)?)
 }
 
+/// The original index of every decoder layer of the checkpoint in `dir`, without loading
+/// it (config.json and `interlace_plan.json`).
+pub fn original_layer_indices(dir: &Path) -> Result<Vec<usize>> {
+    let config = Qwen3VlConfig::from_dir(dir)?;
+    read_original_indices(dir, config.text.num_hidden_layers)
+}
+
 /// Original layer indices: from `interlace_plan.json`'s `kept` when present (a pruned
 /// checkpoint), else 0..n.
 fn read_original_indices(dir: &Path, n: usize) -> Result<Vec<usize>> {
