@@ -15,6 +15,15 @@ Subcommands, each printing or writing JSON:
   latency    transformers' time to first token (vision tower + prefill: generate with one
              new token) and decoding tokens/s (64 new tokens), medians over runs.
   report     merges the JSON files of one gpu-check run into results.json and results.md.
+  train-data N conversations of about 500 tokens (one 448x448 JPEG, a question, a long
+             answer) as LLaVA JSON, for the fine-tuning comparison.
+  train      a PyTorch + transformers fine-tuning loop on the layers of a plan: bf16 model,
+             f32 master weights and AdamW, SDPA, gradient checkpointing, micro-batches of
+             --batch-size padded conversations, --grad-accum of them per step, loss on the
+             assistant tokens; seconds per optimizer step (after a warm-up step) and peak
+             GPU memory (torch.cuda.max_memory_allocated; gpu-train-check.sh also polls
+             nvidia-smi for both sides).
+  train-report  merges scripts/gpu-train-check.sh's JSON files into train-results.md/.json.
 
     python tools/gpu_bench.py model --shape 2b --out /tmp/q2b --device cuda
 """
@@ -251,6 +260,138 @@ def cmd_report(args):
     print("\n".join(lines))
 
 
+ANSWER = ("The picture shows a bright field of colour with several rectangles placed across it. "
+          "Each rectangle has its own colour and size, and they overlap in places. ") * 6
+
+
+def cmd_train_data(args):
+    import numpy as np
+    from PIL import Image
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    records = []
+    for i in range(args.samples):
+        img = rng.integers(0, 255, (1, 1, 3)) + np.zeros((448, 448, 3))
+        for _ in range(8):
+            x0, y0 = rng.integers(0, 380, 2)
+            img[y0:y0 + rng.integers(20, 68), x0:x0 + rng.integers(20, 68)] = rng.integers(0, 255, 3)
+        Image.fromarray(img.astype(np.uint8)).save(out / f"t{i}.jpg", quality=90)
+        records.append({"image": f"t{i}.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe everything you can see in this picture, in detail."},
+            {"from": "gpt", "value": ANSWER}]})
+    (out / "train.json").write_text(json.dumps(records))
+    print(json.dumps({"dir": str(out), "samples": args.samples}))
+
+
+def cmd_train(args):
+    import torch
+    from PIL import Image
+
+    plan = json.loads(Path(args.plan).read_text())
+    data_dir = Path(args.data).parent
+    records = json.loads(Path(args.data).read_text())
+    processor, model = load(args.model, args.device)
+    kept = plan["kept"]
+    positions = [kept.index(l) for l in plan["finetune"]]
+    model.config.use_cache = False
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    named = {}
+    for pos in positions:
+        for n, p in model.model.language_model.layers[pos].named_parameters():
+            p.requires_grad_(True)
+            named[f"{pos}.{n}"] = p
+    masters = {n: torch.nn.Parameter(p.detach().float().clone()) for n, p in named.items()}
+    opt = torch.optim.AdamW(list(masters.values()), lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    tok = processor.tokenizer
+
+    def micro_batch(rs):
+        texts, images = [], []
+        for r in rs:
+            q = r["conversations"][0]["value"].replace("<image>\n", "")
+            msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": r["conversations"][1]["value"]}]}]
+            texts.append(processor.apply_chat_template(msgs, tokenize=False))
+            images.append(Image.open(data_dir / r["image"]).convert("RGB"))
+        enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
+        labels = enc["input_ids"].clone()
+        labels[enc["attention_mask"] == 0] = -100
+        # Supervise the answers: everything after the last "<|im_start|>assistant\n".
+        start = tok.convert_tokens_to_ids("<|im_start|>")
+        for row in range(labels.shape[0]):
+            ids = enc["input_ids"][row].tolist()
+            last = max(i for i, t in enumerate(ids) if t == start)
+            labels[row, : last + 3] = -100
+        enc["labels"] = labels
+        return enc.to(args.device)
+
+    per_step = args.batch_size * args.grad_accum
+    steps = min(args.steps, len(records) // per_step)
+    times, tokens = [], []
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    for s in range(steps):
+        sync(args.device)
+        t0 = time.perf_counter()
+        acc = {n: torch.zeros_like(m) for n, m in masters.items()}
+        n_tok = 0
+        for a in range(args.grad_accum):
+            rs = records[(s * per_step + a * args.batch_size):(s * per_step + (a + 1) * args.batch_size)]
+            batch = micro_batch(rs)
+            n_tok += int(batch["attention_mask"].sum())
+            loss = model(**batch).loss / args.grad_accum
+            loss.backward()
+            for n, p in named.items():
+                acc[n] += p.grad.float()
+                p.grad = None
+        for n, m in masters.items():
+            m.grad = acc[n]
+        torch.nn.utils.clip_grad_norm_(list(masters.values()), 1.0)
+        opt.step()
+        opt.zero_grad()
+        with torch.no_grad():
+            for n, p in named.items():
+                p.copy_(masters[n].to(torch.bfloat16))
+        sync(args.device)
+        times.append(time.perf_counter() - t0)
+        tokens.append(n_tok)
+        print(f"step {s + 1}: {times[-1]:.2f} s, {n_tok} tokens", file=sys.stderr)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None
+    timed = times[1:] or times
+    print(json.dumps({"steps": steps, "seconds_per_step": statistics.median(timed), "step_seconds": times,
+                      "tokens_per_step": tokens, "trainable_layers": plan["finetune"],
+                      "torch_peak_allocated_gib": peak}))
+
+
+def cmd_train_report(args):
+    out = Path(args.dir)
+    res = {"date": time.strftime("%Y-%m-%d"), "shapes": {}}
+    lines = [f"GPU fine-tuning check of {res['date']} (scripts/gpu-train-check.sh; bf16, f32 masters, "
+             "gradient checkpointing, batch 16 x 2)", "",
+             "| shape | trainable layers | s/step PyTorch | s/step interlace | speed (PyTorch / interlace) | peak GiB PyTorch | peak GiB interlace | memory ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for shape in args.shapes:
+        t, o = read(out / f"{shape}-train-torch.json"), read(out / f"{shape}-train-ours.json")
+        mt, mo = read(out / f"{shape}-train-torch-mem.json"), read(out / f"{shape}-train-ours-mem.json")
+        res["shapes"][shape] = {"torch": t, "ours": o, "torch_mem": mt, "ours_mem": mo}
+        if not (t and o):
+            lines.append(f"| {shape} | – | {t and t['seconds_per_step']} | {o and o['seconds_per_step']} | not measured | | | |")
+            continue
+        speed = t["seconds_per_step"] / o["seconds_per_step"]
+        pt = mt["peak_gib"] if mt else float("nan")
+        po = mo["peak_gib"] if mo else float("nan")
+        lines.append(f"| {shape} | {t['trainable_layers']} | {t['seconds_per_step']:.2f} | {o['seconds_per_step']:.2f} | "
+                     f"{speed:.2f}x (target >= 1.0: {'met' if speed >= 1 else 'NOT met'}) | {pt:.1f} | {po:.1f} | "
+                     f"{po / pt:.2f} (target <= 1.0: {'met' if po <= pt else 'NOT met'}) |")
+    (out / "train-results.json").write_text(json.dumps(res, indent=1))
+    (out / "train-results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -278,8 +419,24 @@ def main():
     p = sub.add_parser("report")
     p.add_argument("--dir", required=True)
     p.add_argument("--shapes", nargs="+", default=["2b", "8b"])
+    p = sub.add_parser("train-data")
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, default=96)
+    p.add_argument("--seed", type=int, default=1)
+    p = sub.add_parser("train")
+    p.add_argument("--model", required=True)
+    p.add_argument("--plan", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--device", default="cuda")
+    p = sub.add_parser("train-report")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--shapes", nargs="+", default=["2b", "8b"])
     args = ap.parse_args()
-    globals()["cmd_" + args.cmd](args)
+    globals()["cmd_" + args.cmd.replace("-", "_")](args)
 
 
 if __name__ == "__main__":
