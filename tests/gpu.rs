@@ -233,7 +233,11 @@ fn cuda_finetune_killed_and_resumed_is_bit_equal() {
     let p = gpu(DTypeChoice::Bf16);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data.json");
-    std::fs::write(&data, serde_json::to_string(&train_data_absolute()).unwrap()).unwrap();
+    std::fs::write(
+        &data,
+        serde_json::to_string(&train_data_absolute()).unwrap(),
+    )
+    .unwrap();
     let plan = tmp.path().join("plan.json");
     std::fs::write(
         &plan,
@@ -252,19 +256,36 @@ fn cuda_finetune_killed_and_resumed_is_bit_equal() {
             .arg(&data)
             .arg("--out")
             .arg(out)
-            .args(["--portion", "1", "--grad-accum", "1", "--lr", "1e-3", "--batch-size", "1"])
+            .args([
+                "--portion",
+                "1",
+                "--grad-accum",
+                "1",
+                "--lr",
+                "1e-3",
+                "--batch-size",
+                "1",
+            ])
             .args(["--epochs", "6", "--save-every", "1", "--dtype", "bf16"])
             .args(["--device", device_flag(&p)]);
         c
     };
     let whole = tmp.path().join("whole");
     let run = cmd(&whole).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let out = tmp.path().join("killed");
     kill_after_third_checkpoint(cmd(&out), &tmp.path().join("killed.train"));
     assert!(!out.exists(), "the run finished before it could be killed");
     let run = cmd(&out).arg("--resume").output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let read = |dir: &std::path::Path| {
         let m = Qwen3VlModel::load(dir, DType::F32, &Device::Cpu).unwrap();
         [1usize, 4]
@@ -273,7 +294,8 @@ fn cuda_finetune_killed_and_resumed_is_bit_equal() {
             .collect::<Vec<_>>()
     };
     assert_eq!(read(&whole), read(&out), "the resumed run's weights differ");
-    let log = |dir: &std::path::Path| std::fs::read_to_string(dir.join("training_log.jsonl")).unwrap();
+    let log =
+        |dir: &std::path::Path| std::fs::read_to_string(dir.join("training_log.jsonl")).unwrap();
     let strip = |s: String| -> Vec<(String, String)> {
         s.lines()
             .map(|l| {
