@@ -17,7 +17,6 @@ mod common;
 use candle_core::{DType, Device};
 use common::*;
 use interlace::model::device::Placement;
-use interlace::model::Qwen3VlModel;
 
 /// Worst hidden state, relative to its largest value; and the logits.
 const TOL: f32 = 6e-2;
@@ -28,32 +27,7 @@ const MIN_GAP: f64 = 0.1;
 
 #[test]
 fn bf16_hidden_states_and_logits_match_transformers_bf16() {
-    let reference = bf16_reference(false);
-    for &name in MODELS {
-        let model = Qwen3VlModel::load(&model_dir(name), DType::BF16, &Device::Cpu).unwrap();
-        for &case in CASES {
-            let (hidden, logits) = forward_errors(&model, name, case, &reference);
-            eprintln!("{name}/{case}: bf16 against transformers' bf16: worst hidden state {hidden:.2e}, logits {logits:.2e}");
-            assert!(
-                hidden < TOL,
-                "{name}/{case}: hidden states differ by {hidden:e}"
-            );
-            assert!(logits < TOL, "{name}/{case}: logits differ by {logits:e}");
-            // Against f32: ours and transformers' own bf16 error.
-            let f32_dir = fixtures().join("cases");
-            let (ours_h, ours_l) = forward_errors(&model, name, case, &f32_dir);
-            let (theirs_h, theirs_l) = bf16_reference_errors(name, case, &reference);
-            eprintln!("{name}/{case}: against f32: ours {ours_h:.2e} / {ours_l:.2e}, transformers' bf16 {theirs_h:.2e} / {theirs_l:.2e}");
-            assert!(
-                ours_h <= PRECISION_RATIO * theirs_h,
-                "{name}/{case}: hidden states"
-            );
-            assert!(
-                ours_l <= PRECISION_RATIO * theirs_l,
-                "{name}/{case}: logits"
-            );
-        }
-    }
+    assert_bf16_forward_matches(&Device::Cpu, &bf16_reference(false), TOL, PRECISION_RATIO);
 }
 
 #[test]

@@ -84,35 +84,7 @@ fn cuda_f32_hidden_states_and_logits_match_transformers() {
 #[ignore = "needs a GPU and the cuda feature"]
 fn cuda_bf16_hidden_states_and_logits_match_transformers_bf16() {
     let p = gpu(DTypeChoice::Bf16);
-    let reference = bf16_reference(true);
-    for &name in MODELS {
-        let model = Qwen3VlModel::load(&model_dir(name), DType::BF16, &p.device).unwrap();
-        for &case in CASES {
-            let (hidden, logits) = forward_errors(&model, name, case, &reference);
-            let (ours_h, ours_l) = forward_errors(&model, name, case, &fixtures().join("cases"));
-            let (theirs_h, theirs_l) = bf16_reference_errors(name, case, &reference);
-            eprintln!(
-                "{name}/{case}: cuda bf16 against transformers' cuda bf16: hidden {hidden:.2e}, logits {logits:.2e}; \
-                 against f32: ours {ours_h:.2e} / {ours_l:.2e}, transformers' {theirs_h:.2e} / {theirs_l:.2e}"
-            );
-            assert!(
-                hidden < BF16_TOL,
-                "{name}/{case}: hidden states differ by {hidden:e}"
-            );
-            assert!(
-                logits < BF16_TOL,
-                "{name}/{case}: logits differ by {logits:e}"
-            );
-            assert!(
-                ours_h <= PRECISION_RATIO * theirs_h,
-                "{name}/{case}: hidden states"
-            );
-            assert!(
-                ours_l <= PRECISION_RATIO * theirs_l,
-                "{name}/{case}: logits"
-            );
-        }
-    }
+    assert_bf16_forward_matches(&p.device, &bf16_reference(true), BF16_TOL, PRECISION_RATIO);
 }
 
 #[test]

@@ -55,6 +55,23 @@ struct RmsNormRounded {
 }
 
 impl RmsNormRounded {
+    /// The element ranges of the input and the weight, checked: contiguous, and the weight
+    /// as long as the input's last dimension.
+    #[allow(clippy::type_complexity)]
+    fn ranges(
+        l1: &candle_core::Layout,
+        l2: &candle_core::Layout,
+    ) -> Result<((usize, usize), (usize, usize))> {
+        let (Some(x), Some(w)) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            candle_core::bail!("rms-norm-rounded: inputs must be contiguous");
+        };
+        let d = w.1 - w.0;
+        if d == 0 || l1.dims().last() != Some(&d) {
+            candle_core::bail!("rms-norm-rounded: weight does not match the last dimension");
+        }
+        Ok((x, w))
+    }
+
     /// One row: `to`/`from` convert the 16-bit type to and from f32.
     fn row<T: Copy>(&self, x: &[T], w: &[T], y: &mut [T], to: fn(T) -> f32, from: fn(f32) -> T) {
         let ss: f32 = x.iter().map(|&v| to(v) * to(v)).sum();
@@ -79,14 +96,8 @@ impl candle_core::CustomOp2 for RmsNormRounded {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::CpuStorage as S;
         use rayon::prelude::*;
-        let (Some((x0, x1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("rms-norm-rounded: inputs must be contiguous");
-        };
+        let ((x0, x1), (w0, w1)) = Self::ranges(l1, l2)?;
         let d = w1 - w0;
-        if d == 0 || l1.dims().last() != Some(&d) {
-            candle_core::bail!("rms-norm-rounded: weight does not match the last dimension");
-        }
         macro_rules! run {
             ($x:expr, $w:expr, $ty:ty, $wrap:ident) => {{
                 let (x, w) = (&$x[x0..x1], &$w[w0..w1]);
@@ -115,14 +126,8 @@ impl candle_core::CustomOp2 for RmsNormRounded {
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
         use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
         use candle_core::cuda_backend::{CudaStorageSlice as S, WrapErr};
-        let (Some((x0, x1)), Some((w0, w1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("rms-norm-rounded: inputs must be contiguous");
-        };
+        let ((x0, x1), (w0, w1)) = Self::ranges(l1, l2)?;
         let d = w1 - w0;
-        if d == 0 || l1.dims().last() != Some(&d) {
-            candle_core::bail!("rms-norm-rounded: weight does not match the last dimension");
-        }
         let dev = s1.device.clone();
         let n = x1 - x0;
         let cfg = LaunchConfig {

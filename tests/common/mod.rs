@@ -618,3 +618,34 @@ pub fn check_two_f32_steps(
     assert_eq!(frozen_before, frozen_after, "a frozen layer changed");
     trainer.values().unwrap()
 }
+
+/// bf16 forward passes of both fixture models on `device` against transformers' bf16 run in
+/// `reference`: every hidden state and the logits within `tol` (relative to the largest
+/// value), and no further from transformers' f32 than `ratio` times transformers' own bf16.
+pub fn assert_bf16_forward_matches(
+    device: &Device,
+    reference: &std::path::Path,
+    tol: f32,
+    ratio: f32,
+) {
+    for &name in MODELS {
+        let model =
+            interlace::model::Qwen3VlModel::load(&model_dir(name), DType::BF16, device).unwrap();
+        for &case in CASES {
+            let (hidden, logits) = forward_errors(&model, name, case, reference);
+            let (ours_h, ours_l) = forward_errors(&model, name, case, &fixtures().join("cases"));
+            let (theirs_h, theirs_l) = bf16_reference_errors(name, case, reference);
+            eprintln!(
+                "{name}/{case}: bf16 against transformers' bf16: hidden {hidden:.2e}, logits {logits:.2e}; \
+                 against f32: ours {ours_h:.2e} / {ours_l:.2e}, transformers' {theirs_h:.2e} / {theirs_l:.2e}"
+            );
+            assert!(
+                hidden < tol,
+                "{name}/{case}: hidden states differ by {hidden:e}"
+            );
+            assert!(logits < tol, "{name}/{case}: logits differ by {logits:e}");
+            assert!(ours_h <= ratio * theirs_h, "{name}/{case}: hidden states");
+            assert!(ours_l <= ratio * theirs_l, "{name}/{case}: logits");
+        }
+    }
+}

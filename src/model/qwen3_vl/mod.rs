@@ -502,6 +502,14 @@ impl Qwen3VlModel {
     /// Prefill for generation: runs the whole prompt, filling `cache` (one slot per layer),
     /// and returns the logits (vocab) of the last position.
     pub fn prefill(&self, emb: &Embedded, cache: &mut Vec<KvSlot>) -> Result<Tensor> {
+        let h = self.run_filling_cache(emb, cache)?;
+        let last = h.dim(1)? - 1;
+        Ok(self.logits_at(&h, &[last as u32], Grad::None)?.squeeze(0)?)
+    }
+
+    /// Every decoder layer over `emb`, each appending its keys and values to its slot of a
+    /// fresh `cache`; returns the last layer's output (before the final norm).
+    fn run_filling_cache(&self, emb: &Embedded, cache: &mut Vec<KvSlot>) -> Result<Tensor> {
         cache.clear();
         cache.resize(self.layers.len(), None);
         let mut h = emb.embeds.clone();
@@ -511,8 +519,7 @@ impl Qwen3VlModel {
                 h = (h + ds)?;
             }
         }
-        let last = h.dim(1)? - 1;
-        Ok(self.logits_at(&h, &[last as u32], Grad::None)?.squeeze(0)?)
+        Ok(h)
     }
 
     /// One decoding step: `token` at text position `position` (the same on all three
@@ -540,16 +547,7 @@ impl Qwen3VlModel {
             .map(|e| e.embeds.dim(1))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let longest = lens.iter().copied().max().context("no prompts")?;
-        let emb = Embedded::pack(prompts)?;
-        cache.clear();
-        cache.resize(self.layers.len(), None);
-        let mut h = emb.embeds.clone();
-        for (i, (layer, slot)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
-            h = layer.forward_with_cache(&h, &emb.rope, emb.causal, Grad::None, Some(slot))?;
-            if let Some(ds) = emb.deepstack.get(i) {
-                h = (h + ds)?;
-            }
-        }
+        let h = self.run_filling_cache(&Embedded::pack(prompts)?, cache)?;
         for slot in cache.iter_mut() {
             if let Some((k, v)) = slot.take() {
                 *slot = Some((
