@@ -42,24 +42,11 @@ else
     BIN="$REPO/target-cuda/release/interlace"; TESTS="$REPO/target-cuda/release/interlace-gpu-tests"
 fi
 
-log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/check.log" >&2; }
-step() { # name seconds command...: runs with a time limit, logs the outcome
-    local name="$1" limit="$2"; shift 2
-    local t0=$SECONDS
-    log "$name ..."
-    timeout "$limit" "$@"
-    local rc=$?
-    log "$name: exit $rc after $((SECONDS - t0)) s"
-    return $rc
-}
+LOGFILE="$OUT/check.log"
+# shellcheck source=scripts/check-lib.sh
+. scripts/check-lib.sh
 
-# Binaries may come compressed (the device tool carries at most 64 MiB).
-for f in "$BIN" "$TESTS"; do
-    [ -n "$f" ] || continue
-    if [ ! -x "$f" ] && [ -f "$f.xz" ]; then
-        "$PY" -c "import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" "$f.xz" "$f" && chmod +x "$f"
-    fi
-done
+unpack "$BIN" "$TESTS"
 [ -x "$BIN" ] || { log "no binary at $BIN (run scripts/build-cuda.sh here or carry it)"; exit 1; }
 
 if [ "$DRY" = 0 ]; then

@@ -30,16 +30,9 @@ else
     BIN="$REPO/target-cuda/release/interlace"
 fi
 
-log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/train-check.log" >&2; }
-step() {
-    local name="$1" limit="$2"; shift 2
-    local t0=$SECONDS
-    log "$name ..."
-    timeout "$limit" "$@"
-    local rc=$?
-    log "$name: exit $rc after $((SECONDS - t0)) s"
-    return $rc
-}
+LOGFILE="$OUT/train-check.log"
+# shellcheck source=scripts/check-lib.sh
+. scripts/check-lib.sh
 # measured NAME JSON-OUT cmd...: runs cmd while sampling the GPU's memory in use (or, on
 # the CPU, the process's peak resident memory) and writes {"peak_gib": ...} to JSON-OUT.
 measured() {
@@ -59,11 +52,7 @@ measured() {
     return $rc
 }
 
-for f in "$BIN"; do
-    if [ ! -x "$f" ] && [ -f "$f.xz" ]; then
-        "$PY" -c "import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" "$f.xz" "$f" && chmod +x "$f"
-    fi
-done
+unpack "$BIN"
 [ -x "$BIN" ] || { log "no binary at $BIN"; exit 1; }
 [ "$DEVICE" = cuda ] && eval "$(scripts/cuda-env.sh)"
 log "binary: $("$BIN" --version 2>&1)"

@@ -477,15 +477,7 @@ pub fn check_two_bf16_steps(
     assert_eq!(trainer.compute, DType::BF16);
     let steps = meta["steps"].as_array().unwrap();
     let want_vec = |key: &str| to_f32_vec(reference.get(key).unwrap_or_else(|| panic!("{key}")));
-    for (s, batches) in meta["batches"].as_array().unwrap().iter().enumerate() {
-        let idx: Vec<usize> = batches
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|mb| serde_json::from_value::<Vec<usize>>(mb.clone()).unwrap())
-            .collect();
-        let batch: Vec<interlace::train::labels::Supervised> =
-            idx.iter().map(|&i| data[i].clone()).collect();
+    for (s, batch) in step_batches(&meta, &data).into_iter().enumerate() {
         if s == 0 {
             let (grads, _, _) = trainer.gradients(&batch).unwrap();
             let mut worst = 0f32;
@@ -566,15 +558,7 @@ pub fn check_two_f32_steps(
         to_f32_vec(reference.get(key).unwrap_or_else(|| panic!("{key}")))
     };
     let steps = meta["steps"].as_array().unwrap();
-    for (s, batches) in meta["batches"].as_array().unwrap().iter().enumerate() {
-        let idx: Vec<usize> = batches
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|mb| serde_json::from_value::<Vec<usize>>(mb.clone()).unwrap())
-            .collect();
-        let batch: Vec<interlace::train::labels::Supervised> =
-            idx.iter().map(|&i| data[i].clone()).collect();
+    for (s, batch) in step_batches(&meta, &data).into_iter().enumerate() {
         if s == 0 {
             let (grads, _, _) = trainer.gradients(&batch).unwrap();
             for (p, g) in trainer.params.iter().zip(&grads) {
@@ -648,4 +632,25 @@ pub fn assert_bf16_forward_matches(
             assert!(ours_l <= ratio * theirs_l, "{name}/{case}: logits");
         }
     }
+}
+
+/// The conversations of each optimizer step of a training fixture (`batches`: per step,
+/// micro-batches of indices into `data`), micro-batches concatenated.
+pub fn step_batches(
+    meta: &serde_json::Value,
+    data: &[interlace::train::labels::Supervised],
+) -> Vec<Vec<interlace::train::labels::Supervised>> {
+    meta["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            step.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|mb| serde_json::from_value::<Vec<usize>>(mb.clone()).unwrap())
+                .map(|i| data[i].clone())
+                .collect()
+        })
+        .collect()
 }
