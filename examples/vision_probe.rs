@@ -517,10 +517,7 @@ fn main() -> Result<()> {
     };
     let mut moments: Vec<Moments> = vars
         .iter()
-        .map(|v| Moments {
-            exp_avg: vec![0.0; v.elem_count()],
-            exp_avg_sq: vec![0.0; v.elem_count()],
-        })
+        .map(|v| Moments::Zeros(v.elem_count()))
         .collect();
     let sched = CosineSchedule {
         base_lr: args.lr,

@@ -160,9 +160,9 @@ fn cuda_packed_similarity_matches_transformers() {
 #[ignore = "needs a GPU and the cuda feature"]
 fn cuda_f32_finetune_steps_equal_pytorch_and_the_cpu() {
     let p = gpu(DTypeChoice::F32);
-    let cpu = check_two_f32_steps(&Device::Cpu, false, 1, 1);
+    let cpu = check_two_f32_steps(&Device::Cpu, false, 1, 1, None);
     for (checkpointing, micro) in [(false, 1), (true, 4)] {
-        let cuda = check_two_f32_steps(&p.device, checkpointing, micro, 1);
+        let cuda = check_two_f32_steps(&p.device, checkpointing, micro, 1, None);
         let worst = cuda
             .iter()
             .zip(&cpu)
@@ -188,8 +188,8 @@ fn cuda_bf16_finetune_steps_match_pytorch_bf16_with_f32_masters() {
         weights_in_lr: 2.1,
         far_share: 0.05,
     };
-    check_two_bf16_steps(&p.device, &dir, &tol, false, 1);
-    check_two_bf16_steps(&p.device, &dir, &tol, true, 2);
+    check_two_bf16_steps(&p.device, &dir, &tol, false, 1, None);
+    check_two_bf16_steps(&p.device, &dir, &tol, true, 2, None);
 }
 
 /// The CUDA binary: INTERLACE_BIN, else the one cargo built with this test.

@@ -26,6 +26,7 @@ fn whole_trainer(name: &str, meta: &Value, micro_batch: usize, workers: usize) -
             ..Default::default()
         },
         workers,
+        tensor_update: None,
     };
     Trainer::whole_model(model, options, DType::F32).unwrap()
 }

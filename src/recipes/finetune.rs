@@ -269,6 +269,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
             ..Default::default()
         },
         workers,
+        tensor_update: None,
     };
     let mut trainer = Trainer::new(model, &positions, options)?;
     let session = Session {

@@ -1051,6 +1051,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
             ..Default::default()
         },
         workers,
+        tensor_update: None,
     };
     let mut trainer = Trainer::whole_model(model, options, placement.dtype)?;
     if let Some(lr) = args.visual_lr {

@@ -3,6 +3,7 @@
 //! that runs can resume from a checkpoint and match PyTorch step for step.
 
 use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
@@ -24,11 +25,103 @@ impl Default for AdamWConfig {
     }
 }
 
-/// First and second moments of one parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Moments {
-    pub exp_avg: Vec<f32>,
-    pub exp_avg_sq: Vec<f32>,
+/// First and second moments of one parameter: in host memory for the CPU's update, as
+/// tensors on the model's device for the update there (a GPU's moments never leave it).
+#[derive(Debug, Clone)]
+pub enum Moments {
+    /// Not updated yet: all zeros, nothing allocated.
+    Zeros(usize),
+    Host {
+        exp_avg: Vec<f32>,
+        exp_avg_sq: Vec<f32>,
+    },
+    /// Flat f32 tensors.
+    Tensors { exp_avg: Tensor, exp_avg_sq: Tensor },
+}
+
+impl Moments {
+    pub fn len(&self) -> usize {
+        match self {
+            Moments::Zeros(n) => *n,
+            Moments::Host { exp_avg, .. } => exp_avg.len(),
+            Moments::Tensors { exp_avg, .. } => exp_avg.elem_count(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Both moments as host vectors (copied from a device), e.g. to save them.
+    pub fn to_host(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok(match self {
+            Moments::Zeros(n) => (vec![0.0; *n], vec![0.0; *n]),
+            Moments::Host {
+                exp_avg,
+                exp_avg_sq,
+            } => (exp_avg.clone(), exp_avg_sq.clone()),
+            Moments::Tensors {
+                exp_avg,
+                exp_avg_sq,
+            } => (exp_avg.to_vec1()?, exp_avg_sq.to_vec1()?),
+        })
+    }
+
+    /// The moments in host vectors, moved there if they are not.
+    fn host_mut(&mut self) -> Result<(&mut Vec<f32>, &mut Vec<f32>)> {
+        if !matches!(self, Moments::Host { .. }) {
+            let (exp_avg, exp_avg_sq) = self.to_host()?;
+            *self = Moments::Host {
+                exp_avg,
+                exp_avg_sq,
+            };
+        }
+        match self {
+            Moments::Host {
+                exp_avg,
+                exp_avg_sq,
+            } => Ok((exp_avg, exp_avg_sq)),
+            _ => unreachable!("just made host moments"),
+        }
+    }
+
+    /// The moments as flat f32 tensors on `device`, moved there if they are not.
+    fn tensors_on(&mut self, device: &Device) -> Result<(Tensor, Tensor)> {
+        let on_device = match &*self {
+            Moments::Tensors { exp_avg, .. } => exp_avg.device().same_device(device),
+            _ => false,
+        };
+        if !on_device {
+            let (exp_avg, exp_avg_sq) = match &*self {
+                Moments::Zeros(n) => (
+                    Tensor::zeros(*n, DType::F32, device)?,
+                    Tensor::zeros(*n, DType::F32, device)?,
+                ),
+                Moments::Host {
+                    exp_avg,
+                    exp_avg_sq,
+                } => (
+                    Tensor::from_slice(exp_avg, exp_avg.len(), device)?,
+                    Tensor::from_slice(exp_avg_sq, exp_avg_sq.len(), device)?,
+                ),
+                Moments::Tensors {
+                    exp_avg,
+                    exp_avg_sq,
+                } => (exp_avg.to_device(device)?, exp_avg_sq.to_device(device)?),
+            };
+            *self = Moments::Tensors {
+                exp_avg,
+                exp_avg_sq,
+            };
+        }
+        match self {
+            Moments::Tensors {
+                exp_avg,
+                exp_avg_sq,
+            } => Ok((exp_avg.clone(), exp_avg_sq.clone())),
+            _ => unreachable!("just made tensor moments"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,13 +138,7 @@ impl AdamW {
         Self {
             config,
             step: 0,
-            moments: sizes
-                .iter()
-                .map(|&n| Moments {
-                    exp_avg: vec![0.0; n],
-                    exp_avg_sq: vec![0.0; n],
-                })
-                .collect(),
+            moments: sizes.iter().map(|&n| Moments::Zeros(n)).collect(),
         }
     }
 
@@ -88,6 +175,35 @@ impl AdamW {
     }
 }
 
+/// The scalars of one update at optimizer step `step` (from 1) and learning rate `lr`,
+/// rounded to f32 as torch's single-tensor AdamW rounds them.
+struct StepScalars {
+    step_size: f32,
+    bc2_sqrt: f32,
+    decay: f32,
+    w1: f32,
+    b2: f32,
+    w2: f32,
+    eps: f32,
+}
+
+impl StepScalars {
+    fn new(c: AdamWConfig, step: u64, lr: f64) -> Self {
+        let t = step.max(1) as i32;
+        let bias_correction1 = 1.0 - c.beta1.powi(t);
+        let bias_correction2 = 1.0 - c.beta2.powi(t);
+        Self {
+            step_size: (lr / bias_correction1) as f32,
+            bc2_sqrt: bias_correction2.sqrt() as f32,
+            decay: (1.0 - lr * c.weight_decay) as f32,
+            w1: (1.0 - c.beta1) as f32,
+            b2: c.beta2 as f32,
+            w2: (1.0 - c.beta2) as f32,
+            eps: c.eps as f32,
+        }
+    }
+}
+
 /// [`AdamW::update`] of one parameter with its moments `m`, at optimizer step `step`: for
 /// updating several parameters at once from different threads.
 pub fn update_moments(
@@ -98,35 +214,66 @@ pub fn update_moments(
     g: &[f32],
     lr: f64,
 ) -> Result<()> {
-    if p.len() != g.len() || p.len() != m.exp_avg.len() {
+    if p.len() != g.len() || p.len() != m.len() {
         bail!("parameter and gradient sizes differ");
     }
-    let t = step.max(1) as i32;
-    let bias_correction1 = 1.0 - c.beta1.powi(t);
-    let bias_correction2 = 1.0 - c.beta2.powi(t);
-    let step_size = (lr / bias_correction1) as f32;
-    let bc2_sqrt = bias_correction2.sqrt() as f32;
-    let decay = (1.0 - lr * c.weight_decay) as f32;
-    let (w1, b2, w2, eps) = (
-        (1.0 - c.beta1) as f32,
-        c.beta2 as f32,
-        (1.0 - c.beta2) as f32,
-        c.eps as f32,
-    );
+    let s = StepScalars::new(c, step, lr);
+    let (exp_avg, exp_avg_sq) = m.host_mut()?;
     for i in 0..p.len() {
         if c.weight_decay != 0.0 {
-            p[i] *= decay;
+            p[i] *= s.decay;
         }
         let gi = g[i];
         // exp_avg.lerp_(grad, 1 - beta1)
-        m.exp_avg[i] += w1 * (gi - m.exp_avg[i]);
+        exp_avg[i] += s.w1 * (gi - exp_avg[i]);
         // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        m.exp_avg_sq[i] = m.exp_avg_sq[i] * b2 + w2 * gi * gi;
-        let denom = m.exp_avg_sq[i].sqrt() / bc2_sqrt + eps;
+        exp_avg_sq[i] = exp_avg_sq[i] * s.b2 + s.w2 * gi * gi;
+        let denom = exp_avg_sq[i].sqrt() / s.bc2_sqrt + s.eps;
         // param.addcdiv_(exp_avg, denom, value=-step_size)
-        p[i] += -step_size * (m.exp_avg[i] / denom);
+        p[i] += -s.step_size * (exp_avg[i] / denom);
     }
     Ok(())
+}
+
+/// [`update_moments`] with tensors, on whatever device they are (a GPU's parameters,
+/// gradients and moments stay there): the same operations in the same order, each
+/// rounded to f32, so on the CPU it gives the same bits as the host loop. `p` is the
+/// f32 master weight (any shape), `g` its gradient. Returns the new weight, flat.
+pub fn update_tensors(
+    c: AdamWConfig,
+    step: u64,
+    m: &mut Moments,
+    p: &Tensor,
+    g: &Tensor,
+    lr: f64,
+) -> Result<Tensor> {
+    if p.elem_count() != g.elem_count() || p.elem_count() != m.len() {
+        bail!("parameter and gradient sizes differ");
+    }
+    let s = StepScalars::new(c, step, lr);
+    let (exp_avg, exp_avg_sq) = m.tensors_on(p.device())?;
+    let (p, g) = (p.flatten_all()?, g.flatten_all()?);
+    let p = if c.weight_decay != 0.0 {
+        p.affine(s.decay as f64, 0.0)?
+    } else {
+        p
+    };
+    // Each scalar passes through f64 and back to the same f32 (affine's arguments).
+    let exp_avg = ((&g - &exp_avg)?.affine(s.w1 as f64, 0.0)? + &exp_avg)?;
+    let exp_avg_sq = (exp_avg_sq.affine(s.b2 as f64, 0.0)? + (g.affine(s.w2 as f64, 0.0)? * &g)?)?;
+    // A true division by the bias correction (candle's `tensor / scalar` multiplies by
+    // the reciprocal, which rounds differently).
+    let bc2 = Tensor::new(s.bc2_sqrt, p.device())?;
+    let denom = exp_avg_sq
+        .sqrt()?
+        .broadcast_div(&bc2)?
+        .affine(1.0, s.eps as f64)?;
+    let p = ((&exp_avg / &denom)?.affine(-(s.step_size as f64), 0.0)? + p)?;
+    *m = Moments::Tensors {
+        exp_avg,
+        exp_avg_sq,
+    };
+    Ok(p)
 }
 
 #[cfg(test)]

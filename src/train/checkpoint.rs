@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::adamw::Moments;
 use super::trainer::Trainer;
 use crate::model::weights::save_tensors;
 
@@ -63,13 +64,14 @@ pub fn save(
             p.var.as_tensor().reshape(p.stored_shape.as_slice())?,
         );
         let shape = p.var.shape();
+        let (exp_avg, exp_avg_sq) = m.to_host()?;
         moments.insert(
             format!("{}.exp_avg", p.name),
-            Tensor::from_slice(&m.exp_avg, shape, &device)?,
+            Tensor::from_vec(exp_avg, shape, &device)?,
         );
         moments.insert(
             format!("{}.exp_avg_sq", p.name),
-            Tensor::from_slice(&m.exp_avg_sq, shape, &device)?,
+            Tensor::from_vec(exp_avg_sq, shape, &device)?,
         );
     }
     save_tensors(&tmp.join("trainable.safetensors"), &params)?;
@@ -180,16 +182,27 @@ pub fn load(dir: &Path, trainer: &mut Trainer) -> Result<RunState> {
             bail!("{}: {} has the wrong size", dir.display(), p.name);
         }
         values.push(v);
-        m.exp_avg = get(
+        let exp_avg = get(
             &moments,
             &format!("{}.exp_avg", p.name),
             "optimizer.safetensors",
         )?;
-        m.exp_avg_sq = get(
+        let exp_avg_sq = get(
             &moments,
             &format!("{}.exp_avg_sq", p.name),
             "optimizer.safetensors",
         )?;
+        if exp_avg.len() != p.var.elem_count() || exp_avg_sq.len() != p.var.elem_count() {
+            bail!(
+                "{}: the moments of {} have the wrong size",
+                dir.join("optimizer.safetensors").display(),
+                p.name
+            );
+        }
+        *m = Moments::Host {
+            exp_avg,
+            exp_avg_sq,
+        };
     }
     if params.len() != trainer.params.len() {
         bail!(

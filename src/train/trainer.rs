@@ -10,7 +10,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::adamw::{update_moments, AdamW, AdamWConfig, Moments};
+use super::adamw::{update_moments, update_tensors, AdamW, AdamWConfig, Moments};
 use super::labels::Supervised;
 use super::loss::cross_entropy_sum;
 use super::workers::{on_groups, on_threads};
@@ -32,6 +32,11 @@ pub struct TrainOptions {
     /// parallelism; at most `micro_batch` are used). Their gradients are added in worker
     /// order, so results are reproducible for a given count.
     pub workers: usize,
+    /// Where AdamW, the gradient norm and clipping run. None: on a GPU with tensor ops on
+    /// it (weights, gradients and moments never leave it); on the CPU in host loops split
+    /// over the workers. Some(true) forces the tensor ops anywhere (they give the host
+    /// loops' bits on the CPU), Some(false) the host loops.
+    pub tensor_update: Option<bool>,
 }
 
 impl Default for TrainOptions {
@@ -42,6 +47,7 @@ impl Default for TrainOptions {
             max_grad_norm: 1.0,
             adamw: AdamWConfig::default(),
             workers: 1,
+            tensor_update: None,
         }
     }
 }
@@ -408,24 +414,21 @@ impl Trainer {
         self.sync_compute_weights()
     }
 
+    /// Whether the update runs with tensor ops on the model's device (see
+    /// [`TrainOptions::tensor_update`]).
+    fn tensor_update(&self) -> bool {
+        self.options
+            .tensor_update
+            .unwrap_or(!self.device().is_cpu())
+    }
+
     /// One optimizer step on `batch` at learning rate `lr`. A non-finite loss or gradient
-    /// norm is an error and leaves the weights and optimizer untouched. Each worker
-    /// updates its share of the parameters one at a time, so the step needs little memory
-    /// beyond the gradients.
+    /// norm is an error and leaves the weights and optimizer untouched. On the CPU each
+    /// worker updates its share of the parameters one at a time, so the step needs little
+    /// memory beyond the gradients; on a GPU everything stays there and only the
+    /// per-tensor squared norms come back.
     pub fn step(&mut self, batch: &[Supervised], lr: f64) -> Result<StepStats> {
         let (grads, loss, tokens) = self.gradient_tensors(batch)?;
-        // Per-tensor sums of squares (on the workers), added in tensor order.
-        let sizes: Vec<usize> = self.params.iter().map(|p| p.var.elem_count()).collect();
-        let groups = balanced_groups(&sizes, self.options.workers);
-        let sums = on_groups(&groups, |i| {
-            let g = grads[i].flatten_all()?.to_vec1::<f32>()?;
-            Ok(g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-        })?;
-        let grad_norm = sums.iter().sum::<f64>().sqrt();
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            bail!("the loss is {loss} and the gradient norm {grad_norm}; stopping before the weights are touched");
-        }
-        let coef = clip_coef(grad_norm, self.options.max_grad_norm);
         if self.opt.moments.len() != self.params.len() {
             bail!(
                 "the optimizer holds {} tensors, the model {}",
@@ -433,30 +436,64 @@ impl Trainer {
                 self.params.len()
             );
         }
+        let on_tensors = self.tensor_update();
+        let sizes: Vec<usize> = self.params.iter().map(|p| p.var.elem_count()).collect();
+        let groups = balanced_groups(&sizes, self.options.workers);
+        // Per-tensor sums of squares in f64, added in tensor order.
+        let sums: Vec<f64> = if on_tensors {
+            let sums = grads
+                .iter()
+                .map(|g| g.to_dtype(DType::F64)?.sqr()?.sum_all())
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::stack(&sums, 0)?.to_vec1::<f64>()?
+        } else {
+            on_groups(&groups, |i| {
+                let g = grads[i].flatten_all()?.to_vec1::<f32>()?;
+                Ok(g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+            })?
+        };
+        let grad_norm = sums.iter().sum::<f64>().sqrt();
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            bail!("the loss is {loss} and the gradient norm {grad_norm}; stopping before the weights are touched");
+        }
+        let coef = clip_coef(grad_norm, self.options.max_grad_norm);
         self.opt.begin_step();
         let (config, opt_step) = (self.opt.config, self.opt.step);
-        // Each tensor's update is independent of the others': the same on any worker.
-        let moments: Vec<std::sync::Mutex<&mut Moments>> = self
-            .opt
-            .moments
-            .iter_mut()
-            .map(std::sync::Mutex::new)
-            .collect();
-        let device = self.model.device();
-        on_groups(&groups, |i| {
-            let p = &self.params[i];
-            let mut g = grads[i].flatten_all()?.to_vec1::<f32>()?;
-            if let Some(c) = coef {
-                g.iter_mut().for_each(|x| *x *= c);
+        if on_tensors {
+            for (i, (p, g)) in self.params.iter().zip(&grads).enumerate() {
+                let g = match coef {
+                    Some(c) => g.affine(c as f64, 0.0)?,
+                    None => g.clone(),
+                };
+                let m = &mut self.opt.moments[i];
+                let lr = lr * self.lr_scale[i];
+                let v = update_tensors(config, opt_step, m, p.var.as_tensor(), &g, lr)?;
+                p.var.set(&v.reshape(p.var.shape())?)?;
             }
-            let mut v = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            let mut m = moments[i]
-                .lock()
-                .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
-            update_moments(config, opt_step, &mut m, &mut v, &g, lr * self.lr_scale[i])?;
-            p.var.set(&Tensor::from_vec(v, p.var.shape(), device)?)?;
-            Ok(())
-        })?;
+        } else {
+            // Each tensor's update is independent of the others': the same on any worker.
+            let moments: Vec<std::sync::Mutex<&mut Moments>> = self
+                .opt
+                .moments
+                .iter_mut()
+                .map(std::sync::Mutex::new)
+                .collect();
+            let device = self.model.device();
+            on_groups(&groups, |i| {
+                let p = &self.params[i];
+                let mut g = grads[i].flatten_all()?.to_vec1::<f32>()?;
+                if let Some(c) = coef {
+                    g.iter_mut().for_each(|x| *x *= c);
+                }
+                let mut v = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let mut m = moments[i]
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
+                update_moments(config, opt_step, &mut m, &mut v, &g, lr * self.lr_scale[i])?;
+                p.var.set(&Tensor::from_vec(v, p.var.shape(), device)?)?;
+                Ok(())
+            })?;
+        }
         self.sync_compute_weights()?;
         Ok(StepStats {
             loss,

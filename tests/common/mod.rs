@@ -450,6 +450,7 @@ pub fn check_two_bf16_steps(
     tol: &Bf16Tolerances,
     grad_checkpoint: bool,
     micro_batch: usize,
+    tensor_update: Option<bool>,
 ) {
     let meta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(reference_dir.join("step_bf16.json")).unwrap(),
@@ -471,6 +472,7 @@ pub fn check_two_bf16_steps(
         grad_checkpoint,
         micro_batch,
         max_grad_norm: meta["max_grad_norm"].as_f64().unwrap(),
+        tensor_update,
         ..Default::default()
     };
     let mut trainer = interlace::train::trainer::Trainer::new(model, &layers, options).unwrap();
@@ -531,12 +533,14 @@ pub fn check_two_bf16_steps(
 
 /// Two f32 fine-tuning steps of tests/fixtures/train/step.json on `device` against PyTorch:
 /// step-1 gradients (1e-4 relative, none zero), loss (1e-5), gradient norm (1e-4 relative),
-/// updated weights (1e-5); frozen layers untouched.
+/// updated weights (1e-5); frozen layers untouched. `tensor_update`: as
+/// [`interlace::train::trainer::TrainOptions::tensor_update`].
 pub fn check_two_f32_steps(
     device: &Device,
     grad_checkpoint: bool,
     micro_batch: usize,
     workers: usize,
+    tensor_update: Option<bool>,
 ) -> Vec<Vec<f32>> {
     let meta = fixture_json("train/step.json");
     let reference = load_tensors(&fixtures().join("train/step.safetensors"));
@@ -551,6 +555,7 @@ pub fn check_two_f32_steps(
         micro_batch,
         max_grad_norm: meta["max_grad_norm"].as_f64().unwrap(),
         workers,
+        tensor_update,
         ..Default::default()
     };
     let mut trainer = interlace::train::trainer::Trainer::new(model, &layers, options).unwrap();
