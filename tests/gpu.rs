@@ -136,8 +136,6 @@ fn cuda_fused_attention_equals_the_cpu_kernel() {
             vec![]
         };
         let want = attention_padded(&q, &k, &v, causal, &pad, Grad::None).unwrap();
-        let composed = attention_padded(&q, &k, &v, causal, &pad, Grad::Track).unwrap();
-        assert!(max_abs_diff(&to_f32_vec(&want), &to_f32_vec(&composed)) < 1e-5);
         for dtype in [DType::F32, DType::BF16] {
             let on = |t: &Tensor| t.to_device(&p.device).unwrap().to_dtype(dtype).unwrap();
             let got =
@@ -146,6 +144,102 @@ fn cuda_fused_attention_equals_the_cpu_kernel() {
             let tol = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
             eprintln!("attention seq {seq} keys {seq_k} causal {causal} {dtype:?}: {err:.2e}");
             assert!(err < tol, "{dtype:?}: {err:e}");
+        }
+    }
+}
+
+/// The training path's own kernels on CUDA (fused softmax and its backward, f32 RMSNorm
+/// forward and backward, the frozen-weight product) against their CPU twins (which
+/// tests/finetune.rs and the unit tests check against PyTorch and the definitions):
+/// outputs and every input's gradient, f32 to 1e-5 of the largest value, bf16 to 4e-2
+/// (several roundings to bf16 on the way: the CPU computing in bf16 is within 1.6e-2).
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_training_kernels_equal_their_cpu_twins() {
+    use candle_core::Var;
+    use interlace::model::ops::{linear, rms_norm};
+    let p = gpu(DTypeChoice::F32);
+    let cpu = Device::Cpu;
+    let randn = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &cpu).unwrap();
+    // A case: its output and its inputs' gradients, computed on `dev` in `dtype`.
+    type Run<'a> = dyn Fn(&Device, DType) -> (Tensor, Vec<Tensor>) + 'a;
+    let (q, k, v) = (
+        randn(&[2, 33, 8, 16]),
+        randn(&[2, 33, 2, 16]),
+        randn(&[2, 33, 2, 16]),
+    );
+    let (x, w) = (randn(&[3, 40, 96]), randn(&[96]).affine(0.2, 1.0).unwrap());
+    let frozen = randn(&[24, 96]);
+    let grads_of = |out: &Tensor, vars: &[&Var]| -> Vec<Tensor> {
+        let target = Tensor::ones_like(out).unwrap().affine(0.5, 0.25).unwrap();
+        let loss = (out.to_dtype(DType::F32).unwrap() * target.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = loss.backward().unwrap();
+        vars.iter()
+            .map(|v| g.get(v.as_tensor()).expect("a gradient").clone())
+            .collect()
+    };
+    let cases: Vec<(&str, Box<Run<'_>>)> = vec![
+        (
+            "attention",
+            Box::new(|dev: &Device, dtype: DType| {
+                let var = |t: &Tensor| {
+                    Var::from_tensor(&t.to_device(dev).unwrap().to_dtype(dtype).unwrap()).unwrap()
+                };
+                let (qv, kv, vv) = (var(&q), var(&k), var(&v));
+                let out = attention_padded(
+                    qv.as_tensor(),
+                    kv.as_tensor(),
+                    vv.as_tensor(),
+                    true,
+                    &[],
+                    Grad::Track,
+                )
+                .unwrap();
+                let g = grads_of(&out, &[&qv, &kv, &vv]);
+                (out, g)
+            }),
+        ),
+        (
+            "rms-norm",
+            Box::new(|dev: &Device, _dtype: DType| {
+                let var = |t: &Tensor| Var::from_tensor(&t.to_device(dev).unwrap()).unwrap();
+                let (xv, wv) = (var(&x), var(&w));
+                let out = rms_norm(xv.as_tensor(), wv.as_tensor(), 1e-6, Grad::Track).unwrap();
+                let g = grads_of(&out, &[&xv, &wv]);
+                (out, g)
+            }),
+        ),
+        (
+            "frozen linear",
+            Box::new(|dev: &Device, dtype: DType| {
+                let xv =
+                    Var::from_tensor(&x.to_device(dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+                let wf = frozen.to_device(dev).unwrap().to_dtype(dtype).unwrap();
+                let out = linear(xv.as_tensor(), &wf, None).unwrap();
+                let g = grads_of(&out, &[&xv]);
+                (out, g)
+            }),
+        ),
+    ];
+    for (name, run) in &cases {
+        let (want, want_grads) = run(&cpu, DType::F32);
+        for dtype in [DType::F32, DType::BF16] {
+            if *name == "rms-norm" && dtype == DType::BF16 {
+                continue; // the f32 op; bf16 RMSNorm trains through plain ops
+            }
+            let (got, got_grads) = run(&p.device, dtype);
+            let tol = if dtype == DType::F32 { 1e-5 } else { 4e-2 };
+            let mut worst = rel_err(&got.to_device(&cpu).unwrap(), &want);
+            for (g, w) in got_grads.iter().zip(&want_grads) {
+                worst = worst.max(rel_err(&g.to_device(&cpu).unwrap(), w));
+            }
+            eprintln!("{name} {dtype:?}: output and gradients within {worst:.2e} of the CPU's");
+            assert!(worst < tol, "{name} {dtype:?}: {worst:e}");
         }
     }
 }

@@ -111,6 +111,13 @@ fn visual_lr_scales_only_the_vision_tower_updates() {
     }
 }
 
+/// Two whole-model steps against PyTorch: loss (1e-5), gradient norm (1e-5 relative) and
+/// every weight after two steps within 2e-5 (2 % of the learning rate). The weights are the
+/// sensitive part: AdamW moves an element with a near-zero gradient by up to lr·g/(|g|+ε),
+/// so rounding noise in the patch embedding's tiny gradients shows there (transformers runs
+/// SDPA, whose rounding no other kernel reproduces). Seen: 9.5e-6 with the softmax composed
+/// of plain ops, 1.2e-5 with the fused softmax and its backward, both in
+/// model.visual.patch_embed.proj.weight.
 fn check_two_steps(micro_batch: usize, workers: usize) {
     let meta = fixture_json("pretrain/step.json");
     let reference = load_tensors(&fixtures().join("pretrain/step.safetensors"));
@@ -146,7 +153,7 @@ fn check_two_steps(micro_batch: usize, workers: usize) {
             .unwrap_or_else(|| panic!("{} missing from the fixture", p.name));
         assert_eq!(t.dims(), p.stored_shape.as_slice(), "{}", p.name);
         let d = max_abs_diff(v, &to_f32_vec(t));
-        if d > 1e-5 {
+        if d > 2e-5 {
             println!("{}: {d:e}", p.name);
         }
         if d > worst.0 {
@@ -167,7 +174,7 @@ fn check_two_steps(micro_batch: usize, workers: usize) {
             "grad norm {norm} vs {want_norm}"
         );
     }
-    assert!(worst.0 < 1e-5, "updated weights differ by {worst:?}");
+    assert!(worst.0 < 2e-5, "updated weights differ by {worst:?}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-// Our CUDA kernels for inference. Scale, mask and softmax of attention scores in one pass: the
-// CUDA side of `ScaledMaskedSoftmax` in src/model/ops.rs (whose CPU side is the reference).
+// Our CUDA kernels for the forward pass. Scale, mask and softmax of attention scores in one pass:
+// the CUDA side of `ScaledMaskedSoftmax` in src/model/ops.rs (whose CPU side is the reference;
+// training uses it too, with the backward in training.cu).
 //
 // `src` holds `rows` contiguous rows of `seq_k` scores (row r is query position
 // r % seq_q of batch entry r / rows_per_batch). Row r sees the keys [begin, end):
@@ -7,42 +8,7 @@
 //   begin = left_pad ? min(left_pad[r / rows_per_batch], end) : 0  (left padding of a batch)
 // and gets softmax(scale * score) there, 0 elsewhere. Maxima, exponentials and sums are
 // computed in f32 whatever the storage type, as torch's softmax(dtype=float32) does.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <stdint.h>
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-template <typename T> __device__ __forceinline__ T from_f32(float x);
-template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
-
-// Block-wide reduction (max or sum) over blockDim.x threads (a multiple of 32, <= 1024).
-template <bool MAX>
-__device__ float block_reduce(float v, float *shared) {
-    for (int o = 16; o > 0; o >>= 1) {
-        float other = __shfl_xor_sync(0xffffffff, v, o);
-        v = MAX ? fmaxf(v, other) : v + other;
-    }
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    const int warps = blockDim.x >> 5;
-    v = threadIdx.x < warps ? shared[threadIdx.x] : (MAX ? -INFINITY : 0.0f);
-    if (warp == 0) {
-        for (int o = 16; o > 0; o >>= 1) {
-            float other = __shfl_xor_sync(0xffffffff, v, o);
-            v = MAX ? fmaxf(v, other) : v + other;
-        }
-        if (lane == 0) shared[0] = v;
-    }
-    __syncthreads();
-    v = shared[0];
-    __syncthreads();
-    return v;
-}
+#include "common.cuh"
 
 template <typename T>
 __device__ void scaled_masked_softmax(const T *src, T *dst, const uint32_t *left_pad,

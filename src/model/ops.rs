@@ -39,7 +39,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, grad: Grad) -> Result<Ten
         Grad::None => {
             candle_nn::ops::rms_norm(&x.contiguous()?, &weight.to_dtype(DType::F32)?, eps as f32)
         }
-        Grad::Track if x.device().is_cpu() => x.contiguous()?.apply_op2(
+        Grad::Track if x.device().is_cpu() || x.device().is_cuda() => x.contiguous()?.apply_op2(
             &weight.to_dtype(DType::F32)?.contiguous()?,
             RmsNormTrack { eps },
         ),
@@ -54,24 +54,27 @@ struct RmsNormRounded {
     eps: f32,
 }
 
-impl RmsNormRounded {
-    /// The element ranges of the input and the weight, checked: contiguous, and the weight
-    /// as long as the input's last dimension.
-    #[allow(clippy::type_complexity)]
-    fn ranges(
-        l1: &candle_core::Layout,
-        l2: &candle_core::Layout,
-    ) -> Result<((usize, usize), (usize, usize))> {
-        let (Some(x), Some(w)) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("rms-norm-rounded: inputs must be contiguous");
-        };
-        let d = w.1 - w.0;
-        if d == 0 || l1.dims().last() != Some(&d) {
-            candle_core::bail!("rms-norm-rounded: weight does not match the last dimension");
-        }
-        Ok((x, w))
-    }
+/// The start and end of a contiguous tensor's elements in its storage.
+type Range2 = (usize, usize);
 
+/// The element ranges of a normalisation's input and weight, checked: contiguous, and the
+/// weight as long as the input's last dimension (`op` names the op in errors).
+fn row_weight_ranges(
+    op: &str,
+    l1: &candle_core::Layout,
+    l2: &candle_core::Layout,
+) -> Result<(Range2, Range2)> {
+    let (Some(x), Some(w)) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+        candle_core::bail!("{op}: inputs must be contiguous");
+    };
+    let d = w.1 - w.0;
+    if d == 0 || l1.dims().last() != Some(&d) {
+        candle_core::bail!("{op}: weight does not match the last dimension");
+    }
+    Ok((x, w))
+}
+
+impl RmsNormRounded {
     /// One row: `to`/`from` convert the 16-bit type to and from f32.
     fn row<T: Copy>(&self, x: &[T], w: &[T], y: &mut [T], to: fn(T) -> f32, from: fn(f32) -> T) {
         let ss: f32 = x.iter().map(|&v| to(v) * to(v)).sum();
@@ -96,7 +99,7 @@ impl candle_core::CustomOp2 for RmsNormRounded {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::CpuStorage as S;
         use rayon::prelude::*;
-        let ((x0, x1), (w0, w1)) = Self::ranges(l1, l2)?;
+        let ((x0, x1), (w0, w1)) = row_weight_ranges(self.name(), l1, l2)?;
         let d = w1 - w0;
         macro_rules! run {
             ($x:expr, $w:expr, $ty:ty, $wrap:ident) => {{
@@ -124,44 +127,25 @@ impl candle_core::CustomOp2 for RmsNormRounded {
         s2: &candle_core::CudaStorage,
         l2: &candle_core::Layout,
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        use candle_core::cuda_backend::{CudaStorageSlice as S, WrapErr};
-        let ((x0, x1), (w0, w1)) = Self::ranges(l1, l2)?;
-        let d = w1 - w0;
-        let dev = s1.device.clone();
-        let n = x1 - x0;
-        let cfg = LaunchConfig {
-            grid_dim: ((n / d) as u32, 1, 1),
-            block_dim: (d.next_multiple_of(32).clamp(32, 1024) as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let d32 = d as u32;
-        macro_rules! launch {
-            ($x:expr, $w:expr, $ty:ty, $kernel:literal, $wrap:ident) => {{
-                let (x, w) = ($x.slice(x0..x1), $w.slice(w0..w1));
-                let func = dev.get_or_load_custom_func(
-                    $kernel,
-                    kernels::INFERENCE_MODULE,
-                    kernels::INFERENCE,
-                )?;
-                // SAFETY: every element is written by the kernel.
-                let y = unsafe { dev.alloc::<$ty>(n)? };
-                let mut b = func.builder();
-                b.arg(&x);
-                b.arg(&w);
-                b.arg(&y);
-                b.arg(&d32);
-                b.arg(&self.eps);
-                // SAFETY: the argument list matches the kernel's signature.
-                unsafe { b.launch(cfg) }.w()?;
-                S::$wrap(y)
-            }};
+        let (x, w) = row_weight_ranges(self.name(), l1, l2)?;
+        if matches!(
+            s1.slice,
+            candle_core::cuda_backend::CudaStorageSlice::F32(_)
+        ) {
+            candle_core::bail!("rms-norm-rounded: bf16 or f16 input");
         }
-        let slice = match (&s1.slice, &s2.slice) {
-            (S::BF16(x), S::BF16(w)) => launch!(x, w, half::bf16, "rms_norm_rounded_bf16", BF16),
-            (S::F16(x), S::F16(w)) => launch!(x, w, half::f16, "rms_norm_rounded_f16", F16),
-            _ => candle_core::bail!("rms-norm-rounded: bf16 or f16 input and weight of one type"),
-        };
+        let dev = s1.device.clone();
+        let module = kernels::Module::Inference;
+        let d = w.1 - w.0;
+        let slice = kernels::rows2(
+            &dev,
+            module,
+            "rms_norm_rounded",
+            (s1, x),
+            (s2, w),
+            d,
+            self.eps,
+        )?;
         Ok((
             candle_core::CudaStorage { slice, device: dev },
             l1.shape().clone(),
@@ -191,8 +175,9 @@ fn cpu_f32<'a>(
     Ok(&data[start..end])
 }
 
-/// RMSNorm with its backward pass in one op each, for training on CPU: the composed
-/// version costs six element-wise passes forward and about twice that backward.
+/// RMSNorm with its backward pass in one op each, for training in f32 on the CPU and the
+/// GPU (src/kernels/training.cu): the composed version costs six element-wise passes
+/// forward and about twice that backward.
 /// y = x · r · w with r = 1/sqrt(mean(x²) + eps) per row; backward:
 /// dx = r·(w∘g) − r³/d · x · Σ(w∘g∘x), dw = Σ_rows g∘x·r.
 struct RmsNormTrack {
@@ -219,11 +204,9 @@ impl candle_core::CustomOp2 for RmsNormTrack {
         l2: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
+        row_weight_ranges(self.name(), l1, l2)?;
         let (x, w) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
         let d = w.len();
-        if d == 0 || l1.dims().last() != Some(&d) {
-            candle_core::bail!("rms-norm: weight does not match the last dimension");
-        }
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(d)
             .zip(x.par_chunks(d))
@@ -236,6 +219,36 @@ impl candle_core::CustomOp2 for RmsNormTrack {
         Ok((candle_core::CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::cuda_backend::CudaStorageSlice as S;
+        let (x, w) = row_weight_ranges(self.name(), l1, l2)?;
+        if !matches!(s1.slice, S::F32(_)) {
+            candle_core::bail!("rms-norm-track: f32 only");
+        }
+        let dev = s1.device.clone();
+        let (module, eps) = (kernels::Module::Training, self.eps as f32);
+        let slice = kernels::rows2(
+            &dev,
+            module,
+            "rms_norm_track",
+            (s1, x),
+            (s2, w),
+            w.1 - w.0,
+            eps,
+        )?;
+        Ok((
+            candle_core::CudaStorage { slice, device: dev },
+            l1.shape().clone(),
+        ))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -244,6 +257,19 @@ impl candle_core::CustomOp2 for RmsNormTrack {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         use rayon::prelude::*;
+        if x.device().is_cuda() {
+            // dx and the per-row terms of dw from one kernel; dw sums them over rows.
+            let d = w.elem_count();
+            let rows = x.elem_count() / d.max(1);
+            let out = x.contiguous()?.apply_op3_no_bwd(
+                w,
+                &grad.contiguous()?,
+                &RmsNormTrackBackward { eps: self.eps },
+            )?;
+            let dx = out.narrow(0, 0, rows)?.reshape(x.shape())?;
+            let dw = out.narrow(0, rows, rows)?.sum(0)?.reshape(w.shape())?;
+            return Ok((Some(dx), Some(dw)));
+        }
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let ws = w.to_vec1::<f32>()?;
         let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
@@ -284,6 +310,94 @@ impl candle_core::CustomOp2 for RmsNormTrack {
             Some(Tensor::from_vec(dw, w.shape(), dev)?),
         ))
     }
+}
+
+/// The GPU side of [`RmsNormTrack`]'s backward (the CPU computes it in `bwd` itself): from
+/// x, w and the incoming gradient, a (2·rows, d) tensor holding dx in its first rows and
+/// the per-row terms of dw in the next.
+struct RmsNormTrackBackward {
+    #[allow(dead_code)] // read by the CUDA side only
+    eps: f64,
+}
+
+impl candle_core::CustomOp3 for RmsNormTrackBackward {
+    fn name(&self) -> &'static str {
+        "rms-norm-track-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        candle_core::bail!("rms-norm-track-backward: the CPU computes it in RmsNormTrack::bwd")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+        use candle_core::cuda_backend::CudaStorageSlice as S;
+        let (x, w, g) = (cuda_f32(s1, l1)?, cuda_f32(s2, l2)?, cuda_f32(s3, l3)?);
+        let d = w.len();
+        if d == 0 || x.len() % d != 0 || g.len() != x.len() {
+            candle_core::bail!("rms-norm-track-backward: mismatched sizes");
+        }
+        let rows = x.len() / d;
+        let dev = s1.device.clone();
+        // SAFETY: every element is written by the kernel.
+        let out = unsafe { dev.alloc::<f32>(2 * x.len())? };
+        let f = kernels::func(
+            &dev,
+            kernels::Module::Training,
+            "rms_norm_track_backward_f32",
+        )?;
+        let mut b = f.builder();
+        let (rows32, d32, eps) = (rows as u32, d as u32, self.eps as f32);
+        b.arg(&x)
+            .arg(&w)
+            .arg(&g)
+            .arg(&out)
+            .arg(&rows32)
+            .arg(&d32)
+            .arg(&eps);
+        // SAFETY: the arguments of rms_norm_track_backward_f32, in order.
+        unsafe { kernels::launch(b, kernels::rows_config(rows, d)) }?;
+        Ok((
+            candle_core::CudaStorage {
+                slice: S::F32(out),
+                device: dev,
+            },
+            candle_core::Shape::from((2 * rows, d)),
+        ))
+    }
+}
+
+/// The f32 values of a contiguous CUDA tensor.
+#[cfg(feature = "cuda")]
+fn cuda_f32<'a>(
+    storage: &'a candle_core::CudaStorage,
+    layout: &candle_core::Layout,
+) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
+    use candle_core::cuda_backend::CudaStorageSlice as S;
+    let S::F32(data) = &storage.slice else {
+        candle_core::bail!("f32 only");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("input must be contiguous");
+    };
+    Ok(data.slice(start..end))
 }
 
 /// LayerNorm over the last dimension with weight and bias. For 16-bit input the
@@ -356,11 +470,12 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, grad: Grad) -> Result<
 }
 
 /// Scale, optional causal mask, optional left padding and softmax over the last dimension
-/// in one pass, for inference (no backward) on the CPU (f32) and the GPU (f32, bf16, f16;
-/// src/kernels/inference.cu). Rows are query positions; with grouped-query attention
+/// in one pass, on the CPU (f32) and the GPU (f32, bf16, f16; src/kernels/inference.cu),
+/// with its backward pass in one more ([`SoftmaxGrad`]). Rows are query positions; with grouped-query attention
 /// several heads are folded into the rows, so row `r` is query position `r % seq_q` of
 /// batch entry `r / rows_per_batch`. Row `r` sees the keys `[left_pad[batch], end)` with
 /// `end` the causal limit (or every key); the rest get probability 0.
+#[derive(Clone)]
 struct ScaledMaskedSoftmax {
     scale: f32,
     causal: bool,
@@ -423,10 +538,14 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
                     *o = (x * self.scale - max).exp();
                     sum += *o;
                 }
-                let inv = 1.0 / sum;
-                d.iter_mut().for_each(|o| *o *= inv);
+                d.iter_mut().for_each(|o| *o /= sum);
             });
         Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = SoftmaxGrad { scale: self.scale };
+        Ok(Some(res.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?))
     }
 
     #[cfg(feature = "cuda")]
@@ -435,7 +554,7 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
         storage: &candle_core::CudaStorage,
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
         let Some((o1, o2)) = layout.contiguous_offsets() else {
             candle_core::bail!("scaled-masked-softmax: input must be contiguous");
@@ -443,14 +562,7 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
         let dev = storage.device.clone();
         let seq_k = layout.dims()[layout.dims().len() - 1];
         let n = o2 - o1;
-        let rows = n / seq_k.max(1);
-        // One block per row; threads a multiple of the warp size, at most 1024.
-        let threads = seq_k.next_multiple_of(32).clamp(32, 1024) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (rows as u32, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = kernels::rows_config(n / seq_k.max(1), seq_k);
         let pad = if self.left_pad.is_empty() {
             None
         } else {
@@ -463,27 +575,22 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
         macro_rules! launch {
             ($slice:expr, $ty:ty, $kernel:literal, $wrap:ident) => {{
                 let src = $slice.slice(o1..o2);
-                let func = dev.get_or_load_custom_func(
-                    $kernel,
-                    kernels::INFERENCE_MODULE,
-                    kernels::INFERENCE,
-                )?;
                 // SAFETY: every element is written by the kernel.
                 let dst = unsafe { dev.alloc::<$ty>(n)? };
-                let mut b = func.builder();
-                b.arg(&src);
-                b.arg(&dst);
+                let f = kernels::func(&dev, kernels::Module::Inference, $kernel)?;
+                let mut b = f.builder();
+                b.arg(&src).arg(&dst);
                 match &pad {
                     Some(p) => b.arg(p),
                     None => b.arg(&null),
                 };
-                b.arg(&seq_k);
-                b.arg(&seq_q);
-                b.arg(&rows_per_batch);
-                b.arg(&causal);
-                b.arg(&self.scale);
-                // SAFETY: the argument list matches the kernel's signature.
-                unsafe { b.launch(cfg) }.w()?;
+                b.arg(&seq_k)
+                    .arg(&seq_q)
+                    .arg(&rows_per_batch)
+                    .arg(&causal)
+                    .arg(&self.scale);
+                // SAFETY: the arguments of scaled_masked_softmax_*, in order.
+                unsafe { kernels::launch(b, cfg) }?;
                 CudaStorageSlice::$wrap(dst)
             }};
         }
@@ -500,11 +607,197 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
     }
 }
 
-/// PTX of src/kernels/*.cu, compiled by build.rs, and the module name candle caches it by.
+/// The backward pass of [`ScaledMaskedSoftmax`]: from the probabilities y and their
+/// gradient dy (rows over the last dimension), dx = scale · y ∘ (dy − Σ y∘dy), computed
+/// in f32 (masked keys have y = 0 and get no gradient). CPU (f32) and CUDA (f32, bf16,
+/// f16; src/kernels/training.cu).
+struct SoftmaxGrad {
+    scale: f32,
+}
+
+impl SoftmaxGrad {
+    /// Both inputs' element ranges (contiguous, of one shape) and the row length.
+    fn ranges(
+        l1: &candle_core::Layout,
+        l2: &candle_core::Layout,
+    ) -> Result<(Range2, Range2, usize)> {
+        let (Some(y), Some(g)) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            candle_core::bail!("softmax-grad: inputs must be contiguous");
+        };
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("softmax-grad: shapes differ");
+        }
+        Ok((y, g, l1.dims().last().copied().unwrap_or(1).max(1)))
+    }
+}
+
+impl candle_core::CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (y, g) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
+        let (_, _, d) = Self::ranges(l1, l2)?;
+        let mut dx = vec![0f32; y.len()];
+        dx.par_chunks_mut(d)
+            .zip(y.par_chunks(d).zip(g.par_chunks(d)))
+            .for_each(|(o, (yr, gr))| {
+                let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                for ((o, &yv), &gv) in o.iter_mut().zip(yr).zip(gr) {
+                    *o = self.scale * yv * (gv - dot);
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(dx), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        let (y, g, d) = Self::ranges(l1, l2)?;
+        let dev = s1.device.clone();
+        let module = kernels::Module::Training;
+        let slice = kernels::rows2(
+            &dev,
+            module,
+            "softmax_backward",
+            (s1, y),
+            (s2, g),
+            d,
+            self.scale,
+        )?;
+        Ok((
+            candle_core::CudaStorage { slice, device: dev },
+            l1.shape().clone(),
+        ))
+    }
+}
+
+/// PTX of src/kernels/*.cu (compiled by build.rs) and how to launch their kernels.
 #[cfg(feature = "cuda")]
 mod kernels {
-    pub const INFERENCE: &str = include_str!(concat!(env!("OUT_DIR"), "/inference.ptx"));
-    pub const INFERENCE_MODULE: &str = "interlace_inference";
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
+    };
+    use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice as S, WrapErr};
+    use candle_core::CudaStorage;
+    use candle_core::Result;
+    use std::sync::Arc;
+
+    #[derive(Clone, Copy)]
+    pub enum Module {
+        Inference,
+        Training,
+    }
+
+    const INFERENCE: &str = include_str!(concat!(env!("OUT_DIR"), "/inference.ptx"));
+    const TRAINING: &str = include_str!(concat!(env!("OUT_DIR"), "/training.ptx"));
+
+    /// A kernel and the device's stream it runs on.
+    pub struct Kernel {
+        stream: Arc<CudaStream>,
+        func: CudaFunction,
+    }
+
+    impl Kernel {
+        /// A launch of the kernel, taking its arguments.
+        pub fn builder(&self) -> LaunchArgs<'_> {
+            self.stream.launch_builder(&self.func)
+        }
+    }
+
+    /// The kernel `name` of `module` (loaded once per device; candle caches it by module
+    /// name).
+    pub fn func(dev: &CudaDevice, module: Module, name: &str) -> Result<Kernel> {
+        let (key, ptx) = match module {
+            Module::Inference => ("interlace_inference", INFERENCE),
+            Module::Training => ("interlace_training", TRAINING),
+        };
+        let func = dev.get_or_load_custom_func(name, key, ptx)?;
+        Ok(Kernel {
+            stream: dev.cuda_stream(),
+            func: func.into_cuda_function(),
+        })
+    }
+
+    /// Runs `{kernel}_{f32|bf16|f16}(a, b, out, d, f)` (the signature of rms_norm_rounded_*
+    /// and softmax_backward_*) one block per row of `d` values of `a`, for inputs of one
+    /// type, each given as its storage and element range; returns `out`, as long as `a`.
+    pub fn rows2(
+        dev: &CudaDevice,
+        module: Module,
+        kernel: &str,
+        (a, ar): (&CudaStorage, (usize, usize)),
+        (b, br): (&CudaStorage, (usize, usize)),
+        d: usize,
+        f: f32,
+    ) -> Result<S> {
+        fn run<T: DeviceRepr>(
+            dev: &CudaDevice,
+            kernel: &Kernel,
+            (a, ar): (&CudaSlice<T>, (usize, usize)),
+            (b, br): (&CudaSlice<T>, (usize, usize)),
+            d: usize,
+            f: f32,
+        ) -> Result<CudaSlice<T>> {
+            let n = ar.1 - ar.0;
+            let (a, b) = (a.slice(ar.0..ar.1), b.slice(br.0..br.1));
+            // SAFETY: the kernel writes every element.
+            let out = unsafe { dev.alloc::<T>(n)? };
+            let d32 = d as u32;
+            let mut args = kernel.builder();
+            args.arg(&a).arg(&b).arg(&out).arg(&d32).arg(&f);
+            // SAFETY: the arguments of the kernels `rows2` names, in order.
+            unsafe { launch(args, rows_config(n / d.max(1), d)) }?;
+            Ok(out)
+        }
+        let name = |suffix: &str| format!("{kernel}_{suffix}");
+        Ok(match (&a.slice, &b.slice) {
+            (S::F32(a), S::F32(b)) => {
+                let k = func(dev, module, &name("f32"))?;
+                S::F32(run(dev, &k, (a, ar), (b, br), d, f)?)
+            }
+            (S::BF16(a), S::BF16(b)) => {
+                let k = func(dev, module, &name("bf16"))?;
+                S::BF16(run(dev, &k, (a, ar), (b, br), d, f)?)
+            }
+            (S::F16(a), S::F16(b)) => {
+                let k = func(dev, module, &name("f16"))?;
+                S::F16(run(dev, &k, (a, ar), (b, br), d, f)?)
+            }
+            _ => candle_core::bail!("{kernel}: f32, bf16 or f16 inputs of one type"),
+        })
+    }
+
+    /// One block per row of `d` values: threads a multiple of the warp size, at most 1024.
+    pub fn rows_config(rows: usize, d: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (d.next_multiple_of(32).clamp(32, 1024) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// Launches the kernel whose arguments `args` holds.
+    ///
+    /// # Safety
+    /// `args` must hold the kernel's arguments in the order and types of its signature.
+    pub unsafe fn launch(mut args: LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
+        unsafe { args.launch(cfg) }.w()?;
+        Ok(())
+    }
 }
 
 /// Scaled dot-product attention. `q` (batch, seq, heads, head_dim), `k`/`v` (batch, seq,
@@ -512,8 +805,7 @@ mod kernels {
 /// Returns (batch, seq, heads * head_dim).
 ///
 /// The query heads that share a K/V head are folded into the rows of one matmul, so K/V
-/// are never copied per head. Inference on the CPU (f32) and the GPU fuses scale, mask and
-/// softmax into one pass; training uses plain ops that have a backward pass.
+/// are never copied per head. Scale, mask and softmax are one pass (and one more backward).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, grad: Grad) -> Result<Tensor> {
     attention_padded(q, k, v, causal, &[], grad)
 }
@@ -530,7 +822,6 @@ pub fn attention_padded(
 ) -> Result<Tensor> {
     let (b, seq, heads, hd) = q.dims4()?;
     let kv_heads = k.dim(2)?;
-    let seq_k = k.dim(1)?;
     if !left_pad.is_empty() && left_pad.len() != b {
         candle_core::bail!(
             "attention: {} padding lengths for a batch of {b}",
@@ -546,53 +837,22 @@ pub fn attention_padded(
     let k = k.transpose(1, 2)?.contiguous()?;
     let v = v.transpose(1, 2)?.contiguous()?;
     let scores = q.matmul(&k.t()?)?; // (b, kv, rep*seq, seq_k)
-    let fused = grad == Grad::None && (q.device().is_cpu() || q.device().is_cuda());
-    let att = if fused {
-        let op = ScaledMaskedSoftmax {
-            scale: scale as f32,
-            causal,
-            seq_q: seq,
-            rows_per_batch: kv_heads * rep * seq,
-            left_pad: left_pad.iter().map(|&p| p as u32).collect(),
-        };
-        if q.device().is_cpu() && q.dtype() != DType::F32 {
-            // The CPU kernel is f32-only; the probabilities are rounded back, as on the GPU.
-            scores
-                .to_dtype(DType::F32)?
-                .apply_op1_no_bwd(&op)?
-                .to_dtype(q.dtype())?
-        } else {
-            scores.apply_op1_no_bwd(&op)?
-        }
+    let op = ScaledMaskedSoftmax {
+        scale: scale as f32,
+        causal,
+        seq_q: seq,
+        rows_per_batch: kv_heads * rep * seq,
+        left_pad: left_pad.iter().map(|&p| p as u32).collect(),
+    };
+    let apply = |t: &Tensor| match grad {
+        Grad::None => t.apply_op1_no_bwd(&op),
+        Grad::Track => t.apply_op1(op.clone()),
+    };
+    let att = if q.device().is_cpu() && q.dtype() != DType::F32 {
+        // The CPU kernel is f32-only; the probabilities are rounded back, as on the GPU.
+        apply(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?
     } else {
-        let scores = (scores * scale)?;
-        let scores = if causal || !left_pad.is_empty() {
-            let offset = seq_k.saturating_sub(seq);
-            let entries = if left_pad.is_empty() { 1 } else { b };
-            let mask: Vec<f32> = (0..entries)
-                .flat_map(|e| {
-                    let pad = left_pad.get(e).copied().unwrap_or(0);
-                    (0..seq).flat_map(move |i| {
-                        (0..seq_k).map(move |j| {
-                            if (causal && j > i + offset) || j < pad {
-                                f32::NEG_INFINITY
-                            } else {
-                                0.0
-                            }
-                        })
-                    })
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (entries, 1, 1, seq, seq_k), q.device())?
-                .to_dtype(scores.dtype())?;
-            scores
-                .reshape((b, kv_heads, rep, seq, seq_k))?
-                .broadcast_add(&mask)?
-                .reshape((b, kv_heads, rep * seq, seq_k))?
-        } else {
-            scores
-        };
-        softmax_last_dim(&scores, grad)?
+        apply(&scores)?
     };
     att.matmul(&v)?
         .reshape((b, heads, seq, hd))?
@@ -600,11 +860,27 @@ pub fn attention_padded(
         .reshape((b, seq, heads * hd))
 }
 
-/// `x @ w.T` for a frozen f32 weight on the CPU: autograd then computes only the input's
-/// gradient. (candle's matmul backward always computes both operands' gradients, which
-/// for frozen layers above the trained ones is a third of the backward pass wasted.)
+/// `x @ w.T` for a frozen weight (one that no gradient must reach) on the CPU or the GPU:
+/// autograd then computes only the input's gradient. (candle's matmul backward always
+/// computes both operands' gradients, which for frozen layers above the trained ones is a
+/// third of the backward pass wasted.)
 struct FrozenMatmul {
     w: Tensor,
+}
+
+impl FrozenMatmul {
+    /// (m, n, k) of `x` (m, k) times `w.T` (k, n), and the layout of `w.T`.
+    fn dims(
+        &self,
+        x: &candle_core::Layout,
+    ) -> Result<((usize, usize, usize), candle_core::Layout)> {
+        let (m, k) = x.shape().dims2()?;
+        let (n, wk) = self.w.dims2()?;
+        if wk != k {
+            candle_core::bail!("frozen-matmul: ({m}, {k}) times a ({n}, {wk}) weight");
+        }
+        Ok(((m, n, k), self.w.layout().transpose(0, 1)?))
+    }
 }
 
 impl candle_core::CustomOp1 for FrozenMatmul {
@@ -617,16 +893,30 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("frozen-matmul: f32 only");
+        use candle_core::backend::BackendStorage;
+        let ((m, n, k), wt) = self.dims(layout)?;
+        let (w, _) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(w) = &*w else {
+            candle_core::bail!("frozen-matmul: the weight is not on the CPU");
         };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-matmul: input must be contiguous");
+        let y = storage.matmul(w, (1, m, n, k), layout, &wt)?;
+        Ok((y, candle_core::Shape::from((m, n))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        let ((m, n, k), wt) = self.dims(layout)?;
+        let (w, _) = self.w.storage_and_layout();
+        let candle_core::Storage::Cuda(w) = &*w else {
+            candle_core::bail!("frozen-matmul: the weight is not on the GPU");
         };
-        let x = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?;
-        let y = x.matmul(&self.w.t()?)?;
-        let out = y.flatten_all()?.to_vec1::<f32>()?;
-        Ok((candle_core::CpuStorage::F32(out), y.shape().clone()))
+        let y = storage.matmul(w, (1, m, n, k), layout, &wt)?;
+        Ok((y, candle_core::Shape::from((m, n))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -640,11 +930,12 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let in_dim = dims[dims.len() - 1];
     let rows: usize = dims[..dims.len() - 1].iter().product();
     let x2 = x.reshape((rows, in_dim))?;
+    // A weight that tracks no op is frozen (a trained one is a variable, or in bf16 the
+    // cast of one, through which its gradient flows).
     let frozen_in_graph = x.track_op()
-        && !w.is_variable()
-        && x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && w.dtype() == DType::F32;
+        && !w.track_op()
+        && (x.device().is_cpu() || x.device().is_cuda())
+        && x.dtype() == w.dtype();
     let y = if frozen_in_graph {
         x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
     } else {
@@ -726,20 +1017,91 @@ mod tests {
         Ok(())
     }
 
+    /// Attention by its definition, in plain differentiable ops: K/V repeated per query
+    /// head, softmax(q·kᵀ/√d + mask)·v with −∞ at the masked keys (causal: key j > query i
+    /// + seq_k − seq_q; padding: key j < left_pad[b]).
+    fn attention_reference(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        causal: bool,
+        left_pad: &[usize],
+    ) -> Result<Tensor> {
+        let (b, seq, heads, hd) = q.dims4()?;
+        let (seq_k, kv) = (k.dim(1)?, k.dim(2)?);
+        let rep = heads / kv;
+        let expand = |t: &Tensor| -> Result<Tensor> {
+            let t = t.transpose(1, 2)?; // (b, kv, seq_k, hd)
+            t.unsqueeze(2)?
+                .repeat((1, 1, rep, 1, 1))?
+                .reshape((b, heads, seq_k, hd))
+        };
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let (k, v) = (expand(k)?.contiguous()?, expand(v)?.contiguous()?);
+        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
+        let mask: Vec<f32> = (0..b)
+            .flat_map(|e| {
+                let pad = left_pad.get(e).copied().unwrap_or(0);
+                (0..seq).flat_map(move |i| {
+                    (0..seq_k).map(move |j| {
+                        let hidden = (causal && j > i + seq_k - seq) || j < pad;
+                        if hidden {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, 1, seq, seq_k), q.device())?;
+        let att = softmax_last_dim(&scores.broadcast_add(&mask)?, Grad::Track)?;
+        att.matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, seq, heads * hd))
+    }
+
     #[test]
-    fn fused_and_differentiable_attention_agree() -> Result<()> {
+    fn fused_attention_and_its_backward_match_the_definition() -> Result<()> {
         let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (1, 7, 6, 8), &dev)?;
-        let k = Tensor::randn(0f32, 1.0, (1, 7, 2, 8), &dev)?;
-        let v = Tensor::randn(0f32, 1.0, (1, 7, 2, 8), &dev)?;
-        for causal in [false, true] {
-            let a = attention(&q, &k, &v, causal, Grad::None)?;
-            let b = attention(&q, &k, &v, causal, Grad::Track)?;
-            assert_eq!(a.dims(), &[1, 7, 48]);
-            assert!(max_diff(&a, &b) < 1e-5, "causal={causal}");
+        let var =
+            |shape: (usize, usize, usize, usize)| candle_core::Var::randn(0f32, 1.0, shape, &dev);
+        let (q, k, v) = (var((2, 7, 6, 8))?, var((2, 7, 2, 8))?, var((2, 7, 2, 8))?);
+        let target = Tensor::randn(0f32, 1.0, (2, 7, 48), &dev)?;
+        // (Causal attention with left padding leaves the padding rows no key at all, where
+        // the definition gives NaN; batched decoding never reads those rows.)
+        for (causal, pad) in [(false, vec![]), (true, vec![]), (false, vec![0, 3])] {
+            let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+            let want = attention_reference(qt, kt, vt, causal, &pad)?;
+            let fast = attention_padded(qt, kt, vt, causal, &pad, Grad::None)?;
+            let tracked = attention_padded(qt, kt, vt, causal, &pad, Grad::Track)?;
+            assert_eq!(fast.dims(), &[2, 7, 48]);
+            assert!(max_diff(&fast, &want) < 1e-5, "{causal} {pad:?}");
+            assert!(max_diff(&tracked, &want) < 1e-5, "{causal} {pad:?}");
+            let loss = |t: &Tensor| (t * &target)?.sum_all()?.backward();
+            let (gw, gt) = (loss(&want)?, loss(&tracked)?);
+            for x in [&q, &k, &v] {
+                let (a, b) = (
+                    gt.get(x.as_tensor()).unwrap(),
+                    gw.get(x.as_tensor()).unwrap(),
+                );
+                let sum = |t: &Tensor| t.abs()?.sum_all()?.to_scalar::<f32>();
+                assert!(sum(a)? > 0.0 && sum(b)?.is_finite());
+                assert!(
+                    max_diff(a, b) < 1e-4,
+                    "{causal} {pad:?}: {}",
+                    max_diff(a, b)
+                );
+            }
         }
         // The first query position may only see the first key: its output is v[0] per head.
-        let a = attention(&q, &k, &v, true, Grad::None)?;
+        let a = attention(
+            q.as_tensor(),
+            k.as_tensor(),
+            v.as_tensor(),
+            true,
+            Grad::None,
+        )?;
         let first = a.get(0)?.get(0)?.reshape((6, 8))?;
         let v0 = v.get(0)?.get(0)?; // (2, 8)
         let expected = Tensor::cat(
@@ -750,6 +1112,36 @@ mod tests {
             0,
         )?;
         assert!(max_diff(&first, &expected) < 1e-6);
+        Ok(())
+    }
+
+    /// A frozen weight's product passes the input's gradient (as a plain matmul's) and
+    /// gives the weight none; a trained weight's is a plain matmul with both.
+    #[test]
+    fn frozen_linear_passes_only_the_input_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::randn(0f32, 1.0, (2, 3, 5), &dev)?;
+        let w = Tensor::randn(0f32, 1.0, (4, 5), &dev)?;
+        let target = Tensor::randn(0f32, 1.0, (2, 3, 4), &dev)?;
+        let y = linear(x.as_tensor(), &w, None)?;
+        let plain = x.as_tensor().broadcast_matmul(&w.t()?)?;
+        assert!(max_diff(&y, &plain) < 1e-6);
+        let g = (y * &target)?.sum_all()?.backward()?;
+        let gp = (plain * &target)?.sum_all()?.backward()?;
+        let (a, b) = (
+            g.get(x.as_tensor()).unwrap(),
+            gp.get(x.as_tensor()).unwrap(),
+        );
+        assert!(max_diff(a, b) < 1e-6);
+        assert!(g.get(&w).is_none(), "a frozen weight got a gradient");
+        let wv = candle_core::Var::from_tensor(&w)?;
+        let g = (linear(x.as_tensor(), wv.as_tensor(), None)? * &target)?
+            .sum_all()?
+            .backward()?;
+        assert!(
+            g.get(wv.as_tensor()).is_some(),
+            "a trained weight got no gradient"
+        );
         Ok(())
     }
 
