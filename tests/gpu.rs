@@ -149,7 +149,8 @@ fn cuda_fused_attention_equals_the_cpu_kernel() {
 }
 
 /// The training path's own kernels on CUDA (fused softmax and its backward, f32 RMSNorm
-/// forward and backward, the frozen-weight product) against their CPU twins (which
+/// forward and backward, RoPE and SwiGLU with their backward, the frozen-weight product)
+/// against their CPU twins (which
 /// tests/finetune.rs and the unit tests check against PyTorch and the definitions):
 /// outputs and every input's gradient, f32 to 1e-5 of the largest value, bf16 to 4e-2
 /// (several roundings to bf16 on the way: the CPU computing in bf16 is within 1.6e-2).
@@ -157,7 +158,7 @@ fn cuda_fused_attention_equals_the_cpu_kernel() {
 #[ignore = "needs a GPU and the cuda feature"]
 fn cuda_training_kernels_equal_their_cpu_twins() {
     use candle_core::Var;
-    use interlace::model::ops::{linear, rms_norm};
+    use interlace::model::ops::{apply_rope, linear, rms_norm, swiglu};
     let p = gpu(DTypeChoice::F32);
     let cpu = Device::Cpu;
     let randn = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &cpu).unwrap();
@@ -170,6 +171,11 @@ fn cuda_training_kernels_equal_their_cpu_twins() {
     );
     let (x, w) = (randn(&[3, 40, 96]), randn(&[96]).affine(0.2, 1.0).unwrap());
     let frozen = randn(&[24, 96]);
+    let rope_x = randn(&[2, 9, 4, 16]);
+    let freqs = randn(&[9, 8]);
+    let freqs = Tensor::cat(&[&freqs, &freqs], 1).unwrap();
+    let (cos, sin) = (freqs.cos().unwrap(), freqs.sin().unwrap());
+    let (gate, up) = (randn(&[3, 40, 96]), randn(&[3, 40, 96]));
     let grads_of = |out: &Tensor, vars: &[&Var]| -> Vec<Tensor> {
         let target = Tensor::ones_like(out).unwrap().affine(0.5, 0.25).unwrap();
         let loss = (out.to_dtype(DType::F32).unwrap() * target.to_dtype(DType::F32).unwrap())
@@ -222,6 +228,28 @@ fn cuda_training_kernels_equal_their_cpu_twins() {
                 let wf = frozen.to_device(dev).unwrap().to_dtype(dtype).unwrap();
                 let out = linear(xv.as_tensor(), &wf, None).unwrap();
                 let g = grads_of(&out, &[&xv]);
+                (out, g)
+            }),
+        ),
+        (
+            "rope",
+            Box::new(|dev: &Device, dtype: DType| {
+                let on = |t: &Tensor| t.to_device(dev).unwrap().to_dtype(dtype).unwrap();
+                let xv = Var::from_tensor(&on(&rope_x)).unwrap();
+                let out = apply_rope(xv.as_tensor(), &on(&cos), &on(&sin), Grad::Track).unwrap();
+                let g = grads_of(&out, &[&xv]);
+                (out, g)
+            }),
+        ),
+        (
+            "swiglu",
+            Box::new(|dev: &Device, dtype: DType| {
+                let var = |t: &Tensor| {
+                    Var::from_tensor(&t.to_device(dev).unwrap().to_dtype(dtype).unwrap()).unwrap()
+                };
+                let (gv, uv) = (var(&gate), var(&up));
+                let out = swiglu(gv.as_tensor(), uv.as_tensor()).unwrap();
+                let g = grads_of(&out, &[&gv, &uv]);
                 (out, g)
             }),
         ),

@@ -14,6 +14,9 @@ template <> __device__ __forceinline__ float from_f32<float>(float x) { return x
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
 
+// x rounded to T and back: the value a T-typed op would store.
+template <typename T> __device__ __forceinline__ float round_to(float x) { return to_f32(from_f32<T>(x)); }
+
 // Block-wide reduction (max or sum) over blockDim.x threads (a multiple of 32, <= 1024).
 template <bool MAX>
 __device__ float block_reduce(float v, float *shared) {

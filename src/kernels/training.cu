@@ -1,6 +1,7 @@
-// Our CUDA kernels for training: the backward passes of `ScaledMaskedSoftmax` and both
-// directions of `RmsNormTrack` (src/model/ops.rs, whose CPU sides are the reference). Every
-// kernel runs one block per row of `d` contiguous values and computes in f32.
+// Our CUDA kernels for training (and some of the forward pass): the backward of
+// `ScaledMaskedSoftmax`, both directions of `RmsNormTrack`, `Rope` and `SwiGlu` (src/model/ops.rs,
+// whose CPU sides are the reference). Row kernels run one block per row of `d` contiguous
+// values; element-wise ones are grid-stride loops. All compute in f32.
 #include "common.cuh"
 
 // Softmax backward with the scale of the forward pass folded in: from the probabilities y
@@ -71,3 +72,78 @@ extern "C" __global__ void rms_norm_track_backward_f32(const float *x, const flo
         dw_terms[j] = gs[j] * xs[j] * r;
     }
 }
+
+// Rotary embedding (non-interleaved halves) of x, rows of d = 2h values, row r at position
+// (r / heads) % seq, with cos/sin tables of h values per position:
+//   y[i] = x[i] c[i] - x[i+h] s[i],   y[i+h] = x[i+h] c[i] + x[i] s[i]   (i < h).
+// Its backward is the same map of the gradient with -sin (rope_backward below), since the
+// tables repeat over both halves. One thread per pair, grid-stride.
+template <typename T>
+__device__ void rope(const T *x, const T *cos, const T *sin, T *y, size_t rows, uint32_t heads,
+                     uint32_t seq, uint32_t d, float sign) {
+    const uint32_t h = d / 2;
+    const size_t pairs = rows * h;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < pairs;
+         idx += (size_t)blockDim.x * gridDim.x) {
+        const size_t r = idx / h;
+        const uint32_t i = idx % h;
+        const size_t t = (r / heads) % seq;
+        const float c = to_f32(cos[t * h + i]), s = sign * to_f32(sin[t * h + i]);
+        const float a = to_f32(x[r * d + i]), b = to_f32(x[r * d + i + h]);
+        // Each product rounded to T, then the sum (transformers' ops in T; no fused
+        // multiply-add, so f32 gives the CPU's bits).
+        y[r * d + i] = from_f32<T>(__fsub_rn(round_to<T>(__fmul_rn(a, c)), round_to<T>(__fmul_rn(b, s))));
+        y[r * d + i + h] = from_f32<T>(__fadd_rn(round_to<T>(__fmul_rn(b, c)), round_to<T>(__fmul_rn(a, s))));
+    }
+}
+
+#define ROPE_KERNEL(NAME, T)                                                                  \
+    extern "C" __global__ void NAME(const T *x, const T *cos, const T *sin, T *y, size_t rows, \
+                                    uint32_t heads, uint32_t seq, uint32_t d, float sign) {   \
+        rope<T>(x, cos, sin, y, rows, heads, seq, d, sign);                                   \
+    }
+
+ROPE_KERNEL(rope_f32, float)
+ROPE_KERNEL(rope_bf16, __nv_bfloat16)
+ROPE_KERNEL(rope_f16, __half)
+
+// SwiGLU, y = silu(g) * u with silu(g) = g / (1 + exp(-g)) rounded to T first (as torch's
+// act_fn(gate) * up rounds it). Grid-stride over n elements.
+template <typename T>
+__device__ void swiglu(const T *g, const T *u, T *y, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)blockDim.x * gridDim.x) {
+        const float gv = to_f32(g[i]);
+        const float act = round_to<T>(gv / (1.0f + expf(-gv)));
+        y[i] = from_f32<T>(act * to_f32(u[i]));
+    }
+}
+
+// Its backward for incoming gradient dy, with torch's roundings: a = dy*u (rounded),
+// dg = a * s * (1 + g*(1 - s)) with s = sigmoid(g), du = dy * silu(g) (silu rounded).
+// `out` holds dg in its first n values and du in the next n.
+template <typename T>
+__device__ void swiglu_backward(const T *g, const T *u, const T *dy, T *out, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)blockDim.x * gridDim.x) {
+        const float gv = to_f32(g[i]), d = to_f32(dy[i]);
+        const float s = 1.0f / (1.0f + expf(-gv));
+        const float act = round_to<T>(gv / (1.0f + expf(-gv)));
+        const float a = round_to<T>(d * to_f32(u[i]));
+        out[i] = from_f32<T>(a * s * (1.0f + gv * (1.0f - s)));
+        out[n + i] = from_f32<T>(d * act);
+    }
+}
+
+#define SWIGLU_KERNELS(SUFFIX, T)                                                             \
+    extern "C" __global__ void swiglu_##SUFFIX(const T *g, const T *u, T *y, size_t n) {      \
+        swiglu<T>(g, u, y, n);                                                                \
+    }                                                                                         \
+    extern "C" __global__ void swiglu_backward_##SUFFIX(const T *g, const T *u, const T *dy,  \
+                                                        T *out, size_t n) {                   \
+        swiglu_backward<T>(g, u, dy, out, n);                                                 \
+    }
+
+SWIGLU_KERNELS(f32, float)
+SWIGLU_KERNELS(bf16, __nv_bfloat16)
+SWIGLU_KERNELS(f16, __half)

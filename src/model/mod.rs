@@ -1,6 +1,8 @@
 //! Models: configuration, checkpoint I/O, shared layers and the Qwen3-VL implementation.
 
 pub mod config;
+#[cfg(feature = "cuda")]
+mod cuda_kernels;
 pub mod device;
 pub mod layers;
 pub mod ops;

@@ -145,9 +145,14 @@ impl DecoderLayer {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate_proj.forward(x)?.apply(&self.act)?;
+        let g = self.gate_proj.forward(x)?;
         let u = self.up_proj.forward(x)?;
-        Ok(self.down_proj.forward(&(g * u)?)?)
+        let h = if self.act == candle_nn::Activation::Silu {
+            ops::swiglu(&g, &u)?
+        } else {
+            (g.apply(&self.act)? * u)?
+        };
+        Ok(self.down_proj.forward(&h)?)
     }
 }
 
