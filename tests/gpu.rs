@@ -149,7 +149,8 @@ fn cuda_fused_attention_equals_the_cpu_kernel() {
 }
 
 /// The training path's own kernels on CUDA (fused softmax and its backward, f32 RMSNorm
-/// forward and backward, RoPE and SwiGLU with their backward, the frozen-weight product)
+/// forward and backward, RoPE, SwiGLU and cross-entropy with their backward, the
+/// frozen-weight product)
 /// against their CPU twins (which
 /// tests/finetune.rs and the unit tests check against PyTorch and the definitions):
 /// outputs and every input's gradient, f32 to 1e-5 of the largest value, bf16 to 4e-2
@@ -176,6 +177,8 @@ fn cuda_training_kernels_equal_their_cpu_twins() {
     let freqs = Tensor::cat(&[&freqs, &freqs], 1).unwrap();
     let (cos, sin) = (freqs.cos().unwrap(), freqs.sin().unwrap());
     let (gate, up) = (randn(&[3, 40, 96]), randn(&[3, 40, 96]));
+    let logits = (randn(&[37, 3000]) * 3.0).unwrap();
+    let labels: Vec<u32> = (0..37u32).map(|i| (i * 997) % 3000).collect();
     let grads_of = |out: &Tensor, vars: &[&Var]| -> Vec<Tensor> {
         let target = Tensor::ones_like(out).unwrap().affine(0.5, 0.25).unwrap();
         let loss = (out.to_dtype(DType::F32).unwrap() * target.to_dtype(DType::F32).unwrap())
@@ -250,6 +253,19 @@ fn cuda_training_kernels_equal_their_cpu_twins() {
                 let (gv, uv) = (var(&gate), var(&up));
                 let out = swiglu(gv.as_tensor(), uv.as_tensor()).unwrap();
                 let g = grads_of(&out, &[&gv, &uv]);
+                (out, g)
+            }),
+        ),
+        (
+            "cross-entropy",
+            Box::new(|dev: &Device, dtype: DType| {
+                let xv = Var::from_tensor(&logits.to_device(dev).unwrap().to_dtype(dtype).unwrap())
+                    .unwrap();
+                let out = interlace::train::loss::cross_entropy_sum(xv.as_tensor(), &labels)
+                    .unwrap()
+                    .reshape(1)
+                    .unwrap();
+                let g = grads_of(&out, &[&xv]);
                 (out, g)
             }),
         ),

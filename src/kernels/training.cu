@@ -1,6 +1,7 @@
 // Our CUDA kernels for training (and some of the forward pass): the backward of
-// `ScaledMaskedSoftmax`, both directions of `RmsNormTrack`, `Rope` and `SwiGlu` (src/model/ops.rs,
-// whose CPU sides are the reference). Row kernels run one block per row of `d` contiguous
+// `ScaledMaskedSoftmax`, both directions of `RmsNormTrack`, `Rope` and `SwiGlu` (src/model/ops.rs)
+// and of `CrossEntropy` (src/train/loss.rs),
+// whose CPU sides are the reference. Row kernels run one block per row of `d` contiguous
 // values; element-wise ones are grid-stride loops. All compute in f32.
 #include "common.cuh"
 
@@ -147,3 +148,59 @@ __device__ void swiglu_backward(const T *g, const T *u, const T *dy, T *out, siz
 SWIGLU_KERNELS(f32, float)
 SWIGLU_KERNELS(bf16, __nv_bfloat16)
 SWIGLU_KERNELS(f16, __half)
+
+// Cross-entropy of rows of `v` logits against one label per row, computed in f32:
+// loss = log(sum_j exp(x_j - m)) - (x_label - m) with m the row's maximum. The backward
+// gives dx_j = g * (softmax_j - [j == label]) with g the row's incoming gradient.
+template <typename T>
+__device__ float row_max_lse(const T *xs, uint32_t v, float *shared, float *lse) {
+    float m = -INFINITY;
+    for (uint32_t j = threadIdx.x; j < v; j += blockDim.x) m = fmaxf(m, to_f32(xs[j]));
+    m = block_reduce<true>(m, shared);
+    float sum = 0.0f;
+    for (uint32_t j = threadIdx.x; j < v; j += blockDim.x) sum += expf(to_f32(xs[j]) - m);
+    sum = block_reduce<false>(sum, shared);
+    *lse = logf(sum);
+    return m;
+}
+
+template <typename T>
+__device__ void cross_entropy(const T *x, const uint32_t *labels, float *loss, uint32_t v) {
+    __shared__ float shared[32];
+    const size_t row = blockIdx.x;
+    const T *xs = x + row * v;
+    float lse;
+    const float m = row_max_lse(xs, v, shared, &lse);
+    if (threadIdx.x == 0) loss[row] = lse - (to_f32(xs[labels[row]]) - m);
+}
+
+template <typename T>
+__device__ void cross_entropy_backward(const T *x, const uint32_t *labels, const float *g,
+                                       T *dx, uint32_t v) {
+    __shared__ float shared[32];
+    const size_t row = blockIdx.x;
+    const T *xs = x + row * v;
+    T *out = dx + row * v;
+    float lse;
+    const float m = row_max_lse(xs, v, shared, &lse);
+    const float gr = g[row];
+    const uint32_t label = labels[row];
+    for (uint32_t j = threadIdx.x; j < v; j += blockDim.x) {
+        const float p = expf(to_f32(xs[j]) - m - lse);
+        out[j] = from_f32<T>(gr * (p - (j == label ? 1.0f : 0.0f)));
+    }
+}
+
+#define CROSS_ENTROPY_KERNELS(SUFFIX, T)                                                      \
+    extern "C" __global__ void cross_entropy_##SUFFIX(const T *x, const uint32_t *labels,      \
+                                                      float *loss, uint32_t v) {              \
+        cross_entropy<T>(x, labels, loss, v);                                                 \
+    }                                                                                         \
+    extern "C" __global__ void cross_entropy_backward_##SUFFIX(                               \
+        const T *x, const uint32_t *labels, const float *g, T *dx, uint32_t v) {              \
+        cross_entropy_backward<T>(x, labels, g, dx, v);                                       \
+    }
+
+CROSS_ENTROPY_KERNELS(f32, float)
+CROSS_ENTROPY_KERNELS(bf16, __nv_bfloat16)
+CROSS_ENTROPY_KERNELS(f16, __half)

@@ -2,7 +2,7 @@
 
 pub mod config;
 #[cfg(feature = "cuda")]
-mod cuda_kernels;
+pub(crate) mod cuda_kernels;
 pub mod device;
 pub mod layers;
 pub mod ops;

@@ -3,22 +3,27 @@
 //! never formed).
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use super::labels::Supervised;
 use crate::model::ops::Grad;
 use crate::model::{ModelInputs, Qwen3VlModel};
 
-/// Sum over rows of `-log softmax(logits)[label]`, in f32. Differentiable (the row maximum
-/// is a detached shift, which leaves the value and the gradient unchanged).
+/// Sum over rows of `-log softmax(logits)[label]`, computed in f32 whatever the logits'
+/// type (as transformers upcasts them), in one fused op with its backward pass (CPU and
+/// CUDA): no vocabulary-sized intermediate beyond the gradient itself.
 pub fn cross_entropy_sum(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
-    let logits = logits.to_dtype(DType::F32)?;
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let idx = Tensor::new(labels, logits.device())?.unsqueeze(1)?;
-    let picked = shifted.gather(&idx, 1)?;
-    Ok((lse - picked)?.sum_all()?)
+    let (rows, vocab) = logits.dims2()?;
+    if labels.len() != rows {
+        anyhow::bail!("{} labels for {rows} rows of logits", labels.len());
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vocab) {
+        anyhow::bail!("label {bad} is beyond the vocabulary of {vocab}");
+    }
+    let op = CrossEntropy {
+        labels: labels.to_vec(),
+    };
+    Ok(logits.contiguous()?.apply_op1(op)?.sum_all()?)
 }
 
 /// Summed loss of one conversation through the decoder `stack` (indices into the model's
@@ -36,4 +41,272 @@ pub fn conversation_loss_sum(
     let logits = model.logits_at(&h, &positions, Grad::None)?;
     let loss = cross_entropy_sum(&logits, &labels)?.to_scalar::<f32>()?;
     Ok((loss as f64, labels.len()))
+}
+
+/// Per-row cross-entropy, f32 (rows), of contiguous (rows, vocab) logits of any float type:
+/// loss = ln Σ exp(x − m) − (x[label] − m), m the row maximum; backward
+/// dx = g·(softmax(x) − onehot(label)), in the logits' type. CUDA in
+/// src/kernels/training.cu.
+struct CrossEntropy {
+    labels: Vec<u32>,
+}
+
+impl CrossEntropy {
+    /// The row maximum and ln Σ exp(x − max) of one row.
+    fn max_lse(row: &[f32]) -> (f32, f32) {
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+        (m, sum.ln())
+    }
+
+    /// The logits of a CPU storage as f32 rows (converted from 16-bit types).
+    fn cpu_rows<'a>(
+        storage: &'a candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<std::borrow::Cow<'a, [f32]>> {
+        use candle_core::CpuStorage as S;
+        let Some((a, b)) = layout.contiguous_offsets() else {
+            candle_core::bail!("cross-entropy: logits must be contiguous");
+        };
+        Ok(match storage {
+            S::F32(v) => std::borrow::Cow::Borrowed(&v[a..b]),
+            S::BF16(v) => v[a..b].iter().map(|x| x.to_f32()).collect(),
+            S::F16(v) => v[a..b].iter().map(|x| x.to_f32()).collect(),
+            _ => candle_core::bail!("cross-entropy: f32, bf16 or f16 logits"),
+        })
+    }
+}
+
+impl candle_core::CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (rows, vocab) = layout.shape().dims2()?;
+        let x = Self::cpu_rows(storage, layout)?;
+        let loss: Vec<f32> = x
+            .par_chunks(vocab)
+            .zip(&self.labels)
+            .map(|(row, &label)| {
+                let (m, lse) = Self::max_lse(row);
+                lse - (row[label as usize] - m)
+            })
+            .collect();
+        Ok((
+            candle_core::CpuStorage::F32(loss),
+            candle_core::Shape::from(rows),
+        ))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        let (rows, _) = layout.shape().dims2()?;
+        let loss = cuda::launch(self, "cross_entropy", storage, layout, None)?;
+        Ok((loss, candle_core::Shape::from(rows)))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.to_dtype(DType::F32)?.contiguous()?;
+        let op = CrossEntropyBackward {
+            labels: self.labels.clone(),
+        };
+        Ok(Some(logits.apply_op2_no_bwd(&grad, &op)?))
+    }
+}
+
+/// [`CrossEntropy`]'s backward: from the logits and the f32 gradient of each row's loss,
+/// the logits' gradient in their type.
+struct CrossEntropyBackward {
+    labels: Vec<u32>,
+}
+
+impl candle_core::CustomOp2 for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "cross-entropy-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as S;
+        use rayon::prelude::*;
+        let (_, vocab) = l1.shape().dims2()?;
+        let x = CrossEntropy::cpu_rows(s1, l1)?;
+        let g = CrossEntropy::cpu_rows(s2, l2)?;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(vocab)
+            .zip(x.par_chunks(vocab))
+            .zip(self.labels.par_iter().zip(g.par_iter()))
+            .for_each(|((out, row), (&label, &gr))| {
+                let (m, lse) = CrossEntropy::max_lse(row);
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = gr * (v - m - lse).exp();
+                }
+                out[label as usize] -= gr;
+            });
+        let out = match s1 {
+            S::BF16(_) => S::BF16(dx.iter().map(|&v| half::bf16::from_f32(v)).collect()),
+            S::F16(_) => S::F16(dx.iter().map(|&v| half::f16::from_f32(v)).collect()),
+            _ => S::F32(dx),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        let ce = CrossEntropy {
+            labels: self.labels.clone(),
+        };
+        let dx = cuda::launch(&ce, "cross_entropy_backward", s1, l1, Some((s2, l2)))?;
+        Ok((dx, l1.shape().clone()))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::CrossEntropy;
+    use crate::model::cuda_kernels::{self as kernels, Module};
+    use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
+    use candle_core::cuda_backend::{CudaStorageSlice as S, WrapErr};
+    use candle_core::{CudaStorage, Layout, Result};
+
+    /// `{kernel}_{type}`, one block per row of the logits: the forward when `grad` is None
+    /// (x, labels, loss (f32, one per row), vocab) or the backward (x, labels, g (f32, one
+    /// per row), dx (the logits' type), vocab).
+    pub fn launch(
+        op: &CrossEntropy,
+        kernel: &str,
+        x: &CudaStorage,
+        layout: &Layout,
+        grad: Option<(&CudaStorage, &Layout)>,
+    ) -> Result<CudaStorage> {
+        let (rows, vocab) = layout.shape().dims2()?;
+        let Some((a, b)) = layout.contiguous_offsets() else {
+            candle_core::bail!("cross-entropy: logits must be contiguous");
+        };
+        let dev = x.device.clone();
+        let labels = dev.cuda_stream().clone_htod(&op.labels).w()?;
+        let g = match grad {
+            None => None,
+            Some((s, l)) => {
+                let (S::F32(g), Some((ga, gb))) = (&s.slice, l.contiguous_offsets()) else {
+                    candle_core::bail!("cross-entropy: the gradient must be contiguous f32");
+                };
+                Some(g.slice(ga..gb))
+            }
+        };
+        let v32 = vocab as u32;
+        let cfg = kernels::rows_config(rows, vocab);
+        macro_rules! go {
+            ($xs:expr, $ty:ty, $suffix:literal, $wrap:ident) => {{
+                let xs = $xs.slice(a..b);
+                let k = kernels::func(&dev, Module::Training, &format!("{kernel}_{}", $suffix))?;
+                match &g {
+                    None => {
+                        // SAFETY: the kernel writes every row's loss.
+                        let loss = unsafe { dev.alloc::<f32>(rows)? };
+                        let mut args = k.builder();
+                        args.arg(&xs).arg(&labels).arg(&loss).arg(&v32);
+                        // SAFETY: cross_entropy_*(x, labels, loss, vocab).
+                        unsafe { kernels::launch(args, cfg) }?;
+                        S::F32(loss)
+                    }
+                    Some(g) => {
+                        // SAFETY: the kernel writes every element.
+                        let dx = unsafe { dev.alloc::<$ty>(rows * vocab)? };
+                        let mut args = k.builder();
+                        args.arg(&xs).arg(&labels).arg(g).arg(&dx).arg(&v32);
+                        // SAFETY: cross_entropy_backward_*(x, labels, g, dx, vocab).
+                        unsafe { kernels::launch(args, cfg) }?;
+                        S::$wrap(dx)
+                    }
+                }
+            }};
+        }
+        let slice = match &x.slice {
+            S::F32(xs) => go!(xs, f32, "f32", F32),
+            S::BF16(xs) => go!(xs, half::bf16, "bf16", BF16),
+            S::F16(xs) => go!(xs, half::f16, "f16", F16),
+            _ => candle_core::bail!("cross-entropy: f32, bf16 or f16 logits"),
+        };
+        Ok(CudaStorage { slice, device: dev })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    /// The definition in plain differentiable ops: Σ_rows logsumexp(x) − x[label], in f32.
+    fn reference(logits: &Tensor, labels: &[u32]) -> candle_core::Result<Tensor> {
+        let x = logits.to_dtype(DType::F32)?;
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let shifted = x.broadcast_sub(&max)?;
+        let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+        let idx = Tensor::new(labels, x.device())?.unsqueeze(1)?;
+        (lse - shifted.gather(&idx, 1)?)?.sum_all()
+    }
+
+    #[test]
+    fn fused_cross_entropy_and_its_gradient_match_the_definition() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let labels = [3u32, 0, 99, 42, 7];
+        for dtype in [DType::F32, DType::BF16] {
+            let x =
+                Var::from_tensor(&(Tensor::randn(0f32, 3.0, (5, 100), &dev)?.to_dtype(dtype)?))?;
+            let ours = cross_entropy_sum(x.as_tensor(), &labels)?;
+            let want = reference(x.as_tensor(), &labels)?;
+            let (a, b) = (ours.to_scalar::<f32>()?, want.to_scalar::<f32>()?);
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "{dtype:?}: {a} vs {b}");
+            let (ga, gb) = (ours.backward()?, want.backward()?);
+            let f32s = |t: &Tensor| -> anyhow::Result<Vec<f32>> {
+                Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+            };
+            let (ga, gb) = (
+                f32s(ga.get(x.as_tensor()).unwrap())?,
+                f32s(gb.get(x.as_tensor()).unwrap())?,
+            );
+            // A row's gradient is softmax − onehot: entries in [−1, 1]; bf16 rounds it.
+            let tol = if dtype == DType::F32 { 1e-6 } else { 4e-3 };
+            let worst = ga
+                .iter()
+                .zip(&gb)
+                .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(worst < tol, "{dtype:?}: gradients differ by {worst}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_label_beyond_the_vocabulary_is_an_error() {
+        let x = Tensor::zeros((2, 10), DType::F32, &Device::Cpu).unwrap();
+        let err = cross_entropy_sum(&x, &[1, 10]).unwrap_err().to_string();
+        assert!(err.contains("beyond the vocabulary of 10"), "{err}");
+    }
 }
