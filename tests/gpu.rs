@@ -149,8 +149,8 @@ fn cuda_fused_attention_equals_the_cpu_kernel() {
 }
 
 /// The training path's own kernels on CUDA (fused softmax and its backward, f32 RMSNorm
-/// forward and backward, RoPE, SwiGLU and cross-entropy with their backward, the
-/// frozen-weight product)
+/// forward and backward, RoPE, SwiGLU, tanh-GELU and cross-entropy with their backward,
+/// the frozen-weight product)
 /// against their CPU twins (which
 /// tests/finetune.rs and the unit tests check against PyTorch and the definitions):
 /// outputs and every input's gradient, f32 to 1e-5 of the largest value, bf16 to 4e-2
@@ -265,6 +265,16 @@ fn cuda_training_kernels_equal_their_cpu_twins() {
                     .unwrap()
                     .reshape(1)
                     .unwrap();
+                let g = grads_of(&out, &[&xv]);
+                (out, g)
+            }),
+        ),
+        (
+            "gelu-tanh",
+            Box::new(|dev: &Device, dtype: DType| {
+                let xv = Var::from_tensor(&gate.to_device(dev).unwrap().to_dtype(dtype).unwrap())
+                    .unwrap();
+                let out = interlace::model::ops::gelu_tanh(xv.as_tensor()).unwrap();
                 let g = grads_of(&out, &[&xv]);
                 (out, g)
             }),

@@ -1,5 +1,5 @@
 // Our CUDA kernels for training (and some of the forward pass): the backward of
-// `ScaledMaskedSoftmax`, both directions of `RmsNormTrack`, `Rope` and `SwiGlu` (src/model/ops.rs)
+// `ScaledMaskedSoftmax`, both directions of `RmsNormTrack`, `Rope`, `SwiGlu` and `GeluTanh` (src/model/ops.rs)
 // and of `CrossEntropy` (src/train/loss.rs),
 // whose CPU sides are the reference. Row kernels run one block per row of `d` contiguous
 // values; element-wise ones are grid-stride loops. All compute in f32.
@@ -204,3 +204,42 @@ __device__ void cross_entropy_backward(const T *x, const uint32_t *labels, const
 CROSS_ENTROPY_KERNELS(f32, float)
 CROSS_ENTROPY_KERNELS(bf16, __nv_bfloat16)
 CROSS_ENTROPY_KERNELS(f16, __half)
+
+// tanh-GELU as torch computes it (gelu(approximate="tanh")), in f32 and rounded once:
+//   y = 0.5 x (1 + tanh(b (x + k x^3))),  b = sqrt(2/pi), k = 0.044715,
+// and its backward dx = dy (0.5 (1 + t) + 0.5 x (1 - t^2) b (1 + 3 k x^2)), t the tanh.
+#define GELU_B 0.7978845608028654f
+#define GELU_K 0.044715f
+
+template <typename T>
+__device__ void gelu_tanh(const T *x, T *y, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)blockDim.x * gridDim.x) {
+        const float v = to_f32(x[i]);
+        y[i] = from_f32<T>(0.5f * v * (1.0f + tanhf(GELU_B * (v + GELU_K * v * v * v))));
+    }
+}
+
+template <typename T>
+__device__ void gelu_tanh_backward(const T *x, const T *dy, T *dx, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)blockDim.x * gridDim.x) {
+        const float v = to_f32(x[i]);
+        const float t = tanhf(GELU_B * (v + GELU_K * v * v * v));
+        const float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * GELU_B * (1.0f + 3.0f * GELU_K * v * v);
+        dx[i] = from_f32<T>(to_f32(dy[i]) * d);
+    }
+}
+
+#define GELU_KERNELS(SUFFIX, T)                                                               \
+    extern "C" __global__ void gelu_tanh_##SUFFIX(const T *x, T *y, size_t n) {               \
+        gelu_tanh<T>(x, y, n);                                                                \
+    }                                                                                         \
+    extern "C" __global__ void gelu_tanh_backward_##SUFFIX(const T *x, const T *dy, T *dx,    \
+                                                           size_t n) {                        \
+        gelu_tanh_backward<T>(x, dy, dx, n);                                                  \
+    }
+
+GELU_KERNELS(f32, float)
+GELU_KERNELS(bf16, __nv_bfloat16)
+GELU_KERNELS(f16, __half)

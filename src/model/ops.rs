@@ -1000,6 +1000,138 @@ impl candle_core::CustomOp2 for SoftmaxGrad {
     }
 }
 
+/// tanh-GELU (`gelu_pytorch_tanh`, the vision tower's activation) with its backward pass,
+/// as torch computes it: 0.5·x·(1 + tanh(b·(x + k·x³))) with b = √(2/π), k = 0.044715, in
+/// f32 and rounded once to x's type (CPU and CUDA; f32, bf16, f16).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(GeluTanh)
+}
+
+struct GeluTanh;
+
+const GELU_B: f32 = 0.797_884_6; // √(2/π)
+const GELU_K: f32 = 0.044715;
+
+impl GeluTanh {
+    fn forward(v: f32) -> f32 {
+        0.5 * v * (1.0 + (GELU_B * (v + GELU_K * v * v * v)).tanh())
+    }
+
+    /// d gelu / dx, torch's formula.
+    fn derivative(v: f32) -> f32 {
+        let t = (GELU_B * (v + GELU_K * v * v * v)).tanh();
+        0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_B * (1.0 + 3.0 * GELU_K * v * v)
+    }
+}
+
+impl candle_core::CustomOp1 for GeluTanh {
+    fn name(&self) -> &'static str {
+        "gelu-tanh"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let [r] = same_shape_ranges(self.name(), [layout])?;
+        let out = per_float_type!(self.name(), (storage), |x; to, from| {
+            x[r.0..r.1]
+                .par_iter()
+                .map(|&v| from(Self::forward(to(v))))
+                .collect()
+        });
+        Ok((out, layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use kernels::{Module, Scalar};
+        let [r] = same_shape_ranges(self.name(), [layout])?;
+        let n = r.1 - r.0;
+        let cfg = kernels::elems_config(n);
+        // SAFETY: gelu_tanh_*(x, y, n).
+        let y = unsafe {
+            kernels::run(
+                Module::Training,
+                "gelu_tanh",
+                &[(storage, r)],
+                n,
+                &[Scalar::U64(n as u64)],
+                cfg,
+            )
+        }?;
+        Ok((y, layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &GeluTanhBackward,
+        )?))
+    }
+}
+
+/// [`GeluTanh`]'s backward: dx = dy · gelu′(x), computed in f32, rounded once.
+struct GeluTanhBackward;
+
+impl candle_core::CustomOp2 for GeluTanhBackward {
+    fn name(&self) -> &'static str {
+        "gelu-tanh-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let [xr, gr] = same_shape_ranges(self.name(), [l1, l2])?;
+        let out = per_float_type!(self.name(), (s1, s2), |x, g; to, from| {
+            x[xr.0..xr.1]
+                .par_iter()
+                .zip(&g[gr.0..gr.1])
+                .map(|(&v, &d)| from(to(d) * GeluTanh::derivative(to(v))))
+                .collect()
+        });
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use kernels::{Module, Scalar};
+        let [xr, gr] = same_shape_ranges(self.name(), [l1, l2])?;
+        let n = xr.1 - xr.0;
+        let cfg = kernels::elems_config(n);
+        let inputs = [(s1, xr), (s2, gr)];
+        // SAFETY: gelu_tanh_backward_*(x, dy, dx, n).
+        let dx = unsafe {
+            kernels::run(
+                Module::Training,
+                "gelu_tanh_backward",
+                &inputs,
+                n,
+                &[Scalar::U64(n as u64)],
+                cfg,
+            )
+        }?;
+        Ok((dx, l1.shape().clone()))
+    }
+}
+
 #[cfg(feature = "cuda")]
 use super::cuda_kernels as kernels;
 
@@ -1436,6 +1568,39 @@ mod tests {
                     max_diff(&a, &b)
                 );
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_gelu_tanh_and_its_backward_match_torchs_formula() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::BF16] {
+            let x = candle_core::Var::from_tensor(
+                &Tensor::randn(0f32, 2.0, (4, 33), &dev)?.to_dtype(dtype)?,
+            )?;
+            // torch: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))) in f32.
+            let v = x.as_tensor().to_dtype(DType::F32)?;
+            let cube = (v.sqr()? * &v)?;
+            let inner = ((cube * 0.044715)? + &v)? * (2.0 / std::f64::consts::PI).sqrt();
+            let want = ((inner?.tanh()? + 1.0)? * (&v * 0.5)?)?.to_dtype(dtype)?;
+            let got = gelu_tanh(x.as_tensor())?;
+            let tol = if dtype == DType::F32 { 1e-6 } else { 1e-2 };
+            let f = |t: &Tensor| t.to_dtype(DType::F32);
+            assert!(max_diff(&f(&got)?, &f(&want)?) < tol, "{dtype:?}");
+            let target = Tensor::randn(0f32, 1.0, (4, 33), &dev)?;
+            let loss = |t: &Tensor| (t.to_dtype(DType::F32)? * &target)?.sum_all()?.backward();
+            let (gw, gg) = (loss(&want)?, loss(&got)?);
+            let (a, b) = (
+                gg.get(x.as_tensor()).unwrap(),
+                gw.get(x.as_tensor()).unwrap(),
+            );
+            let tol = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
+            assert!(
+                max_diff(&f(a)?, &f(b)?) < tol,
+                "{dtype:?}: {}",
+                max_diff(&f(a)?, &f(b)?)
+            );
         }
         Ok(())
     }

@@ -317,7 +317,13 @@ impl VisionModel {
         let attn = Tensor::cat(&outs, 1)?.squeeze(0)?; // (n, heads * hd)
         let x = (x + b.proj.forward(&attn)?)?;
         let h = b.norm2.forward(&x, grad)?;
-        let m = b.fc2.forward(&b.fc1.forward(&h)?.apply(&self.act)?)?;
+        let a = b.fc1.forward(&h)?;
+        let a = if self.act == candle_nn::Activation::GeluPytorchTanh {
+            ops::gelu_tanh(&a)?
+        } else {
+            a.apply(&self.act)?
+        };
+        let m = b.fc2.forward(&a)?;
         Ok((x + m)?)
     }
 }
