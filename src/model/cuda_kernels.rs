@@ -70,6 +70,31 @@ pub unsafe fn launch(mut args: LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> 
     Ok(())
 }
 
+/// An element-wise training kernel, `{kernel}_{type}(inputs..., out, n)` with n the length
+/// of the first input, over a grid-stride loop; `out` has `out_len` elements.
+///
+/// # Safety
+/// As [`run`]: the kernel's signature must be one `const T *` per input, `T *out`, `size_t n`.
+pub unsafe fn elementwise(
+    kernel: &str,
+    inputs: &[(&CudaStorage, (usize, usize))],
+    out_len: usize,
+) -> Result<CudaStorage> {
+    let n = inputs.first().map_or(0, |(_, r)| r.1 - r.0);
+    let scalars = [Scalar::U64(n as u64)];
+    // SAFETY: passed on from the caller.
+    unsafe {
+        run(
+            Module::Training,
+            kernel,
+            inputs,
+            out_len,
+            &scalars,
+            elems_config(n),
+        )
+    }
+}
+
 /// A scalar argument after a kernel's pointers.
 pub enum Scalar {
     U32(u32),

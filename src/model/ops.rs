@@ -692,22 +692,10 @@ impl candle_core::CustomOp2 for SwiGlu {
         s2: &candle_core::CudaStorage,
         l2: &candle_core::Layout,
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use kernels::{Module, Scalar};
         let [gr, ur] = same_shape_ranges(self.name(), [l1, l2])?;
         let n = gr.1 - gr.0;
-        let inputs = [(s1, gr), (s2, ur)];
-        let cfg = kernels::elems_config(n);
         // SAFETY: swiglu_*(g, u, y, n).
-        let y = unsafe {
-            kernels::run(
-                Module::Training,
-                "swiglu",
-                &inputs,
-                n,
-                &[Scalar::U64(n as u64)],
-                cfg,
-            )
-        }?;
+        let y = unsafe { kernels::elementwise("swiglu", &[(s1, gr), (s2, ur)], n) }?;
         Ok((y, l1.shape().clone()))
     }
 
@@ -761,22 +749,11 @@ impl candle_core::CustomOp3 for SwiGluBackward {
         s3: &candle_core::CudaStorage,
         l3: &candle_core::Layout,
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use kernels::{Module, Scalar};
         let [gr, ur, dr] = same_shape_ranges(self.name(), [l1, l2, l3])?;
         let n = gr.1 - gr.0;
-        let inputs = [(s1, gr), (s2, ur), (s3, dr)];
-        let cfg = kernels::elems_config(n);
-        let scalars = [Scalar::U64(n as u64)];
         // SAFETY: swiglu_backward_*(g, u, dy, out, n), out of 2·n.
         let out = unsafe {
-            kernels::run(
-                Module::Training,
-                "swiglu_backward",
-                &inputs,
-                2 * n,
-                &scalars,
-                cfg,
-            )
+            kernels::elementwise("swiglu_backward", &[(s1, gr), (s2, ur), (s3, dr)], 2 * n)
         }?;
         Ok((out, candle_core::Shape::from(2 * n)))
     }
@@ -1051,21 +1028,10 @@ impl candle_core::CustomOp1 for GeluTanh {
         storage: &candle_core::CudaStorage,
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use kernels::{Module, Scalar};
         let [r] = same_shape_ranges(self.name(), [layout])?;
         let n = r.1 - r.0;
-        let cfg = kernels::elems_config(n);
         // SAFETY: gelu_tanh_*(x, y, n).
-        let y = unsafe {
-            kernels::run(
-                Module::Training,
-                "gelu_tanh",
-                &[(storage, r)],
-                n,
-                &[Scalar::U64(n as u64)],
-                cfg,
-            )
-        }?;
+        let y = unsafe { kernels::elementwise("gelu_tanh", &[(storage, r)], n) }?;
         Ok((y, layout.shape().clone()))
     }
 
@@ -1112,22 +1078,10 @@ impl candle_core::CustomOp2 for GeluTanhBackward {
         s2: &candle_core::CudaStorage,
         l2: &candle_core::Layout,
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use kernels::{Module, Scalar};
         let [xr, gr] = same_shape_ranges(self.name(), [l1, l2])?;
         let n = xr.1 - xr.0;
-        let cfg = kernels::elems_config(n);
-        let inputs = [(s1, xr), (s2, gr)];
         // SAFETY: gelu_tanh_backward_*(x, dy, dx, n).
-        let dx = unsafe {
-            kernels::run(
-                Module::Training,
-                "gelu_tanh_backward",
-                &inputs,
-                n,
-                &[Scalar::U64(n as u64)],
-                cfg,
-            )
-        }?;
+        let dx = unsafe { kernels::elementwise("gelu_tanh_backward", &[(s1, xr), (s2, gr)], n) }?;
         Ok((dx, l1.shape().clone()))
     }
 }
