@@ -95,6 +95,35 @@ pub unsafe fn elementwise(
     }
 }
 
+/// `body` on a CUDA storage slice of f32, bf16 or f16 (an error for other types), with `s`
+/// bound to the typed slice, `T` to its element type, `suffix` to the kernel-name suffix
+/// ("f32", "bf16", "f16") and `wrap` to the function that puts a slice of that type back
+/// into a storage slice.
+macro_rules! per_float_slice {
+    ($op:expr, $slice:expr, |$s:ident, $ty:ident, $suffix:ident, $wrap:ident| $body:expr) => {{
+        use candle_core::cuda_backend::CudaStorageSlice as Slice;
+        match $slice {
+            Slice::F32($s) => {
+                type $ty = f32;
+                let ($suffix, $wrap) = ("f32", Slice::F32 as fn(_) -> Slice);
+                $body
+            }
+            Slice::BF16($s) => {
+                type $ty = half::bf16;
+                let ($suffix, $wrap) = ("bf16", Slice::BF16 as fn(_) -> Slice);
+                $body
+            }
+            Slice::F16($s) => {
+                type $ty = half::f16;
+                let ($suffix, $wrap) = ("f16", Slice::F16 as fn(_) -> Slice);
+                $body
+            }
+            _ => candle_core::bail!("{}: f32, bf16 or f16 only", $op),
+        }
+    }};
+}
+pub(crate) use per_float_slice;
+
 /// A scalar argument after a kernel's pointers.
 pub enum Scalar {
     U32(u32),

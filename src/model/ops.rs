@@ -845,7 +845,7 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-        use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+        use candle_core::cuda_backend::WrapErr;
         let Some((o1, o2)) = layout.contiguous_offsets() else {
             candle_core::bail!("scaled-masked-softmax: input must be contiguous");
         };
@@ -862,34 +862,27 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
         let (seq_k, seq_q) = (seq_k as u32, self.seq_q as u32);
         let rows_per_batch = self.rows_per_batch.max(1) as u32;
         let causal = u32::from(self.causal);
-        macro_rules! launch {
-            ($slice:expr, $ty:ty, $kernel:literal, $wrap:ident) => {{
-                let src = $slice.slice(o1..o2);
-                // SAFETY: every element is written by the kernel.
-                let dst = unsafe { dev.alloc::<$ty>(n)? };
-                let f = kernels::func(&dev, kernels::Module::Inference, $kernel)?;
-                let mut b = f.builder();
-                b.arg(&src).arg(&dst);
-                match &pad {
-                    Some(p) => b.arg(p),
-                    None => b.arg(&null),
-                };
-                b.arg(&seq_k)
-                    .arg(&seq_q)
-                    .arg(&rows_per_batch)
-                    .arg(&causal)
-                    .arg(&self.scale);
-                // SAFETY: the arguments of scaled_masked_softmax_*, in order.
-                unsafe { kernels::launch(b, cfg) }?;
-                CudaStorageSlice::$wrap(dst)
-            }};
-        }
-        let slice = match &storage.slice {
-            CudaStorageSlice::F32(s) => launch!(s, f32, "scaled_masked_softmax_f32", F32),
-            CudaStorageSlice::BF16(s) => launch!(s, half::bf16, "scaled_masked_softmax_bf16", BF16),
-            CudaStorageSlice::F16(s) => launch!(s, half::f16, "scaled_masked_softmax_f16", F16),
-            _ => candle_core::bail!("scaled-masked-softmax: f32, bf16 or f16 only"),
-        };
+        let slice = kernels::per_float_slice!(self.name(), &storage.slice, |s, T, suffix, wrap| {
+            let src = s.slice(o1..o2);
+            // SAFETY: every element is written by the kernel.
+            let dst = unsafe { dev.alloc::<T>(n)? };
+            let name = format!("scaled_masked_softmax_{suffix}");
+            let f = kernels::func(&dev, kernels::Module::Inference, &name)?;
+            let mut b = f.builder();
+            b.arg(&src).arg(&dst);
+            match &pad {
+                Some(p) => b.arg(p),
+                None => b.arg(&null),
+            };
+            b.arg(&seq_k)
+                .arg(&seq_q)
+                .arg(&rows_per_batch)
+                .arg(&causal)
+                .arg(&self.scale);
+            // SAFETY: the arguments of scaled_masked_softmax_*, in order.
+            unsafe { kernels::launch(b, cfg) }?;
+            wrap(dst)
+        });
         Ok((
             candle_core::CudaStorage { slice, device: dev },
             layout.shape().clone(),

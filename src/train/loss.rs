@@ -222,38 +222,30 @@ mod cuda {
         };
         let v32 = vocab as u32;
         let cfg = kernels::rows_config(rows, vocab);
-        macro_rules! go {
-            ($xs:expr, $ty:ty, $suffix:literal, $wrap:ident) => {{
-                let xs = $xs.slice(a..b);
-                let k = kernels::func(&dev, Module::Training, &format!("{kernel}_{}", $suffix))?;
-                match &g {
-                    None => {
-                        // SAFETY: the kernel writes every row's loss.
-                        let loss = unsafe { dev.alloc::<f32>(rows)? };
-                        let mut args = k.builder();
-                        args.arg(&xs).arg(&labels).arg(&loss).arg(&v32);
-                        // SAFETY: cross_entropy_*(x, labels, loss, vocab).
-                        unsafe { kernels::launch(args, cfg) }?;
-                        S::F32(loss)
-                    }
-                    Some(g) => {
-                        // SAFETY: the kernel writes every element.
-                        let dx = unsafe { dev.alloc::<$ty>(rows * vocab)? };
-                        let mut args = k.builder();
-                        args.arg(&xs).arg(&labels).arg(g).arg(&dx).arg(&v32);
-                        // SAFETY: cross_entropy_backward_*(x, labels, g, dx, vocab).
-                        unsafe { kernels::launch(args, cfg) }?;
-                        S::$wrap(dx)
-                    }
+        let slice = kernels::per_float_slice!(kernel, &x.slice, |xs, T, suffix, wrap| {
+            let xs = xs.slice(a..b);
+            let k = kernels::func(&dev, Module::Training, &format!("{kernel}_{suffix}"))?;
+            match &g {
+                None => {
+                    // SAFETY: the kernel writes every row's loss.
+                    let loss = unsafe { dev.alloc::<f32>(rows)? };
+                    let mut args = k.builder();
+                    args.arg(&xs).arg(&labels).arg(&loss).arg(&v32);
+                    // SAFETY: cross_entropy_*(x, labels, loss, vocab).
+                    unsafe { kernels::launch(args, cfg) }?;
+                    S::F32(loss)
                 }
-            }};
-        }
-        let slice = match &x.slice {
-            S::F32(xs) => go!(xs, f32, "f32", F32),
-            S::BF16(xs) => go!(xs, half::bf16, "bf16", BF16),
-            S::F16(xs) => go!(xs, half::f16, "f16", F16),
-            _ => candle_core::bail!("cross-entropy: f32, bf16 or f16 logits"),
-        };
+                Some(g) => {
+                    // SAFETY: the kernel writes every element.
+                    let dx = unsafe { dev.alloc::<T>(rows * vocab)? };
+                    let mut args = k.builder();
+                    args.arg(&xs).arg(&labels).arg(g).arg(&dx).arg(&v32);
+                    // SAFETY: cross_entropy_backward_*(x, labels, g, dx, vocab).
+                    unsafe { kernels::launch(args, cfg) }?;
+                    wrap(dx)
+                }
+            }
+        });
         Ok(CudaStorage { slice, device: dev })
     }
 }
