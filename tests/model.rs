@@ -41,8 +41,19 @@ fn inputs_from_case(
 
 #[test]
 fn hidden_states_and_logits_match_transformers() {
-    for &name in MODELS {
-        let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+    // Both weight layouts: torch's, as loaded for training, and the one laid out for the
+    // forward product that the inference commands load.
+    for (&name, inference) in MODELS.iter().flat_map(|n| [(n, false), (n, true)]) {
+        let dir = model_dir(name);
+        let model = if inference {
+            Qwen3VlModel::load_for_inference(&dir, DType::F32, &Device::Cpu).unwrap()
+        } else {
+            Qwen3VlModel::load(&dir, DType::F32, &Device::Cpu).unwrap()
+        };
+        if inference {
+            // The layout really changed (else this loop would test the same thing twice).
+            assert!(!model.layers[0].self_attn.q_proj.weight.is_contiguous());
+        }
         for &case_name in CASES {
             let case = load_case(name, case_name);
             let inputs = inputs_from_case(&model, &case);
@@ -133,7 +144,8 @@ fn vision_tower_matches_transformers() {
 fn conversation_to_logits_end_to_end() {
     for &name in MODELS {
         let dir = model_dir(name);
-        let model = Qwen3VlModel::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        // As `interlace forward` loads it.
+        let model = Qwen3VlModel::load_for_inference(&dir, DType::F32, &Device::Cpu).unwrap();
         let processor = interlace::processor::Processor::from_dir(&dir).unwrap();
         for &case_name in CASES {
             let (messages, images, add_gen) = case_conversation(name, case_name);

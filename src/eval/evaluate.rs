@@ -79,7 +79,7 @@ pub fn evaluate_model_dir(
 ) -> Result<EvalReport> {
     let device = placement.device.clone();
     let processor = Processor::from_dir(model_dir)?;
-    let model = Qwen3VlModel::load(model_dir, placement.dtype, &device)?;
+    let model = Qwen3VlModel::load_for_inference(model_dir, placement.dtype, &device)?;
     let eos = eos_ids(model_dir, &processor)?;
     evaluate(
         &model,

@@ -62,7 +62,7 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
     let enc = processor.encode(&messages, &images, true)?;
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
-    let model = Qwen3VlModel::load(&args.model, placement.dtype, &device)?;
+    let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &device)?;
     let inputs = ModelInputs::from_encoded(&enc, &device)?;
     let mut obs = ConsecutiveCosine::default();
     let logits = model.forward(&inputs, Some(&mut obs))?;

@@ -36,7 +36,7 @@ pub fn run(args: &GenerateArgs) -> Result<String> {
         .collect::<Result<Vec<_>>>()?;
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
-    let model = Qwen3VlModel::load(&args.model, placement.dtype, &device)?;
+    let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &device)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
     let eos = eos_ids(&args.model, &processor)?;
     let out = greedy(&model, &inputs, args.max_new_tokens, &eos)?;

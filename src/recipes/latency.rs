@@ -58,7 +58,7 @@ pub fn time_model(dir: &Path, args: &LatencyArgs, placement: &Placement) -> Resu
         .iter()
         .map(load_image)
         .collect::<Result<Vec<_>>>()?;
-    let model = Qwen3VlModel::load(dir, placement.dtype, &device)?;
+    let model = Qwen3VlModel::load_for_inference(dir, placement.dtype, &device)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
     let patches = inputs
         .image_grid_thw

@@ -137,7 +137,7 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
     }
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
-    let model = Qwen3VlModel::load(model_dir, placement.dtype, &device)?;
+    let model = Qwen3VlModel::load_for_inference(model_dir, placement.dtype, &device)?;
     let batch = args
         .batch
         .unwrap_or(if placement.is_gpu() { 16 } else { 1 });

@@ -59,7 +59,7 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     let processor = Processor::from_dir(&args.model)?;
     let placement = args.placement.resolve()?;
     let load_start = std::time::Instant::now();
-    let model = Qwen3VlModel::load(&args.model, placement.dtype, &placement.device)?;
+    let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &placement.device)?;
     let load_secs = load_start.elapsed().as_secs_f64();
     let scoring_start = std::time::Instant::now();
     let batch = args

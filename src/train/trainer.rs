@@ -1,8 +1,8 @@
 //! One optimizer step at a time: gradients of the mean supervised-token loss of a batch with
 //! respect to the trainable decoder layers only, gradient-norm clipping, AdamW.
 //!
-//! Layers below the first trainable one run with the fast inference kernels and build no
-//! autograd graph; the rest run with differentiable ops. With gradient checkpointing only
+//! Layers below the first trainable one (and the vision tower) run with the fast inference
+//! kernels and weights laid out for them, and build no autograd graph; the rest run with differentiable ops. With gradient checkpointing only
 //! each layer's input is kept during the forward pass, and the backward pass goes layer by
 //! layer from the top, recomputing each layer (with its input as a leaf) and pulling the
 //! incoming gradient through it, so memory holds one layer's graph at a time.
@@ -125,6 +125,16 @@ impl Trainer {
         if let Some(&bad) = trainable.iter().find(|&&p| p >= n) {
             bail!("layer position {bad} is beyond the model's {n} decoder layers");
         }
+        // No gradient flows through the vision tower or the layers below the first trained
+        // one: lay their weights out for the forward product.
+        let first = trainable[0];
+        model.lay_out_for_forward(|name| {
+            name.starts_with("model.visual.")
+                || name
+                    .strip_prefix(LAYER_PREFIX)
+                    .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
+                    .is_some_and(|i| i < first)
+        })?;
         let compute = model.dtype();
         let mut params = Vec::new();
         for &pos in &trainable {

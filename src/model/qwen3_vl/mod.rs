@@ -283,6 +283,50 @@ impl Qwen3VlModel {
         })
     }
 
+    /// [`Qwen3VlModel::load`] for a model that only runs forward (no gradient ever flows
+    /// through it): on the CPU every linear weight is laid out for the forward product
+    /// (see [`Qwen3VlModel::lay_out_for_forward`]).
+    pub fn load_for_inference(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let mut model = Self::load(dir, dtype, device)?;
+        model.lay_out_for_forward(|_| true)?;
+        Ok(model)
+    }
+
+    /// Stores the weights of the linear layers whose names pass `which` as the transpose of
+    /// an (in, out)-contiguous matrix; on the CPU only (cuBLAS takes either layout as is).
+    /// The tensor keeps torch's (out, in) shape and values, so nothing else changes, but
+    /// `x @ w.T` now reads a row-major right operand, which the CPU matrix product (gemm)
+    /// uses in place, where torch's layout made it repack the whole weight on every call
+    /// and on each thread. The product of a gradient with the weight (`g @ w`) is what gets
+    /// slower, so use it only for weights no gradient flows through.
+    ///
+    /// The token embeddings count as the tied LM head's weight.
+    pub fn lay_out_for_forward(&mut self, which: impl Fn(&str) -> bool) -> Result<()> {
+        if !self.device.is_cpu() {
+            return Ok(());
+        }
+        for (name, t) in self.params_mut() {
+            // Token embeddings are looked up by [`Qwen3VlModel::embed_rows`], which takes
+            // either layout; position embeddings are left alone.
+            let linear = t.rank() == 2 && !name.ends_with("pos_embed.weight");
+            if linear && which(&name) && t.is_contiguous() && !t.track_op() {
+                *t = t.t()?.contiguous()?.t()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The token embeddings of `ids` (n,) -> (n, hidden), in either layout of the table.
+    fn embed_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let e = &self.embed_tokens;
+        Ok(if e.is_contiguous() {
+            e.index_select(ids, 0)?
+        } else {
+            // Stored (hidden, vocab)-contiguous by `lay_out_for_forward`: gather columns.
+            e.t()?.index_select(ids, 1)?.t()?.contiguous()?
+        })
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -359,7 +403,7 @@ impl Qwen3VlModel {
             bail!("token id {bad} is outside the vocabulary ({vocab} entries)");
         }
         let ids = Tensor::new(inputs.input_ids.as_slice(), &self.device)?;
-        let mut embeds = self.embed_tokens.index_select(&ids, 0)?; // (seq, hidden)
+        let mut embeds = self.embed_rows(&ids)?; // (seq, hidden)
         let image_pos: Vec<u32> = inputs
             .input_ids
             .iter()
@@ -602,7 +646,7 @@ impl Qwen3VlModel {
             batch_pad: left_pad.to_vec(),
         };
         let ids = Tensor::new(tokens, &self.device)?;
-        let mut h = self.embed_tokens.index_select(&ids, 0)?.unsqueeze(1)?; // (b, 1, hidden)
+        let mut h = self.embed_rows(&ids)?.unsqueeze(1)?; // (b, 1, hidden)
         for (layer, slot) in self.layers.iter().zip(cache.iter_mut()) {
             h = layer.forward_with_cache(&h, &tables, true, Grad::None, Some(slot))?;
         }
