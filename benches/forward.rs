@@ -10,6 +10,7 @@ use candle_core::{DType, Device};
 use interlace::model::{ModelInputs, Qwen3VlModel};
 
 fn main() -> anyhow::Result<()> {
+    interlace::tune_process();
     // cargo bench passes `--bench`; skip flags.
     let args: Vec<String> = std::env::args()
         .skip(1)

@@ -165,21 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Training allocates and frees many large tensors per step. By default glibc's malloc
-/// hands each one back to the kernel and takes fresh zeroed pages for the next: a third of
-/// a fine-tuning step went to page faults and page clearing (measured with perf). Keep
-/// allocations up to 32 MiB (glibc's maximum) in the heap; trim it only past 512 MiB free.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called before any threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    interlace::tune_process();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

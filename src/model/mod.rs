@@ -4,6 +4,7 @@ pub mod config;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda_kernels;
 pub mod device;
+pub mod fastmath;
 pub mod layers;
 pub mod ops;
 pub mod qwen3_vl;

@@ -613,12 +613,7 @@ fn same_shape_ranges<const N: usize>(
     Ok(out)
 }
 
-/// silu(g) rounded by `r`, and sigmoid(g), in f32.
-#[inline]
-fn silu_parts(g: f32, r: impl Fn(f32) -> f32) -> (f32, f32) {
-    let e = (-g).exp();
-    (r(g / (1.0 + e)), 1.0 / (1.0 + e))
-}
+use super::fastmath::{self, silu_parts};
 
 impl SwiGlu {
     fn forward<T: Copy + Send + Sync + Default>(
@@ -677,7 +672,19 @@ impl candle_core::CustomOp2 for SwiGlu {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
         let [gr, ur] = same_shape_ranges(self.name(), [l1, l2])?;
+        if let (candle_core::CpuStorage::F32(g), candle_core::CpuStorage::F32(u)) = (s1, s2) {
+            let (g, u) = (&g[gr.0..gr.1], &u[ur.0..ur.1]);
+            let mut y = vec![0f32; g.len()];
+            y.par_chunks_mut(fastmath::CHUNK)
+                .zip(
+                    g.par_chunks(fastmath::CHUNK)
+                        .zip(u.par_chunks(fastmath::CHUNK)),
+                )
+                .for_each(|(y, (g, u))| fastmath::swiglu_slice(g, u, y));
+            return Ok((candle_core::CpuStorage::F32(y), l1.shape().clone()));
+        }
         let out = per_float_type!(self.name(), (s1, s2), |g, u; to, from| {
             Self::forward(&g[gr.0..gr.1], &u[ur.0..ur.1], to, from)
         });
@@ -731,8 +738,21 @@ impl candle_core::CustomOp3 for SwiGluBackward {
         s3: &candle_core::CpuStorage,
         l3: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as S;
+        use rayon::prelude::*;
         let [gr, ur, dr] = same_shape_ranges(self.name(), [l1, l2, l3])?;
         let n = gr.1 - gr.0;
+        if let (S::F32(g), S::F32(u), S::F32(d)) = (s1, s2, s3) {
+            let (g, u, d) = (&g[gr.0..gr.1], &u[ur.0..ur.1], &d[dr.0..dr.1]);
+            let mut out = vec![0f32; 2 * n];
+            let (dg, du) = out.split_at_mut(n);
+            let c = fastmath::CHUNK;
+            dg.par_chunks_mut(c)
+                .zip(du.par_chunks_mut(c))
+                .zip(g.par_chunks(c).zip(u.par_chunks(c)).zip(d.par_chunks(c)))
+                .for_each(|((dg, du), ((g, u), d))| fastmath::swiglu_grad_slice(g, u, d, dg, du));
+            return Ok((S::F32(out), candle_core::Shape::from(2 * n)));
+        }
         let out = per_float_type!(self.name(), (s1, s2, s3), |g, u, d; to, from| {
             SwiGlu::backward(&g[gr.0..gr.1], &u[ur.0..ur.1], &d[dr.0..dr.1], to, from)
         });
@@ -823,11 +843,8 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
                     return;
                 }
                 let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
-                let mut sum = 0f32;
-                for (o, &x) in d.iter_mut().zip(s) {
-                    *o = (x * self.scale - max).exp();
-                    sum += *o;
-                }
+                fastmath::exp_scaled_slice(s, self.scale, max, d);
+                let sum: f32 = d.iter().sum();
                 d.iter_mut().for_each(|o| *o /= sum);
             });
         Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
@@ -979,21 +996,6 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 
 struct GeluTanh;
 
-const GELU_B: f32 = 0.797_884_6; // √(2/π)
-const GELU_K: f32 = 0.044715;
-
-impl GeluTanh {
-    fn forward(v: f32) -> f32 {
-        0.5 * v * (1.0 + (GELU_B * (v + GELU_K * v * v * v)).tanh())
-    }
-
-    /// d gelu / dx, torch's formula.
-    fn derivative(v: f32) -> f32 {
-        let t = (GELU_B * (v + GELU_K * v * v * v)).tanh();
-        0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_B * (1.0 + 3.0 * GELU_K * v * v)
-    }
-}
-
 impl candle_core::CustomOp1 for GeluTanh {
     fn name(&self) -> &'static str {
         "gelu-tanh"
@@ -1006,10 +1008,18 @@ impl candle_core::CustomOp1 for GeluTanh {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
         let [r] = same_shape_ranges(self.name(), [layout])?;
+        if let candle_core::CpuStorage::F32(x) = storage {
+            let x = &x[r.0..r.1];
+            let mut y = vec![0f32; x.len()];
+            y.par_chunks_mut(fastmath::CHUNK)
+                .zip(x.par_chunks(fastmath::CHUNK))
+                .for_each(|(y, x)| fastmath::gelu_tanh_slice(x, y));
+            return Ok((candle_core::CpuStorage::F32(y), layout.shape().clone()));
+        }
         let out = per_float_type!(self.name(), (storage), |x; to, from| {
             x[r.0..r.1]
                 .par_iter()
-                .map(|&v| from(Self::forward(to(v))))
+                .map(|&v| from(fastmath::gelu_tanh(to(v))))
                 .collect()
         });
         Ok((out, layout.shape().clone()))
@@ -1053,11 +1063,22 @@ impl candle_core::CustomOp2 for GeluTanhBackward {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
         let [xr, gr] = same_shape_ranges(self.name(), [l1, l2])?;
+        if let (candle_core::CpuStorage::F32(x), candle_core::CpuStorage::F32(g)) = (s1, s2) {
+            let (x, g) = (&x[xr.0..xr.1], &g[gr.0..gr.1]);
+            let mut dx = vec![0f32; x.len()];
+            dx.par_chunks_mut(fastmath::CHUNK)
+                .zip(
+                    x.par_chunks(fastmath::CHUNK)
+                        .zip(g.par_chunks(fastmath::CHUNK)),
+                )
+                .for_each(|(dx, (x, g))| fastmath::gelu_tanh_grad_slice(x, g, dx));
+            return Ok((candle_core::CpuStorage::F32(dx), l1.shape().clone()));
+        }
         let out = per_float_type!(self.name(), (s1, s2), |x, g; to, from| {
             x[xr.0..xr.1]
                 .par_iter()
                 .zip(&g[gr.0..gr.1])
-                .map(|(&v, &d)| from(to(d) * GeluTanh::derivative(to(v))))
+                .map(|(&v, &d)| from(to(d) * fastmath::gelu_tanh_derivative(to(v))))
                 .collect()
         });
         Ok((out, l1.shape().clone()))
@@ -1491,7 +1512,30 @@ mod tests {
             let want = (silu.to_dtype(dtype)? * ut)?;
             let got = swiglu(gt, ut)?;
             let as_f32 = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
-            assert_eq!(as_f32(&got)?, as_f32(&want)?, "{dtype:?}");
+            // Values: that rounding sequence exactly, with e^x from fastmath (checked
+            // against f64 in its own tests; libm's differs from it and from torch's Sleef
+            // by an ulp or two).
+            let round = |v: f32| -> Result<f32> {
+                Tensor::new(&[v], &dev)?
+                    .to_dtype(dtype)?
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()
+                    .map(|r| r[0])
+            };
+            let exact = as_f32(gt)?
+                .into_iter()
+                .zip(as_f32(ut)?)
+                .map(|(g, u)| round(round(g / (1.0 + super::fastmath::exp(-g)))? * u))
+                .collect::<Result<Vec<f32>>>()?;
+            assert_eq!(as_f32(&got)?, exact, "{dtype:?}");
+            // And within a few f32 ulps (one of bf16) of the same sequence with libm's exp.
+            let ulp = if dtype == DType::F32 { 4.8e-7 } else { 7.9e-3 };
+            for (a, b) in as_f32(&got)?.into_iter().zip(as_f32(&want)?) {
+                assert!(
+                    (a - b).abs() <= ulp * b.abs().max(1e-30),
+                    "{dtype:?}: {a} vs {b}"
+                );
+            }
             let target = Tensor::randn(0f32, 1.0, (3, 7, 16), &dev)?.to_dtype(dtype)?;
             let loss = |t: &Tensor| (t * &target)?.to_dtype(DType::F32)?.sum_all()?.backward();
             let (gw, gg) = (loss(&want)?, loss(&got)?);

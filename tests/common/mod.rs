@@ -595,13 +595,34 @@ pub fn check_two_f32_steps(
             want["tokens"].as_u64().unwrap()
         );
         let values = trainer.values().unwrap();
-        let mut worst = 0f32;
+        // AdamW's first step moves a weight by lr·g/(|g| + eps): by lr whatever |g| is,
+        // except where |g| is within a hundred times eps (1e-8), and there the gradient
+        // itself is at f32's noise level, so the step is noise on both sides: a relative
+        // error of 10 % in a 1e-7 gradient moves the weight by 1 % of lr. Those few
+        // weights (|g| < 1e-6 in torch's first step) are held to 5 % of lr (a flipped
+        // sign would be 200 %), the rest (all but a handful) to 1e-6.
+        let (mut worst, mut worst_noise, mut noise) = (0f32, 0f32, 0usize);
         for (p, v) in trainer.params.iter().zip(&values) {
             let want = reference_vec(&format!("after{}.{}", s + 1, p.name));
-            worst = worst.max(max_abs_diff(v, &want));
+            let g = reference_vec(&format!("grad.{}", p.name));
+            for ((a, b), g) in v.iter().zip(&want).zip(&g) {
+                if g.abs() < 1e-6 {
+                    worst_noise = worst_noise.max((a - b).abs());
+                    noise += 1;
+                } else {
+                    worst = worst.max((a - b).abs());
+                }
+            }
         }
-        println!("step {}: max |weight - torch| = {worst:e}", s + 1);
-        assert!(worst < 1e-5, "updated weights differ by {worst}");
+        println!(
+            "step {}: max |weight - torch| = {worst:e}; at the {noise} weights with noise-level gradients {worst_noise:e}",
+            s + 1
+        );
+        assert!(worst < 1e-6, "updated weights differ by {worst}");
+        assert!(
+            worst_noise < 0.05 * lr as f32,
+            "weights with noise-level gradients differ by {worst_noise}"
+        );
     }
     let frozen_after = to_f32_vec(&trainer.model.layers[0].self_attn.q_proj.weight);
     assert_eq!(frozen_before, frozen_after, "a frozen layer changed");
