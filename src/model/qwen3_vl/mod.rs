@@ -310,7 +310,7 @@ impl Qwen3VlModel {
             // either layout; position embeddings are left alone.
             let linear = t.rank() == 2 && !name.ends_with("pos_embed.weight");
             if linear && which(&name) && t.is_contiguous() && !t.track_op() {
-                *t = t.t()?.contiguous()?.t()?;
+                *t = transposed_storage(t)?;
             }
         }
         Ok(())
@@ -675,6 +675,27 @@ impl Qwen3VlModel {
             .context("the observer stopped the pass; no logits")?;
         self.logits(&h.squeeze(0)?)
     }
+}
+
+/// `t` (rows, cols), contiguous on the CPU, as the transpose of a (cols, rows)-contiguous
+/// copy: same shape and values, the other memory layout.
+fn transposed_storage(t: &Tensor) -> Result<Tensor> {
+    use super::fastmath::transpose;
+    use candle_core::CpuStorage as S;
+    let (rows, cols) = t.dims2()?;
+    let (storage, layout) = t.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((o1, o2))) = (&*storage, layout.contiguous_offsets())
+    else {
+        bail!("transposed_storage: a contiguous CPU tensor");
+    };
+    let dev = t.device();
+    let out = match cpu {
+        S::F32(v) => Tensor::from_vec(transpose(&v[o1..o2], rows, cols), (cols, rows), dev)?,
+        S::BF16(v) => Tensor::from_vec(transpose(&v[o1..o2], rows, cols), (cols, rows), dev)?,
+        S::F16(v) => Tensor::from_vec(transpose(&v[o1..o2], rows, cols), (cols, rows), dev)?,
+        _ => t.t()?.contiguous()?,
+    };
+    Ok(out.t()?)
 }
 
 /// Packed (1, total, kv_heads, head_dim) keys or values of prompts of lengths `lens` as a
