@@ -203,7 +203,14 @@ fn bad_samples_are_skipped_and_counted() {
         tmp.path(),
         &data,
         &out,
-        &["--batch-size", "11", "--max-length", "300"],
+        &[
+            "--batch-size",
+            "11",
+            "--max-length",
+            "300",
+            "--warmup-ratio",
+            "0",
+        ],
     )
     .output()
     .unwrap());
@@ -280,4 +287,58 @@ fn refuses_an_unpruned_model_with_a_dropping_plan() {
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("run `interlace prune` first"), "{err}");
+}
+
+#[test]
+fn a_run_whose_schedule_changes_nothing_is_refused() {
+    // One optimizer step with the default warm-up ratio: transformers' schedule gives that
+    // step learning rate 0, so the "fine-tuned" output would be the input.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let out = tmp.path().join("ft");
+    let run = finetune_cmd(tmp.path(), &data, &out, &["--batch-size", "8"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("warm-up of 1 step covers all 1 optimizer step")
+            && err.contains("--warmup-ratio 0"),
+        "{err}"
+    );
+    assert!(!out.exists() && !tmp.path().join("ft.train").exists());
+    // Without the warm-up the same run trains.
+    ok(finetune_cmd(
+        tmp.path(),
+        &data,
+        &out,
+        &["--batch-size", "8", "--warmup-ratio", "0"],
+    )
+    .output()
+    .unwrap());
+    assert_eq!(log_values(&out).len(), 1);
+}
+
+#[test]
+fn a_run_that_skips_every_sample_fails_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let out = tmp.path().join("ft");
+    let run = finetune_cmd(
+        tmp.path(),
+        &data,
+        &out,
+        &["--batch-size", "2", "--max-length", "5"],
+    )
+    .output()
+    .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("error: every one of the 8 samples was skipped"),
+        "{err}"
+    );
+    assert!(!out.exists() && !tmp.path().join("ft.train").exists());
 }

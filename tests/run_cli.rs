@@ -285,6 +285,9 @@ fn run_defaults_to_the_demo_model_and_synthetic_data() {
             "4",
             "--limit",
             "2",
+            // One optimizer step: without this its warm-up would give it learning rate 0.
+            "--warmup-ratio",
+            "0",
             "--out",
         ])
         .arg(&out)

@@ -236,13 +236,6 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
     let original = crate::model::qwen3_vl::original_layer_indices(&args.model)?;
     let (plan, positions) = plan_and_positions(args, &original)?;
-    // The trained layers are read in f32: their master weights start exact.
-    let model = Qwen3VlModel::load_with_f32_layers(
-        &args.model,
-        placement.dtype,
-        &placement.device,
-        &positions,
-    )?;
     // The chosen rows are held in memory (image bytes included for Parquet data).
     let mut unreadable = Vec::new();
     let samples = readable_portion(
@@ -260,6 +253,23 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         warmup: warmup_steps(total, args.warmup_ratio),
         total,
     };
+    if (0..total).all(|s| schedule.lr(s) == 0.0) {
+        // (--lr is positive, checked above: this is a warm-up as long as the whole run.)
+        bail!(
+            "the schedule's warm-up of {} step{} covers all {total} optimizer step{} and gives {} learning rate 0, so the output would equal the input; use --warmup-ratio 0, or more samples or epochs (one step takes --batch-size x --grad-accum = {per_step} samples)",
+            schedule.warmup,
+            if schedule.warmup == 1 { "" } else { "s" },
+            if total == 1 { "" } else { "s" },
+            if total == 1 { "it" } else { "them" },
+        );
+    }
+    // The trained layers are read in f32: their master weights start exact.
+    let model = Qwen3VlModel::load_with_f32_layers(
+        &args.model,
+        placement.dtype,
+        &placement.device,
+        &positions,
+    )?;
     let options = TrainOptions {
         grad_checkpoint: args.grad_checkpoint,
         micro_batch: args.batch_size,
@@ -308,6 +318,18 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         log_lines,
         unreadable.first().cloned(),
     )?;
+    if done.log_lines.is_empty() {
+        // Not one update: a "fine-tuned" copy of the input would only mislead.
+        let _ = std::fs::remove_dir_all(&state_dir);
+        bail!(
+            "every one of the {} samples was skipped, so nothing was trained and nothing was written{}",
+            samples.len(),
+            done.last_problem
+                .as_deref()
+                .map(|p| format!(" (e.g. {p})"))
+                .unwrap_or_else(|| " (none has an assistant answer left within --max-length)".into())
+        );
+    }
     let trained: HashMap<String, Tensor> = trainer
         .params
         .iter()

@@ -80,6 +80,11 @@ pub struct RunArgs {
     pub grad_accum: usize,
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
+    /// Share of the optimizer steps over which the learning rate warms up from 0 (the
+    /// paper's 0.03). With very few steps the warm-up can cover them all; the fine-tuning
+    /// stage then refuses to run (nothing would change), and 0 is the way out.
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup_ratio: f64,
     /// Seed of the synthetic data, the sample choices and the random strategy.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -356,7 +361,7 @@ impl Run<'_> {
             batch_size: a.batch_size,
             grad_accum: a.grad_accum,
             epochs: a.epochs,
-            warmup_ratio: 0.03,
+            warmup_ratio: a.warmup_ratio,
             max_grad_norm: 1.0,
             weight_decay: 0.0,
             max_pixels: 50176,
