@@ -318,3 +318,38 @@ fn device_cuda_without_cuda_is_one_clear_line() {
         format!("interlace {} (backends: cpu)", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// A prompt longer than the model takes (or than --max-length) is refused before the model
+/// loads, in one line: unbounded, its attention scores would ask for hundreds of GB.
+#[test]
+fn overlong_prompts_are_refused_in_one_line() {
+    let model = model_dir("tiny-b");
+    let m = model.to_str().unwrap();
+    let huge = "word ".repeat(20_000); // tens of thousands of tokens; tiny-b takes 2048
+    let (ok, err) = interlace(&["generate", "--model", m, "--prompt", &huge]);
+    assert!(!ok);
+    assert_one_line_error(
+        &err,
+        &[
+            "--prompt",
+            "+ 64 to generate",
+            "the 2048 that the model's max_position_embeddings allows",
+        ],
+    );
+    let (ok, err) = interlace(&["forward", "--model", m, "--prompt", &huge]);
+    assert!(!ok);
+    assert_one_line_error(&err, &["--prompt", "max_position_embeddings"]);
+    // --max-length below the model's limit is the one named.
+    let short = "word ".repeat(100);
+    let (ok, err) = interlace(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        &short,
+        "--max-length",
+        "50",
+    ]);
+    assert!(!ok);
+    assert_one_line_error(&err, &["more than the 50 that --max-length allows"]);
+}

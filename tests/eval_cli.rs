@@ -404,3 +404,57 @@ fn eval_batches_give_the_answers_of_single_rows() {
         assert_eq!(rows(r), single);
     }
 }
+
+/// Rows longer than --max-length are not run: each is a malformed row of the report, the
+/// others keep their outcome and the report is written.
+#[test]
+fn eval_counts_overlong_rows_and_writes_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report.json");
+    let model = model_dir("tiny-a");
+    let bench = bench_file("vqa_fixture").display().to_string();
+    let run = |max_length: &str| {
+        let res = interlace(
+            &[
+                "eval",
+                "--model",
+                model.to_str().unwrap(),
+                "--bench",
+                &bench,
+                "--max-new-tokens",
+                "2",
+                "--max-length",
+                max_length,
+                "--out",
+            ],
+            &[&out],
+        );
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        EvalReport::read(&out).unwrap().benchmarks.remove(0)
+    };
+    let all = run("8192");
+    let cut = run("40");
+    assert_eq!(all.rows, cut.rows);
+    // The fixture's two well-formed rows (74 and 84 tokens of prompt) are cut; the three
+    // malformed ones keep their own errors (no answer, a missing image, no question).
+    let limit = "more than the 40 that --max-length allows";
+    for (a, c) in all.results.iter().zip(&cut.results) {
+        let (ae, ce) = (a.error.as_deref(), c.error.as_deref());
+        match ae {
+            Some(e) if e.starts_with("no ") || e.contains("cannot read image") => {
+                assert_eq!(ae, ce)
+            }
+            _ => assert!(ce.is_some_and(|e| e.contains(limit)), "{ce:?}"),
+        }
+    }
+    let n_cut = cut
+        .results
+        .iter()
+        .filter(|r| r.error.as_deref().is_some_and(|e| e.contains(limit)))
+        .count();
+    assert_eq!(n_cut, 2);
+}

@@ -188,3 +188,49 @@ fn similarity_command_rejects_corrupt_parquet() {
     common::assert_one_line_error(&out, "part-0.parquet");
     assert!(!tmp.path().join("sim.json").exists());
 }
+
+/// A sample longer than --max-length is skipped and counted, not run (memory stays bounded
+/// by the flag whatever the data holds).
+#[test]
+fn similarity_skips_samples_longer_than_max_length() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("images/photo_83x57.jpg"),
+        tmp.path().join("photo_83x57.jpg"),
+    )
+    .unwrap();
+    let long = "word ".repeat(300);
+    let data = serde_json::json!([
+        {"image": "photo_83x57.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the image in one sentence."},
+            {"from": "gpt", "value": "A boat."}]},
+        {"conversations": [{"from": "human", "value": long}, {"from": "gpt", "value": "Ok."}]}
+    ]);
+    let data_path = tmp.path().join("data.json");
+    std::fs::write(&data_path, data.to_string()).unwrap();
+    let sim = tmp.path().join("sim.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args([
+            "similarity",
+            "--model",
+            model_dir("tiny-b").to_str().unwrap(),
+        ])
+        .arg("--data")
+        .arg(&data_path)
+        .args(["--portion", "1.0", "--max-length", "500", "--out"])
+        .arg(&sim)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("1 samples scored")
+            && report.contains("1 skipped")
+            && report.contains("more than the 500 that --max-length allows"),
+        "{report}"
+    );
+}

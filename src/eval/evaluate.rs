@@ -43,6 +43,10 @@ pub struct EvalOptions {
     /// Rows answered together by one batched generation (0 or 1: one at a time). Answers
     /// depend on it only through float rounding.
     pub batch: usize,
+    /// Most tokens of a row's prompt plus its answer ([`crate::recipes::DEFAULT_MAX_LENGTH`]
+    /// when None; never more than the model's max_position_embeddings). A longer row is
+    /// a problem of that row, scored as unanswered, so memory stays bounded.
+    pub max_length: Option<usize>,
 }
 
 /// Minimum pixels VLMEvalKit's Qwen3-VL wrapper sets for OCRBench (`min_pixels = 10 * 10 * 32 * 32`).
@@ -137,6 +141,9 @@ pub fn evaluate(
         let max_new = opts
             .max_new_tokens
             .unwrap_or_else(|| bench.task.default_max_new_tokens());
+        let max_length = opts
+            .max_length
+            .unwrap_or(crate::recipes::DEFAULT_MAX_LENGTH);
         let bad = AtomicUsize::new(0);
         let what = |row: &BenchRow| {
             format!(
@@ -150,8 +157,18 @@ pub fn evaluate(
         let answer = |ids: &[usize]| -> Result<Vec<std::result::Result<String, String>>> {
             let rows: Vec<&BenchRow> = ids.iter().map(|&i| &bench.rows[i]).collect();
             let prepared = crate::train::workers::par_map(&rows, |row| {
-                prepare(bench, row, processor, &images).map_err(|e| crate::error_line(&e))
-            });
+                let enc = prepare(bench, row, processor, &images)?;
+                crate::recipes::check_length(
+                    enc.input_ids.len(),
+                    max_new,
+                    max_length,
+                    &model.config,
+                )?;
+                Ok(enc)
+            })
+            .into_iter()
+            .map(|p: Result<crate::processor::Encoded>| p.map_err(|e| crate::error_line(&e)))
+            .collect::<Vec<_>>();
             let mut outcomes: Vec<std::result::Result<String, String>> =
                 vec![Err(String::new()); rows.len()];
             let mut inputs = Vec::new();

@@ -53,6 +53,11 @@ pub struct EvalArgs {
     /// float rounding.
     #[arg(long, value_name = "N")]
     pub batch: Option<usize>,
+    /// Most tokens of a row's prompt plus its answer; a longer row is not run and counts
+    /// as a malformed row (memory grows with the square of the length). Never more than
+    /// the model's max_position_embeddings.
+    #[arg(long, default_value_t = crate::recipes::DEFAULT_MAX_LENGTH)]
+    pub max_length: usize,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
 }
@@ -104,6 +109,7 @@ pub fn run(args: &EvalArgs) -> Result<String> {
         max_pixels: args.max_pixels,
         workers,
         batch,
+        max_length: Some(args.max_length),
     };
     let benches = open_benchmarks(&args.benches, args.limit)?;
     eprintln!(

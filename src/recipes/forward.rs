@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 
 use crate::model::ops::row_cosine;
@@ -25,6 +25,11 @@ pub struct ForwardArgs {
     /// How many next-token candidates to show.
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
+    /// Most tokens of the input; a longer one is refused before the model loads (memory
+    /// grows with the square of the length). Never more than the model's
+    /// max_position_embeddings.
+    #[arg(long, default_value_t = crate::recipes::DEFAULT_MAX_LENGTH)]
+    pub max_length: usize,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
 }
@@ -60,6 +65,9 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         args.prompt.as_str(),
     )];
     let enc = processor.encode(&messages, &images, true)?;
+    let config = crate::model::Qwen3VlConfig::from_dir(&args.model)?;
+    crate::recipes::check_length(enc.input_ids.len(), 0, args.max_length, &config)
+        .context("--prompt")?;
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
     let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &device)?;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::eval::generate::{eos_ids, greedy, prompt_inputs};
 use crate::model::Qwen3VlModel;
@@ -23,6 +23,11 @@ pub struct GenerateArgs {
     /// Stop after this many new tokens (an end-of-sequence token stops earlier).
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
+    /// Most tokens of prompt plus answer; a longer prompt is refused before the model
+    /// loads (memory grows with the square of the length). Never more than the model's
+    /// max_position_embeddings.
+    #[arg(long, default_value_t = crate::recipes::DEFAULT_MAX_LENGTH)]
+    pub max_length: usize,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
 }
@@ -36,8 +41,16 @@ pub fn run(args: &GenerateArgs) -> Result<String> {
         .collect::<Result<Vec<_>>>()?;
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
-    let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &device)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
+    let config = crate::model::Qwen3VlConfig::from_dir(&args.model)?;
+    crate::recipes::check_length(
+        inputs.input_ids.len(),
+        args.max_new_tokens,
+        args.max_length,
+        &config,
+    )
+    .context("--prompt")?;
+    let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &device)?;
     let eos = eos_ids(&args.model, &processor)?;
     let out = greedy(&model, &inputs, args.max_new_tokens, &eos)?;
     let n = out.tokens.len();

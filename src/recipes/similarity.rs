@@ -43,6 +43,11 @@ pub struct SimilarityArgs {
     /// also stops growing at 16384 tokens.
     #[arg(long, value_name = "N")]
     pub batch: Option<usize>,
+    /// Most tokens of one sample (first user turn and its images); a longer sample is
+    /// skipped and counted, so memory stays bounded whatever the data holds. Never more
+    /// than the model's max_position_embeddings.
+    #[arg(long, default_value_t = crate::recipes::DEFAULT_MAX_LENGTH)]
+    pub max_length: usize,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
 }
@@ -95,7 +100,10 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
             let sample = row
                 .as_ref()
                 .map_err(|e| anyhow::anyhow!("{}", crate::error_line(e)))?;
-            encode_sample(&processor, sample)
+            let enc = encode_sample(&processor, sample)?;
+            crate::recipes::check_length(enc.input_ids.len(), 0, args.max_length, &model.config)
+                .map_err(|e| e.context(sample.origin.clone()))?;
+            Ok(enc)
         });
         let mut pack: Vec<Embedded> = Vec::new();
         let mut tokens = 0;
