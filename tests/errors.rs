@@ -353,3 +353,59 @@ fn overlong_prompts_are_refused_in_one_line() {
     assert!(!ok);
     assert_one_line_error(&err, &["more than the 50 that --max-length allows"]);
 }
+
+/// Settings that would silently give NaN or nothing are refused in one line.
+#[test]
+fn settings_that_give_nan_or_nothing_are_refused() {
+    // A negative rms_norm_eps makes every RMSNorm NaN (the output was NaN with exit 0).
+    let tmp = copy_of_tiny_a();
+    let path = tmp.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["text_config"]["rms_norm_eps"] = serde_json::json!(-1e-6);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (ok, err) = inspect(tmp.path());
+    assert!(!ok);
+    assert_one_line_error(
+        &err,
+        &["config.json", "rms_norm_eps must be a positive number"],
+    );
+
+    let model = model_dir("tiny-a");
+    let m = model.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().join("x");
+    let o = o.to_str().unwrap();
+    let (ok, err) = interlace(&[
+        "finetune",
+        "--model",
+        m,
+        "--data",
+        "nothing.json",
+        "--out",
+        o,
+        "--min-pixels",
+        "5000",
+        "--max-pixels",
+        "4000",
+    ]);
+    assert!(!ok);
+    assert_one_line_error(
+        &err,
+        &["--min-pixels (5000) must not exceed --max-pixels (4000)"],
+    );
+    let (ok, err) = interlace(&[
+        "eval",
+        "--model",
+        m,
+        "--bench",
+        "nothing.tsv",
+        "--max-new-tokens",
+        "0",
+        "--out",
+        o,
+    ]);
+    assert!(!ok);
+    assert_one_line_error(&err, &["--max-new-tokens must be at least 1"]);
+    assert!(!out.path().join("x").exists());
+}

@@ -261,6 +261,12 @@ impl Qwen3VlConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        if !(self.text.rms_norm_eps > 0.0 && self.text.rms_norm_eps.is_finite()) {
+            bail!(
+                "text_config.rms_norm_eps must be a positive number, got {} (it divides by sqrt(mean square + eps))",
+                self.text.rms_norm_eps
+            );
+        }
         let t = &self.text;
         if t.num_attention_heads == 0 || t.num_key_value_heads == 0 {
             bail!("text_config: attention head counts must be positive");

@@ -89,6 +89,9 @@ pub fn run(args: &EvalArgs) -> Result<String> {
     if args.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
+    if args.max_new_tokens == Some(0) {
+        bail!("--max-new-tokens must be at least 1 (with 0 no row would be answered)");
+    }
     let placement = args.placement.resolve()?;
     let (workers, batch) = if placement.is_gpu() {
         // One stream: rows are batched on the GPU, not answered by competing threads.

@@ -216,6 +216,13 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
             args.warmup_ratio
         );
     }
+    if args.min_pixels > args.max_pixels {
+        bail!(
+            "--min-pixels ({}) must not exceed --max-pixels ({})",
+            args.min_pixels,
+            args.max_pixels
+        );
+    }
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number, got {}", args.lr);
     }
