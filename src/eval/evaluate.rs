@@ -43,7 +43,7 @@ pub struct EvalOptions {
     /// Rows answered together by one batched generation (0 or 1: one at a time). Answers
     /// depend on it only through float rounding.
     pub batch: usize,
-    /// Most tokens of a row's prompt plus its answer ([`crate::recipes::DEFAULT_MAX_LENGTH`]
+    /// Most tokens of a row's prompt plus its answer ([`crate::model::config::DEFAULT_MAX_LENGTH`]
     /// when None; never more than the model's max_position_embeddings). A longer row is
     /// a problem of that row, scored as unanswered, so memory stays bounded.
     pub max_length: Option<usize>,
@@ -143,7 +143,7 @@ pub fn evaluate(
             .unwrap_or_else(|| bench.task.default_max_new_tokens());
         let max_length = opts
             .max_length
-            .unwrap_or(crate::recipes::DEFAULT_MAX_LENGTH);
+            .unwrap_or(crate::model::config::DEFAULT_MAX_LENGTH);
         let bad = AtomicUsize::new(0);
         let what = |row: &BenchRow| {
             format!(
@@ -158,12 +158,9 @@ pub fn evaluate(
             let rows: Vec<&BenchRow> = ids.iter().map(|&i| &bench.rows[i]).collect();
             let prepared = crate::train::workers::par_map(&rows, |row| {
                 let enc = prepare(bench, row, processor, &images)?;
-                crate::recipes::check_length(
-                    enc.input_ids.len(),
-                    max_new,
-                    max_length,
-                    &model.config,
-                )?;
+                model
+                    .config
+                    .check_length(enc.input_ids.len(), max_new, max_length)?;
                 Ok(enc)
             })
             .into_iter()

@@ -326,3 +326,30 @@ impl Qwen3VlConfig {
         Ok(())
     }
 }
+
+/// Default of `--max-length` for the commands that run the model on a user's input: the
+/// attention scores of one layer take heads × length² × 4 bytes, so an unbounded input
+/// (a 100 000-character prompt) would ask for hundreds of GB and abort.
+pub const DEFAULT_MAX_LENGTH: usize = 8192;
+
+impl Qwen3VlConfig {
+    /// Refuses a sequence of `prompt` tokens that would grow by `new` more when the total
+    /// exceeds `max_length` (the commands' `--max-length`) or `max_position_embeddings`.
+    pub fn check_length(&self, prompt: usize, new: usize, max_length: usize) -> Result<()> {
+        let model_max = self.text.max_position_embeddings;
+        let (limit, why) = if max_length <= model_max {
+            (max_length, "--max-length")
+        } else {
+            (model_max, "the model's max_position_embeddings")
+        };
+        if prompt + new > limit {
+            let plus = if new > 0 {
+                format!(" + {new} to generate")
+            } else {
+                String::new()
+            };
+            bail!("the input is {prompt} tokens{plus}, more than the {limit} that {why} allows");
+        }
+        Ok(())
+    }
+}

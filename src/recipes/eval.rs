@@ -56,7 +56,7 @@ pub struct EvalArgs {
     /// Most tokens of a row's prompt plus its answer; a longer row is not run and counts
     /// as a malformed row (memory grows with the square of the length). Never more than
     /// the model's max_position_embeddings.
-    #[arg(long, default_value_t = crate::recipes::DEFAULT_MAX_LENGTH)]
+    #[arg(long, default_value_t = crate::model::config::DEFAULT_MAX_LENGTH)]
     pub max_length: usize,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,

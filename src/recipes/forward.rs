@@ -28,7 +28,7 @@ pub struct ForwardArgs {
     /// Most tokens of the input; a longer one is refused before the model loads (memory
     /// grows with the square of the length). Never more than the model's
     /// max_position_embeddings.
-    #[arg(long, default_value_t = crate::recipes::DEFAULT_MAX_LENGTH)]
+    #[arg(long, default_value_t = crate::model::config::DEFAULT_MAX_LENGTH)]
     pub max_length: usize,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
@@ -66,7 +66,8 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
     )];
     let enc = processor.encode(&messages, &images, true)?;
     let config = crate::model::Qwen3VlConfig::from_dir(&args.model)?;
-    crate::recipes::check_length(enc.input_ids.len(), 0, args.max_length, &config)
+    config
+        .check_length(enc.input_ids.len(), 0, args.max_length)
         .context("--prompt")?;
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();

@@ -26,7 +26,7 @@ pub struct GenerateArgs {
     /// Most tokens of prompt plus answer; a longer prompt is refused before the model
     /// loads (memory grows with the square of the length). Never more than the model's
     /// max_position_embeddings.
-    #[arg(long, default_value_t = crate::recipes::DEFAULT_MAX_LENGTH)]
+    #[arg(long, default_value_t = crate::model::config::DEFAULT_MAX_LENGTH)]
     pub max_length: usize,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
@@ -43,13 +43,9 @@ pub fn run(args: &GenerateArgs) -> Result<String> {
     let device = placement.device.clone();
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
     let config = crate::model::Qwen3VlConfig::from_dir(&args.model)?;
-    crate::recipes::check_length(
-        inputs.input_ids.len(),
-        args.max_new_tokens,
-        args.max_length,
-        &config,
-    )
-    .context("--prompt")?;
+    config
+        .check_length(inputs.input_ids.len(), args.max_new_tokens, args.max_length)
+        .context("--prompt")?;
     let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &device)?;
     let eos = eos_ids(&args.model, &processor)?;
     let out = greedy(&model, &inputs, args.max_new_tokens, &eos)?;

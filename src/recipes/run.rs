@@ -301,7 +301,7 @@ impl Run<'_> {
             max_pack: 3,
             out: path.to_path_buf(),
             batch: None,
-            max_length: crate::recipes::DEFAULT_MAX_LENGTH,
+            max_length: crate::model::config::DEFAULT_MAX_LENGTH,
             placement: self.args.placement.clone(),
         };
         stage(&mut self.timings, "similarity", path, || {

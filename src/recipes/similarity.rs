@@ -46,7 +46,7 @@ pub struct SimilarityArgs {
     /// Most tokens of one sample (first user turn and its images); a longer sample is
     /// skipped and counted, so memory stays bounded whatever the data holds. Never more
     /// than the model's max_position_embeddings.
-    #[arg(long, default_value_t = crate::recipes::DEFAULT_MAX_LENGTH)]
+    #[arg(long, default_value_t = crate::model::config::DEFAULT_MAX_LENGTH)]
     pub max_length: usize,
     #[command(flatten)]
     pub placement: crate::recipes::placement::DeviceArgs,
@@ -101,7 +101,9 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
                 .as_ref()
                 .map_err(|e| anyhow::anyhow!("{}", crate::error_line(e)))?;
             let enc = encode_sample(&processor, sample)?;
-            crate::recipes::check_length(enc.input_ids.len(), 0, args.max_length, &model.config)
+            model
+                .config
+                .check_length(enc.input_ids.len(), 0, args.max_length)
                 .map_err(|e| e.context(sample.origin.clone()))?;
             Ok(enc)
         });
