@@ -7,14 +7,13 @@
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod outlock;
 pub mod processor;
 pub mod progress;
 pub mod prune;
 pub mod recipes;
 pub mod train;
 
-/// One line for a user: every context of the error chain, joined by ": ", keeping only the
-/// first line of each (candle's errors may append a backtrace on further lines).
 /// Process-wide settings for the CPU, for `main` to call before any thread starts (the
 /// benchmarks call it too, to time what the command-line tool runs).
 ///
@@ -40,6 +39,8 @@ pub fn tune_process() {
     }
 }
 
+/// One line for a user: every context of the error chain, joined by ": ", keeping only the
+/// first line of each (candle's errors may append a backtrace on further lines).
 pub fn error_line(err: &anyhow::Error) -> String {
     err.chain()
         .map(|e| {

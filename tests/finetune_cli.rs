@@ -342,3 +342,21 @@ fn a_run_that_skips_every_sample_fails_and_writes_nothing() {
     );
     assert!(!out.exists() && !tmp.path().join("ft.train").exists());
 }
+
+#[test]
+fn a_second_finetune_on_the_same_out_fails_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let out = tmp.path().join("ft");
+    // A live run (process 1 always exists) holds the lock on --out.
+    std::fs::write(tmp.path().join(".ft.lock"), "1").unwrap();
+    let run = finetune_cmd(tmp.path(), &data, &out, &["--batch-size", "2"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("another interlace run (process 1)"), "{err}");
+    // Neither the output nor the checkpoint directory was touched.
+    assert!(!out.exists() && !tmp.path().join("ft.train").exists());
+}

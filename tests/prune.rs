@@ -177,3 +177,36 @@ fn the_source_models_training_records_are_not_copied() {
     );
     assert!(out.join("tokenizer.json").exists());
 }
+
+/// A second run on an --out that a live run is building fails at once, naming the first;
+/// a killed run's lock and temporary directory are cleared by the next run.
+#[test]
+fn prune_locks_its_output_and_clears_what_killed_runs_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("plan.json");
+    write_plan(&plan, 6, &[1]);
+    let out = tmp.path().join("pruned");
+    let lock = tmp.path().join(".pruned.lock");
+    // A live holder (process 1 always exists).
+    std::fs::write(&lock, "1").unwrap();
+    let (ok, err) = prune(&model_dir("tiny-b"), &plan, &out);
+    assert!(!ok);
+    assert!(
+        err.lines().count() == 1 && err.contains("another interlace run (process 1) is writing it"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // The holder died (kill -9) and left its lock and a half-written temporary directory.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(&lock, dead.to_string()).unwrap();
+    let stale = tmp.path().join(format!(".pruned.tmp{dead}"));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("model.safetensors"), b"half").unwrap();
+    let (ok, err) = prune(&model_dir("tiny-b"), &plan, &out);
+    assert!(ok, "{err}");
+    assert!(err.contains("removed, left by an earlier run"), "{err}");
+    assert!(out.join("config.json").exists());
+    assert!(!stale.exists() && !lock.exists());
+}

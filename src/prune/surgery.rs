@@ -85,6 +85,7 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
             })?,
         None => plan.clone(),
     };
+    let _lock = crate::outlock::OutputLock::acquire(out)?;
     if out.exists() {
         bail!(
             "{}: already exists; choose another --out or remove it",

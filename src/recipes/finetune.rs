@@ -226,6 +226,8 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be a positive number, got {}", args.lr);
     }
+    // Taken before any work, held to the end: covers OUT and its checkpoints in OUT.train.
+    let _lock = crate::outlock::OutputLock::acquire(&args.out)?;
     if args.out.exists() {
         bail!(
             "{}: already exists; choose another --out or remove it",

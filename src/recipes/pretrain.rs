@@ -986,6 +986,8 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
             .with_context(|| format!("{}: cannot continue from this model", dir.display()))?,
         None => (Shape::from_arg(&args.shape)?, args.vocab_size),
     };
+    // Taken before any work, held to the end: covers OUT and its checkpoints in OUT.train.
+    let _lock = crate::outlock::OutputLock::acquire(&args.out)?;
     if args.out.exists() {
         bail!(
             "{}: already exists; choose another --out or remove it",

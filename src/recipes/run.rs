@@ -440,6 +440,8 @@ pub fn run(args: &RunArgs) -> Result<String> {
         );
     }
     let out = args.out.clone();
+    // One pipeline per --out at a time (its stages lock their own outputs too).
+    let _lock = crate::outlock::OutputLock::acquire(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut timings = Vec::new();
     let (data, specs, info) = match &args.data {
