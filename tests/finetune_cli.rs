@@ -360,3 +360,54 @@ fn a_second_finetune_on_the_same_out_fails_before_any_work() {
     // Neither the output nor the checkpoint directory was touched.
     assert!(!out.exists() && !tmp.path().join("ft.train").exists());
 }
+
+/// `--resume` names what changed: a flag, or the data's content (a file rewritten in place
+/// between the crash and the resume).
+#[test]
+fn resume_names_the_flag_or_the_data_that_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let out = tmp.path().join("ft");
+    let flags = |lr: &'static str| {
+        vec![
+            "--batch-size",
+            "1",
+            "--lr",
+            lr,
+            "--warmup-ratio",
+            "0",
+            "--max-grad-norm",
+            "0",
+            "--save-every",
+            "1",
+        ]
+    };
+    // Step 2 fails (NaN) after step 1's checkpoint was saved.
+    let first = finetune_cmd(tmp.path(), &data, &out, &flags("1e38"))
+        .output()
+        .unwrap();
+    assert!(!first.status.success());
+    let resume = |lr: &'static str| {
+        let mut f = flags(lr);
+        f.push("--resume");
+        let run = finetune_cmd(tmp.path(), &data, &out, &f).output().unwrap();
+        assert!(!run.status.success());
+        let err = String::from_utf8_lossy(&run.stderr).into_owned();
+        err.trim().lines().last().unwrap().to_string()
+    };
+    let last = resume("1e-3");
+    assert!(
+        last.contains("other settings: --lr: 1e+38 then, 0.001 now;"),
+        "{last}"
+    );
+    // Same flags, but one answer of the data rewritten in place.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let changed = text.replacen("\"value\":\"", "\"value\":\"Changed: ", 1);
+    assert_ne!(text, changed);
+    std::fs::write(&data, changed).unwrap();
+    let last = resume("1e38");
+    assert!(
+        last.contains("other settings: the data's content (a file was changed or regenerated)"),
+        "{last}"
+    );
+}

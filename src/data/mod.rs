@@ -57,6 +57,46 @@ pub struct Sample {
     pub origin: String,
 }
 
+/// A fingerprint of what `samples` hold, stable across builds and machines (64-bit FNV-1a,
+/// hex): every turn's role and text, and every image: its bytes when they are in memory
+/// (Parquet), else its path, size and modification time. `--resume` compares it, so data
+/// regenerated in place between a kill and a resume is noticed.
+pub fn content_fingerprint(samples: &[Sample]) -> String {
+    struct Fnv(u64);
+    impl Fnv {
+        fn add(&mut self, bytes: &[u8]) {
+            for &b in bytes.iter().chain(&(bytes.len() as u64).to_le_bytes()) {
+                self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    for s in samples {
+        for t in &s.turns {
+            h.add(t.role.as_bytes());
+            h.add(t.text.as_bytes());
+        }
+        for img in &s.images {
+            match img {
+                ImageSource::Bytes { bytes, .. } => h.add(bytes),
+                ImageSource::Path(p) => {
+                    h.add(p.to_string_lossy().as_bytes());
+                    if let Ok(m) = std::fs::metadata(p) {
+                        h.add(&m.len().to_le_bytes());
+                        let mtime = m
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_nanos());
+                        h.add(&mtime.to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+    format!("{:016x}", h.0)
+}
+
 /// The `<image>` markers of LLaVA-style text.
 pub const IMAGE_MARKER: &str = "<image>";
 

@@ -176,10 +176,12 @@ fn schedule_samples(n: usize, per_step: usize, epochs: usize, seed: u64) -> Vec<
 fn fingerprint(
     args: &FinetuneArgs,
     plan: &Plan,
-    n_samples: usize,
+    samples: &[crate::data::Sample],
     dtype: DType,
 ) -> serde_json::Value {
+    let n_samples = samples.len();
     let mut f = json!({
+        "data_content": crate::data::content_fingerprint(samples),
         "model": args.model.display().to_string(),
         "data": args.data.display().to_string(),
         "finetune": plan.finetune,
@@ -300,7 +302,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     };
     let (state, log_lines) = session.open(
         &mut trainer,
-        fingerprint(args, &plan, samples.len(), placement.dtype),
+        fingerprint(args, &plan, &samples, placement.dtype),
         total,
         unreadable.len(),
         args.resume,

@@ -776,11 +776,13 @@ fn fingerprint(
     args: &PretrainArgs,
     shape: &Shape,
     vocab: usize,
-    n_samples: usize,
+    samples: &[crate::data::Sample],
     dtype: DType,
 ) -> Value {
+    let n_samples = samples.len();
     let mut f = with_init(
         json!({
+            "data_content": crate::data::content_fingerprint(samples),
             "data": args.data.display().to_string(),
             "first": first_json(&args.first),
             "first_steps": args.first_steps,
@@ -1070,7 +1072,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     };
     let (state, log_lines) = session.open(
         &mut trainer,
-        fingerprint(args, &shape, vocab, samples.len(), placement.dtype),
+        fingerprint(args, &shape, vocab, &samples, placement.dtype),
         total,
         unreadable.len(),
         args.resume,

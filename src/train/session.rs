@@ -74,13 +74,16 @@ impl Session<'_> {
             match checkpoint::latest(self.state_dir)? {
                 Some(dir) => {
                     state = checkpoint::load(&dir, trainer)?;
-                    if state.fingerprint != fingerprint {
+                    let changed = fingerprint_changes(&state.fingerprint, &fingerprint);
+                    if !changed.is_empty() {
                         bail!(
-                            "{}: was saved with other settings ({}); resume with the same flags",
+                            "{}: was saved by a run with other settings: {}; resume with the same flags and data",
                             dir.display(),
-                            state.fingerprint
+                            changed.join("; ")
                         );
                     }
+                    // Settings an older version did not record are taken from this run.
+                    state.fingerprint = fingerprint.clone();
                     // The log up to the checkpoint; later lines belong to the lost work.
                     if let Ok(text) = std::fs::read_to_string(&log_path) {
                         log_lines = text
@@ -93,6 +96,15 @@ impl Session<'_> {
                             })
                             .map(str::to_string)
                             .collect();
+                    }
+                    if log_lines.len() < state.step {
+                        eprintln!(
+                            "{}: {} holds {} of the {} steps before the checkpoint (cut short by the crash?); the log and loss curve will miss the others",
+                            self.name,
+                            log_path.display(),
+                            log_lines.len(),
+                            state.step
+                        );
                     }
                     eprintln!(
                         "{}: resuming at step {}/{total} from {}",
@@ -250,6 +262,47 @@ impl Finished {
         }
         s
     }
+}
+
+/// What differs between the settings a checkpoint was saved with and this run's, one
+/// entry per setting ("--lr: 0.001 then, 0.002 now"; an absent setting shows as null).
+/// The data's content fingerprint is compared only when the saved run recorded one (runs
+/// saved before it existed still resume).
+fn fingerprint_changes(saved: &Value, now: &Value) -> Vec<String> {
+    let (Some(saved), Some(now)) = (saved.as_object(), now.as_object()) else {
+        return if saved == now {
+            Vec::new()
+        } else {
+            vec![format!("{saved} then, {now} now")]
+        };
+    };
+    let mut keys: Vec<&String> = saved.keys().chain(now.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::new();
+    for key in keys {
+        let (was, is) = (
+            saved.get(key).unwrap_or(&Value::Null),
+            now.get(key).unwrap_or(&Value::Null),
+        );
+        if was == is || (key == "data_content" && was.is_null()) {
+            continue;
+        }
+        let what = match key.as_str() {
+            "data_content" => "the data's content (a file was changed or regenerated)".to_string(),
+            "samples" => "the number of samples read".to_string(),
+            "finetune" => "the plan's fine-tune layers".to_string(),
+            "shape" => "the model shape".to_string(),
+            "init" => "the initial checkpoint".to_string(),
+            k => format!("--{}", k.replace('_', "-")),
+        };
+        out.push(if key == "data_content" {
+            what
+        } else {
+            format!("{what}: {was} then, {is} now")
+        });
+    }
+    out
 }
 
 fn join_lines(lines: &[String]) -> String {
