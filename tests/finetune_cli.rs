@@ -411,3 +411,43 @@ fn resume_names_the_flag_or_the_data_that_changed() {
         "{last}"
     );
 }
+
+/// A training log cut short (a crash while writing it) is reported on resume instead of
+/// silently losing the steps it missed.
+#[test]
+fn resume_reports_a_training_log_cut_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path(), &[]);
+    let out = tmp.path().join("ft");
+    let flags = [
+        "--batch-size",
+        "1",
+        "--lr",
+        "1e38",
+        "--warmup-ratio",
+        "0",
+        "--max-grad-norm",
+        "0",
+        "--save-every",
+        "1",
+    ];
+    // Step 1's checkpoint is saved, step 2 fails (NaN).
+    assert!(!finetune_cmd(tmp.path(), &data, &out, &flags)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let log = tmp.path().join("ft.train/training_log.jsonl");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+    std::fs::write(&log, "").unwrap();
+    let mut again = flags.to_vec();
+    again.push("--resume");
+    let run = finetune_cmd(tmp.path(), &data, &out, &again)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("holds 0 of the 1 steps before the checkpoint"),
+        "{err}"
+    );
+}
