@@ -99,7 +99,7 @@ impl Session<'_> {
                     }
                     if log_lines.len() < state.step {
                         eprintln!(
-                            "{}: {} holds {} of the {} steps before the checkpoint (cut short by the crash?); the log and loss curve will miss the others",
+                            "{}: {} holds {} of the {} steps before the checkpoint (cut short by a crash, or steps whose samples were all skipped); the log and loss curve will miss the others",
                             self.name,
                             log_path.display(),
                             log_lines.len(),
