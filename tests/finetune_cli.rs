@@ -44,6 +44,23 @@ fn finetune_cmd(dir: &Path, data: &Path, out: &Path, extra: &[&str]) -> Command 
     cmd
 }
 
+/// Flags of a run whose step 1 is checkpointed and whose step 2 fails: lr 1e38 with no
+/// clipping makes the loss NaN (`lr` may be changed to test a resume).
+fn nan_at_step_2(lr: &'static str) -> Vec<&'static str> {
+    vec![
+        "--batch-size",
+        "1",
+        "--lr",
+        lr,
+        "--warmup-ratio",
+        "0",
+        "--max-grad-norm",
+        "0",
+        "--save-every",
+        "1",
+    ]
+}
+
 fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
@@ -229,25 +246,9 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path(), &[]);
     let out = tmp.path().join("ft");
-    let run = finetune_cmd(
-        tmp.path(),
-        &data,
-        &out,
-        &[
-            "--batch-size",
-            "1",
-            "--lr",
-            "1e38",
-            "--warmup-ratio",
-            "0",
-            "--max-grad-norm",
-            "0",
-            "--save-every",
-            "1",
-        ],
-    )
-    .output()
-    .unwrap();
+    let run = finetune_cmd(tmp.path(), &data, &out, &nan_at_step_2("1e38"))
+        .output()
+        .unwrap();
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("the last good checkpoint is"), "{err}");
@@ -368,20 +369,7 @@ fn resume_names_the_flag_or_the_data_that_changed() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path(), &[]);
     let out = tmp.path().join("ft");
-    let flags = |lr: &'static str| {
-        vec![
-            "--batch-size",
-            "1",
-            "--lr",
-            lr,
-            "--warmup-ratio",
-            "0",
-            "--max-grad-norm",
-            "0",
-            "--save-every",
-            "1",
-        ]
-    };
+    let flags = nan_at_step_2;
     // Step 2 fails (NaN) after step 1's checkpoint was saved.
     let first = finetune_cmd(tmp.path(), &data, &out, &flags("1e38"))
         .output()
@@ -419,18 +407,7 @@ fn resume_reports_a_training_log_cut_short() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path(), &[]);
     let out = tmp.path().join("ft");
-    let flags = [
-        "--batch-size",
-        "1",
-        "--lr",
-        "1e38",
-        "--warmup-ratio",
-        "0",
-        "--max-grad-norm",
-        "0",
-        "--save-every",
-        "1",
-    ];
+    let flags = nan_at_step_2("1e38");
     // Step 1's checkpoint is saved, step 2 fails (NaN).
     assert!(!finetune_cmd(tmp.path(), &data, &out, &flags)
         .output()
@@ -440,7 +417,7 @@ fn resume_reports_a_training_log_cut_short() {
     let log = tmp.path().join("ft.train/training_log.jsonl");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
     std::fs::write(&log, "").unwrap();
-    let mut again = flags.to_vec();
+    let mut again = flags.clone();
     again.push("--resume");
     let run = finetune_cmd(tmp.path(), &data, &out, &again)
         .output()

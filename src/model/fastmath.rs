@@ -131,6 +131,26 @@ static LEVEL: std::sync::LazyLock<Level> = std::sync::LazyLock::new(|| {
 /// Elements per parallel task in the slice loops below.
 pub const CHUNK: usize = 4096;
 
+/// `f(x, y)` over [`CHUNK`]-sized pieces of `x` on all cores; the result has x's length.
+pub fn par_map1(x: &[f32], f: fn(&[f32], &mut [f32])) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| f(x, y));
+    y
+}
+
+/// `f(a, b, y)` over [`CHUNK`]-sized pieces of same-length `a` and `b` on all cores.
+pub fn par_map2(a: &[f32], b: &[f32], f: fn(&[f32], &[f32], &mut [f32])) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut y = vec![0f32; a.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(y, (a, b))| f(a, b, y));
+    y
+}
+
 /// tanh-GELU constants: √(2/π) and torch's 0.044715.
 pub const GELU_B: f32 = 0.797_884_6;
 pub const GELU_K: f32 = 0.044715;

@@ -672,17 +672,9 @@ impl candle_core::CustomOp2 for SwiGlu {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
         let [gr, ur] = same_shape_ranges(self.name(), [l1, l2])?;
         if let (candle_core::CpuStorage::F32(g), candle_core::CpuStorage::F32(u)) = (s1, s2) {
-            let (g, u) = (&g[gr.0..gr.1], &u[ur.0..ur.1]);
-            let mut y = vec![0f32; g.len()];
-            y.par_chunks_mut(fastmath::CHUNK)
-                .zip(
-                    g.par_chunks(fastmath::CHUNK)
-                        .zip(u.par_chunks(fastmath::CHUNK)),
-                )
-                .for_each(|(y, (g, u))| fastmath::swiglu_slice(g, u, y));
+            let y = fastmath::par_map2(&g[gr.0..gr.1], &u[ur.0..ur.1], fastmath::swiglu_slice);
             return Ok((candle_core::CpuStorage::F32(y), l1.shape().clone()));
         }
         let out = per_float_type!(self.name(), (s1, s2), |g, u; to, from| {
@@ -1009,11 +1001,7 @@ impl candle_core::CustomOp1 for GeluTanh {
         use rayon::prelude::*;
         let [r] = same_shape_ranges(self.name(), [layout])?;
         if let candle_core::CpuStorage::F32(x) = storage {
-            let x = &x[r.0..r.1];
-            let mut y = vec![0f32; x.len()];
-            y.par_chunks_mut(fastmath::CHUNK)
-                .zip(x.par_chunks(fastmath::CHUNK))
-                .for_each(|(y, x)| fastmath::gelu_tanh_slice(x, y));
+            let y = fastmath::par_map1(&x[r.0..r.1], fastmath::gelu_tanh_slice);
             return Ok((candle_core::CpuStorage::F32(y), layout.shape().clone()));
         }
         let out = per_float_type!(self.name(), (storage), |x; to, from| {
@@ -1064,14 +1052,11 @@ impl candle_core::CustomOp2 for GeluTanhBackward {
         use rayon::prelude::*;
         let [xr, gr] = same_shape_ranges(self.name(), [l1, l2])?;
         if let (candle_core::CpuStorage::F32(x), candle_core::CpuStorage::F32(g)) = (s1, s2) {
-            let (x, g) = (&x[xr.0..xr.1], &g[gr.0..gr.1]);
-            let mut dx = vec![0f32; x.len()];
-            dx.par_chunks_mut(fastmath::CHUNK)
-                .zip(
-                    x.par_chunks(fastmath::CHUNK)
-                        .zip(g.par_chunks(fastmath::CHUNK)),
-                )
-                .for_each(|(dx, (x, g))| fastmath::gelu_tanh_grad_slice(x, g, dx));
+            let dx = fastmath::par_map2(
+                &x[xr.0..xr.1],
+                &g[gr.0..gr.1],
+                fastmath::gelu_tanh_grad_slice,
+            );
             return Ok((candle_core::CpuStorage::F32(dx), l1.shape().clone()));
         }
         let out = per_float_type!(self.name(), (s1, s2), |x, g; to, from| {
