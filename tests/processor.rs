@@ -374,3 +374,51 @@ fn processor_can_be_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Processor>();
 }
+
+/// Every prefix of small JPEG and PNG files against Pillow's verdict on the same prefix
+/// (tests/fixtures/truncated, made by tools/make_truncation_fixture.py): what Pillow refuses
+/// as truncated we refuse too (for JPEG exactly the same prefixes), with one line naming the
+/// file.
+#[test]
+fn truncated_images_are_refused_as_pillow_refuses_them() {
+    let dir = fixtures().join("truncated");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("verdicts.json")).unwrap()).unwrap();
+    for (name, v) in meta["files"].as_object().unwrap() {
+        let data = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(data.len() as u64, v["len"].as_u64().unwrap(), "{name}");
+        let accepted: Vec<usize> = v["pillow_accepts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap() as usize)
+            .collect();
+        let mut ours = Vec::new();
+        for n in 0..=data.len() {
+            match interlace::processor::image::decode_image_bytes(&data[..n], name) {
+                Ok(_) => ours.push(n),
+                Err(e) => {
+                    let msg = interlace::error_line(&e);
+                    assert!(
+                        !msg.contains('\n') && msg.starts_with(name.as_str()),
+                        "{msg:?}"
+                    );
+                }
+            }
+        }
+        if name.ends_with(".jpg") {
+            assert_eq!(
+                ours, accepted,
+                "{name}: prefixes we decode vs those Pillow decodes"
+            );
+        } else {
+            // The png crate wants the whole zlib stream and IDAT chunk (checksums included);
+            // Pillow stops reading once it has every row. So we refuse a few more prefixes
+            // than Pillow (up to 20 bytes short of the end), never fewer.
+            assert!(
+                ours.iter().all(|n| accepted.contains(n)) && ours.contains(&data.len()),
+                "{name}: we decode prefixes {ours:?}, Pillow {accepted:?}"
+            );
+        }
+    }
+}

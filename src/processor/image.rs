@@ -311,7 +311,13 @@ pub fn decode_image_bytes(bytes: &[u8], name: &str) -> Result<DynamicImage> {
     // A broken EXIF block is ignored, as Pillow's exif_transpose does.
     let orientation = decoder.orientation().ok();
     let exact_jpeg = if format == Some(image::ImageFormat::Jpeg) {
-        super::jpeg::decode(bytes).ok()
+        match super::jpeg::decode(bytes) {
+            Ok(img) => Some(img),
+            // Another decoder would fill in the missing part; Pillow refuses the file.
+            Err(e @ super::jpeg::JpegError::Truncated) => bail!("{name}: {e}"),
+            // Outside our decoder's scope, or damaged in a way libjpeg may only warn about.
+            Err(_) => None,
+        }
     } else {
         None
     };

@@ -15,6 +15,9 @@ pub enum JpegError {
     Unsupported(String),
     /// Malformed data.
     Corrupt(String),
+    /// The data ends before the image does (inside a scan, or with no EOI marker after the
+    /// last one). Pillow refuses such files ("image file is truncated").
+    Truncated,
 }
 
 impl std::fmt::Display for JpegError {
@@ -22,6 +25,7 @@ impl std::fmt::Display for JpegError {
         match self {
             JpegError::Unsupported(m) => write!(f, "unsupported JPEG: {m}"),
             JpegError::Corrupt(m) => write!(f, "corrupt JPEG: {m}"),
+            JpegError::Truncated => write!(f, "image file is truncated"),
         }
     }
 }
@@ -319,7 +323,7 @@ impl<'a> Decoder<'a> {
         self.data
             .get(p)
             .copied()
-            .map_or_else(|| corrupt("truncated"), Ok)
+            .map_or(Err(JpegError::Truncated), Ok)
     }
 
     fn u16_at(&self, p: usize) -> Result<usize> {
@@ -341,8 +345,12 @@ impl<'a> Decoder<'a> {
                 self.pos += 1;
             }
             if self.pos >= self.data.len() {
+                // Pillow feeds libjpeg the whole file and calls it truncated when libjpeg asks
+                // for more: a progressive file always needs its EOI, a baseline one needs the
+                // bytes after its last scan. (libjpeg sometimes finishes a baseline image a
+                // few bytes short of the EOI, which Pillow then accepts; we refuse those too.)
                 if seen_scan {
-                    break; // missing EOI: libjpeg warns and keeps what it has
+                    return Err(JpegError::Truncated);
                 }
                 return corrupt("no image data");
             }
@@ -354,8 +362,11 @@ impl<'a> Decoder<'a> {
                 _ => {}
             }
             let len = self.u16_at(self.pos)?;
-            if len < 2 || self.pos + len > self.data.len() {
+            if len < 2 {
                 return corrupt("bad segment length");
+            }
+            if self.pos + len > self.data.len() {
+                return Err(JpegError::Truncated);
             }
             let seg = self.pos + 2..self.pos + len;
             self.pos += len;
@@ -632,7 +643,7 @@ impl<'a> Decoder<'a> {
             }
         }
         if reader.hit_eof {
-            return corrupt("image file is truncated");
+            return Err(JpegError::Truncated);
         }
         self.pos = reader.end_position();
         Ok(())
