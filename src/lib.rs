@@ -43,15 +43,48 @@ pub fn tune_process() {
 /// first line of each (candle's errors may append a backtrace on further lines).
 pub fn error_line(err: &anyhow::Error) -> String {
     err.chain()
-        .map(|e| {
-            e.to_string()
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
+        .map(|e| printable(e.to_string().lines().next().unwrap_or("").trim()))
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+/// Most characters of one part of an error line; the rest is cut (a part quoting user data,
+/// such as a binary file's "column names", must not flood the terminal).
+const MAX_ERROR_PART: usize = 400;
+
+/// `s` with control characters escaped (`\u{1b}`, `\0`, ...) and cut after
+/// [`MAX_ERROR_PART`] characters.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(4 * MAX_ERROR_PART));
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_ERROR_PART {
+            let rest = s.chars().count() - i;
+            out.push_str(&format!("... ({rest} more characters)"));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_lines_escape_control_characters_and_cut_floods() {
+        let e = anyhow::anyhow!("x\u{1}y\u{0}").context("f.tsv");
+        assert_eq!(super::error_line(&e), "f.tsv: x\\u{1}y\\u{0}");
+        let long = "é".repeat(1000);
+        let line = super::error_line(&anyhow::anyhow!(long));
+        assert_eq!(
+            line,
+            format!("{}... (600 more characters)", "é".repeat(400))
+        );
+        let e = anyhow::anyhow!("first line\nbacktrace").context("ctx");
+        assert_eq!(super::error_line(&e), "ctx: first line");
+    }
 }

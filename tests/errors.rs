@@ -409,3 +409,396 @@ fn settings_that_give_nan_or_nothing_are_refused() {
     assert_one_line_error(&err, &["--max-new-tokens must be at least 1"]);
     assert!(!out.path().join("x").exists());
 }
+
+/// `model.safetensors` of `dir` with the first element of tensor `name` set to `value`.
+fn poison_tensor(dir: &Path, name: &str, value: f32) {
+    use candle_core::{DType, Device, Tensor};
+    let path = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let t = tensors.get(name).unwrap_or_else(|| panic!("no {name}"));
+    let (shape, dtype) = (t.shape().clone(), t.dtype());
+    let mut v = t
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    v[0] = value;
+    let t = Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    tensors.insert(name.to_string(), t);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+}
+
+/// One bad input of the corpus: the command line (`{dir}` is the case's own directory,
+/// `{model}` a good model) and what its one error line must contain.
+struct Case {
+    what: &'static str,
+    /// Writes the case's files into its directory.
+    setup: fn(&Path),
+    args: &'static [&'static str],
+    needles: &'static [&'static str],
+}
+
+fn model_copy_into(dir: &Path) -> std::path::PathBuf {
+    let m = dir.join("model");
+    std::fs::create_dir_all(&m).unwrap();
+    for entry in std::fs::read_dir(model_dir("tiny-a")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), m.join(entry.file_name())).unwrap();
+    }
+    m
+}
+
+fn edit_config(model: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = model.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+}
+
+fn photo() -> Vec<u8> {
+    std::fs::read(common::fixtures().join("images/photo_83x57.jpg")).unwrap()
+}
+
+const CORPUS: &[Case] = &[
+    Case {
+        what: "a JPEG cut in half",
+        setup: |d| std::fs::write(d.join("half.jpg"), &photo()[..photo().len() / 2]).unwrap(),
+        args: &[
+            "forward",
+            "--model",
+            "{model}",
+            "--image",
+            "{dir}/half.jpg",
+            "--prompt",
+            "hi",
+        ],
+        needles: &["half.jpg", "image file is truncated"],
+    },
+    Case {
+        what: "a JPEG without its EOI marker",
+        setup: |d| std::fs::write(d.join("noeoi.jpg"), &photo()[..photo().len() - 2]).unwrap(),
+        args: &[
+            "generate",
+            "--model",
+            "{model}",
+            "--image",
+            "{dir}/noeoi.jpg",
+            "--prompt",
+            "hi",
+        ],
+        needles: &["noeoi.jpg", "image file is truncated"],
+    },
+    Case {
+        what: "an image too thin for the processor",
+        setup: |d| {
+            image::RgbImage::new(1, 300)
+                .save(d.join("thin.png"))
+                .unwrap();
+        },
+        args: &[
+            "generate",
+            "--model",
+            "{model}",
+            "--image",
+            "{dir}/thin.png",
+            "--prompt",
+            "hi",
+        ],
+        needles: &["thin.png", "aspect ratio must be smaller than 200"],
+    },
+    Case {
+        what: "a NaN weight in decoder layer 1",
+        setup: |d| {
+            let m = model_copy_into(d);
+            poison_tensor(
+                &m,
+                "model.language_model.layers.1.mlp.down_proj.weight",
+                f32::NAN,
+            );
+        },
+        args: &["forward", "--model", "{dir}/model", "--prompt", "hi"],
+        needles: &["model", "first appear in the output of decoder layer 1"],
+    },
+    Case {
+        what: "an infinite token embedding, in generation",
+        setup: |d| {
+            let m = model_copy_into(d);
+            // Every rendered prompt starts with <|im_start|>: poison that token's row.
+            let mut first = 0;
+            let tok: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(m.join("tokenizer.json")).unwrap())
+                    .unwrap();
+            if let Some(added) = tok["added_tokens"].as_array() {
+                for t in added {
+                    if t["content"] == "<|im_start|>" {
+                        first = t["id"].as_u64().unwrap();
+                    }
+                }
+            }
+            assert!(first > 0);
+            poison_embedding_row(&m, first as usize, f32::INFINITY);
+        },
+        args: &["generate", "--model", "{dir}/model", "--prompt", "hi"],
+        needles: &["model", "NaN or infinite values in the input embeddings"],
+    },
+    Case {
+        what: "a tokenizer with ids beyond the model's vocabulary",
+        setup: |d| {
+            let m = model_copy_into(d);
+            edit_config(&m, |c| {
+                c["text_config"]["vocab_size"] = serde_json::json!(100)
+            });
+        },
+        args: &["forward", "--model", "{dir}/model", "--prompt", "hi"],
+        needles: &["tokenizer.json", "outside the model's vocabulary of 100"],
+    },
+    Case {
+        what: "a model path that is a file",
+        setup: |d| std::fs::write(d.join("model.bin"), b"weights").unwrap(),
+        args: &["generate", "--model", "{dir}/model.bin", "--prompt", "hi"],
+        needles: &["model.bin: not a directory"],
+    },
+    Case {
+        what: "a chat template that raises",
+        setup: |d| {
+            let m = model_copy_into(d);
+            std::fs::write(
+                m.join("chat_template.jinja"),
+                "{{ raise_exception('This model takes no system message') }}",
+            )
+            .unwrap();
+        },
+        args: &["generate", "--model", "{dir}/model", "--prompt", "hi"],
+        needles: &["chat_template.jinja", "This model takes no system message"],
+    },
+    Case {
+        what: "a binary file given as a benchmark",
+        setup: |d| std::fs::write(d.join("bin.tsv"), photo()).unwrap(),
+        args: &[
+            "eval",
+            "--model",
+            "{model}",
+            "--bench",
+            "{dir}/bin.tsv",
+            "--out",
+            "{dir}/out/r.json",
+        ],
+        needles: &["bin.tsv", "not a TSV text file"],
+    },
+    Case {
+        what: "a ratio that drops no layer",
+        setup: write_sim,
+        args: &[
+            "plan",
+            "--similarity",
+            "{dir}/sim.json",
+            "--ratio",
+            "0",
+            "--out",
+            "{dir}/out/plan.json",
+        ],
+        needles: &[
+            "--ratio 0 drops no layer of 6",
+            "the smallest ratio that drops one is 0.1667",
+        ],
+    },
+    Case {
+        what: "a plan that drops nothing",
+        setup: |d| {
+            std::fs::write(
+                d.join("plan.json"),
+                r#"{"strategy": "manual", "ratio": 0.0, "num_layers": 4, "drop": [],
+                    "finetune": [1], "freeze": [0, 2, 3], "anchors": [], "kept": [0, 1, 2, 3]}"#,
+            )
+            .unwrap();
+        },
+        args: &[
+            "prune",
+            "--model",
+            "{model}",
+            "--plan",
+            "{dir}/plan.json",
+            "--out",
+            "{dir}/out/pruned",
+        ],
+        needles: &["plan.json: the plan drops no layer"],
+    },
+    Case {
+        what: "a prompt longer than latency's --max-length",
+        setup: |_| {},
+        args: &[
+            "latency",
+            "--model",
+            "{model}",
+            "--prompt",
+            "one two three four five six seven",
+            "--max-length",
+            "8",
+        ],
+        needles: &["--prompt", "more than the 8 that --max-length allows"],
+    },
+    Case {
+        what: "a sim.json that is not JSON",
+        setup: |d| std::fs::write(d.join("sim.json"), b"{\"packs\": [1, 2").unwrap(),
+        args: &[
+            "plan",
+            "--similarity",
+            "{dir}/sim.json",
+            "--out",
+            "{dir}/out/plan.json",
+        ],
+        needles: &["sim.json"],
+    },
+    Case {
+        what: "a plan.json that is not JSON",
+        setup: |d| std::fs::write(d.join("plan.json"), b"\x00\x01drop").unwrap(),
+        args: &[
+            "prune",
+            "--model",
+            "{model}",
+            "--plan",
+            "{dir}/plan.json",
+            "--out",
+            "{dir}/out/pruned",
+        ],
+        needles: &["plan.json"],
+    },
+    Case {
+        what: "a tokenizer.json that is not a tokenizer",
+        setup: |d| {
+            let m = model_copy_into(d);
+            std::fs::write(m.join("tokenizer.json"), b"{\"model\": 3}").unwrap();
+        },
+        args: &["generate", "--model", "{dir}/model", "--prompt", "hi"],
+        needles: &["tokenizer.json", "cannot load tokenizer"],
+    },
+    Case {
+        what: "LLaVA data that is not JSON",
+        setup: |d| std::fs::write(d.join("data.json"), b"[{\"conversations\": ").unwrap(),
+        args: &[
+            "similarity",
+            "--model",
+            "{model}",
+            "--data",
+            "{dir}/data.json",
+            "--out",
+            "{dir}/out/sim.json",
+        ],
+        needles: &["data.json", "not a valid JSON array"],
+    },
+    Case {
+        what: "a Parquet file with a broken footer",
+        setup: |d| {
+            let mut b = b"PAR1".to_vec();
+            b.extend_from_slice(&[7u8; 64]);
+            b.extend_from_slice(&20u32.to_le_bytes());
+            b.extend_from_slice(b"PAR1");
+            std::fs::write(d.join("part.parquet"), b).unwrap();
+        },
+        args: &[
+            "similarity",
+            "--model",
+            "{model}",
+            "--data",
+            "{dir}/part.parquet",
+            "--out",
+            "{dir}/out/sim.json",
+        ],
+        needles: &["part.parquet"],
+    },
+    Case {
+        what: "a config.json that is not JSON",
+        setup: |d| {
+            let m = model_copy_into(d);
+            std::fs::write(m.join("config.json"), b"{\"model_type\": ").unwrap();
+        },
+        args: &["inspect", "--model", "{dir}/model"],
+        needles: &["config.json", "not valid JSON"],
+    },
+];
+
+/// `model.safetensors` of `dir` with row `row` of the token embeddings poisoned.
+fn poison_embedding_row(dir: &Path, row: usize, value: f32) {
+    use candle_core::{DType, Device, Tensor};
+    let name = "model.language_model.embed_tokens.weight";
+    let path = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let t = &tensors[name];
+    let (shape, dtype) = (t.shape().clone(), t.dtype());
+    let cols = shape.dims()[1];
+    let mut v = t
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    v[row * cols] = value;
+    let t = Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    tensors.insert(name.to_string(), t);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+}
+
+/// A valid sim.json for a 6-layer model (the plan command does not need the model).
+fn write_sim(dir: &Path) {
+    let means = |k: usize| -> Vec<f64> { (0..6 - k).map(|i| 0.5 + 0.05 * i as f64).collect() };
+    let scores =
+        interlace::prune::SimilarityScores::from_means(6, vec![means(1), means(2), means(3)])
+            .unwrap();
+    std::fs::write(dir.join("sim.json"), scores.to_json_string()).unwrap();
+}
+
+/// Every bad input above through the CLI: a non-zero exit (not a panic's or an abort's), one
+/// line on stderr naming the file and the problem, and nothing at `--out`.
+#[test]
+fn bad_input_corpus() {
+    let model = model_dir("tiny-a");
+    for case in CORPUS {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        (case.setup)(dir);
+        let args: Vec<String> = case
+            .args
+            .iter()
+            .map(|a| {
+                a.replace("{dir}", dir.to_str().unwrap())
+                    .replace("{model}", model.to_str().unwrap())
+            })
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+            .args(&args)
+            .output()
+            .expect("run interlace");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", case.what);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{}: {stderr}", case.what);
+        assert!(
+            errors[0].starts_with("error: ") && errors[0].len() < 600,
+            "{}: {stderr}",
+            case.what
+        );
+        assert!(!stderr.contains("panicked"), "{}: {stderr}", case.what);
+        for n in case.needles {
+            assert!(
+                errors[0].contains(n),
+                "{}: expected {n:?} in: {stderr}",
+                case.what
+            );
+        }
+        assert!(
+            !dir.join("out").exists(),
+            "{}: something was written at --out",
+            case.what
+        );
+    }
+}

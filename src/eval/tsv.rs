@@ -94,6 +94,18 @@ impl Table {
                 Some(r) => break r,
             }
         };
+        let binary = header.fields.iter().any(|f| match f {
+            RawField::Text(b) => {
+                std::str::from_utf8(b).map_or(true, |s| s.chars().any(|c| c.is_control()))
+            }
+            RawField::InFile { .. } => false,
+        });
+        if binary {
+            bail!(
+                "{}: not a TSV text file: its first line holds binary data (a benchmark in VLMEvalKit's layout starts with a line of tab-separated column names)",
+                path.display()
+            );
+        }
         let header: Vec<String> = header
             .fields
             .into_iter()

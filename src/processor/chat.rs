@@ -103,6 +103,8 @@ impl Message {
 /// A compiled chat template.
 pub struct ChatTemplate {
     source: String,
+    /// Where the template came from (a file, with the key inside it), for error messages.
+    origin: String,
     env: Environment<'static>,
 }
 
@@ -125,7 +127,9 @@ impl ChatTemplate {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let (source, origin) = find_template_source(dir)?;
-        Self::new(source).with_context(|| origin)
+        let mut template = Self::new(source).with_context(|| origin.clone())?;
+        template.origin = origin;
+        Ok(template)
     }
 
     /// Compiles a template string.
@@ -146,7 +150,11 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned(TEMPLATE_NAME, source.clone())
             .map_err(|e| anyhow::anyhow!("chat template does not compile: {e:#}"))?;
-        Ok(Self { source, env })
+        Ok(Self {
+            source,
+            origin: "chat template".into(),
+            env,
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -201,9 +209,14 @@ impl ChatTemplate {
         let tmpl = self
             .env
             .get_template(TEMPLATE_NAME)
-            .map_err(|e| anyhow::anyhow!("chat template: {e:#}"))?;
-        tmpl.render(ctx)
-            .map_err(|e| anyhow::anyhow!("chat template failed to render: {}", error_chain(&e)))
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", self.origin))?;
+        tmpl.render(ctx).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: chat template failed to render: {}",
+                self.origin,
+                error_chain(&e)
+            )
+        })
     }
 }
 

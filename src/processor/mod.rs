@@ -140,6 +140,23 @@ impl Processor {
         self.encode_prompt(prompt, images)
     }
 
+    /// The images given on a command line (`--image PATH`, in order), decoded as transformers'
+    /// `load_image` does and checked against this processor's resizing rules, so that an
+    /// image it cannot take (an extreme aspect ratio) is named by its path.
+    pub fn load_images<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Vec<DynamicImage>> {
+        paths
+            .iter()
+            .map(|p| {
+                let p = p.as_ref();
+                let img = load_image(p)?;
+                self.image_processor
+                    .target_size(img.height() as usize, img.width() as usize)
+                    .with_context(|| p.display().to_string())?;
+                Ok(img)
+            })
+            .collect()
+    }
+
     /// Like [`Processor::encode`] for an already rendered prompt.
     pub fn encode_prompt(&self, prompt: String, images: &[DynamicImage]) -> Result<Encoded> {
         let processed = images

@@ -46,6 +46,7 @@ impl Tokenizer {
     /// Reads `<dir>/tokenizer.json` and, when present, `<dir>/tokenizer_config.json`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
+        crate::model::check_model_dir(dir)?;
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             bail!("{}: tokenizer file not found", path.display());
@@ -156,7 +157,9 @@ impl Tokenizer {
     }
 
     /// Checks the token ids a model's `config.json` declares (`image_token_id`,
-    /// `video_token_id`, `vision_start_token_id`, `vision_end_token_id`) against the tokenizer.
+    /// `video_token_id`, `vision_start_token_id`, `vision_end_token_id`) against the tokenizer,
+    /// and that every token id the tokenizer can produce has a row in the embedding table
+    /// (`text_config.vocab_size`, or a top-level `vocab_size`).
     pub fn check_model_config(&self, dir: &Path) -> Result<()> {
         let path = dir.join("config.json");
         if !path.is_file() {
@@ -166,6 +169,23 @@ impl Tokenizer {
             .with_context(|| format!("{}: cannot read", path.display()))?;
         let config: Json = serde_json::from_str(&text)
             .with_context(|| format!("{}: invalid JSON", path.display()))?;
+        let vocab = config
+            .get("text_config")
+            .and_then(|t| t.get("vocab_size"))
+            .or_else(|| config.get("vocab_size"))
+            .and_then(Json::as_u64);
+        if let Some(vocab) = vocab {
+            let vocab_map = self.inner.get_vocab(true);
+            if let Some((token, &id)) = vocab_map.iter().max_by_key(|(_, &id)| id) {
+                if u64::from(id) >= vocab {
+                    bail!(
+                        "{}: token {token:?} has id {id}, outside the model's vocabulary of {vocab} ({} vocab_size)",
+                        dir.join("tokenizer.json").display(),
+                        path.display()
+                    );
+                }
+            }
+        }
         let pairs = [
             ("image_token_id", IMAGE_PAD, self.ids.image_pad),
             ("video_token_id", VIDEO_PAD, self.ids.video_pad),

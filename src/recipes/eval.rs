@@ -82,10 +82,6 @@ pub fn run(args: &EvalArgs) -> Result<String> {
             args.out.display()
         );
     }
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
-    }
     if args.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
@@ -115,6 +111,12 @@ pub fn run(args: &EvalArgs) -> Result<String> {
         max_length: Some(args.max_length),
     };
     let benches = open_benchmarks(&args.benches, args.limit)?;
+    // After the inputs are known good (nothing is left at --out by a bad one), before the
+    // model loads (an uncreatable directory fails in seconds, not after the evaluation).
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    }
     eprintln!(
         "eval: on {}, {} row(s) per batch, {workers} worker(s)",
         placement.describe(),

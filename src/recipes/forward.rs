@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor};
 
 use crate::model::ops::row_cosine;
 use crate::model::{Flow, LayerObserver, ModelInputs, Qwen3VlModel};
-use crate::processor::{load_image, Message, Processor};
+use crate::processor::{Message, Processor};
 
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
@@ -55,11 +55,7 @@ impl LayerObserver for ConsecutiveCosine {
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
     let processor = Processor::from_dir(&args.model)?;
-    let images = args
-        .images
-        .iter()
-        .map(load_image)
-        .collect::<Result<Vec<_>>>()?;
+    let images = processor.load_images(&args.images)?;
     let messages = [Message::user_with_images(
         images.len(),
         args.prompt.as_str(),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::eval::generate::{eos_ids, greedy, prompt_inputs};
 use crate::model::Qwen3VlModel;
-use crate::processor::{load_image, Processor};
+use crate::processor::Processor;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenerateArgs {
@@ -34,11 +34,7 @@ pub struct GenerateArgs {
 
 pub fn run(args: &GenerateArgs) -> Result<String> {
     let processor = Processor::from_dir(&args.model)?;
-    let images = args
-        .image
-        .iter()
-        .map(load_image)
-        .collect::<Result<Vec<_>>>()?;
+    let images = processor.load_images(&args.image)?;
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;

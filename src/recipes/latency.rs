@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::device::Placement;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::eval::generate::{greedy, prompt_inputs};
 use crate::eval::latency::{median, ComputeShape};
 use crate::model::Qwen3VlModel;
-use crate::processor::{load_image, Processor};
+use crate::processor::Processor;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LatencyArgs {
@@ -33,6 +33,11 @@ pub struct LatencyArgs {
     /// Tokens decoded per run (end-of-sequence tokens do not stop it).
     #[arg(long, default_value_t = 32)]
     pub new_tokens: usize,
+    /// Most tokens of prompt plus decoded tokens; a longer input is refused before the model
+    /// loads (memory grows with the square of the length). Never more than the model's
+    /// max_position_embeddings.
+    #[arg(long, default_value_t = crate::model::config::DEFAULT_MAX_LENGTH)]
+    pub max_length: usize,
     /// Also write the measurements as JSON to this file (for scripts).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -53,13 +58,12 @@ pub struct Timing {
 pub fn time_model(dir: &Path, args: &LatencyArgs, placement: &Placement) -> Result<Timing> {
     let device = placement.device.clone();
     let processor = Processor::from_dir(dir)?;
-    let images = args
-        .image
-        .iter()
-        .map(load_image)
-        .collect::<Result<Vec<_>>>()?;
-    let model = Qwen3VlModel::load_for_inference(dir, placement.dtype, &device)?;
+    let images = processor.load_images(&args.image)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
+    crate::model::Qwen3VlConfig::from_dir(dir)?
+        .check_length(inputs.input_ids.len(), args.new_tokens, args.max_length)
+        .context("--prompt")?;
+    let model = Qwen3VlModel::load_for_inference(dir, placement.dtype, &device)?;
     let patches = inputs
         .image_grid_thw
         .iter()

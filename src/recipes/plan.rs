@@ -69,6 +69,23 @@ pub struct PlanArgs {
 /// Most tokens of one packed SLEB pass.
 const SLEB_PACK_TOKENS: usize = 16384;
 
+/// floor(layers × ratio), refused when it is 0: such a plan drops nothing, and `prune` would
+/// then write an unpruned copy.
+pub fn drop_count_of_some(num_layers: usize, ratio: f64) -> Result<usize> {
+    let n = drop_count(num_layers, ratio)?;
+    if n == 0 {
+        // The smallest ratio (to 4 decimals, rounded up) whose floor(L × ratio) is 1.
+        let smallest = (1..=10_000)
+            .map(|k| k as f64 / 10_000.0)
+            .find(|&r| drop_count(num_layers, r).is_ok_and(|n| n > 0))
+            .unwrap_or(1.0);
+        bail!(
+            "--ratio {ratio} drops no layer of {num_layers} (floor({num_layers} x {ratio}) = 0); the smallest ratio that drops one is {smallest}"
+        );
+    }
+    Ok(n)
+}
+
 /// Selects, writes `plan.json` and returns the report (summary + role table).
 pub fn run(args: &PlanArgs) -> Result<String> {
     let pack_files: Vec<&PathBuf> = [&args.pack1, &args.pack2, &args.pack3]
@@ -98,6 +115,7 @@ pub fn run(args: &PlanArgs) -> Result<String> {
             finetune: args.finetune_policy,
         };
         let scores = scores.as_ref().expect("checked above");
+        drop_count_of_some(scores.num_layers(), args.ratio)?;
         select(scores, args.strategy, args.ratio, &opts)?
     };
     plan.write(&args.out)?;
@@ -152,7 +170,7 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
             );
         }
     }
-    let n = drop_count(num_layers, args.ratio)?;
+    let n = drop_count_of_some(num_layers, args.ratio)?;
     let rows = load_portion(data, 1.0, Some(args.samples), args.seed)?;
     let n_rows = rows.len();
     let mut examples = Vec::new();

@@ -439,6 +439,10 @@ pub fn run(args: &RunArgs) -> Result<String> {
             }
         );
     }
+    let num_layers = crate::model::Qwen3VlConfig::from_dir(&model)?
+        .text
+        .num_hidden_layers;
+    crate::recipes::plan::drop_count_of_some(num_layers, args.ratio)?;
     let out = args.out.clone();
     // One pipeline per --out at a time (its stages lock their own outputs too).
     let _lock = crate::outlock::OutputLock::acquire(&out)?;

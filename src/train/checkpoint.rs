@@ -113,10 +113,12 @@ pub fn save(
         &state_dir.join(LATEST),
         format!("step-{}\n", state.step).as_bytes(),
     )?;
-    // Older checkpoints are no longer needed.
+    // Older checkpoints are no longer needed, nor the half-written folder of a run killed
+    // while saving (the state directory is locked: no other run is writing one now).
     for entry in std::fs::read_dir(state_dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("step-") && entry.path() != final_dir {
+        let half_written = name.starts_with(".step-") && name.ends_with(".tmp");
+        if (name.starts_with("step-") || half_written) && entry.path() != final_dir {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -98,6 +98,57 @@ impl LayerObserver for CollectHidden {
     }
 }
 
+/// Watches one pass for NaN or infinity: one sum per hidden state (a finite tensor has a
+/// finite sum; a NaN or inf anywhere makes it NaN or inf), all read back at once at the end,
+/// so a GPU is not made to wait after every layer. Costs one read of each hidden state.
+#[derive(Default)]
+struct FiniteWatch {
+    sums: Vec<Tensor>,
+    /// (position in this checkpoint's layer list, original index); None for the embeddings.
+    layers: Vec<Option<(usize, usize)>>,
+}
+
+impl FiniteWatch {
+    fn see(&mut self, layer: Option<(usize, usize)>, h: &Tensor) -> Result<()> {
+        // Detached: the sum must not keep a training graph's activations alive.
+        let s = h.detach().sum_all()?.to_dtype(DType::F32)?;
+        self.sums.push(s);
+        self.layers.push(layer);
+        Ok(())
+    }
+
+    /// Fails at the first hidden state that holds a NaN or an infinity.
+    fn check(self, model: &str) -> Result<()> {
+        if self.sums.is_empty() {
+            return Ok(());
+        }
+        let model = if model.is_empty() {
+            String::new()
+        } else {
+            format!("{model}: ")
+        };
+        let sums = Tensor::stack(&self.sums, 0)?.to_vec1::<f32>()?;
+        let Some(i) = sums.iter().position(|s| !s.is_finite()) else {
+            return Ok(());
+        };
+        match self.layers[i] {
+            None => bail!(
+                "{model}NaN or infinite values in the input embeddings (model.language_model.embed_tokens, or the vision tower's image features): check the checkpoint's weights"
+            ),
+            Some((pos, orig)) => {
+                let original = if pos == orig {
+                    String::new()
+                } else {
+                    format!(", layer {orig} of the unpruned model")
+                };
+                bail!(
+                    "{model}NaN or infinite values first appear in the output of decoder layer {pos} (model.language_model.layers.{pos}.*{original}): check the checkpoint's weights"
+                )
+            }
+        }
+    }
+}
+
 /// Decoder inputs after the vision tower ran and image features were placed.
 pub struct Embedded {
     /// (1, seq, hidden)
@@ -172,6 +223,8 @@ pub struct Qwen3VlModel {
     pub lm_head: Option<Linear>,
     device: Device,
     dtype: DType,
+    /// The directory it was loaded from (empty when built in memory), for error messages.
+    source: String,
 }
 
 /// Decoder layer indices present in the checkpoint's tensor names.
@@ -231,6 +284,10 @@ impl Qwen3VlModel {
             device,
         )
         .with_context(|| format!("{}: weights do not match config.json", dir.display()))
+        .map(|model| Self {
+            source: dir.display().to_string(),
+            ..model
+        })
     }
 
     fn from_var_builder(
@@ -280,6 +337,7 @@ impl Qwen3VlModel {
             lm_head,
             device: device.clone(),
             dtype,
+            source: String::new(),
         })
     }
 
@@ -481,17 +539,22 @@ impl Qwen3VlModel {
         grad: Grad,
     ) -> Result<Option<Tensor>> {
         let mut h = emb.embeds.clone();
+        let mut watch = FiniteWatch::default();
+        watch.see(None, &h)?;
         if let Some(obs) = observer.as_deref_mut() {
             if obs.observe(0, None, &h)? == Flow::Stop {
+                watch.check(&self.source)?;
                 return Ok(None);
             }
         }
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h, &emb.rope, emb.causal, grad)?;
+            watch.see(Some((i, layer.original_index)), &h)?;
             if i + 1 < n {
                 if let Some(obs) = observer.as_deref_mut() {
                     if obs.observe(i + 1, Some(layer.original_index), &h)? == Flow::Stop {
+                        watch.check(&self.source)?;
                         return Ok(None);
                     }
                 }
@@ -501,6 +564,7 @@ impl Qwen3VlModel {
                 h = (h + ds)?;
             }
         }
+        watch.check(&self.source)?;
         let h = self.norm.forward(&h, grad)?;
         if let Some(obs) = observer {
             let last = self.layers.last().map(|l| l.original_index);
@@ -521,16 +585,22 @@ impl Qwen3VlModel {
         range: std::ops::Range<usize>,
         grad: Grad,
     ) -> Result<Tensor> {
+        let mut watch = FiniteWatch::default();
+        if range.start == 0 {
+            watch.see(None, &h)?;
+        }
         for pos in range {
-            let layer = stack
+            let (i, layer) = stack
                 .get(pos)
-                .and_then(|&i| self.layers.get(i))
+                .and_then(|&i| Some((i, self.layers.get(i)?)))
                 .context("decoder stack position out of range")?;
             h = layer.forward(&h, &emb.rope, emb.causal, grad)?;
+            watch.see(Some((i, layer.original_index)), &h)?;
             if let Some(ds) = emb.deepstack.get(pos) {
                 h = (h + ds)?;
             }
         }
+        watch.check(&self.source)?;
         Ok(h)
     }
 
@@ -557,12 +627,16 @@ impl Qwen3VlModel {
         cache.clear();
         cache.resize(self.layers.len(), None);
         let mut h = emb.embeds.clone();
+        let mut watch = FiniteWatch::default();
+        watch.see(None, &h)?;
         for (i, (layer, slot)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
             h = layer.forward_with_cache(&h, &emb.rope, emb.causal, Grad::None, Some(slot))?;
+            watch.see(Some((i, layer.original_index)), &h)?;
             if let Some(ds) = emb.deepstack.get(i) {
                 h = (h + ds)?;
             }
         }
+        watch.check(&self.source)?;
         Ok(h)
     }
 
@@ -649,6 +723,16 @@ impl Qwen3VlModel {
         let mut h = self.embed_rows(&ids)?.unsqueeze(1)?; // (b, 1, hidden)
         for (layer, slot) in self.layers.iter().zip(cache.iter_mut()) {
             h = layer.forward_with_cache(&h, &tables, true, Grad::None, Some(slot))?;
+        }
+        // The prefill checked every layer; here one sum per step (the caller reads the
+        // logits back every step anyway).
+        let total = h.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !total.is_finite() {
+            bail!(
+                "{}NaN or infinite values in the last decoder layer's output while decoding position {}: the cached keys and values overflowed, or the weights hold NaN",
+                if self.source.is_empty() { String::new() } else { format!("{}: ", self.source) },
+                positions[0]
+            );
         }
         let h = self.norm.forward(&h.squeeze(1)?, Grad::None)?;
         self.logits(&h)
