@@ -12,10 +12,15 @@ use libfuzzer_sys::fuzz_target;
 /// `data` with its data section zero-padded to the end its header declares.
 fn padded(data: &[u8]) -> Vec<u8> {
     let mut out = data.to_vec();
-    let Some(n) = data.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())) else {
+    let Some(n) = data
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    else {
         return out;
     };
-    let Some(header) = usize::try_from(n).ok().and_then(|n| data.get(8..8usize.checked_add(n)?))
+    let Some(header) = usize::try_from(n)
+        .ok()
+        .and_then(|n| data.get(8..8usize.checked_add(n)?))
     else {
         return out;
     };

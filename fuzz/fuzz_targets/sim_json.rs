@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(scores) = SimilarityScores::from_json_str(text, "sim.json") {
         let _ = scores.to_json_string();
-        for strategy in [Strategy::Interlace, Strategy::ShortGpt, Strategy::Consecutive] {
+        for strategy in [
+            Strategy::Interlace,
+            Strategy::ShortGpt,
+            Strategy::Consecutive,
+        ] {
             if let Ok(plan) = select(&scores, strategy, 0.25, &SelectOptions::default()) {
                 let _ = interlace::prune::role_table(&plan, Some(&scores));
             }
