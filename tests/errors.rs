@@ -609,6 +609,23 @@ const CORPUS: &[Case] = &[
         ],
     },
     Case {
+        what: "a whole run at a ratio that drops no layer",
+        setup: |_| {},
+        args: &[
+            "run",
+            "--model",
+            "{model}",
+            "--ratio",
+            "0.2",
+            "--out",
+            "{dir}/out",
+        ],
+        needles: &[
+            "--ratio 0.2 drops no layer of 4",
+            "the smallest ratio that drops one is 0.25",
+        ],
+    },
+    Case {
         what: "a plan that drops nothing",
         setup: |d| {
             std::fs::write(

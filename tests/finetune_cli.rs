@@ -260,6 +260,19 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     assert!(!out.exists());
     let latest = std::fs::read_to_string(tmp.path().join("ft.train/latest")).unwrap();
     assert!(latest.starts_with("step-"));
+    // What a run killed while saving leaves behind is removed by the next run.
+    let half = tmp.path().join("ft.train/.step-2.tmp");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("trainable.safetensors"), b"partial").unwrap();
+    let again = finetune_cmd(tmp.path(), &data, &out, &nan_at_step_2("1e38"))
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        !half.exists(),
+        "the half-written checkpoint folder is still there"
+    );
 }
 
 #[test]

@@ -243,6 +243,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
             state_dir.display()
         );
     }
+    crate::train::checkpoint::remove_half_written(&state_dir);
     let processor = Processor::from_dir(&args.model)?
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
     let original = crate::model::qwen3_vl::original_layer_indices(&args.model)?;

@@ -1003,6 +1003,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
             state_dir.display()
         );
     }
+    crate::train::checkpoint::remove_half_written(&state_dir);
     let mut unreadable = Vec::new();
     let mut first = Vec::new();
     for path in &args.first {

@@ -113,16 +113,28 @@ pub fn save(
         &state_dir.join(LATEST),
         format!("step-{}\n", state.step).as_bytes(),
     )?;
-    // Older checkpoints are no longer needed, nor the half-written folder of a run killed
-    // while saving (the state directory is locked: no other run is writing one now).
+    // Older checkpoints are no longer needed.
     for entry in std::fs::read_dir(state_dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let half_written = name.starts_with(".step-") && name.ends_with(".tmp");
-        if (name.starts_with("step-") || half_written) && entry.path() != final_dir {
+        if name.starts_with("step-") && entry.path() != final_dir {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
     Ok(())
+}
+
+/// Removes the half-written `.step-N.tmp` folders a run killed while saving left behind.
+/// Call with the output locked (no other run is writing into the state directory).
+pub fn remove_half_written(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".step-") && name.ends_with(".tmp") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The folder `latest` points at, if any.
