@@ -458,3 +458,98 @@ fn eval_counts_overlong_rows_and_writes_the_report() {
         .count();
     assert_eq!(n_cut, 2);
 }
+
+/// When the model itself fails part-way (here: a NaN token embedding that only the third
+/// row's prompt uses), eval exits non-zero in one line and still writes the report of the
+/// rows answered before it, marked incomplete.
+#[test]
+fn eval_writes_what_it_scored_when_the_model_fails_part_way() {
+    use candle_core::{DType, Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(model_dir("tiny-a")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let questions = ["What colour is it?", "Is it red?", "Name the zebra quickly"];
+    let tok = interlace::processor::Tokenizer::from_dir(&model).unwrap();
+    let early: Vec<u32> = questions[..2]
+        .iter()
+        .flat_map(|q| tok.encode(q, false).unwrap())
+        .collect();
+    let late = tok.encode(questions[2], false).unwrap();
+    let only_late = *late
+        .iter()
+        .find(|id| !early.contains(id))
+        .expect("a token of row 3 only");
+    // Poison that token's embedding row.
+    let name = "model.language_model.embed_tokens.weight";
+    let path = model.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let t = &tensors[name];
+    let (shape, dtype) = (t.shape().clone(), t.dtype());
+    let cols = shape.dims()[1];
+    let mut v = t
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    v[only_late as usize * cols] = f32::NAN;
+    let t = Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    tensors.insert(name.to_string(), t);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 30, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let b64 = interlace::eval::tsv::encode_base64(&png);
+    let mut tsv = String::from("index\timage\tquestion\tanswer\n");
+    for (i, q) in questions.iter().enumerate() {
+        tsv.push_str(&format!("{i}\t{b64}\t{q}\tred\n"));
+    }
+    let bench = tmp.path().join("probe.tsv");
+    std::fs::write(&bench, tsv).unwrap();
+    let out = tmp.path().join("report.json");
+    let res = interlace(
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--bench",
+            bench.to_str().unwrap(),
+            "--max-new-tokens",
+            "1",
+            "--workers",
+            "1",
+            "--batch",
+            "1",
+            "--out",
+        ],
+        &[&out],
+    );
+    assert_fails_with(
+        &res,
+        &[
+            "NaN or infinite values in the input embeddings",
+            "the report of the 2 rows scored before it, marked incomplete, is in",
+        ],
+    );
+    let report = EvalReport::read(&out).unwrap();
+    assert!(report.stopped.as_deref().is_some_and(|s| s.contains("NaN")));
+    let rows = &report.benchmarks[0].results;
+    assert!(rows[0].prediction.is_some() && rows[1].prediction.is_some());
+    assert!(rows[2].prediction.is_none());
+    assert!(rows[2]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("not answered")));
+    let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    assert!(md.contains("**Incomplete**"), "{md}");
+}

@@ -119,6 +119,7 @@ fn relative_performance_is_the_mean_ratio() {
         model: "m".into(),
         benchmarks: vec![],
         relative: None,
+        stopped: None,
     };
     for (name, score) in [("a", 40.0), ("b", 90.0), ("c", 10.0), ("d", 5.0)] {
         b.name = name.into();

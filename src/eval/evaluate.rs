@@ -11,6 +11,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -19,7 +20,7 @@ use crate::model::device::Placement;
 
 use crate::eval::benchmarks::{BenchRow, BenchSpec, Benchmark};
 use crate::eval::generate::{eos_ids, greedy_batch};
-use crate::eval::report::{score_benchmark, BenchReport, EvalReport};
+use crate::eval::report::{score_benchmark, BenchReport, EvalReport, EvalStopped};
 use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::image::ImageProcessor;
 use crate::processor::{Message, Processor};
@@ -121,8 +122,12 @@ pub fn image_processor_for(
     Ok(ImageProcessor::new(config))
 }
 
+/// The outcome of rows left unanswered when the model failed on another row.
+const NOT_ANSWERED: &str = "not answered: the evaluation stopped at a failure of the model";
+
 /// Evaluates a loaded model on opened benchmarks. Problems of single rows (malformed rows,
-/// bad images) are recorded in the report; a failure of the model itself ends the run.
+/// bad images) are recorded in the report; a failure of the model itself ends the run with
+/// an [`EvalStopped`] error that carries the report of what was answered before it.
 pub fn evaluate(
     model: &Qwen3VlModel,
     processor: &Processor,
@@ -136,7 +141,12 @@ pub fn evaluate(
     let progress = Progress::new("eval", "rows", total);
     let done = AtomicUsize::new(0);
     let mut reports: Vec<BenchReport> = Vec::with_capacity(benches.len());
+    // The first failure of the model itself; later batches are then not run.
+    let stopped: Mutex<Option<String>> = Mutex::new(None);
     for bench in benches {
+        if stopped.lock().expect("not poisoned").is_some() {
+            break;
+        }
         let images = image_processor_for(processor, bench, opts)?;
         let max_new = opts
             .max_new_tokens
@@ -154,7 +164,7 @@ pub fn evaluate(
             )
         };
         // Answers the rows `ids` (one batch) in order; a row's own problems are its outcome.
-        let answer = |ids: &[usize]| -> Result<Vec<std::result::Result<String, String>>> {
+        let answer_batch = |ids: &[usize]| -> Result<Vec<std::result::Result<String, String>>> {
             let rows: Vec<&BenchRow> = ids.iter().map(|&i| &bench.rows[i]).collect();
             let prepared = crate::train::workers::par_map(&rows, |row| {
                 let enc = prepare(bench, row, processor, &images)?;
@@ -213,6 +223,23 @@ pub fn evaluate(
             progress.set(n, &msg);
             Ok(outcomes)
         };
+        // A failure of the model (not of a row) marks the batch, and every batch after it,
+        // as not answered and is kept for the report; the answered rows stay scored.
+        let answer = |ids: &[usize]| -> Result<Vec<std::result::Result<String, String>>> {
+            if stopped.lock().expect("not poisoned").is_some() {
+                return Ok(vec![Err(NOT_ANSWERED.to_string()); ids.len()]);
+            }
+            match answer_batch(ids) {
+                Ok(outcomes) => Ok(outcomes),
+                Err(e) => {
+                    let mut s = stopped.lock().expect("not poisoned");
+                    if s.is_none() {
+                        *s = Some(crate::error_line(&e));
+                    }
+                    Ok(vec![Err(NOT_ANSWERED.to_string()); ids.len()])
+                }
+            }
+        };
         // Rows go in batches of `opts.batch`; worker w answers batches w, w + workers, ...;
         // the answers come back in row order.
         let batch = opts.batch.max(1);
@@ -232,11 +259,16 @@ pub fn evaluate(
         reports.push(score_benchmark(bench, &outcomes, max_new));
     }
     progress.finish();
-    Ok(EvalReport {
+    let report = EvalReport {
         model: model_name.to_string(),
         benchmarks: reports,
         relative: None,
-    })
+        stopped: stopped.into_inner().expect("not poisoned"),
+    };
+    if report.stopped.is_some() {
+        return Err(EvalStopped { partial: report }.into());
+    }
+    Ok(report)
 }
 
 /// A row's model input: images decoded and preprocessed, prompt rendered with the chat

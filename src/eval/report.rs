@@ -34,7 +34,31 @@ pub struct EvalReport {
     /// Relative performance against a baseline report, when one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative: Option<Relative>,
+    /// Set when the evaluation stopped early (the model itself failed): why. The report then
+    /// holds the rows answered before it; the others are marked "not answered".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
+
+/// An evaluation that stopped because the model failed (not a single row's problem), with
+/// what was scored before it: callers that do not look for it see an ordinary error.
+#[derive(Debug)]
+pub struct EvalStopped {
+    pub partial: EvalReport,
+}
+
+impl std::fmt::Display for EvalStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            self.partial
+                .stopped
+                .as_deref()
+                .unwrap_or("evaluation stopped"),
+        )
+    }
+}
+
+impl std::error::Error for EvalStopped {}
 
 /// One benchmark's results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -435,6 +459,12 @@ impl EvalReport {
     pub fn to_markdown(&self) -> String {
         let rel = self.relative.as_ref();
         let mut s = format!("# Evaluation of `{}`\n\n", self.model);
+        if let Some(why) = &self.stopped {
+            s.push_str(&format!(
+                "**Incomplete**: the evaluation stopped ({}). Rows not answered before it count as malformed below.\n\n",
+                md(why)
+            ));
+        }
         s.push_str("| benchmark | task | metric | score | scored | rows | malformed |");
         if rel.is_some() {
             s.push_str(" baseline | relative |");

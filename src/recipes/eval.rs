@@ -136,7 +136,26 @@ pub fn run(args: &EvalArgs) -> Result<String> {
             }
         );
     }
-    let mut report = evaluate_model_dir(&args.model, &benches, &opts, &placement)?;
+    let mut report = match evaluate_model_dir(&args.model, &benches, &opts, &placement) {
+        Ok(report) => report,
+        Err(e) => {
+            // The model failed part-way: keep what was answered before it, then fail.
+            let Some(stopped) = e.downcast_ref::<crate::eval::report::EvalStopped>() else {
+                return Err(e);
+            };
+            let mut partial = stopped.partial.clone();
+            if let Some((path, scores)) = &baseline {
+                partial.set_baseline(&path.display().to_string(), scores);
+            }
+            partial.write(&args.out)?;
+            let answered: usize = partial.benchmarks.iter().map(|b| b.scored).sum();
+            bail!(
+                "{} (the report of the {answered} rows scored before it, marked incomplete, is in {})",
+                crate::error_line(&e),
+                args.out.display()
+            );
+        }
+    };
     if let Some((path, scores)) = &baseline {
         report.set_baseline(&path.display().to_string(), scores);
     }
