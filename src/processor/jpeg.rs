@@ -323,7 +323,7 @@ impl<'a> Decoder<'a> {
         self.data
             .get(p)
             .copied()
-            .map_or(Err(JpegError::Truncated), Ok)
+            .ok_or(JpegError::Truncated)
     }
 
     fn u16_at(&self, p: usize) -> Result<usize> {
