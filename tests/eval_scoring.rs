@@ -60,6 +60,48 @@ fn mmbench_is_scored_circularly() {
     assert_eq!(r.results[1].group.as_deref(), Some("1"));
 }
 
+/// VLMEvalKit's other circular triggers ("circular" or "MMCR" in the name) and its `g_index`
+/// column: when present it, not index modulo 1e6, names each row's group.
+#[test]
+fn circular_by_name_and_g_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let i = img();
+    // Two questions, 10 (rows 10, 11, 12) and 20 (rows 20, 21), grouped by g_index only.
+    let rows = [
+        format!("10\t10\tq1\tx\ty\tA\t{i}"),
+        "11\t10\tq1\ty\tx\tB\t10".to_string(),
+        "12\t10\tq1\tx\ty\tA\t10".to_string(),
+        format!("20\t20\tq2\tx\ty\tB\t{i}"),
+        "21\t20\tq2\ty\tx\tA\t20".to_string(),
+    ];
+    let text = format!(
+        "index\tg_index\tquestion\tA\tB\tanswer\timage\n{}\n",
+        rows.join("\n")
+    );
+    // Row 21 is answered wrong: question 20 fails, question 10 holds.
+    let preds = ["A", "B", "A", "B", "B"];
+    let outcomes: Vec<Result<String, String>> = preds.iter().map(|p| Ok(p.to_string())).collect();
+    for name in ["BLINK_circular.tsv", "MMCR.tsv"] {
+        let path = write(tmp.path(), name, &text);
+        let bench = Benchmark::open(&BenchSpec::new(&path), None).unwrap();
+        assert!(bench.circular, "{name}");
+        let r = score_benchmark(&bench, &outcomes, 32);
+        assert_eq!(r.scored, 2, "{name}");
+        assert!(
+            (r.score.unwrap() - 50.0).abs() < 1e-9,
+            "{name}: {:?}",
+            r.score
+        );
+        assert_eq!(r.results[2].group.as_deref(), Some("10"));
+    }
+    // Without a trigger in the name: every row on its own, 4 of 5 right.
+    let path = write(tmp.path(), "Plain.tsv", &text);
+    let bench = Benchmark::open(&BenchSpec::new(&path), None).unwrap();
+    assert!(!bench.circular);
+    let r = score_benchmark(&bench, &outcomes, 32);
+    assert!((r.score.unwrap() - 80.0).abs() < 1e-9);
+}
+
 /// POPE (VLMEvalKit `POPE_rating`): the headline is F1 with "yes" positive; accuracy,
 /// precision and recall are reported too; a failed row is counted, not scored.
 #[test]

@@ -37,9 +37,10 @@
 //! vqa, `count` → count; and last, like VLMEvalKit's custom datasets, from the columns:
 //! `mcq` when columns `A` and `B` exist, else `vqa`. Benchmarks VLMEvalKit scores with an LLM
 //! judge or with ANLS (MIA-Bench, MMVet, MathVista, DocVQA, ...) are refused unless a task
-//! is given explicitly. MMBench and CCBench are scored with VLMEvalKit's *circular*
-//! evaluation (rows whose `index` modulo 1 000 000 agree are one question with rotated
-//! options; the question counts as right only if every rotation is right).
+//! is given explicitly. Multiple-choice files whose name contains MMBench, CCBench,
+//! "circular" or MMCR are scored with VLMEvalKit's *circular* evaluation (rows of one
+//! `g_index`, or without that column whose `index` modulo 1 000 000 agree, are one question
+//! with rotated options; the question counts as right only if every rotation is right).
 //!
 //! # Prompts
 //!
@@ -87,18 +88,24 @@ pub enum Task {
     Chartqa,
     /// OCRBench: the answer is contained in the prediction.
     Ocrbench,
-    /// Counting: the first number of the prediction equals the answer.
+    /// Counting as VLMEvalKit's `CountBenchQA` scores it: the answer occurs in the
+    /// prediction (so "There are 12 stars" counts as 2, and "three" is not 3).
     Count,
+    /// Counting, our stricter rule: the first number of the prediction (digits or an English
+    /// number word) equals the answer. `interlace synth`'s SynthCount uses it.
+    #[serde(rename = "count-number")]
+    CountNumber,
 }
 
 impl Task {
-    pub const ALL: [Task; 6] = [
+    pub const ALL: [Task; 7] = [
         Task::Mcq,
         Task::Yorn,
         Task::Vqa,
         Task::Chartqa,
         Task::Ocrbench,
         Task::Count,
+        Task::CountNumber,
     ];
 
     pub fn name(self) -> &'static str {
@@ -109,6 +116,7 @@ impl Task {
             Task::Chartqa => "chartqa",
             Task::Ocrbench => "ocrbench",
             Task::Count => "count",
+            Task::CountNumber => "count-number",
         }
     }
 
@@ -234,7 +242,7 @@ const KNOWN: &[(&str, Task)] = &[
     ("SynthMMB", Task::Mcq),
     ("SynthPOPE", Task::Yorn),
     ("SynthHR", Task::Mcq),
-    ("SynthCount", Task::Count),
+    ("SynthCount", Task::CountNumber),
     ("SynthSci", Task::Mcq),
 ];
 
@@ -325,6 +333,9 @@ pub struct BenchRow {
     pub category: Option<String>,
     pub l2_category: Option<String>,
     pub split: Option<String>,
+    /// The `g_index` cell, when the file has that column: the main row's index of this
+    /// row's circular group (without it, VLMEvalKit groups by `index` modulo 1 000 000).
+    pub g_index: Option<u64>,
     /// The question, or why the row cannot be evaluated.
     pub item: std::result::Result<Item, String>,
 }
@@ -392,6 +403,7 @@ impl Benchmark {
         let category_col = col("category");
         let l2_col = col("l2-category");
         let split_col = col("split");
+        let g_index_col = col("g_index");
         let option_cols: Vec<(char, usize)> = ('A'..='Z')
             .filter_map(|c| table.column(&c.to_string()).map(|i| (c, i)))
             .collect();
@@ -507,13 +519,26 @@ impl Benchmark {
                 category: label(category_col),
                 l2_category: label(l2_col),
                 split: label(split_col),
+                // pandas may have written the column as floats ("3.0").
+                g_index: label(g_index_col).and_then(|s| {
+                    s.parse::<u64>().ok().or_else(|| {
+                        s.parse::<f64>()
+                            .ok()
+                            .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                            .map(|f| f as u64)
+                    })
+                }),
                 item,
             });
         }
-        // VLMEvalKit evaluates MMBench and CCBench circularly; its indexes must be integers.
+        // VLMEvalKit evaluates circularly the multiple-choice datasets whose name contains
+        // mmbench, ccbench, circular or mmcr (`ImageMCQDataset.evaluate_heuristic`); their
+        // indexes must be integers.
         let lower = bench.name.to_lowercase();
         bench.circular = task == Task::Mcq
-            && (lower.contains("mmbench") || lower.contains("ccbench"))
+            && ["mmbench", "ccbench", "circular", "mmcr"]
+                .iter()
+                .any(|w| lower.contains(w))
             && bench.rows.iter().all(|r| r.index.parse::<u64>().is_ok());
         Ok(bench)
     }
@@ -604,7 +629,7 @@ fn references(
         Task::Yorn => YesNo::parse_reference(trimmed)
             .map(|a| vec![a.as_str().to_string()])
             .ok_or_else(|| format!("answer '{trimmed}' is neither yes nor no")),
-        Task::Count => match first_number(trimmed) {
+        Task::Count | Task::CountNumber => match first_number(trimmed) {
             Some(_) => Ok(vec![trimmed.to_string()]),
             None => Err(format!("answer '{trimmed}' has no number")),
         },
@@ -654,7 +679,7 @@ pub fn build_prompt(
             p.trim_end().to_string()
         }
         Task::Yorn => format!("{question}{YORN_SUFFIX}"),
-        Task::Vqa | Task::Chartqa | Task::Ocrbench | Task::Count => {
+        Task::Vqa | Task::Chartqa | Task::Ocrbench | Task::Count | Task::CountNumber => {
             format!("{question}{VQA_SUFFIX}")
         }
     }

@@ -8,10 +8,14 @@
 //! - yes/no: `vlmeval/dataset/utils/yorn.py` (`YOrN_Extraction`, `POPE_rating`);
 //! - open VQA: `vlmeval/dataset/utils/vqa_eval.py` (`process_answer`, `process_line` with
 //!   `vqa_score`, `relaxed_correctness`) and `vlmeval/smp/misc.py` (`process_punctuation`);
-//! - OCRBench: `vlmeval/dataset/image_vqa.py` (`OCRBench.evaluate`).
+//! - OCRBench: `vlmeval/dataset/image_vqa.py` (`OCRBench.evaluate`);
+//! - counting: `vlmeval/dataset/image_vqa.py` (`CountBenchQA.evaluate`: the answer is a
+//!   substring of the prediction), [`count_correct_vlmevalkit`]. [`count_correct`] is our
+//!   stricter rule (task `count-number`): the first number in the prediction (digits or an
+//!   English number word) equals the reference number.
 //!
-//! Counting has no VLMEvalKit evaluator; [`count_correct`] is our rule: the first number in
-//! the prediction (digits or an English number word) equals the reference number.
+//! `tests/vlmevalkit_rules.rs` checks the multiple-choice extraction, the counting rule and
+//! POPE's rating against VLMEvalKit's own functions (`tools/make_vlmevalkit_fixtures.py`).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -26,10 +30,11 @@ const REJECT_TO_ANSWER: [&str; 4] = [
 
 /// VLMEvalKit's `can_infer_option`: the option letter named in `answer`.
 ///
-/// The characters `.()[],:;!*#{}` become spaces and the text is split on whitespace; if
-/// exactly one of the option letters is a word, that letter is the answer; if none is and
-/// "Z" is a word, or the answer is a known refusal, the answer is "Z" (no option). Otherwise
-/// (several letters, or none) nothing is inferred.
+/// The characters `.()[],:;!*#{}` become spaces and the text is split on whitespace. If
+/// exactly one of the option letters is a word and it is among the last four words, that
+/// letter is the answer; if none is and "Z" is a word, or the answer is a known refusal, the
+/// answer is "Z" (no option). Otherwise the first "(correct) answer is X" (any case, X one of
+/// A-D, optionally in `**`) names the option, when X is one of the choices.
 pub fn can_infer_option(answer: &str, choices: &[(char, String)]) -> Option<char> {
     if answer.contains("Failed to obtain answer via API") {
         return None;
@@ -53,16 +58,67 @@ pub fn can_infer_option(answer: &str, choices: &[(char, String)]) -> Option<char
         .filter(|&c| is_word(c))
         .collect();
     match named.len() {
-        1 => Some(named[0]),
-        0 if is_word('Z') => Some('Z'),
-        _ => None,
+        1 => {
+            // Python: splits.index(ch) > len(splits) - 5.
+            let s = named[0].to_string();
+            let first = words.iter().position(|w| *w == s).unwrap_or(0);
+            if first as isize > words.len() as isize - 5 {
+                return Some(named[0]);
+            }
+        }
+        0 if is_word('Z') => return Some('Z'),
+        _ => {}
     }
+    verbose_answer(answer).filter(|c| choices.iter().any(|(k, _)| k == c))
+}
+
+/// Python's `str.isspace` (what `\s` matches in a `str` pattern): Unicode whitespace plus the
+/// ASCII separators 0x1C-0x1F.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// VLMEvalKit's `_VERBOSE_ANSWER_RE`, `(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**`,
+/// searched in `answer`: the letter (upper-cased) of the first match.
+fn verbose_answer(answer: &str) -> Option<char> {
+    let chars: Vec<char> = answer.chars().collect();
+    let word_at = |i: usize, w: &str| -> Option<usize> {
+        let mut j = i;
+        for wc in w.chars() {
+            let c = *chars.get(j)?;
+            if c.to_lowercase().ne(std::iter::once(wc)) {
+                return None;
+            }
+            j += 1;
+        }
+        Some(j)
+    };
+    let spaces = |i: usize| -> Option<usize> {
+        let n = chars[i..].iter().take_while(|&&c| py_space(c)).count();
+        (n > 0).then_some(i + n)
+    };
+    (0..chars.len()).find_map(|i| {
+        let j = word_at(i, "answer")?;
+        let j = spaces(j)?;
+        let j = word_at(j, "is")?;
+        let mut j = spaces(j)?;
+        while chars.get(j) == Some(&'*') {
+            j += 1;
+        }
+        let c = chars.get(j)?.to_ascii_uppercase();
+        ('A'..='D').contains(&c).then_some(c)
+    })
 }
 
 /// VLMEvalKit's `can_infer_text`: the option whose text (lower-cased) occurs in the
-/// lower-cased answer, if exactly one does.
+/// lower-cased answer, if exactly one does; nothing when the answer is longer than twice
+/// the options' texts together (in characters).
 pub fn can_infer_text(answer: &str, choices: &[(char, String)]) -> Option<char> {
     let answer = answer.to_lowercase();
+    let total: usize = choices.iter().map(|(_, t)| t.chars().count()).sum();
+    if answer.chars().count() > 2 * total {
+        return None;
+    }
     let found: Vec<char> = choices
         .iter()
         .filter(|(_, text)| answer.contains(&text.to_lowercase()))
@@ -592,8 +648,16 @@ pub fn first_number(text: &str) -> Option<f64> {
     None
 }
 
-/// Counting: the first number of the prediction ([`first_number`]) equals the reference
-/// count (itself read with [`first_number`], so "3" and "three" are both fine).
+/// Counting as VLMEvalKit's `CountBenchQA.evaluate` scores it: the reference answer's text
+/// occurs in the prediction ("There are 12 stars" is right for 2 and for 12; "three" is
+/// wrong for 3).
+pub fn count_correct_vlmevalkit(prediction: &str, answer: &str) -> bool {
+    prediction.contains(answer)
+}
+
+/// Counting, our stricter rule (`--count-rule first-number`): the first number of the
+/// prediction ([`first_number`]) equals the reference count (itself read with
+/// [`first_number`], so "3" and "three" are both fine).
 pub fn count_correct(prediction: &str, answer: &str) -> bool {
     match (first_number(prediction), first_number(answer)) {
         (Some(p), Some(a)) => p == a,

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval::benchmarks::{BenchRow, Benchmark, Item, Task};
 use crate::eval::metrics::{
-    can_infer, count_correct, first_number, normalize_vqa_answer, ocrbench_correct,
-    relaxed_accuracy, vqa_score, yes_no_metrics, yorn_extraction, YesNo,
+    can_infer, count_correct, count_correct_vlmevalkit, first_number, normalize_vqa_answer,
+    ocrbench_correct, relaxed_accuracy, vqa_score, yes_no_metrics, yorn_extraction, YesNo,
 };
 
 /// Everything one evaluation produced.
@@ -200,6 +200,14 @@ pub fn judge(task: Task, item: &Item, category: Option<&str>, prediction: &str) 
             yes_no: None,
         },
         Task::Count => Verdict {
+            extracted: None,
+            score: bool_score(
+                refs.first()
+                    .is_some_and(|a| count_correct_vlmevalkit(prediction, a)),
+            ),
+            yes_no: None,
+        },
+        Task::CountNumber => Verdict {
             extracted: first_number(prediction).map(|v| v.to_string()),
             score: bool_score(refs.first().is_some_and(|a| count_correct(prediction, a))),
             yes_no: None,
@@ -263,9 +271,7 @@ pub fn score_benchmark(
             }
         };
         if bench.circular {
-            if let Ok(i) = row.index.parse::<u64>() {
-                r.group = Some((i % 1_000_000).to_string());
-            }
+            r.group = circular_group(row).map(|g| g.to_string());
         }
         results.push(r);
         verdicts.push(verdict);
@@ -297,7 +303,7 @@ pub fn score_benchmark(
         Task::Vqa => "VQA accuracy",
         Task::Chartqa => "relaxed accuracy",
         Task::Ocrbench => "accuracy",
-        Task::Count => "accuracy",
+        Task::Count | Task::CountNumber => "accuracy",
     };
     let mut score = overall;
     if let Some(s) = overall {
@@ -311,16 +317,15 @@ pub fn score_benchmark(
             s,
         );
     }
-    if bench.task == Task::Yorn {
+    if bench.task == Task::Yorn && pope {
+        score = pope_rating(bench, &verdicts, &mut metrics);
+    } else if bench.task == Task::Yorn {
         let pairs: Vec<(YesNo, YesNo)> =
             verdicts.iter().flatten().filter_map(|v| v.yes_no).collect();
         if let Some(m) = yes_no_metrics(&pairs) {
             metrics.insert("precision".into(), pct(m.precision));
             metrics.insert("recall".into(), pct(m.recall));
             metrics.insert("F1".into(), pct(m.f1));
-            if pope {
-                score = Some(pct(m.f1));
-            }
         }
     }
     if bench.task == Task::Ocrbench {
@@ -378,6 +383,54 @@ pub fn score_benchmark(
     }
 }
 
+/// VLMEvalKit's `POPE_rating`: a row whose `category` names several splits joined by commas
+/// ("adversarial,popular,random") is one row per split, in the overall numbers too; overall
+/// accuracy, precision, recall and F1, then the same per split ("F1 (random)", ...).
+/// Returns the overall F1 (POPE's score).
+fn pope_rating(
+    bench: &Benchmark,
+    verdicts: &[Option<Verdict>],
+    metrics: &mut BTreeMap<String, f64>,
+) -> Option<f64> {
+    let mut overall: Vec<(YesNo, YesNo)> = Vec::new();
+    let mut splits: BTreeMap<&str, Vec<(YesNo, YesNo)>> = BTreeMap::new();
+    for (row, v) in bench.rows.iter().zip(verdicts) {
+        let Some(pair) = v.as_ref().and_then(|v| v.yes_no) else {
+            continue;
+        };
+        match &row.category {
+            // pandas' str.split(','): no trimming, empty parts kept.
+            Some(c) => {
+                for part in c.split(',') {
+                    overall.push(pair);
+                    splits.entry(part).or_default().push(pair);
+                }
+            }
+            None => overall.push(pair),
+        }
+    }
+    let m = yes_no_metrics(&overall)?;
+    metrics.insert("accuracy".into(), pct(m.accuracy));
+    metrics.insert("precision".into(), pct(m.precision));
+    metrics.insert("recall".into(), pct(m.recall));
+    metrics.insert("F1".into(), pct(m.f1));
+    for (split, pairs) in &splits {
+        if let Some(s) = yes_no_metrics(pairs) {
+            metrics.insert(format!("accuracy ({split})"), pct(s.accuracy));
+            metrics.insert(format!("precision ({split})"), pct(s.precision));
+            metrics.insert(format!("recall ({split})"), pct(s.recall));
+            metrics.insert(format!("F1 ({split})"), pct(s.f1));
+        }
+    }
+    Some(pct(m.f1))
+}
+
+/// The circular group of a row: its `g_index` cell, else its index modulo 1 000 000.
+fn circular_group(row: &crate::eval::benchmarks::BenchRow) -> Option<u64> {
+    row.g_index
+        .or_else(|| row.index.parse::<u64>().ok().map(|i| i % 1_000_000))
+}
+
 /// VLMEvalKit's circular evaluation (`mcq_circular_eval` in exact-matching mode): the rows
 /// whose index modulo 1 000 000 equals a main row's index are that question with rotated
 /// options; the question is right only if every rotation's inferred option is its answer.
@@ -389,19 +442,20 @@ fn circular_units<'a>(
 ) -> Vec<Unit<'a>> {
     let mut groups: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (i, row) in bench.rows.iter().enumerate() {
-        if let Ok(idx) = row.index.parse::<u64>() {
-            groups.entry(idx % 1_000_000).or_default().push(i);
+        if let Some(g) = circular_group(row) {
+            groups.entry(g).or_default().push(i);
         }
     }
     let mut units = Vec::new();
     for (i, row) in bench.rows.iter().enumerate() {
-        let Ok(idx) = row.index.parse::<u64>() else {
+        let (Ok(idx), Some(g)) = (row.index.parse::<u64>(), circular_group(row)) else {
             continue;
         };
-        if idx >= 1_000_000 {
+        // The group's main row is the one whose index is the group's.
+        if idx != g {
             continue;
         }
-        let members = &groups[&idx];
+        let members = &groups[&g];
         let scores: Option<Vec<f64>> = members
             .iter()
             .map(|&m| verdicts[m].as_ref().map(|v| v.score))

@@ -320,10 +320,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn u8_at(&self, p: usize) -> Result<u8> {
-        self.data
-            .get(p)
-            .copied()
-            .ok_or(JpegError::Truncated)
+        self.data.get(p).copied().ok_or(JpegError::Truncated)
     }
 
     fn u16_at(&self, p: usize) -> Result<usize> {

@@ -595,7 +595,7 @@ mod tests {
                         let want = if row % 2 == 0 { "Yes" } else { "No" };
                         assert_eq!(ex.answer, want);
                     }
-                    Task::Count => {
+                    Task::CountNumber => {
                         let n: u32 = ex.answer.parse().unwrap();
                         assert!((1..=6).contains(&n));
                     }

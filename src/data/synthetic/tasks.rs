@@ -193,7 +193,7 @@ impl Family {
             Family::Chart => Task::Chartqa,
             Family::Mmb | Family::Hr | Family::Sci => Task::Mcq,
             Family::Pope => Task::Yorn,
-            Family::Count => Task::Count,
+            Family::Count => Task::CountNumber,
             _ => Task::Vqa,
         }
     }

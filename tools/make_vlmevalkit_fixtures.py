@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Expected verdicts of VLMEvalKit's own scoring functions on probe predictions, written to
+tests/fixtures/vlmevalkit/verdicts.json for tests/vlmevalkit_rules.rs.
+
+Development tool only (CI has no Python). Needs pandas and numpy, and a checkout of
+open-compass/VLMEvalKit (the functions are loaded from its source files, not
+reimplemented):
+
+    git clone https://github.com/open-compass/VLMEvalKit /tmp/vlmevalkit
+    /tmp/venv/bin/python tools/make_vlmevalkit_fixtures.py --vlmevalkit /tmp/vlmevalkit
+
+What is called:
+- `can_infer` of vlmeval/utils/matching_util.py (the whole module, with a stub logger), as
+  `extract_answer_from_item` calls it under `exact_matching` (False becomes option "Z");
+- the body of `CountBenchQA.evaluate` (vlmeval/dataset/image_vqa.py): `ans in pred` on the
+  str() of both;
+- `POPE_rating` of vlmeval/dataset/utils/yorn.py (the function's source, executed with
+  pandas, numpy and a `load` that returns the probe table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "vlmevalkit" / "verdicts.json"
+
+
+def load_matching_util(repo: Path):
+    # matching_util imports only `vlmeval.smp.log.get_logger`; stub that package path.
+    import logging
+
+    for name in ["vlmeval", "vlmeval.smp", "vlmeval.smp.log"]:
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["vlmeval.smp.log"].get_logger = logging.getLogger
+    path = repo / "vlmeval" / "utils" / "matching_util.py"
+    spec = importlib.util.spec_from_file_location("matching_util", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def function_from_source(path: Path, name: str, namespace: dict):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            code = ast.get_source_segment(path.read_text(), node)
+            exec(code, namespace)  # noqa: S102 -- VLMEvalKit's own function
+            return namespace[name]
+    raise SystemExit(f"{path}: no function {name}")
+
+
+CHOICES = [
+    {"A": "circle", "B": "square", "C": "triangle", "D": "star"},
+    {"A": "red", "B": "blue"},
+    {"A": "12", "B": "7", "C": "3"},
+    {"A": "the left one", "B": "the right one", "C": "neither", "D": "both of them"},
+]
+
+PREDICTIONS = [
+    "A",
+    "B.",
+    "(C)",
+    "Answer: D",
+    "A is the correct answer because the star is the largest of all shapes shown",
+    "The correct answer is A",
+    "I think the correct answer is **C**, not A or D",
+    "The answer is b",
+    "the answer is a cat",
+    "Answer is: B",
+    "answer   is\tC because",
+    "A or B",
+    "Option B is right, not C",
+    "circle",
+    "It is a circle.",
+    "square and circle",
+    "It looks like a very large blue square drawn in the middle of the picture, I am sure",
+    "blue",
+    "Blue!",
+    "red or blue",
+    "7",
+    "3 or 12",
+    "Z",
+    "None of these, Z",
+    "Cannot determine the answer",
+    "I can't process this file.",
+    "Failed to obtain answer via API",
+    "",
+    "  ",
+    "B) square",
+    "**B**",
+    "Option: C",
+    "The answer is E",
+    "CORRECT ANSWER IS D",
+    "The correct answer is: A",
+    "So the answer is **D**. The others are wrong: A, B and C.",
+    "D D",
+    "A B C D",
+    "I would say that the answer here is B",
+    "It is B, I think. Final.",
+    "B, because it is blue and the other one is red",
+    "neither",
+    "both of them, the left one and the right one",
+    "the right one",
+]
+
+COUNTS = [
+    ("2", "2"),
+    ("There are 12 stars", "2"),
+    ("There are 12 stars", "12"),
+    ("2 or 3", "3"),
+    ("three", "3"),
+    ("3.", "3"),
+    ("30", "3"),
+    ("", "0"),
+    ("I count 4 circles and 1 square", "1"),
+    ("zero", "0"),
+]
+
+# POPE probe: (category, answer, extracted) rows; comma-joined categories count once per
+# split in VLMEvalKit.
+POPE = [
+    ("adversarial,popular,random", "Yes", "Yes"),
+    ("adversarial", "No", "Yes"),
+    ("popular,random", "Yes", "No"),
+    ("random", "No", "No"),
+    ("adversarial,random", "Yes", "Yes"),
+    ("popular", "No", "No"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vlmevalkit", type=Path, required=True, help="a VLMEvalKit checkout")
+    ap.add_argument("--commit", default="", help="its commit, when it is not a git checkout")
+    args = ap.parse_args()
+    repo = args.vlmevalkit
+    mu = load_matching_util(repo)
+    mcq = []
+    for choices in CHOICES:
+        for pred in PREDICTIONS:
+            got = mu.can_infer(pred, dict(choices))
+            mcq.append({"prediction": pred, "choices": choices, "option": got or "Z"})
+
+    counts = [{"prediction": p, "answer": a, "correct": str(a) in str(p)} for p, a in COUNTS]
+
+    ns = {"np": np, "pd": pd}
+    table = pd.DataFrame(
+        {
+            "category": [c for c, _, _ in POPE],
+            "answer": [a for _, a, _ in POPE],
+            "extracted": [e for _, _, e in POPE],
+        }
+    )
+    table["score"] = (table["answer"] == table["extracted"]).astype(float)
+    ns["load"] = lambda _: table.copy()
+    pope_rating = function_from_source(
+        repo / "vlmeval" / "dataset" / "utils" / "yorn.py", "POPE_rating", ns
+    )
+    res = pope_rating("probe")
+    pope = {
+        "rows": [{"category": c, "answer": a, "extracted": e} for c, a, e in POPE],
+        # Sorted: VLMEvalKit lists the splits in set order, which varies between runs.
+        "splits": dict(sorted({
+            str(s): {"F1": float(f), "acc": float(acc), "precision": float(p), "recall": float(r)}
+            for s, f, acc, p, r in zip(
+                res["split"], res["Overall"], res["acc"], res["precision"], res["recall"]
+            )
+        }.items())),
+    }
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    commit = commit or args.commit
+    meta = {
+        "generated_by": "tools/make_vlmevalkit_fixtures.py",
+        "vlmevalkit_commit": commit or "(not a git checkout)",
+        "mcq": mcq,
+        "count": counts,
+        "pope": pope,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    print(f"{OUT}: {len(mcq)} MCQ, {len(counts)} counting probes, POPE splits {list(pope['splits'])}")
+
+
+if __name__ == "__main__":
+    main()
