@@ -49,6 +49,23 @@ pub fn error_line(err: &anyhow::Error) -> String {
         .join(": ")
 }
 
+/// Runs `f` and turns a panic inside it into an error holding the panic's message, with
+/// the panic hook silenced meanwhile (no backtrace on stderr). For dependencies that panic
+/// on malformed input instead of returning an error (fuzzing found one in `tokenizers`).
+pub fn catch_panic<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(f);
+    std::panic::set_hook(hook);
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
+}
+
 /// Most characters of one part of an error line; the rest is cut (a part quoting user data,
 /// such as a binary file's "column names", must not flood the terminal).
 const MAX_ERROR_PART: usize = 400;

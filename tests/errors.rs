@@ -819,3 +819,43 @@ fn bad_input_corpus() {
         );
     }
 }
+
+/// Inputs that crashed the fuzz targets (fuzz/, tests/fixtures/fuzz): each is now one error
+/// line through the CLI.
+#[test]
+fn fuzz_crashes_are_clean_errors() {
+    let fuzz = common::fixtures().join("fuzz");
+    let model = model_dir("tiny-a");
+    let m = model.to_str().unwrap();
+    // Over-subscribed Huffman tables made the JPEG decoder index past its lookup table.
+    for name in ["jpeg-huffman-overflow.jpg", "image-huffman-overflow.jpg"] {
+        let img = fuzz.join(name);
+        let (ok, err) = interlace(&[
+            "forward",
+            "--model",
+            m,
+            "--image",
+            img.to_str().unwrap(),
+            "--prompt",
+            "hi",
+        ]);
+        assert!(!ok);
+        assert_one_line_error(&err, &[name]);
+    }
+    // tokenizers panicked while reading this file's decoder.
+    let tmp = copy_of_tiny_a();
+    std::fs::copy(
+        fuzz.join("tokenizer-decoder-panic.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let (ok, err) = interlace(&[
+        "generate",
+        "--model",
+        tmp.path().to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert!(!ok);
+    assert_one_line_error(&err, &["tokenizer.json", "cannot load tokenizer"]);
+}

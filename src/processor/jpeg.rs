@@ -87,6 +87,11 @@ impl Huffman {
             if n > 0 {
                 valoffset[len] = p as i32 - code;
                 for _ in 0..n {
+                    // More codes of this length than there are (libjpeg: JERR_BAD_HUFF_TABLE);
+                    // found by fuzzing, it used to index past the lookup table.
+                    if code >= (1 << len) {
+                        return corrupt("bad Huffman code lengths");
+                    }
                     if len as u32 <= LOOKAHEAD {
                         let shift = LOOKAHEAD - len as u32;
                         let start = (code as usize) << shift;
@@ -98,9 +103,6 @@ impl Huffman {
                     p += 1;
                 }
                 maxcode[len] = code - 1;
-            }
-            if code > (1 << len) {
-                return corrupt("bad Huffman code lengths");
             }
             code <<= 1;
         }
@@ -419,6 +421,14 @@ impl<'a> Decoder<'a> {
         if self.width == 0 || n == 0 {
             return corrupt("empty frame");
         }
+        // Pillow's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS), checked before the
+        // planes are allocated.
+        if self.width * self.height > 2 * 89_478_485 {
+            return corrupt(format!(
+                "{}x{} pixels is more than Pillow accepts (a decompression bomb)",
+                self.width, self.height
+            ));
+        }
         if n != 1 && n != 3 {
             return unsupported(format!("{n} components"));
         }
@@ -582,6 +592,11 @@ impl<'a> Decoder<'a> {
         let total = mcus_x * mcus_y;
         let mut block = [0i32; 64];
         for m in 0..total {
+            // The data ran out: the verdict is already "truncated", and decoding the rest
+            // from zero bits could take seconds on a large frame (found by fuzzing).
+            if reader.hit_eof {
+                return Err(JpegError::Truncated);
+            }
             if self.restart_interval > 0 && m > 0 && m % self.restart_interval == 0 {
                 reader.restart();
                 preds.iter_mut().for_each(|x| *x = 0);

@@ -51,7 +51,9 @@ impl Tokenizer {
         if !path.is_file() {
             bail!("{}: tokenizer file not found", path.display());
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        // tokenizers panics on some malformed files (found by fuzzing): an error too.
+        let inner = crate::catch_panic(|| tokenizers::Tokenizer::from_file(&path))
+            .map_err(|p| anyhow::anyhow!("{}: cannot load tokenizer: {p}", path.display()))?
             .map_err(|e| anyhow::anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
         let config_path = dir.join("tokenizer_config.json");
         let config = if config_path.is_file() {

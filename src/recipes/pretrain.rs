@@ -896,7 +896,8 @@ fn initial_checkpoint(
     let (tok, weights) = match &args.init {
         Some(from) => {
             let file = from.join("tokenizer.json");
-            let tok = tokenizers::Tokenizer::from_file(&file)
+            let tok = crate::catch_panic(|| tokenizers::Tokenizer::from_file(&file))
+                .map_err(|p| anyhow::anyhow!("{}: not a usable tokenizer ({p})", file.display()))?
                 .map_err(|e| anyhow::anyhow!("{}: not a usable tokenizer ({e})", file.display()))?;
             (tok, init_weights_from(from, shape, vocab)?)
         }
