@@ -113,3 +113,21 @@ fn pope_rating_equals_vlmevalkit() {
         pope["splits"]["Overall"]["F1"].as_f64().unwrap()
     ));
 }
+
+/// Predictions are scored as they come back from VLMEvalKit's xlsx file: an NA-like answer
+/// ("None", "NA", "", ...) is the text "nan" to its evaluators.
+#[test]
+fn predictions_are_scored_as_after_vlmevalkit_xlsx_round_trip() {
+    use interlace::eval::benchmarks::vlmevalkit_prediction;
+    let v = verdicts();
+    let probes = v["xlsx_round_trip"].as_array().unwrap();
+    assert!(probes.len() > 20);
+    for p in probes {
+        let written = p["written"].as_str().unwrap();
+        assert_eq!(
+            vlmevalkit_prediction(written),
+            p["scored"].as_str().unwrap(),
+            "{written:?}"
+        );
+    }
+}

@@ -15,7 +15,10 @@ What is called:
 - the body of `CountBenchQA.evaluate` (vlmeval/dataset/image_vqa.py): `ans in pred` on the
   str() of both;
 - `POPE_rating` of vlmeval/dataset/utils/yorn.py (the function's source, executed with
-  pandas, numpy and a `load` that returns the probe table).
+  pandas, numpy and a `load` that returns the probe table);
+- the xlsx round trip of predictions (`dump_xlsx` of vlmeval/smp/file.py: xlsxwriter with
+  strings_to_formulas off, then `pd.read_excel`) and the `str(x)` every evaluator applies:
+  what a prediction is when it is scored (needs openpyxl and xlsxwriter).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -178,6 +182,19 @@ def main() -> None:
             )
         }.items())),
     }
+    probes = [
+        "None", "NA", "", " ", "nan", "NaN", "null", "N/A", "n/a", "<NA>", "#N/A", "A",
+        "None of the above", "none", " None", "3", "1.0", "TRUE", "True", "=1+1", "-nan",
+        "NULL", "#NA", "#N/A N/A", "-1.#IND", "1.#QNAN", "-NaN", "Yes", "No",
+    ]
+    buf = io.BytesIO()
+    with pd.ExcelWriter(
+        buf, engine="xlsxwriter", engine_kwargs={"options": {"strings_to_formulas": False}}
+    ) as writer:
+        pd.DataFrame({"prediction": probes}).to_excel(writer, index=False)
+    buf.seek(0)
+    back = pd.read_excel(buf)
+    xlsx = [{"written": p, "scored": str(x)} for p, x in zip(probes, back["prediction"])]
     try:
         commit = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -191,6 +208,7 @@ def main() -> None:
         "mcq": mcq,
         "count": counts,
         "pope": pope,
+        "xlsx_round_trip": xlsx,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")

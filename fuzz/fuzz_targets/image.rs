@@ -14,6 +14,10 @@ fn processor() -> &'static ImageProcessor {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // At most 4 M pixels declared (decoding larger ones is slow, not interesting).
+    if !common::small_image(data, 1 << 22) {
+        return;
+    }
     match decode_image_bytes(data, "fuzz.img") {
         Ok(img) => {
             // Small images only: the preprocessing of a large one is slow, not interesting.

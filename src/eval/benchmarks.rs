@@ -362,6 +362,18 @@ const PANDAS_NA: &[&str] = &[
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 ];
 
+/// A prediction as VLMEvalKit scores it: its predictions go through an xlsx file (written by
+/// xlsxwriter, read back by `pd.read_excel`), where a cell that is exactly one of pandas'
+/// NA strings ("None", "NA", "", ...) becomes NaN, which every evaluator then turns into the
+/// text "nan" with `str(x)`. Anything else is unchanged.
+pub fn vlmevalkit_prediction(prediction: &str) -> &str {
+    if PANDAS_NA.contains(&prediction) {
+        "nan"
+    } else {
+        prediction
+    }
+}
+
 fn is_na(s: &str) -> bool {
     PANDAS_NA.contains(&s.trim())
 }

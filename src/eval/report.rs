@@ -260,7 +260,10 @@ pub fn score_benchmark(
                 None
             }
             (Ok(item), Ok(prediction)) => {
-                let v = judge(bench.task, item, row.category.as_deref(), prediction);
+                // Scored as VLMEvalKit scores it (NA-like answers become "nan"); the report
+                // keeps what the model said.
+                let scored = crate::eval::benchmarks::vlmevalkit_prediction(prediction);
+                let v = judge(bench.task, item, row.category.as_deref(), scored);
                 r.prediction = Some(prediction.clone());
                 r.extracted = v.extracted.clone();
                 r.score = Some(v.score);
