@@ -553,3 +553,99 @@ fn eval_writes_what_it_scored_when_the_model_fails_part_way() {
     let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
     assert!(md.contains("**Incomplete**"), "{md}");
 }
+
+/// eval writes each benchmark's predictions in VLMEvalKit's layout (the benchmark's columns
+/// without `image`, plus `prediction`); `eval --predictions` scores such files without a
+/// model and gives the same scores and verdicts.
+#[test]
+fn predictions_files_round_trip_through_eval_predictions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report.json");
+    let res = eval_fixtures(&out, &[]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let first = EvalReport::read(&out).unwrap();
+    let mut specs = Vec::new();
+    for b in &first.benchmarks {
+        let file = tmp
+            .path()
+            .join(format!("report.predictions/{}.tsv", b.name));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split('\t').collect();
+        assert!(!header.contains(&"image"), "{header:?}");
+        assert_eq!(header.last(), Some(&"prediction"));
+        specs.push(file.display().to_string());
+    }
+    let rescored = tmp.path().join("rescored.json");
+    let mut args = vec!["eval"];
+    for s in &specs {
+        args.extend(["--predictions", s.as_str()]);
+    }
+    args.push("--out");
+    let res = interlace(&args, &[&rescored]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let second = EvalReport::read(&rescored).unwrap();
+    assert_eq!(first.benchmarks.len(), second.benchmarks.len());
+    for (a, b) in first.benchmarks.iter().zip(&second.benchmarks) {
+        assert_eq!((&a.name, a.task), (&b.name, b.task));
+        assert_eq!((a.score, a.scored), (b.score, b.scored), "{}", a.name);
+        assert_eq!(a.metrics, b.metrics, "{}", a.name);
+        // Only answered rows are written; each keeps its prediction and verdict.
+        let answered: Vec<_> = a
+            .results
+            .iter()
+            .filter(|r| r.prediction.is_some())
+            .collect();
+        assert_eq!(answered.len(), b.rows, "{}", a.name);
+        for (x, y) in answered.iter().zip(&b.results) {
+            assert_eq!(x.index, y.index);
+            assert_eq!(
+                (&x.prediction, x.score),
+                (&y.prediction, y.score),
+                "{} {}",
+                a.name,
+                x.index
+            );
+        }
+    }
+    // VLMEvalKit's own naming, MODEL_DATASET: the benchmark is DATASET.
+    let pope = tmp.path().join("Qwen3-VL-2B-Instruct_POPE.tsv");
+    std::fs::copy(
+        tmp.path().join("report.predictions/POPE_fixture.tsv"),
+        &pope,
+    )
+    .unwrap();
+    let res = interlace(
+        &["eval", "--predictions", pope.to_str().unwrap(), "--out"],
+        &[&rescored],
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let named = EvalReport::read(&rescored).unwrap();
+    assert_eq!(named.benchmarks[0].name, "POPE");
+    assert_eq!(
+        named.benchmarks[0].task_from,
+        "the name (VLMEvalKit dataset POPE)"
+    );
+    // A benchmark file is not a predictions file.
+    let res = interlace(
+        &[
+            "eval",
+            "--predictions",
+            bench_file("vqa_fixture").to_str().unwrap(),
+            "--out",
+        ],
+        &[&tmp.path().join("x.json")],
+    );
+    assert_fails_with(&res, &["vqa_fixture.tsv", "no 'prediction' column"]);
+}

@@ -304,6 +304,8 @@ pub enum ImageSource {
     Cell { record: usize },
     /// Files named by `image_path`, resolved against the TSV's directory.
     Paths(Vec<PathBuf>),
+    /// None: a predictions file (VLMEvalKit drops the `image` column when it writes one).
+    Absent,
 }
 
 /// A well-formed question.
@@ -383,13 +385,112 @@ impl Benchmark {
     /// the file as a whole (unreadable, no `question` or `answer` column, no image column, a
     /// name we cannot score); bad rows are kept as malformed.
     pub fn open(spec: &BenchSpec, limit: Option<usize>) -> Result<Self> {
+        Self::open_with(spec, limit, true)
+    }
+
+    /// A file of predictions in VLMEvalKit's layout (the benchmark's columns without
+    /// `image`, plus `prediction`), to be scored without a model: as [`Benchmark::open`],
+    /// but images are not needed. [`Benchmark::predictions`] reads the answers.
+    pub fn open_predictions(spec: &BenchSpec, limit: Option<usize>) -> Result<Self> {
+        let bench = Self::open_with(spec, limit, false)?;
+        if bench.column("prediction").is_none() {
+            bail!(
+                "{}: no 'prediction' column: not a predictions file (VLMEvalKit's layout: the benchmark's columns plus 'prediction')",
+                spec.path.display()
+            );
+        }
+        Ok(bench)
+    }
+
+    /// Position of a column, by name (case ignored).
+    fn column(&self, name: &str) -> Option<usize> {
+        self.table
+            .header
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// The `prediction` cell of every row (of a file opened with
+    /// [`Benchmark::open_predictions`]), as the outcomes [`crate::eval::report::score_benchmark`]
+    /// takes.
+    pub fn predictions(&self) -> Result<Vec<std::result::Result<String, String>>> {
+        let col = self
+            .column("prediction")
+            .with_context(|| format!("{}: no 'prediction' column", self.path.display()))?;
+        let records = &self.table.records;
+        // Rows are the first records of the table (`limit`), in order, blank lines skipped.
+        Ok(records
+            .iter()
+            .take(self.rows.len())
+            .map(|record| match record.cells.get(col) {
+                Some(cell) => self
+                    .table
+                    .cell_text(cell)
+                    .map(|t| t.into_owned())
+                    .map_err(|e| crate::error_line(&e)),
+                None => Err("no prediction cell".to_string()),
+            })
+            .collect())
+    }
+
+    /// Writes the evaluated rows in VLMEvalKit's predictions layout, as its `inference.py`
+    /// does: every column of the benchmark but `image` (a `prediction` column replaced),
+    /// plus `prediction`, one line per answered row in order; `predictions[i]` is row i's
+    /// answer, and rows without one (malformed) are left out, as VLMEvalKit accepts a subset
+    /// of a benchmark. Tab-separated as pandas writes TSV.
+    pub fn write_predictions(&self, predictions: &[Option<String>], path: &Path) -> Result<()> {
+        let keep: Vec<usize> = (0..self.table.header.len())
+            .filter(|&i| {
+                let h = &self.table.header[i];
+                !h.eq_ignore_ascii_case("image") && !h.eq_ignore_ascii_case("prediction")
+            })
+            .collect();
+        let mut header: Vec<&str> = keep
+            .iter()
+            .map(|&i| self.table.header[i].as_str())
+            .collect();
+        header.push("prediction");
+        let mut out = crate::eval::tsv::tsv_line(&header);
+        for (record, prediction) in self.table.records.iter().zip(predictions) {
+            let Some(prediction) = prediction else {
+                continue;
+            };
+            let mut fields: Vec<String> = keep
+                .iter()
+                .map(|&i| match record.cells.get(i) {
+                    Some(cell) => self
+                        .table
+                        .cell_text(cell)
+                        .map(|t| t.into_owned())
+                        .unwrap_or_default(),
+                    None => String::new(),
+                })
+                .collect();
+            fields.push(prediction.clone());
+            out.push_str(&crate::eval::tsv::tsv_line(&fields));
+        }
+        crate::prune::write_atomic(path, out.as_bytes())
+    }
+
+    fn open_with(spec: &BenchSpec, limit: Option<usize>, need_images: bool) -> Result<Self> {
         let path = &spec.path;
         let table = Table::read(path)?;
-        let name = path
+        let mut name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| anyhow!("{}: no file name", path.display()))?;
+        if !need_images {
+            // VLMEvalKit names its predictions `{model}_{dataset}`: the dataset is the
+            // longest known name the stem ends with after an underscore.
+            if let Some(known) = name
+                .match_indices('_')
+                .map(|(i, _)| &name[i + 1..])
+                .find(|s| KNOWN.iter().any(|(k, _)| k == s))
+            {
+                name = known.to_string();
+            }
+        }
         let col = |n: &str| table.header.iter().position(|h| h.eq_ignore_ascii_case(n));
         let missing = |what: &str| {
             anyhow!(
@@ -402,7 +503,7 @@ impl Benchmark {
         let answer_col = col("answer").ok_or_else(|| missing("answer"))?;
         let image_col = col("image");
         let image_path_col = col("image_path");
-        if image_col.is_none() && image_path_col.is_none() {
+        if need_images && image_col.is_none() && image_path_col.is_none() {
             return Err(missing("image' or 'image_path"));
         }
         let (task, task_from) = match spec.task {
@@ -502,6 +603,7 @@ impl Benchmark {
                             ImageSource::Cell { record: ri }
                         }
                     }
+                    None if image_path_col.is_none() => ImageSource::Absent,
                     None => {
                         let cell = text(image_path_col).unwrap_or_default();
                         if is_na(&cell) {
@@ -567,6 +669,11 @@ impl Benchmark {
         let name = format!("{}#{}", self.name, row.index);
         match &item.images {
             ImageSource::Paths(paths) => paths.iter().map(load_image).collect(),
+            ImageSource::Absent => bail!(
+                "{}: row {}: no image column (a predictions file is scored, not run)",
+                self.path.display(),
+                row.index
+            ),
             ImageSource::Cell { record } => {
                 let col = self.image_col.context("no image column")?;
                 let cell = &self.table.records[*record].cells[col];

@@ -12,15 +12,33 @@ use crate::eval::report::{markdown_path, read_baseline_scores};
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// Hugging Face model directory.
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "predictions")]
+    pub model: Option<PathBuf>,
     /// A VLMEvalKit TSV file, optionally with its task after a colon (FILE.tsv:mcq); repeat
-    /// for several. Tasks: mcq, yorn, vqa, chartqa, ocrbench, count. Without one, the task
-    /// follows from the file name as in VLMEvalKit (MMBench_DEV_EN.tsv is multiple choice,
-    /// POPE.tsv yes/no, ChartQA_TEST.tsv ChartQA, ...), else from the columns (A and B:
-    /// multiple choice, otherwise open VQA).
-    #[arg(long = "bench", value_name = "FILE[:TASK]", required = true)]
+    /// for several. Tasks: mcq, yorn, vqa, chartqa, ocrbench, count, count-number. Without
+    /// one, the task follows from the file name as in VLMEvalKit (MMBench_DEV_EN.tsv is
+    /// multiple choice, POPE.tsv yes/no, ChartQA_TEST.tsv ChartQA, ...), else from the
+    /// columns (A and B: multiple choice, otherwise open VQA). Next to the report, eval
+    /// writes each benchmark's predictions in VLMEvalKit's layout
+    /// (OUT-STEM.predictions/NAME.tsv).
+    #[arg(
+        long = "bench",
+        value_name = "FILE[:TASK]",
+        required_unless_present = "predictions"
+    )]
     pub benches: Vec<BenchSpec>,
+    /// Score a predictions file without a model (instead of --model and --bench): a TSV in
+    /// VLMEvalKit's layout, the benchmark's columns plus `prediction` (what VLMEvalKit's
+    /// inference writes, converted from .xlsx to .tsv, or what eval writes next to its
+    /// report), optionally with its task after a colon; repeat for several. A file named
+    /// MODEL_DATASET.tsv, as VLMEvalKit names them, is the benchmark DATASET when that is a
+    /// dataset VLMEvalKit knows.
+    #[arg(
+        long,
+        value_name = "FILE[:TASK]",
+        conflicts_with_all = ["model", "benches", "max_new_tokens", "min_pixels", "max_pixels", "workers", "batch"]
+    )]
+    pub predictions: Vec<BenchSpec>,
     /// A report.json of an earlier run (e.g. the dense model): adds each benchmark's score
     /// ÷ baseline score and their equal-weight mean (relative performance).
     #[arg(long, value_name = "FILE")]
@@ -85,6 +103,12 @@ pub fn run(args: &EvalArgs) -> Result<String> {
     if args.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
+    if !args.predictions.is_empty() {
+        return score_predictions(args, baseline);
+    }
+    let Some(model) = &args.model else {
+        bail!("give --model DIR and --bench FILE, or --predictions FILE");
+    };
     if args.max_new_tokens == Some(0) {
         bail!("--max-new-tokens must be at least 1 (with 0 no row would be answered)");
     }
@@ -136,7 +160,7 @@ pub fn run(args: &EvalArgs) -> Result<String> {
             }
         );
     }
-    let mut report = match evaluate_model_dir(&args.model, &benches, &opts, &placement) {
+    let mut report = match evaluate_model_dir(model, &benches, &opts, &placement) {
         Ok(report) => report,
         Err(e) => {
             // The model failed part-way: keep what was answered before it, then fail.
@@ -160,7 +184,83 @@ pub fn run(args: &EvalArgs) -> Result<String> {
         report.set_baseline(&path.display().to_string(), scores);
     }
     report.write(&args.out)?;
+    let mut written = Vec::new();
+    for (bench, b) in benches.iter().zip(&report.benchmarks) {
+        let path = predictions_path(&args.out, &bench.name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+        }
+        let predictions: Vec<Option<String>> =
+            b.results.iter().map(|r| r.prediction.clone()).collect();
+        bench.write_predictions(&predictions, &path)?;
+        written.push(path);
+    }
+    let mut text = summary(&report, &args.out);
+    for p in written {
+        text.push_str(&format!(
+            "predictions (VLMEvalKit's layout): {}\n",
+            p.display()
+        ));
+    }
+    Ok(text)
+}
 
+/// Where eval writes a benchmark's predictions in VLMEvalKit's layout: next to the report,
+/// `{report stem}.predictions/{benchmark}.tsv` (the benchmark's own name, so that
+/// `--predictions` detects its task from the name as `--bench` does).
+pub fn predictions_path(report: &std::path::Path, bench: &str) -> PathBuf {
+    let stem = report
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into());
+    report
+        .with_file_name(format!("{stem}.predictions"))
+        .join(format!("{bench}.tsv"))
+}
+
+/// `eval --predictions`: scores prediction files as they are, no model.
+fn score_predictions(
+    args: &EvalArgs,
+    baseline: Option<(&PathBuf, std::collections::BTreeMap<String, f64>)>,
+) -> Result<String> {
+    let mut benchmarks = Vec::new();
+    for spec in &args.predictions {
+        let bench = crate::eval::Benchmark::open_predictions(spec, args.limit)?;
+        let outcomes = bench.predictions()?;
+        benchmarks.push(crate::eval::report::score_benchmark(
+            &bench,
+            &outcomes,
+            bench.task.default_max_new_tokens(),
+        ));
+    }
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    }
+    let mut report = crate::eval::EvalReport {
+        model: format!(
+            "predictions: {}",
+            args.predictions
+                .iter()
+                .map(|p| p.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        benchmarks,
+        relative: None,
+        stopped: None,
+    };
+    if let Some((path, scores)) = &baseline {
+        report.set_baseline(&path.display().to_string(), scores);
+    }
+    report.write(&args.out)?;
+    Ok(summary(&report, &args.out))
+}
+
+/// The lines eval prints: each benchmark's score and counts, the relative performance, where
+/// the report is.
+fn summary(report: &crate::eval::EvalReport, out: &std::path::Path) -> String {
     let mut text = String::new();
     for b in &report.benchmarks {
         text.push_str(&format!(
@@ -193,8 +293,8 @@ pub fn run(args: &EvalArgs) -> Result<String> {
     }
     text.push_str(&format!(
         "report: {} and {}\n",
-        args.out.display(),
-        markdown_path(&args.out).display()
+        out.display(),
+        markdown_path(out).display()
     ));
-    Ok(text)
+    text
 }
