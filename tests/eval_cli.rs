@@ -649,3 +649,54 @@ fn predictions_files_round_trip_through_eval_predictions() {
     );
     assert_fails_with(&res, &["vqa_fixture.tsv", "no 'prediction' column"]);
 }
+
+/// --protocol vlmevalkit: the datasets' prompts, seeded sampling; each row has its own
+/// random stream, so the answers do not depend on the batch size; the report names the
+/// protocol and seed. The default protocol says so too.
+#[test]
+fn vlmevalkit_protocol_is_seeded_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let res = eval_fixtures(&out, extra);
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        EvalReport::read(&out).unwrap()
+    };
+    let one = run(
+        "one.json",
+        &["--protocol", "vlmevalkit", "--seed", "3", "--batch", "1"],
+    );
+    let three = run(
+        "three.json",
+        &["--protocol", "vlmevalkit", "--seed", "3", "--batch", "3"],
+    );
+    let other = run(
+        "other.json",
+        &["--protocol", "vlmevalkit", "--seed", "4", "--batch", "1"],
+    );
+    let greedy = run("greedy.json", &[]);
+    assert_eq!(one.protocol.as_deref(), Some("vlmevalkit (seed 3)"));
+    assert_eq!(greedy.protocol.as_deref(), Some("greedy-mixin"));
+    let preds = |r: &EvalReport| -> Vec<Option<String>> {
+        r.benchmarks
+            .iter()
+            .flat_map(|b| b.results.iter().map(|x| x.prediction.clone()))
+            .collect()
+    };
+    assert_eq!(preds(&one), preds(&three), "answers depend on the batch");
+    assert_ne!(preds(&one), preds(&other), "the seed changes nothing");
+    let mcq = one
+        .benchmarks
+        .iter()
+        .find(|b| b.name == "mcq_fixture")
+        .unwrap();
+    let prompt = mcq.results.iter().find_map(|r| r.prompt.clone()).unwrap();
+    assert!(
+        prompt.ends_with("Please select the correct answer from the options above. \n"),
+        "{prompt:?}"
+    );
+}

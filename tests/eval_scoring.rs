@@ -162,6 +162,7 @@ fn relative_performance_is_the_mean_ratio() {
         benchmarks: vec![],
         relative: None,
         stopped: None,
+        protocol: None,
     };
     for (name, score) in [("a", 40.0), ("b", 90.0), ("c", 10.0), ("d", 5.0)] {
         b.name = name.into();

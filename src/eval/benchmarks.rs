@@ -657,6 +657,27 @@ impl Benchmark {
         Ok(bench)
     }
 
+    /// Rebuilds every row's prompt for `protocol` (files open with the mixin's prompts).
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        let task = self.task;
+        // ImageYORNDataset.build_prompt: AMBER alone gets an instruction.
+        let amber = protocol == Protocol::Vlmevalkit && task == Task::Yorn && self.name == "AMBER";
+        for row in &mut self.rows {
+            if let Ok(item) = &mut row.item {
+                item.prompt = build_prompt_for(
+                    protocol,
+                    task,
+                    &item.question,
+                    item.hint.as_deref(),
+                    &item.options,
+                );
+                if amber {
+                    item.prompt.push_str("\nPlease answer yes or no.");
+                }
+            }
+        }
+    }
+
     /// Number of rows that could not be evaluated before running anything.
     pub fn malformed(&self) -> usize {
         self.rows.iter().filter(|r| r.item.is_err()).count()
@@ -775,6 +796,72 @@ pub const YORN_SUFFIX: &str = " Please answer yes or no.";
 pub const VQA_SUFFIX: &str = "\nPlease answer concisely with short words or phrases when possible.";
 
 /// The text of the user message for one question (see the module documentation).
+/// How questions are asked and answered (`eval --protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// The prompts of VLMEvalKit's Qwen3-VL prompt mixin, greedy decoding, short answers
+    /// (32 new tokens, 128 for OCRBench): deterministic.
+    #[default]
+    GreedyMixin,
+    /// VLMEvalKit's shipped config for Qwen3-VL (`vlmeval/config.py`): the datasets' own
+    /// prompts (`use_custom_prompt=False`), sampling at temperature 0.7 with top-p 0.8,
+    /// top-k 20 and presence penalty 1.5, up to 16 384 new tokens; seeded by `--seed`.
+    Vlmevalkit,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::GreedyMixin => "greedy-mixin",
+            Protocol::Vlmevalkit => "vlmevalkit",
+        }
+    }
+}
+
+/// The prompt of a question under `protocol`: [`build_prompt`] for the mixin; for
+/// VLMEvalKit's config the datasets' `build_prompt` (`ImageMCQDataset`: hint, question,
+/// options and "Please select the correct answer from the options above. \n";
+/// `ImageYORNDataset` and `OCRBench`: the question alone; `ImageVQADataset` (TextVQA,
+/// ChartQA): the question and "\nAnswer the question using a single word or phrase.";
+/// `CountBenchQA`: the question and " Note that: answer with a number directly e.g. 3. Do
+/// not include any additional text.").
+pub fn build_prompt_for(
+    protocol: Protocol,
+    task: Task,
+    question: &str,
+    hint: Option<&str>,
+    options: &[(char, String)],
+) -> String {
+    if protocol == Protocol::GreedyMixin {
+        return build_prompt(task, question, hint, options);
+    }
+    match task {
+        Task::Mcq => {
+            let mut p = String::new();
+            if let Some(h) = hint {
+                p.push_str(&format!("Hint: {h}\n"));
+            }
+            p.push_str(&format!("Question: {question}\n"));
+            if !options.is_empty() {
+                p.push_str("Options:\n");
+                for (c, text) in options {
+                    p.push_str(&format!("{c}. {text}\n"));
+                }
+                p.push_str("Please select the correct answer from the options above. \n");
+            }
+            p
+        }
+        Task::Yorn | Task::Ocrbench => question.to_string(),
+        Task::Vqa | Task::Chartqa => {
+            format!("{question}\nAnswer the question using a single word or phrase.")
+        }
+        Task::Count | Task::CountNumber => format!(
+            "{question} Note that: answer with a number directly e.g. 3. Do not include any additional text."
+        ),
+    }
+}
+
 pub fn build_prompt(
     task: Task,
     question: &str,
@@ -807,6 +894,34 @@ pub fn build_prompt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// VLMEvalKit's dataset prompts (use_custom_prompt=False), as its sources build them:
+    /// `ImageMCQDataset.build_prompt`, `ImageBaseDataset.build_prompt` (Y/N, OCRBench),
+    /// `ImageVQADataset.build_prompt`, `CountBenchQA.build_prompt` (vlmeval/dataset, e8e78f05).
+    #[test]
+    fn vlmevalkit_protocol_prompts() {
+        let opts = vec![('A', "cat".to_string()), ('B', "dog".to_string())];
+        let p =
+            |task, hint| build_prompt_for(Protocol::Vlmevalkit, task, "What is it?", hint, &opts);
+        assert_eq!(
+            p(Task::Mcq, Some("Look.")),
+            "Hint: Look.\nQuestion: What is it?\nOptions:\nA. cat\nB. dog\nPlease select the correct answer from the options above. \n"
+        );
+        assert_eq!(p(Task::Yorn, None), "What is it?");
+        assert_eq!(p(Task::Ocrbench, None), "What is it?");
+        assert_eq!(
+            p(Task::Chartqa, None),
+            "What is it?\nAnswer the question using a single word or phrase."
+        );
+        assert_eq!(
+            p(Task::Count, None),
+            "What is it? Note that: answer with a number directly e.g. 3. Do not include any additional text."
+        );
+        assert_eq!(
+            build_prompt_for(Protocol::GreedyMixin, Task::Yorn, "Q?", None, &[]),
+            build_prompt(Task::Yorn, "Q?", None, &[])
+        );
+    }
 
     #[test]
     fn bench_specs() {

@@ -18,8 +18,8 @@ use candle_core::Device;
 
 use crate::model::device::Placement;
 
-use crate::eval::benchmarks::{BenchRow, BenchSpec, Benchmark};
-use crate::eval::generate::{eos_ids, greedy_batch};
+use crate::eval::benchmarks::{BenchRow, BenchSpec, Benchmark, Protocol};
+use crate::eval::generate::{eos_ids, greedy_batch, sample_batch, Sampling};
 use crate::eval::report::{score_benchmark, BenchReport, EvalReport, EvalStopped};
 use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::image::ImageProcessor;
@@ -48,7 +48,27 @@ pub struct EvalOptions {
     /// when None; never more than the model's max_position_embeddings). A longer row is
     /// a problem of that row, scored as unanswered, so memory stays bounded.
     pub max_length: Option<usize>,
+    /// How questions are asked and answered; the benchmarks' prompts must have been built
+    /// for it ([`Benchmark::set_protocol`]).
+    pub protocol: Protocol,
+    /// Seed of the sampling protocol: row r of benchmark B draws from a stream seeded with
+    /// (seed, B, r), whatever the batch or worker that answers it.
+    pub seed: u64,
 }
+
+/// The random stream of one row under a sampling protocol.
+fn row_rng(seed: u64, bench: &str, index: &str) -> rand_chacha::ChaCha8Rng {
+    use rand_core::SeedableRng;
+    // FNV-1a over the benchmark name and the row index, mixed with the seed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bench.bytes().chain([0]).chain(index.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    rand_chacha::ChaCha8Rng::seed_from_u64(h ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// `max_new_tokens` of VLMEvalKit's Qwen3-VL config.
+pub const VLMEVALKIT_MAX_NEW_TOKENS: usize = 16384;
 
 /// Minimum pixels VLMEvalKit's Qwen3-VL wrapper sets for OCRBench (`min_pixels = 10 * 10 * 32 * 32`).
 pub const OCRBENCH_MIN_PIXELS: usize = 10 * 10 * 32 * 32;
@@ -148,9 +168,12 @@ pub fn evaluate(
             break;
         }
         let images = image_processor_for(processor, bench, opts)?;
-        let max_new = opts
-            .max_new_tokens
-            .unwrap_or_else(|| bench.task.default_max_new_tokens());
+        let sampling = opts.protocol == Protocol::Vlmevalkit;
+        let max_new = opts.max_new_tokens.unwrap_or(if sampling {
+            VLMEVALKIT_MAX_NEW_TOKENS
+        } else {
+            bench.task.default_max_new_tokens()
+        });
         let max_length = opts
             .max_length
             .unwrap_or(crate::model::config::DEFAULT_MAX_LENGTH);
@@ -168,9 +191,12 @@ pub fn evaluate(
             let rows: Vec<&BenchRow> = ids.iter().map(|&i| &bench.rows[i]).collect();
             let prepared = crate::train::workers::par_map(&rows, |row| {
                 let enc = prepare(bench, row, processor, &images)?;
+                // VLMEvalKit's long token limit is cut to what --max-length leaves (below);
+                // a row needs room for one new token at least.
+                let want = if sampling { 1 } else { max_new };
                 model
                     .config
-                    .check_length(enc.input_ids.len(), max_new, max_length)?;
+                    .check_length(enc.input_ids.len(), want, max_length)?;
                 Ok(enc)
             })
             .into_iter()
@@ -193,7 +219,27 @@ pub fn evaluate(
                 }
             }
             if !inputs.is_empty() {
-                let outs = greedy_batch(model, &inputs, max_new, eos).with_context(|| {
+                let generated = if sampling {
+                    let longest = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(0);
+                    let limit = max_length
+                        .min(model.config.text.max_position_embeddings)
+                        .saturating_sub(longest);
+                    let mut rngs: Vec<_> = slots
+                        .iter()
+                        .map(|&s| row_rng(opts.seed, &bench.name, &rows[s].index))
+                        .collect();
+                    sample_batch(
+                        model,
+                        &inputs,
+                        max_new.min(limit),
+                        eos,
+                        &Sampling::VLMEVALKIT,
+                        &mut rngs,
+                    )
+                } else {
+                    greedy_batch(model, &inputs, max_new, eos)
+                };
+                let outs = generated.with_context(|| {
                     let first = rows[slots[0]];
                     if slots.len() == 1 {
                         what(first)
@@ -264,6 +310,10 @@ pub fn evaluate(
         benchmarks: reports,
         relative: None,
         stopped: stopped.into_inner().expect("not poisoned"),
+        protocol: Some(match opts.protocol {
+            Protocol::GreedyMixin => opts.protocol.name().to_string(),
+            Protocol::Vlmevalkit => format!("{} (seed {})", opts.protocol.name(), opts.seed),
+        }),
     };
     if report.stopped.is_some() {
         return Err(EvalStopped { partial: report }.into());

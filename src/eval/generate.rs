@@ -177,6 +177,148 @@ pub fn greedy_batch(
     Ok(finish(prefill, decode_start.elapsed(), tokens))
 }
 
+/// Sampling settings of VLMEvalKit's Qwen3-VL config, applied as vLLM applies them: the
+/// presence penalty is subtracted from the logit of every token already generated, then the
+/// logits are divided by the temperature, cut to the `top_k` largest and to the smallest
+/// set whose probability reaches `top_p`, and a token is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    pub presence_penalty: f32,
+}
+
+impl Sampling {
+    /// `vlmeval/config.py`, "Qwen3-VL-*-Instruct".
+    pub const VLMEVALKIT: Sampling = Sampling {
+        temperature: 0.7,
+        top_p: 0.8,
+        top_k: 20,
+        presence_penalty: 1.5,
+    };
+
+    /// One token from `logits` (vocab) after `generated`, drawn with `rng`.
+    pub fn pick(&self, logits: &[f32], generated: &[u32], rng: &mut impl rand::Rng) -> u32 {
+        let mut l = logits.to_vec();
+        if self.presence_penalty != 0.0 {
+            let mut seen = generated.to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            for t in seen {
+                if let Some(v) = l.get_mut(t as usize) {
+                    *v -= self.presence_penalty;
+                }
+            }
+        }
+        if self.temperature <= 0.0 {
+            return first_max(&l);
+        }
+        // Candidates by logit, highest first (ties: lower id first), cut to top_k.
+        let mut order: Vec<u32> = (0..l.len() as u32).collect();
+        order.sort_by(|&a, &b| l[b as usize].total_cmp(&l[a as usize]).then(a.cmp(&b)));
+        if self.top_k > 0 {
+            order.truncate(self.top_k);
+        }
+        let max = l[order[0] as usize] / self.temperature;
+        let weights: Vec<f64> = order
+            .iter()
+            .map(|&t| f64::from(l[t as usize] / self.temperature - max).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        // The smallest prefix whose probability reaches top_p (at least one token).
+        let mut keep = 0;
+        let mut cum = 0.0;
+        for w in &weights {
+            keep += 1;
+            cum += w / total;
+            if cum >= f64::from(self.top_p) {
+                break;
+            }
+        }
+        let kept: f64 = weights[..keep].iter().sum();
+        let mut u = rng.random::<f64>() * kept;
+        for (i, w) in weights[..keep].iter().enumerate() {
+            if u < *w {
+                return order[i];
+            }
+            u -= w;
+        }
+        order[keep - 1]
+    }
+}
+
+/// Generation for several prompts with [`Sampling`]: as [`greedy_batch`] (one packed
+/// prefill, batched decoding), each prompt drawing from its own random stream `rngs[b]`, so
+/// that its answer does not depend on what else is in the batch.
+pub fn sample_batch(
+    model: &Qwen3VlModel,
+    inputs: &[ModelInputs],
+    max_new: usize,
+    eos: &[u32],
+    sampling: &Sampling,
+    rngs: &mut [rand_chacha::ChaCha8Rng],
+) -> Result<Vec<Generation>> {
+    anyhow::ensure!(rngs.len() == inputs.len(), "one random stream per prompt");
+    let start = Instant::now();
+    let mut prompts = Vec::with_capacity(inputs.len());
+    for i in inputs {
+        prompts.push(model.embed(i, Default::default())?);
+    }
+    let deltas: Vec<i64> = prompts.iter().map(|e| e.rope_delta).collect();
+    let lens: Vec<usize> = inputs.iter().map(|i| i.input_ids.len()).collect();
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); inputs.len()];
+    let mut cache: Vec<KvSlot> = Vec::new();
+    let (logits, left_pad) = model.prefill_batch(prompts, &mut cache)?;
+    let pick = |logits: &candle_core::Tensor,
+                tokens: &[Vec<u32>],
+                rngs: &mut [rand_chacha::ChaCha8Rng]|
+     -> Result<Vec<u32>> {
+        let rows = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        Ok(rows
+            .iter()
+            .zip(tokens)
+            .zip(rngs.iter_mut())
+            .map(|((r, t), rng)| sampling.pick(r, t, rng))
+            .collect())
+    };
+    let mut next = pick(&logits, &tokens, rngs)?;
+    let prefill = start.elapsed();
+    let decode_start = Instant::now();
+    let mut done = vec![max_new == 0; inputs.len()];
+    let mut step = 0;
+    loop {
+        for (b, &t) in next.iter().enumerate() {
+            if !done[b] {
+                tokens[b].push(t);
+                done[b] = tokens[b].len() >= max_new || eos.contains(&t);
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        step += 1;
+        let positions: Vec<i64> = lens
+            .iter()
+            .zip(&deltas)
+            .map(|(&l, &d)| (l + step - 1) as i64 + d)
+            .collect();
+        let logits = model.decode_batch(&next, &positions, &mut cache, &left_pad)?;
+        next = pick(&logits, &tokens, rngs)?;
+    }
+    let decode = decode_start.elapsed();
+    Ok(tokens
+        .into_iter()
+        .zip(&lens)
+        .map(|(tokens, &prompt_len)| Generation {
+            tokens,
+            prompt_len,
+            prefill,
+            decode,
+        })
+        .collect())
+}
+
 /// [`argmax`] of every row of (batch, vocab) logits.
 fn argmax_rows(logits: &candle_core::Tensor) -> Result<Vec<u32>> {
     let rows = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
@@ -194,4 +336,69 @@ pub fn prompt_inputs(
     let message = Message::user_with_images(images.len(), prompt);
     let enc = processor.encode(&[message], images, true)?;
     ModelInputs::from_encoded(&enc, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sampling;
+    use rand_core::SeedableRng;
+
+    /// The draws follow the cut distribution: with probabilities 0.5, 0.3, 0.15, 0.05 and
+    /// top-p 0.75, only the first two tokens are kept (vLLM keeps a token while the mass of
+    /// the better ones is below p), renormalised to 0.625 and 0.375.
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p_and_renormalises() {
+        let probs = [0.5f32, 0.3, 0.15, 0.05];
+        let logits: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
+        let s = Sampling {
+            temperature: 1.0,
+            top_p: 0.75,
+            top_k: 0,
+            presence_penalty: 0.0,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let n = 40_000;
+        let mut counts = [0usize; 4];
+        for _ in 0..n {
+            counts[s.pick(&logits, &[], &mut rng) as usize] += 1;
+        }
+        assert_eq!(counts[2] + counts[3], 0, "{counts:?}");
+        let f0 = counts[0] as f64 / n as f64;
+        // 4.5 standard deviations of a binomial frequency at p = 0.625.
+        assert!(
+            (f0 - 0.625).abs() < 4.5 * (0.625f64 * 0.375 / n as f64).sqrt(),
+            "{f0}"
+        );
+    }
+
+    /// top-k 1 is the arg max; temperature scales the logits; the presence penalty lowers
+    /// every token already generated once, however often it was generated.
+    #[test]
+    fn top_k_temperature_and_presence_penalty() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let greedy = Sampling {
+            temperature: 0.7,
+            top_p: 1.0,
+            top_k: 1,
+            presence_penalty: 0.0,
+        };
+        assert_eq!(greedy.pick(&[0.1, 2.0, 1.9], &[], &mut rng), 1);
+        // Token 1 generated (twice) loses 1.5: 0.5 < 1.9, so token 2 is the arg max.
+        let penalised = Sampling {
+            presence_penalty: 1.5,
+            ..greedy
+        };
+        assert_eq!(penalised.pick(&[0.1, 2.0, 1.9], &[1, 1], &mut rng), 2);
+        // A tiny temperature makes a 0.1 logit gap near certain: p(second) = e^(-0.1/0.01).
+        let cold = Sampling {
+            temperature: 0.01,
+            top_p: 1.0,
+            top_k: 0,
+            presence_penalty: 0.0,
+        };
+        let second = (0..2000)
+            .filter(|_| cold.pick(&[2.0, 1.9], &[], &mut rng) == 1)
+            .count();
+        assert!(second <= 3, "{second}");
+    }
 }

@@ -38,6 +38,10 @@ pub struct EvalReport {
     /// holds the rows answered before it; the others are marked "not answered".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// The protocol that produced the predictions (`eval --protocol`); none for scored
+    /// prediction files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// An evaluation that stopped because the model failed (not a single row's problem), with
@@ -516,6 +520,9 @@ impl EvalReport {
     pub fn to_markdown(&self) -> String {
         let rel = self.relative.as_ref();
         let mut s = format!("# Evaluation of `{}`\n\n", self.model);
+        if let Some(p) = &self.protocol {
+            s.push_str(&format!("Protocol: {}.\n\n", md(p)));
+        }
         if let Some(why) = &self.stopped {
             s.push_str(&format!(
                 "**Incomplete**: the evaluation stopped ({}). Rows not answered before it count as malformed below.\n\n",

@@ -27,6 +27,17 @@ pub struct EvalArgs {
         required_unless_present = "predictions"
     )]
     pub benches: Vec<BenchSpec>,
+    /// greedy-mixin: the prompts of VLMEvalKit's Qwen3-VL prompt mixin, greedy decoding,
+    /// 32 new tokens (128 for OCRBench); deterministic. vlmevalkit: exactly VLMEvalKit's
+    /// shipped config for Qwen3-VL: the datasets' own prompts, sampling (temperature 0.7,
+    /// top-p 0.8, top-k 20, presence penalty 1.5) seeded by --seed, up to 16 384 new tokens
+    /// (cut to what --max-length leaves after the prompt). The report says which ran.
+    #[arg(long, value_enum, default_value = "greedy-mixin")]
+    pub protocol: crate::eval::benchmarks::Protocol,
+    /// Seed of --protocol vlmevalkit's sampling (each row has its own stream, so answers
+    /// do not depend on --batch or --workers, up to the float rounding of batched products).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Score a predictions file without a model (instead of --model and --bench): a TSV in
     /// VLMEvalKit's layout, the benchmark's columns plus `prediction` (what VLMEvalKit's
     /// inference writes, converted from .xlsx to .tsv, or what eval writes next to its
@@ -133,8 +144,13 @@ pub fn run(args: &EvalArgs) -> Result<String> {
         workers,
         batch,
         max_length: Some(args.max_length),
+        protocol: args.protocol,
+        seed: args.seed,
     };
-    let benches = open_benchmarks(&args.benches, args.limit)?;
+    let mut benches = open_benchmarks(&args.benches, args.limit)?;
+    for b in &mut benches {
+        b.set_protocol(args.protocol);
+    }
     // After the inputs are known good (nothing is left at --out by a bad one), before the
     // model loads (an uncreatable directory fails in seconds, not after the evaluation).
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -250,6 +266,7 @@ fn score_predictions(
         benchmarks,
         relative: None,
         stopped: None,
+        protocol: None,
     };
     if let Some((path, scores)) = &baseline {
         report.set_baseline(&path.display().to_string(), scores);
