@@ -124,6 +124,21 @@ pub fn greedy_batch(
     if inputs.len() == 1 {
         return Ok(vec![greedy(model, &inputs[0], max_new, eos)?]);
     }
+    generate_batch_with(model, inputs, max_new, eos, |logits, _| argmax_rows(logits))
+}
+
+/// Batched generation with `pick` choosing each row's next token from the (batch, vocab)
+/// logits and the tokens generated so far: one packed prefill, then decoding steps that
+/// advance every prompt by one token (the KV cache left-padded), until every prompt has
+/// produced an end-of-sequence id or `max_new` tokens. The timings of every result are
+/// the batch's.
+fn generate_batch_with(
+    model: &Qwen3VlModel,
+    inputs: &[ModelInputs],
+    max_new: usize,
+    eos: &[u32],
+    mut pick: impl FnMut(&candle_core::Tensor, &[Vec<u32>]) -> Result<Vec<u32>>,
+) -> Result<Vec<Generation>> {
     let start = Instant::now();
     let mut prompts = Vec::with_capacity(inputs.len());
     for i in inputs {
@@ -149,7 +164,7 @@ pub fn greedy_batch(
     }
     let mut cache: Vec<KvSlot> = Vec::new();
     let (logits, left_pad) = model.prefill_batch(prompts, &mut cache)?;
-    let mut next = argmax_rows(&logits)?;
+    let mut next = pick(&logits, &tokens)?;
     let prefill = start.elapsed();
     let decode_start = Instant::now();
     let mut done = vec![false; inputs.len()];
@@ -172,7 +187,7 @@ pub fn greedy_batch(
             .map(|(&l, &d)| (l + step - 1) as i64 + d)
             .collect();
         let logits = model.decode_batch(&next, &positions, &mut cache, &left_pad)?;
-        next = argmax_rows(&logits)?;
+        next = pick(&logits, &tokens)?;
     }
     Ok(finish(prefill, decode_start.elapsed(), tokens))
 }
@@ -260,20 +275,7 @@ pub fn sample_batch(
     rngs: &mut [rand_chacha::ChaCha8Rng],
 ) -> Result<Vec<Generation>> {
     anyhow::ensure!(rngs.len() == inputs.len(), "one random stream per prompt");
-    let start = Instant::now();
-    let mut prompts = Vec::with_capacity(inputs.len());
-    for i in inputs {
-        prompts.push(model.embed(i, Default::default())?);
-    }
-    let deltas: Vec<i64> = prompts.iter().map(|e| e.rope_delta).collect();
-    let lens: Vec<usize> = inputs.iter().map(|i| i.input_ids.len()).collect();
-    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); inputs.len()];
-    let mut cache: Vec<KvSlot> = Vec::new();
-    let (logits, left_pad) = model.prefill_batch(prompts, &mut cache)?;
-    let pick = |logits: &candle_core::Tensor,
-                tokens: &[Vec<u32>],
-                rngs: &mut [rand_chacha::ChaCha8Rng]|
-     -> Result<Vec<u32>> {
+    generate_batch_with(model, inputs, max_new, eos, |logits, tokens| {
         let rows = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
         Ok(rows
             .iter()
@@ -281,42 +283,7 @@ pub fn sample_batch(
             .zip(rngs.iter_mut())
             .map(|((r, t), rng)| sampling.pick(r, t, rng))
             .collect())
-    };
-    let mut next = pick(&logits, &tokens, rngs)?;
-    let prefill = start.elapsed();
-    let decode_start = Instant::now();
-    let mut done = vec![max_new == 0; inputs.len()];
-    let mut step = 0;
-    loop {
-        for (b, &t) in next.iter().enumerate() {
-            if !done[b] {
-                tokens[b].push(t);
-                done[b] = tokens[b].len() >= max_new || eos.contains(&t);
-            }
-        }
-        if done.iter().all(|&d| d) {
-            break;
-        }
-        step += 1;
-        let positions: Vec<i64> = lens
-            .iter()
-            .zip(&deltas)
-            .map(|(&l, &d)| (l + step - 1) as i64 + d)
-            .collect();
-        let logits = model.decode_batch(&next, &positions, &mut cache, &left_pad)?;
-        next = pick(&logits, &tokens, rngs)?;
-    }
-    let decode = decode_start.elapsed();
-    Ok(tokens
-        .into_iter()
-        .zip(&lens)
-        .map(|(tokens, &prompt_len)| Generation {
-            tokens,
-            prompt_len,
-            prefill,
-            decode,
-        })
-        .collect())
+    })
 }
 
 /// [`argmax`] of every row of (batch, vocab) logits.
