@@ -842,6 +842,25 @@ fn fuzz_crashes_are_clean_errors() {
         assert!(!ok);
         assert_one_line_error(&err, &[name]);
     }
+    // The parquet crate looped over an exhausted file for 28 s on this page header.
+    let slow = fuzz.join("parquet-thrift-skip-loop.parquet");
+    let out = tempfile::tempdir().unwrap();
+    let sim = out.path().join("sim.json");
+    let (ok, err) = interlace(&[
+        "similarity",
+        "--model",
+        m,
+        "--data",
+        slow.to_str().unwrap(),
+        "--out",
+        sim.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_one_line_error(
+        &err,
+        &["parquet-thrift-skip-loop.parquet", "corrupt Parquet file"],
+    );
+    assert!(!sim.exists());
     // tokenizers panicked while reading this file's decoder.
     let tmp = copy_of_tiny_a();
     std::fs::copy(
