@@ -410,29 +410,6 @@ fn settings_that_give_nan_or_nothing_are_refused() {
     assert!(!out.path().join("x").exists());
 }
 
-/// `model.safetensors` of `dir` with the first element of tensor `name` set to `value`.
-fn poison_tensor(dir: &Path, name: &str, value: f32) {
-    use candle_core::{DType, Device, Tensor};
-    let path = dir.join("model.safetensors");
-    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    let t = tensors.get(name).unwrap_or_else(|| panic!("no {name}"));
-    let (shape, dtype) = (t.shape().clone(), t.dtype());
-    let mut v = t
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    v[0] = value;
-    let t = Tensor::from_vec(v, shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap();
-    tensors.insert(name.to_string(), t);
-    candle_core::safetensors::save(&tensors, &path).unwrap();
-}
-
 /// One bad input of the corpus: the command line (`{dir}` is the case's own directory,
 /// `{model}` a good model) and what its one error line must contain.
 struct Case {
@@ -516,9 +493,10 @@ const CORPUS: &[Case] = &[
         what: "a NaN weight in decoder layer 1",
         setup: |d| {
             let m = model_copy_into(d);
-            poison_tensor(
+            common::poison_element(
                 &m,
                 "model.language_model.layers.1.mlp.down_proj.weight",
+                0,
                 f32::NAN,
             );
         },
@@ -542,7 +520,13 @@ const CORPUS: &[Case] = &[
                 }
             }
             assert!(first > 0);
-            poison_embedding_row(&m, first as usize, f32::INFINITY);
+            let hidden = 64; // tiny-a text hidden_size
+            common::poison_element(
+                &m,
+                "model.language_model.embed_tokens.weight",
+                first as usize * hidden,
+                f32::INFINITY,
+            );
         },
         args: &["generate", "--model", "{dir}/model", "--prompt", "hi"],
         needles: &["model", "NaN or infinite values in the input embeddings"],
@@ -739,31 +723,6 @@ const CORPUS: &[Case] = &[
         needles: &["config.json", "not valid JSON"],
     },
 ];
-
-/// `model.safetensors` of `dir` with row `row` of the token embeddings poisoned.
-fn poison_embedding_row(dir: &Path, row: usize, value: f32) {
-    use candle_core::{DType, Device, Tensor};
-    let name = "model.language_model.embed_tokens.weight";
-    let path = dir.join("model.safetensors");
-    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    let t = &tensors[name];
-    let (shape, dtype) = (t.shape().clone(), t.dtype());
-    let cols = shape.dims()[1];
-    let mut v = t
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    v[row * cols] = value;
-    let t = Tensor::from_vec(v, shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap();
-    tensors.insert(name.to_string(), t);
-    candle_core::safetensors::save(&tensors, &path).unwrap();
-}
 
 /// A valid sim.json for a 6-layer model (the plan command does not need the model).
 fn write_sim(dir: &Path) {

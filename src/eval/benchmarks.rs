@@ -837,21 +837,12 @@ pub fn build_prompt_for(
         return build_prompt(task, question, hint, options);
     }
     match task {
-        Task::Mcq => {
-            let mut p = String::new();
-            if let Some(h) = hint {
-                p.push_str(&format!("Hint: {h}\n"));
-            }
-            p.push_str(&format!("Question: {question}\n"));
-            if !options.is_empty() {
-                p.push_str("Options:\n");
-                for (c, text) in options {
-                    p.push_str(&format!("{c}. {text}\n"));
-                }
-                p.push_str("Please select the correct answer from the options above. \n");
-            }
-            p
-        }
+        Task::Mcq => mcq_prompt(
+            question,
+            hint,
+            options,
+            "Please select the correct answer from the options above. \n",
+        ),
         Task::Yorn | Task::Ocrbench => question.to_string(),
         Task::Vqa | Task::Chartqa => {
             format!("{question}\nAnswer the question using a single word or phrase.")
@@ -862,6 +853,30 @@ pub fn build_prompt_for(
     }
 }
 
+/// `Hint: {hint}\n` (if any), `Question: {question}\n`, then, when there are options,
+/// `Options:\n`, one `{letter}. {text}\n` each and `instruction`: the multiple-choice
+/// prompt of both VLMEvalKit's Qwen3-VL mixin and its `ImageMCQDataset`.
+fn mcq_prompt(
+    question: &str,
+    hint: Option<&str>,
+    options: &[(char, String)],
+    instruction: &str,
+) -> String {
+    let mut p = String::new();
+    if let Some(h) = hint {
+        p.push_str(&format!("Hint: {h}\n"));
+    }
+    p.push_str(&format!("Question: {question}\n"));
+    if !options.is_empty() {
+        p.push_str("Options:\n");
+        for (c, text) in options {
+            p.push_str(&format!("{c}. {text}\n"));
+        }
+        p.push_str(instruction);
+    }
+    p
+}
+
 pub fn build_prompt(
     task: Task,
     question: &str,
@@ -869,21 +884,9 @@ pub fn build_prompt(
     options: &[(char, String)],
 ) -> String {
     match task {
-        Task::Mcq => {
-            let mut p = String::new();
-            if let Some(h) = hint {
-                p.push_str(&format!("Hint: {h}\n"));
-            }
-            p.push_str(&format!("Question: {question}\n"));
-            if !options.is_empty() {
-                p.push_str("Options:\n");
-                for (c, text) in options {
-                    p.push_str(&format!("{c}. {text}\n"));
-                }
-                p.push_str(MCQ_INSTRUCTION);
-            }
-            p.trim_end().to_string()
-        }
+        Task::Mcq => mcq_prompt(question, hint, options, MCQ_INSTRUCTION)
+            .trim_end()
+            .to_string(),
         Task::Yorn => format!("{question}{YORN_SUFFIX}"),
         Task::Vqa | Task::Chartqa | Task::Ocrbench | Task::Count | Task::CountNumber => {
             format!("{question}{VQA_SUFFIX}")

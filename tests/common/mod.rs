@@ -680,3 +680,28 @@ pub fn step_batches(
         })
         .collect()
 }
+
+/// Rewrites `dir/model.safetensors` with element `flat` (row-major) of tensor `name` set to
+/// `value` (a NaN or an infinity, for tests of bad weights).
+#[allow(dead_code)]
+pub fn poison_element(dir: &std::path::Path, name: &str, flat: usize, value: f32) {
+    use candle_core::{DType, Device, Tensor};
+    let path = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let t = tensors.get(name).unwrap_or_else(|| panic!("no {name}"));
+    let (shape, dtype) = (t.shape().clone(), t.dtype());
+    let mut v = t
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    v[flat] = value;
+    let t = Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    tensors.insert(name.to_string(), t);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+}
