@@ -16,12 +16,12 @@ shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
   TARGETS=(plan_json sim_json config_json llava chat_template vlmevalkit_tsv jpeg image \
-           tokenizer_json safetensors finevision_parquet)
+           tokenizer_json safetensors finevision_parquet predictions_xlsx)
 fi
 export RUSTC_BOOTSTRAP=1
 max_len() {
   case $1 in
-    finevision_parquet|vlmevalkit_tsv|image) echo 131072 ;;
+    finevision_parquet|vlmevalkit_tsv|image|predictions_xlsx) echo 131072 ;;
     tokenizer_json|jpeg) echo 32768 ;;
     *) echo 16384 ;;
   esac

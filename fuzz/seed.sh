@@ -6,7 +6,7 @@ set -euo pipefail
 F=tests/fixtures
 C=fuzz/corpus
 B=target/release/interlace
-mkdir -p $C/{safetensors,config_json,jpeg,image,chat_template,tokenizer_json,llava,finevision_parquet,vlmevalkit_tsv,sim_json,plan_json}
+mkdir -p $C/{safetensors,config_json,jpeg,image,chat_template,tokenizer_json,llava,finevision_parquet,vlmevalkit_tsv,predictions_xlsx,sim_json,plan_json}
 # safetensors: the headers of the tiny models (the target pads the data with zeros).
 for f in $F/models/tiny-a/model.safetensors $F/models/tiny-b/model-0000*.safetensors; do
   n=$(od -An -t u8 -N 8 "$f" | tr -d ' ')
@@ -23,6 +23,7 @@ cp $F/train/data.json $C/llava/data.json
 head -c 4000 demo/model/training_log.jsonl > $C/llava/not-llava.jsonl
 cp $F/data/finevision/subset_a/*.parquet $F/data/bad/*.parquet $C/finevision_parquet/
 cp $F/bench/*.tsv $C/vlmevalkit_tsv/
+cp $F/vlmevalkit/*.xlsx $C/predictions_xlsx/
 tmp=$(mktemp -d)
 $B similarity --model $F/models/tiny-a --data $F/train/data.json --samples 2 --out $tmp/sim.json > /dev/null 2>&1
 cp $tmp/sim.json $C/sim_json/

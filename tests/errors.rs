@@ -722,6 +722,36 @@ const CORPUS: &[Case] = &[
         args: &["inspect", "--model", "{dir}/model"],
         needles: &["config.json", "not valid JSON"],
     },
+    Case {
+        what: "a predictions .xlsx that is not a spreadsheet",
+        setup: |d| {
+            std::fs::write(d.join("m_AI2D_TEST.xlsx"), b"index\tprediction\n1\tA\n").unwrap()
+        },
+        args: &[
+            "eval",
+            "--predictions",
+            "{dir}/m_AI2D_TEST.xlsx",
+            "--out",
+            "{dir}/out/r.json",
+        ],
+        needles: &["m_AI2D_TEST.xlsx", "not a readable spreadsheet"],
+    },
+    Case {
+        what: "a spreadsheet cut short",
+        setup: |d| {
+            let x =
+                std::fs::read(common::fixtures().join("vlmevalkit/probe_AI2D_TEST.xlsx")).unwrap();
+            std::fs::write(d.join("cut_AI2D_TEST.xlsx"), &x[..x.len() * 2 / 3]).unwrap()
+        },
+        args: &[
+            "eval",
+            "--predictions",
+            "{dir}/cut_AI2D_TEST.xlsx",
+            "--out",
+            "{dir}/out/r.json",
+        ],
+        needles: &["cut_AI2D_TEST.xlsx", "spreadsheet"],
+    },
 ];
 
 /// A valid sim.json for a 6-layer model (the plan command does not need the model).

@@ -622,6 +622,7 @@ fn predictions_files_round_trip_through_eval_predictions() {
         named.benchmarks[0].task_from,
         "the name (VLMEvalKit dataset POPE)"
     );
+    rescore_reports(tmp.path(), &out, &first);
     // A benchmark file is not a predictions file.
     let res = interlace(
         &[
@@ -633,6 +634,105 @@ fn predictions_files_round_trip_through_eval_predictions() {
         &[&tmp.path().join("x.json")],
     );
     assert_fails_with(&res, &["vqa_fixture.tsv", "no 'prediction' column"]);
+}
+
+/// `eval --predictions report.json`: an earlier report's answers scored again against the
+/// benchmark files it names, with the task each was run with.
+fn rescore_reports(dir: &Path, out: &Path, first: &EvalReport) {
+    let again = dir.join("again.json");
+    let rescore = |report: &Path, extra: &[&str]| {
+        let mut args = vec!["eval", "--predictions", report.to_str().unwrap()];
+        args.extend(extra);
+        args.push("--out");
+        interlace(&args, &[&again])
+    };
+    // Same rules, same answers: the same report, model and protocol included.
+    let res = rescore(out, &[]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let same = EvalReport::read(&again).unwrap();
+    assert_eq!(same.model, first.model);
+    assert_eq!(same.protocol, first.protocol);
+    assert_eq!(same.benchmarks, first.benchmarks);
+
+    // Answers changed in the report are what gets scored: every well-formed MCQ row
+    // answered with its `answer` cell (read from the fixture) is right, so 100 %.
+    let mcq = Benchmark::open(&BenchSpec::new(bench_file("mcq_fixture")), None).unwrap();
+    let mut edited = first.clone();
+    let b = edited
+        .benchmarks
+        .iter_mut()
+        .find(|b| b.name == "mcq_fixture")
+        .unwrap();
+    let mut answered = 0;
+    for (r, row) in b.results.iter_mut().zip(&mcq.rows) {
+        assert_eq!(r.index, row.index);
+        if let (Ok(item), Some(_)) = (&row.item, &r.prediction) {
+            r.prediction = Some(format!("The answer is {}", item.answer));
+            answered += 1;
+        }
+    }
+    assert!(answered > 3);
+    let edited_path = dir.join("edited.json");
+    std::fs::write(&edited_path, serde_json::to_string(&edited).unwrap()).unwrap();
+    let res = rescore(&edited_path, &[]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let scored = EvalReport::read(&again).unwrap();
+    let m = scored
+        .benchmarks
+        .iter()
+        .find(|b| b.name == "mcq_fixture")
+        .unwrap();
+    assert_eq!(m.score, Some(100.0));
+    assert_eq!(m.scored, answered);
+
+    // A report whose file is relative is found next to the report; one that is nowhere is a
+    // clear error; a limit keeps the first rows.
+    let sub = dir.join("moved");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(bench_file("mcq_fixture"), sub.join("mcq_fixture.tsv")).unwrap();
+    let mut moved = first.clone();
+    moved.benchmarks.retain(|b| b.name == "mcq_fixture");
+    moved.benchmarks[0].file = "mcq_fixture.tsv".into();
+    let moved_path = sub.join("report.json");
+    std::fs::write(&moved_path, serde_json::to_string(&moved).unwrap()).unwrap();
+    let res = rescore(&moved_path, &["--limit", "2"]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let limited = EvalReport::read(&again).unwrap();
+    assert_eq!(
+        limited.benchmarks[0].results,
+        moved.benchmarks[0].results[..2]
+    );
+    std::fs::remove_file(sub.join("mcq_fixture.tsv")).unwrap();
+    let res = rescore(&moved_path, &[]);
+    assert_fails_with(&res, &["report.json", "mcq_fixture", "not found"]);
+    // The task can be overridden: the MCQ answers scored as open VQA.
+    std::fs::copy(bench_file("mcq_fixture"), sub.join("mcq_fixture.tsv")).unwrap();
+    let spec = format!("{}:vqa", moved_path.display());
+    let res = interlace(
+        &["eval", "--predictions", spec.as_str(), "--out"],
+        &[&again],
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(
+        EvalReport::read(&again).unwrap().benchmarks[0].task,
+        Task::Vqa
+    );
 }
 
 /// --protocol vlmevalkit: the datasets' prompts, seeded sampling; each row has its own

@@ -1,6 +1,8 @@
 //! Our scoring rules against VLMEvalKit's own functions on probe predictions
-//! (tests/fixtures/vlmevalkit/verdicts.json, made by tools/make_vlmevalkit_fixtures.py from
-//! VLMEvalKit's source: `can_infer`, `CountBenchQA.evaluate`, `POPE_rating`).
+//! (tests/fixtures/vlmevalkit/verdicts.json and predictions_file.json, made by
+//! tools/make_vlmevalkit_fixtures.py from VLMEvalKit's source: `can_infer`,
+//! `CountBenchQA.evaluate`, `POPE_rating`, `mcq_circular_eval`, and its `dump`/`load` of
+//! predictions files).
 
 mod common;
 
@@ -128,6 +130,140 @@ fn predictions_are_scored_as_after_vlmevalkit_xlsx_round_trip() {
             vlmevalkit_prediction(written),
             p["scored"].as_str().unwrap(),
             "{written:?}"
+        );
+    }
+}
+
+/// `interlace eval --predictions FILE`, its report read back.
+fn score_predictions(file: &std::path::Path) -> interlace::eval::report::EvalReport {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report.json");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .args(["eval", "--predictions"])
+        .arg(file)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    interlace::eval::report::EvalReport::read(&out).unwrap()
+}
+
+fn predictions_file() -> serde_json::Value {
+    common::fixture_json("vlmevalkit/predictions_file.json")
+}
+
+/// A predictions file written by VLMEvalKit's own `dump` (.xlsx through xlsxwriter, .tsv
+/// quoted), read as its `load` reads it: every cell's `str()`, NaN being "nan". The probe
+/// column mixes the kinds of cell a spreadsheet holds (numbers, booleans, escaped control
+/// characters, NA-like strings, empty cells).
+#[test]
+fn predictions_files_read_as_vlmevalkit_loads_them() {
+    use interlace::eval::benchmarks::vlmevalkit_prediction;
+    use interlace::eval::tsv::Table;
+    let v = predictions_file();
+    for ext in ["xlsx", "tsv"] {
+        let want = &v[ext];
+        let path = common::fixtures()
+            .join("vlmevalkit")
+            .join(want["file"].as_str().unwrap());
+        let table = Table::read(&path).unwrap();
+        let columns: Vec<&str> = want["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(table.header, columns, "{ext}");
+        let rows = want["cells"].as_array().unwrap();
+        assert_eq!(table.records.len(), rows.len(), "{ext}");
+        let mut wrong = Vec::new();
+        for (record, row) in table.records.iter().zip(rows) {
+            assert!(record.problem.is_none(), "{ext}: {:?}", record.problem);
+            for ((cell, want), column) in record
+                .cells
+                .iter()
+                .zip(row.as_array().unwrap())
+                .zip(&columns)
+            {
+                let ours = table.cell_text(cell).unwrap();
+                // NaN cells: pandas' NA strings and empty cells are NaN, str() "nan".
+                let ours = vlmevalkit_prediction(&ours);
+                if ours != want.as_str().unwrap() {
+                    wrong.push(format!(
+                        "{ext} line {} {column}: ours {ours:?}, VLMEvalKit {want}",
+                        record.line
+                    ));
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} cells differ:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+    }
+}
+
+/// `eval --predictions` on the same files: each row's option and verdict are VLMEvalKit's
+/// (`build_choices` + `can_infer` on the loaded row, exact matching).
+#[test]
+fn eval_predictions_scores_xlsx_and_tsv_as_vlmevalkit() {
+    let v = predictions_file();
+    for ext in ["xlsx", "tsv"] {
+        let want = &v[ext];
+        let path = common::fixtures()
+            .join("vlmevalkit")
+            .join(want["file"].as_str().unwrap());
+        let report = score_predictions(&path);
+        let bench = &report.benchmarks[0];
+        assert_eq!(bench.name, "AI2D_TEST", "{ext}: MODEL_DATASET name");
+        let options = want["options"].as_array().unwrap();
+        let correct = want["correct"].as_array().unwrap();
+        assert_eq!(bench.results.len(), options.len());
+        assert_eq!(bench.malformed, 0, "{ext}");
+        for ((r, option), hit) in bench.results.iter().zip(options).zip(correct) {
+            // No option found: VLMEvalKit's 'Z', our absent `extracted`.
+            let ours = r.extracted.as_deref().unwrap_or("Z");
+            assert_eq!(ours, option.as_str().unwrap(), "{ext} row {}", r.index);
+            assert_eq!(r.correct, hit.as_bool(), "{ext} row {}", r.index);
+        }
+        let hits = correct.iter().filter(|c| c.as_bool().unwrap()).count();
+        let want_score = 100.0 * hits as f64 / correct.len() as f64;
+        assert!((bench.score.unwrap() - want_score).abs() < 1e-9, "{ext}");
+    }
+}
+
+/// Circular evaluation against VLMEvalKit's `mcq_circular_eval` (exact matching): a question
+/// counts when every rotation is right, grouped by index modulo 1 000 000 (MMBench) or by
+/// the `g_index` column. Each question is its own category, so the category means are the
+/// per-question hits.
+#[test]
+fn circular_evaluation_equals_vlmevalkit_mcq_circular_eval() {
+    let v = predictions_file();
+    let probes = v["circular"].as_array().unwrap();
+    assert_eq!(probes.len(), 2);
+    for probe in probes {
+        let file = probe["file"].as_str().unwrap();
+        let report = score_predictions(&common::fixtures().join("vlmevalkit").join(file));
+        let bench = &report.benchmarks[0];
+        assert_eq!(bench.metric, "circular accuracy", "{file}");
+        let hits = probe["hits"].as_object().unwrap();
+        assert_eq!(bench.scored, hits.len(), "{file}");
+        for (question, hit) in hits {
+            let ours = bench.categories[question].score;
+            assert_eq!(ours, 100.0 * hit.as_f64().unwrap(), "{file} {question}");
+        }
+        let want = 100.0 * probe["accuracy"].as_f64().unwrap();
+        assert!(
+            (bench.score.unwrap() - want).abs() < 1e-9,
+            "{file}: {:?} vs {want}",
+            bench.score
         );
     }
 }

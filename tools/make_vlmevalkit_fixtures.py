@@ -18,7 +18,16 @@ What is called:
   pandas, numpy and a `load` that returns the probe table);
 - the xlsx round trip of predictions (`dump_xlsx` of vlmeval/smp/file.py: xlsxwriter with
   strings_to_formulas off, then `pd.read_excel`) and the `str(x)` every evaluator applies:
-  what a prediction is when it is scored (needs openpyxl and xlsxwriter).
+  what a prediction is when it is scored (needs openpyxl and xlsxwriter);
+- a predictions file as VLMEvalKit's inference leaves it, written by its own `dump`
+  (vlmeval/smp/file.py) as probe_AI2D_TEST.xlsx and probe_AI2D_TEST.tsv, read back by its
+  own `load`: the `str()` of every cell, and each row's option under exact matching
+  (`build_choices` of dataset/utils/multiple_choice.py, then `can_infer`, 'Z' when none),
+  written to predictions_file.json;
+- circular evaluation: `mcq_circular_eval` of dataset/utils/multiple_choice.py (exact
+  matching: no judge model), on two predictions files written by `dump`: MMBench-style
+  indices (rotation k of question i has index i + k * 1 000 000) and a `g_index` column;
+  each question's hit and the mean, also in predictions_file.json.
 """
 
 from __future__ import annotations
@@ -143,6 +152,138 @@ POPE = [
 ]
 
 
+# Values for a mixed (object) column of the predictions file: what pandas and openpyxl
+# make of each kind of cell.
+PROBE_VALUES = [
+    "text", 3, 0.5, 1e-05, 2.0, True, False, None, "  spaced  ", "line\nbreak",
+    "tab\there", "ünïcödé ✓", "=1+1", "None", "#N/A", 12345678901234567890, -0.0, 1.5e16,
+    "\x01ctrl", "_x0041_", "a\r\nb", 123.456, -7, "3", "1.0", 1.5e-7, "", " ",
+]
+
+
+def predictions_file(repo: Path, mu) -> dict:
+    """probe_AI2D_TEST.{xlsx,tsv} written by VLMEvalKit's `dump`, and what its `load` and
+    exact matching make of them."""
+    import csv
+    import logging
+    import pickle
+
+    ns = {"pd": pd, "np": np, "csv": csv, "json": json, "pickle": pickle,
+          "logger": logging.getLogger("vlmeval"), "NumpyEncoder": json.JSONEncoder}
+    file_py = repo / "vlmeval" / "smp" / "file.py"
+    dump = function_from_source(file_py, "dump", ns)
+    validators = types.ModuleType("validators")
+    validators.url = lambda _: False
+    sys.modules["validators"] = validators
+    load = function_from_source(file_py, "load", ns)
+    import string
+    ns_mc = {"pd": pd, "string": string}
+    build_choices = function_from_source(
+        repo / "vlmeval" / "dataset" / "utils" / "multiple_choice.py", "build_choices", ns_mc
+    )
+    rows = []
+    for i, pred in enumerate(PREDICTIONS):
+        choices = CHOICES[i % len(CHOICES)]
+        row = {"index": i + 1, "question": f"Probe question {i + 1}?"}
+        for letter in "ABCD":
+            row[letter] = choices.get(letter)
+        row["answer"] = "ABCD"[i % len(choices)] if i % 3 else "B"
+        row["category"] = ["shapes", "colours", "numbers", "places"][i % len(CHOICES)]
+        row["probe"] = PROBE_VALUES[i % len(PROBE_VALUES)]
+        row["prediction"] = pred
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    out_dir = OUT.parent
+    written = {}
+    for ext in ["xlsx", "tsv"]:
+        path = out_dir / f"probe_AI2D_TEST.{ext}"
+        dump(table, str(path))
+        back = load(str(path))
+        cells = [[str(back.iloc[r][c]) for c in back.columns] for r in range(len(back))]
+        options = []
+        for r in range(len(back)):
+            item = back.iloc[r]
+            got = mu.can_infer(item["prediction"], build_choices(item))
+            options.append(got or "Z")
+        written[ext] = {
+            "file": path.name,
+            "columns": [str(c) for c in back.columns],
+            "cells": cells,
+            "options": options,
+            "correct": [o == str(back.iloc[r]["answer"]) for r, o in enumerate(options)],
+        }
+    written["circular"] = [circular_probe(repo, mu, dump, load, g) for g in (False, True)]
+    return written
+
+
+# Circular probe: (options, answer, predictions of the rotations). Rotation k shifts the
+# option texts by k places, so the right letter moves with them; in a prediction "{R}" is
+# the right letter of that rotation and "{W}" a wrong one.
+CIRCULAR = [
+    (["circle", "square", "triangle", "star"], "B", ["{R}", "{R}", "{R}", "{R}"]),  # all right
+    (["circle", "square", "triangle", "star"], "A", ["{R}", "{R}", "{R}", "{W}"]),  # last wrong
+    (["red", "blue"], "A", ["{R}", "({R})"]),
+    (["red", "blue"], "B", ["The answer is {R}", "I cannot tell"]),  # unreadable rotation
+    (["12", "7", "3"], "C", ["3", "3", "3"]),  # the option text
+    (["12", "7", "3"], "A", ["A", "A", "A"]),  # always the same letter
+    (["yes", "no", "maybe"], "C", ["{R}", "{W}", "{R}"]),
+    (["left", "right", "both", "neither"], "D", ["Answer: {R}", "{R}", "{R}.", "**{R}**"]),
+]
+
+
+def circular_probe(repo: Path, mu, dump, load, g_index: bool):
+    """A circular predictions table, written by `dump` and scored by VLMEvalKit's
+    `mcq_circular_eval` from its source (exact matching)."""
+    import logging
+    import os
+    import string
+    import tempfile
+
+    from datetime import datetime
+
+    rows = []
+    for q, (options, answer, preds) in enumerate(CIRCULAR):
+        main = 100 + q if g_index else q + 1
+        n = len(options)
+        for k, pred in enumerate(preds):
+            rotated = options[k:] + options[:k]
+            letter = "ABCD"[(("ABCD".index(answer)) - k) % n]
+            # g_index: any indices, grouped by the column; else VLMEvalKit's own numbering.
+            if g_index:
+                index = main * 10 + k if k else main
+            else:
+                index = main + k * 1_000_000
+            row = {"index": index, "question": f"Circular probe {q + 1}?"}
+            for i, letter_name in enumerate("ABCD"):
+                row[letter_name] = rotated[i] if i < n else None
+            row["answer"] = letter
+            row["category"] = f"q{q + 1}"
+            if g_index:
+                row["g_index"] = main
+            wrong = "ABCD"[("ABCD".index(letter) + 1) % n]
+            row["prediction"] = pred.format(R=letter, W=wrong)
+            rows.append(row)
+    name = "probe_circular.tsv" if g_index else "probe_MMBench_DEV_EN.tsv"
+    path = OUT.parent / name
+    dump(pd.DataFrame(rows), str(path))
+    data = load(str(path))
+    meta = data.drop(columns=["prediction"])
+    src = repo / "vlmeval" / "dataset" / "utils" / "multiple_choice.py"
+    ns = {
+        "pd": pd, "np": np, "osp": os.path, "string": string, "load": load, "dump": dump,
+        "istype": lambda s, t: isinstance(s, t) or isinstance(s, np.integer) and t is int,
+        "logger": logging.getLogger("vlmeval"), "can_infer": mu.can_infer,
+        "get_pred_file_format": lambda: "xlsx",
+        "timestr": lambda: datetime.now().strftime("%Y%m%d%H%M%S%f"),
+    }
+    for fn in ["build_choices", "prefetch_answer", "prefetch_circular_group", "mcq_circular_eval"]:
+        function_from_source(src, fn, ns)
+    with tempfile.TemporaryDirectory() as tmp:
+        scored = ns["mcq_circular_eval"](None, data.copy(), meta, 1, os.path.join(tmp, "r.pkl"))
+    hits = {f"q{q + 1}": int(h) for q, h in enumerate(scored.sort_values("index")["hit"])}
+    return {"file": name, "hits": hits, "accuracy": float(np.mean(list(hits.values())))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--vlmevalkit", type=Path, required=True, help="a VLMEvalKit checkout")
@@ -212,6 +353,11 @@ def main() -> None:
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    files = predictions_file(repo, mu)
+    files["vlmevalkit_commit"] = meta["vlmevalkit_commit"]
+    (OUT.parent / "predictions_file.json").write_text(
+        json.dumps(files, indent=1, ensure_ascii=False) + "\n"
+    )
     print(f"{OUT}: {len(mcq)} MCQ, {len(counts)} counting probes, POPE splits {list(pope['splits'])}")
 
 

@@ -385,14 +385,20 @@ impl Benchmark {
     /// the file as a whole (unreadable, no `question` or `answer` column, no image column, a
     /// name we cannot score); bad rows are kept as malformed.
     pub fn open(spec: &BenchSpec, limit: Option<usize>) -> Result<Self> {
-        Self::open_with(spec, limit, true)
+        Self::open_with(spec, limit, true, false)
+    }
+
+    /// A benchmark file whose questions are to be scored against answers given elsewhere
+    /// (an earlier report): as [`Benchmark::open`], but images are not needed.
+    pub fn open_questions(spec: &BenchSpec, limit: Option<usize>) -> Result<Self> {
+        Self::open_with(spec, limit, false, false)
     }
 
     /// A file of predictions in VLMEvalKit's layout (the benchmark's columns without
     /// `image`, plus `prediction`), to be scored without a model: as [`Benchmark::open`],
     /// but images are not needed. [`Benchmark::predictions`] reads the answers.
     pub fn open_predictions(spec: &BenchSpec, limit: Option<usize>) -> Result<Self> {
-        let bench = Self::open_with(spec, limit, false)?;
+        let bench = Self::open_with(spec, limit, false, true)?;
         if bench.column("prediction").is_none() {
             bail!(
                 "{}: no 'prediction' column: not a predictions file (VLMEvalKit's layout: the benchmark's columns plus 'prediction')",
@@ -472,7 +478,14 @@ impl Benchmark {
         crate::prune::write_atomic(path, out.as_bytes())
     }
 
-    fn open_with(spec: &BenchSpec, limit: Option<usize>, need_images: bool) -> Result<Self> {
+    /// `need_images`: a row needs an image column; `dataset_name`: a `MODEL_DATASET` file
+    /// stem names the benchmark DATASET (predictions files).
+    fn open_with(
+        spec: &BenchSpec,
+        limit: Option<usize>,
+        need_images: bool,
+        dataset_name: bool,
+    ) -> Result<Self> {
         let path = &spec.path;
         let table = Table::read(path)?;
         let mut name = path
@@ -480,7 +493,7 @@ impl Benchmark {
             .map(|s| s.to_string_lossy().into_owned())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| anyhow!("{}: no file name", path.display()))?;
-        if !need_images {
+        if dataset_name {
             // VLMEvalKit names its predictions `{model}_{dataset}`: the dataset is the
             // longest known name the stem ends with after an underscore.
             if let Some(known) = name

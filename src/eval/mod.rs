@@ -1,5 +1,5 @@
 //! Using a model: greedy generation with a KV cache, latency, and benchmark evaluation in VLMEvalKit's
-//! TSV format (`tsv` reads the files, `benchmarks` turns rows into questions and prompts,
+//! TSV format (`tsv` reads the files, `xlsx` spreadsheets of predictions, `benchmarks` turns rows into questions and prompts,
 //! `metrics` scores answers, `report` aggregates and writes the report, `evaluate` runs it
 //! all).
 
@@ -11,6 +11,7 @@ pub mod latency;
 pub mod metrics;
 pub mod report;
 pub mod tsv;
+pub mod xlsx;
 
 pub use benchmarks::{BenchSpec, Benchmark, Task};
 pub use evaluate::{evaluate, evaluate_dir, evaluate_model_dir, open_benchmarks, EvalOptions};

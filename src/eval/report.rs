@@ -19,7 +19,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::eval::benchmarks::{BenchRow, Benchmark, Item, Task};
+use crate::eval::benchmarks::{BenchRow, BenchSpec, Benchmark, Item, Task};
 use crate::eval::metrics::{
     can_infer, count_correct, count_correct_vlmevalkit, first_number, normalize_vqa_answer,
     ocrbench_correct, relaxed_accuracy, vqa_score, yes_no_metrics, yorn_extraction, YesNo,
@@ -702,4 +702,83 @@ pub fn read_baseline_scores(path: &Path) -> Result<BTreeMap<String, f64>> {
         }
     }
     Ok(out)
+}
+
+/// Re-scores the predictions of an earlier `report.json` with today's rules, without a
+/// model: each benchmark's questions and answers come from the file the report names (as
+/// written there, else relative to the report's directory), its answers from the report.
+/// `task` replaces the task the report used; otherwise it is kept (so a file is scored as it
+/// was run). `limit` keeps the first rows. Carried over: model, protocol, and why the run
+/// stopped, if it did.
+pub fn rescore_report(path: &Path, task: Option<Task>, limit: Option<usize>) -> Result<EvalReport> {
+    let old = EvalReport::read(path)?;
+    if old.benchmarks.is_empty() {
+        return Err(anyhow!("{}: the report has no benchmark", path.display()));
+    }
+    let mut benchmarks = Vec::with_capacity(old.benchmarks.len());
+    for b in &old.benchmarks {
+        let written = Path::new(&b.file);
+        let beside = path.parent().map(|d| d.join(written));
+        let file = if written.is_file() {
+            written.to_path_buf()
+        } else if let Some(p) = beside.filter(|p| written.is_relative() && p.is_file()) {
+            p
+        } else {
+            return Err(anyhow!(
+                "{}: benchmark {}: its file {} is not found (also looked next to the report); re-scoring needs the benchmark's questions and answers",
+                path.display(),
+                b.name,
+                b.file
+            ));
+        };
+        let rows = limit.map_or(b.results.len(), |l| l.min(b.results.len()));
+        let spec = BenchSpec {
+            path: file.clone(),
+            task: Some(task.unwrap_or(b.task)),
+        };
+        let mut bench = Benchmark::open_questions(&spec, Some(rows))?;
+        bench.name = b.name.clone();
+        if task.is_none() {
+            bench.task_from = b.task_from.clone();
+        }
+        if bench.rows.len() != rows {
+            return Err(anyhow!(
+                "{}: benchmark {}: {} has {} rows, the report {}: the file changed since the report",
+                path.display(),
+                b.name,
+                file.display(),
+                bench.rows.len(),
+                rows
+            ));
+        }
+        let mut outcomes = Vec::with_capacity(rows);
+        for (row, result) in bench.rows.iter().zip(&b.results) {
+            if row.index != result.index {
+                return Err(anyhow!(
+                    "{}: benchmark {}: row {} of {} has index {}, the report's {}: the file changed since the report",
+                    path.display(),
+                    b.name,
+                    row.line,
+                    file.display(),
+                    row.index,
+                    result.index
+                ));
+            }
+            outcomes.push(match &result.prediction {
+                Some(p) => Ok(p.clone()),
+                None => Err(result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "no prediction in the report".to_string())),
+            });
+        }
+        benchmarks.push(score_benchmark(&bench, &outcomes, b.max_new_tokens));
+    }
+    Ok(EvalReport {
+        model: old.model,
+        benchmarks,
+        relative: None,
+        stopped: old.stopped,
+        protocol: old.protocol,
+    })
 }

@@ -64,7 +64,11 @@ pub struct Table {
 impl Table {
     /// Reads `path`. Errors (one line naming the file) are for the file as a whole: it cannot
     /// be read, or it has no header; a bad record is kept with its `problem` set.
+    /// A spreadsheet (`.xlsx`, ...) is read with [`crate::eval::xlsx::read_spreadsheet`].
     pub fn read(path: &Path) -> Result<Self> {
+        if crate::eval::xlsx::is_spreadsheet(path) {
+            return crate::eval::xlsx::read_spreadsheet(path);
+        }
         let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         Self::read_from(path, BufReader::with_capacity(1 << 20, file))
     }

@@ -38,12 +38,14 @@ pub struct EvalArgs {
     /// do not depend on --batch or --workers, up to the float rounding of batched products).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Score a predictions file without a model (instead of --model and --bench): a TSV in
-    /// VLMEvalKit's layout, the benchmark's columns plus `prediction` (what VLMEvalKit's
-    /// inference writes, converted from .xlsx to .tsv, or what eval writes next to its
-    /// report), optionally with its task after a colon; repeat for several. A file named
-    /// MODEL_DATASET.tsv, as VLMEvalKit names them, is the benchmark DATASET when that is a
-    /// dataset VLMEvalKit knows.
+    /// Score predictions without a model (instead of --model and --bench), optionally with
+    /// a task after a colon; repeat for several. A .tsv or .xlsx in VLMEvalKit's layout, the
+    /// benchmark's columns plus `prediction` (what VLMEvalKit's inference writes, or what
+    /// eval writes next to its report); a file named MODEL_DATASET.xlsx, as VLMEvalKit names
+    /// them, is the benchmark DATASET when that is a dataset VLMEvalKit knows. Or an earlier
+    /// report.json: its answers re-scored with today's rules against the benchmark files it
+    /// names (found as written, else next to the report), each with the task it was run
+    /// with unless one is given.
     #[arg(
         long,
         value_name = "FILE[:TASK]",
@@ -241,7 +243,19 @@ fn score_predictions(
     baseline: Option<(&PathBuf, std::collections::BTreeMap<String, f64>)>,
 ) -> Result<String> {
     let mut benchmarks = Vec::new();
+    // What a single report.json given alone carries over (its model, protocol, stop).
+    let mut carried = None;
     for spec in &args.predictions {
+        let is_report = spec
+            .path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if is_report {
+            let mut old = crate::eval::report::rescore_report(&spec.path, spec.task, args.limit)?;
+            benchmarks.append(&mut old.benchmarks);
+            carried = Some(old);
+            continue;
+        }
         let bench = crate::eval::Benchmark::open_predictions(spec, args.limit)?;
         let outcomes = bench.predictions()?;
         benchmarks.push(crate::eval::report::score_benchmark(
@@ -250,23 +264,37 @@ fn score_predictions(
             bench.task.default_max_new_tokens(),
         ));
     }
+    let mut names = std::collections::BTreeSet::new();
+    if let Some(dup) = benchmarks.iter().find(|b| !names.insert(b.name.as_str())) {
+        bail!(
+            "benchmark {} is given twice in --predictions (each benchmark once per report)",
+            dup.name
+        );
+    }
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create directory", dir.display()))?;
     }
-    let mut report = crate::eval::EvalReport {
-        model: format!(
+    let listed = || {
+        format!(
             "predictions: {}",
             args.predictions
                 .iter()
                 .map(|p| p.path.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
-        benchmarks,
-        relative: None,
-        stopped: None,
-        protocol: None,
+        )
+    };
+    let mut report = match carried.filter(|_| args.predictions.len() == 1) {
+        // One report re-scored: still that model's report, under today's rules.
+        Some(old) => crate::eval::EvalReport { benchmarks, ..old },
+        None => crate::eval::EvalReport {
+            model: listed(),
+            benchmarks,
+            relative: None,
+            stopped: None,
+            protocol: None,
+        },
     };
     if let Some((path, scores)) = &baseline {
         report.set_baseline(&path.display().to_string(), scores);
