@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::fixtures;
 use interlace::data::{
     choose, choose_per_source, choose_portion, load_portion, open_sources, read_samples,
-    split_samples, ImageSource, Sample, Source,
+    split_samples, ImageSource, Sample, Source, Take,
 };
 use interlace::error_line;
 use serde_json::Value;
@@ -308,17 +308,17 @@ fn portion_is_chosen_per_subset_like_the_reference_rule() {
             })
             .collect();
         assert_eq!(
-            choose_per_source(&sizes, portion, samples, seed).unwrap(),
+            choose_per_source(&sizes, portion, samples, seed, Take::Random).unwrap(),
             want,
             "{choice}"
         );
-        let chosen = choose_portion(&dataset(), portion, samples, seed).unwrap();
+        let chosen = choose_portion(&dataset(), portion, samples, seed, Take::Random).unwrap();
         assert_eq!(chosen.chosen(), want.as_slice(), "{choice}");
         assert_eq!(chosen.len(), want.iter().map(Vec::len).sum::<usize>());
         assert_eq!(chosen.total(), sizes.iter().sum::<usize>());
 
         // The rows read are those rows, in source order.
-        let rows = load_portion(&dataset(), portion, samples, seed).unwrap();
+        let rows = load_portion(&dataset(), portion, samples, seed, Take::Random).unwrap();
         let want_rows: Vec<Value> = names
             .iter()
             .zip(&want)
@@ -366,10 +366,10 @@ fn one_llava_file_is_chosen_as_before() {
     let text: Vec<String> = data.iter().map(Value::to_string).collect();
     std::fs::write(&path, text.join("\n")).unwrap();
     for (portion, samples, seed) in [(0.1, None, 42), (0.5, None, 1), (0.1, Some(5), 9)] {
-        let portion_chosen = choose_portion(&path, portion, samples, seed).unwrap();
-        let want = choose(37, portion, samples, seed).unwrap();
+        let portion_chosen = choose_portion(&path, portion, samples, seed, Take::Random).unwrap();
+        let want = choose(37, portion, samples, seed, Take::Random).unwrap();
         assert_eq!(portion_chosen.chosen(), std::slice::from_ref(&want));
-        let rows = load_portion(&path, portion, samples, seed).unwrap();
+        let rows = load_portion(&path, portion, samples, seed, Take::Random).unwrap();
         let got: Vec<String> = rows
             .into_iter()
             .map(|r| r.unwrap().turns[0].text.clone())
@@ -378,6 +378,43 @@ fn one_llava_file_is_chosen_as_before() {
         assert_eq!(got, want);
     }
     assert_eq!(read_samples(&path).unwrap().len(), 37);
+}
+
+/// `--take first`: the first rows of each source in file order, as many as `--portion`
+/// (rounded down, at least one) or `--samples` (split by source size) ask for.
+#[test]
+fn take_first_takes_the_first_rows_of_each_source() {
+    assert_eq!(
+        choose(37, 0.1, None, 5, Take::First).unwrap(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(choose(37, 0.01, None, 5, Take::First).unwrap(), vec![0]);
+    assert_eq!(
+        choose(37, 1.0, Some(4), 5, Take::First).unwrap(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        choose(3, 1.0, Some(10), 5, Take::First).unwrap(),
+        vec![0, 1, 2]
+    );
+    // 10 samples over sources of 30 and 10 rows: 7.5 and 2.5, the remainder to the first.
+    assert_eq!(
+        choose_per_source(&[30, 10], 1.0, Some(10), 5, Take::First).unwrap(),
+        vec![(0..8).collect::<Vec<_>>(), vec![0, 1]]
+    );
+    assert_eq!(
+        choose_per_source(&[200, 50], 0.02, None, 5, Take::First).unwrap(),
+        vec![vec![0, 1, 2, 3], vec![0]]
+    );
+    // The seed does not matter; random takes other rows for these seeds.
+    assert_eq!(
+        choose(1000, 0.01, None, 1, Take::First).unwrap(),
+        choose(1000, 0.01, None, 2, Take::First).unwrap()
+    );
+    assert_ne!(
+        choose(1000, 0.01, None, 1, Take::Random).unwrap(),
+        choose(1000, 0.01, None, 1, Take::First).unwrap()
+    );
 }
 
 #[test]
@@ -390,7 +427,7 @@ fn a_bad_llava_record_is_an_error_of_that_row_only() {
         {"conversations": [{"from": "human", "value": "fine too"}]}
     ]);
     std::fs::write(&path, data.to_string()).unwrap();
-    let rows = load_portion(&path, 1.0, None, 0).unwrap();
+    let rows = load_portion(&path, 1.0, None, 0, Take::Random).unwrap();
     assert!(rows[0].is_ok() && rows[2].is_ok());
     let err = error_line(rows[1].as_ref().err().unwrap());
     assert!(
@@ -457,7 +494,7 @@ fn directories_give_one_source_per_directory_holding_parquet() {
 
 /// `load_portion` must fail with one line naming `file` and containing `needle`.
 fn assert_data_error(data: &Path, file: &str, needle: &str) {
-    let result = std::panic::catch_unwind(|| load_portion(data, 1.0, None, 0));
+    let result = std::panic::catch_unwind(|| load_portion(data, 1.0, None, 0, Take::Random));
     let result = result.unwrap_or_else(|_| panic!("{}: panicked", data.display()));
     let err = error_line(
         &result
@@ -543,7 +580,7 @@ fn corrupt_parquet_is_an_error_naming_the_file_not_a_panic() {
     let mut errors = 0;
     for (what, bytes) in &variants {
         std::fs::write(&path, bytes).unwrap();
-        let result = std::panic::catch_unwind(|| load_portion(&path, 1.0, None, 0));
+        let result = std::panic::catch_unwind(|| load_portion(&path, 1.0, None, 0, Take::Random));
         let result = result.unwrap_or_else(|_| panic!("{what}: panicked"));
         match result {
             Err(e) => {
@@ -567,6 +604,9 @@ fn corrupt_parquet_is_an_error_naming_the_file_not_a_panic() {
     assert!(errors >= 7, "{errors} errors of {}", variants.len());
     for (what, bytes) in &variants[..7] {
         std::fs::write(&path, bytes).unwrap();
-        assert!(load_portion(&path, 1.0, None, 0).is_err(), "{what}");
+        assert!(
+            load_portion(&path, 1.0, None, 0, Take::Random).is_err(),
+            "{what}"
+        );
     }
 }

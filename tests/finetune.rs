@@ -205,3 +205,96 @@ fn tensor_update_resumes_from_a_checkpoint_bit_equal() {
         "the resumed run's weights differ"
     );
 }
+
+/// tiny-b with decoder layer `drop` removed in memory (the others keep their original
+/// indices), as a pruned student, and the whole tiny-b as its teacher.
+fn pruned_student(drop: usize) -> (Qwen3VlModel, Qwen3VlModel) {
+    let load = || Qwen3VlModel::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
+    let mut student = load();
+    student.layers.remove(drop);
+    (student, load())
+}
+
+/// A distilling trainer of tiny-b without layer `drop`, training `positions`.
+fn distilling_trainer(drop: usize, positions: &[usize], t: f64, w: f64) -> Trainer {
+    use interlace::train::trainer::Distill;
+    let (mut student, teacher) = pruned_student(drop);
+    let first = positions.iter().copied().min().unwrap();
+    let d = Distill::new(&mut student, teacher, first, t, w).unwrap();
+    let mut trainer = Trainer::new(student, positions, TrainOptions::default()).unwrap();
+    trainer.distill = Some(d);
+    trainer
+}
+
+/// `--distill-weight 0` is plain fine-tuning, bit for bit, although the teacher runs: two
+/// steps, same losses and weights.
+#[test]
+fn distillation_with_weight_zero_is_plain_fine_tuning() {
+    let data = prepared_train_data("tiny-b");
+    let positions = [2usize, 3];
+    let (student, _) = pruned_student(3);
+    let mut plain = Trainer::new(student, &positions, TrainOptions::default()).unwrap();
+    let mut distilled = distilling_trainer(3, &positions, 2.0, 0.0);
+    assert_eq!(distilled.distill.as_ref().unwrap().shared, 2);
+    for step in 0..2 {
+        let batch: Vec<_> = data.iter().skip(step).take(2).cloned().collect();
+        let a = plain.step(&batch, 1e-3).unwrap();
+        let b = distilled.step(&batch, 1e-3).unwrap();
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "step {step}");
+        assert_eq!(a.grad_norm.to_bits(), b.grad_norm.to_bits(), "step {step}");
+    }
+    assert_eq!(plain.values().unwrap(), distilled.values().unwrap());
+}
+
+/// The teacher starts from the student's hidden state after the layers they share: that
+/// gives the same gradients, bit for bit, as the teacher computing everything itself; the
+/// shared prefix stops at the first dropped layer; every trained tensor gets a gradient;
+/// and the loss is the weighted mix of cross-entropy and the distillation loss.
+#[test]
+fn distillation_shares_the_frozen_prefix_and_mixes_the_losses() {
+    let data = prepared_train_data("tiny-b");
+    let batch: Vec<_> = data.iter().take(3).cloned().collect();
+    // Layer 1 dropped: positions 0 (layer 0), 1 (layer 2), 2 (layer 3), 3 (layer 4) ...
+    let positions = [3usize];
+    let shared = distilling_trainer(1, &positions, 2.0, 0.5);
+    assert_eq!(shared.distill.as_ref().unwrap().shared, 1);
+    let mut alone = distilling_trainer(1, &positions, 2.0, 0.5);
+    alone.distill.as_mut().unwrap().own_embedding = true;
+    let (ga, la, _) = shared.gradients(&batch).unwrap();
+    let (gb, lb, _) = alone.gradients(&batch).unwrap();
+    assert_eq!(la.to_bits(), lb.to_bits());
+    assert_eq!(ga, gb);
+    for (p, g) in shared.params.iter().zip(&ga) {
+        assert!(g.iter().any(|&x| x != 0.0), "{} got no gradient", p.name);
+    }
+    // loss(w) = (1 - w) CE + w KL, so loss(0.5) is the mean of loss(0) and loss(1).
+    let (_, l0, _) = distilling_trainer(1, &positions, 2.0, 0.0)
+        .gradients(&batch)
+        .unwrap();
+    let (_, l1, _) = distilling_trainer(1, &positions, 2.0, 1.0)
+        .gradients(&batch)
+        .unwrap();
+    assert!(
+        (la - 0.5 * (l0 + l1)).abs() < 1e-6 * la.abs(),
+        "{la} vs {l0} and {l1}"
+    );
+    assert!(l1 > 0.0 && l1 != l0, "{l0} {l1}");
+}
+
+/// A teacher identical to the student: the distributions agree, so the distillation loss
+/// and its gradient are zero (KL(p ‖ p) = 0).
+#[test]
+fn distillation_from_an_identical_model_has_nothing_to_teach() {
+    use interlace::train::trainer::Distill;
+    let data = prepared_train_data("tiny-b");
+    let load = || Qwen3VlModel::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
+    let mut student = load();
+    let d = Distill::new(&mut student, load(), 4, 1.0, 1.0).unwrap();
+    assert_eq!(d.shared, 4);
+    let mut trainer = Trainer::new(student, &[4, 5], TrainOptions::default()).unwrap();
+    trainer.distill = Some(d);
+    let (grads, loss, _) = trainer.gradients(&data[..2]).unwrap();
+    assert!(loss.abs() < 1e-6, "{loss}");
+    let worst = grads.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(worst < 1e-6, "{worst}");
+}

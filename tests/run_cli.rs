@@ -312,8 +312,14 @@ fn run_defaults_to_the_demo_model_and_synthetic_data() {
     assert_eq!(report["plan"]["drop"].as_array().unwrap().len(), 3);
     // The synthetic rows have worked answers (the form the demo model was trained on): a
     // four-option question is answered with an option's text, not its letter.
-    let rows =
-        interlace::data::load_portion(&out.join("data/train/SynthMMB"), 1.0, None, 0).unwrap();
+    let rows = interlace::data::load_portion(
+        &out.join("data/train/SynthMMB"),
+        1.0,
+        None,
+        0,
+        interlace::data::Take::Random,
+    )
+    .unwrap();
     assert!(!rows.is_empty());
     for row in rows {
         let sample = row.unwrap();
@@ -326,4 +332,56 @@ fn run_defaults_to_the_demo_model_and_synthetic_data() {
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("(synthetic, worked answers)"), "{md}");
+}
+
+/// The fine-tuning budget `run` uses by default and with each flag (`Budget::resolve` on
+/// parsed command lines), and what `run --help` says of it.
+#[test]
+fn run_budget_defaults_follow_the_data() {
+    use clap::Parser;
+    use interlace::recipes::run::{Budget, RunArgs, DEMO_LR, DEMO_STEPS, PAPER_LR};
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    let budget = |args: &[&str]| {
+        let cli = Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()));
+        Budget::resolve(&cli.unwrap().run).unwrap()
+    };
+    // The demo: the sweep's steps of 16 x 2 conversations and its learning rate.
+    let demo = budget(&[]);
+    assert_eq!(demo.samples, Some(DEMO_STEPS * 32));
+    assert_eq!(demo.lr, DEMO_LR);
+    assert!(demo.why.contains("steps"), "{}", demo.why);
+    // Own data: the paper's 1 % of every source at its learning rate.
+    let own = budget(&["--data", "d", "--bench", "b.tsv"]);
+    assert_eq!((own.samples, own.portion, own.lr), (None, 0.01, PAPER_LR));
+    assert_eq!(
+        budget(&["--steps", "10", "--batch-size", "4"]).samples,
+        Some(80)
+    );
+    let p = budget(&["--portion", "0.2", "--lr", "3e-4"]);
+    assert_eq!((p.samples, p.portion, p.lr), (None, 0.2, 3e-4));
+    assert_eq!(budget(&["--samples", "7"]).samples, Some(7));
+    for clash in [
+        ["--steps", "5", "--samples", "3"],
+        ["--steps", "5", "--portion", "0.1"],
+    ] {
+        let args = std::iter::once("run").chain(clash);
+        assert!(Cli::try_parse_from(args).is_err(), "{clash:?}");
+    }
+    let cli = Cli::try_parse_from(["run", "--steps", "0"]).unwrap();
+    assert!(Budget::resolve(&cli.run).is_err());
+    // --help states the same defaults.
+    let help = interlace(&["run", "--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains(&format!("default without --data: {DEMO_STEPS}")),
+        "{help}"
+    );
+    assert!(
+        help.contains(&format!("default without --data: {DEMO_LR:e}")),
+        "{help}"
+    );
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use interlace::data::synthetic::draw::glyph;
 use interlace::data::synthetic::{write_synth, SynthManifest, SynthOptions, CAPTION_PROMPT};
-use interlace::data::{load_portion, open_sources, ImageSource};
+use interlace::data::{load_portion, open_sources, ImageSource, Take};
 use interlace::eval::benchmarks::{build_prompt, Item};
 use interlace::eval::metrics::{can_infer, ocrbench_correct, yorn_extraction};
 use interlace::eval::report::judge;
@@ -850,7 +850,7 @@ fn yes_no_probes_match_their_pixels_and_change_nothing_else() {
         }
     }
     let turns = |m: &SynthManifest| {
-        let rows = load_portion(&m.train, 1.0, None, 0).unwrap();
+        let rows = load_portion(&m.train, 1.0, None, 0, Take::Random).unwrap();
         rows.into_iter()
             .map(|r| r.unwrap())
             .filter(|r| yes_no.iter().any(|f| r.origin.contains(&format!("/{f}/"))))
@@ -975,7 +975,7 @@ fn check_training_sources(o: SynthOptions) {
         .iter()
         .zip(&names)
         .all(|(s, n)| s.len() == rows_of(n) && s.is_parquet()));
-    let rows = load_portion(&m.train, 1.0, None, 0).unwrap();
+    let rows = load_portion(&m.train, 1.0, None, 0, Take::Random).unwrap();
     // 8 benchmark families, SynthBasic 3×, six more warm-ups.
     let want_rows = match (captions, warm_ups) {
         (true, true) => 17,
@@ -1233,7 +1233,7 @@ fn in_words_rows_are_right_by_their_description_and_change_nothing_else() {
     };
     let (_tmp, m) = only_adds("SynthWordsPOPE", &base, &changed);
 
-    let rows = load_portion(&m.train.join("SynthWordsPOPE"), 1.0, None, 0).unwrap();
+    let rows = load_portion(&m.train.join("SynthWordsPOPE"), 1.0, None, 0, Take::Random).unwrap();
     assert_eq!(rows.len(), 60);
     let (mut yes, mut questions, mut same_shape_no) = (0, 0, 0);
     for (k, row) in rows.into_iter().enumerate() {
@@ -1304,7 +1304,7 @@ fn shape_questions_match_their_pixels_and_change_nothing_else() {
     };
     let (_tmp, m) = only_adds("SynthShapesPOPE", &base, &changed);
 
-    let rows = load_portion(&m.train.join("SynthShapesPOPE"), 1.0, None, 0).unwrap();
+    let rows = load_portion(&m.train.join("SynthShapesPOPE"), 1.0, None, 0, Take::Random).unwrap();
     assert_eq!(rows.len(), 80);
     let (mut yes, mut questions, mut absent) = (0, 0, 0);
     for (k, row) in rows.into_iter().enumerate() {

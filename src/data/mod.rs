@@ -322,19 +322,51 @@ impl Portion {
     }
 }
 
+/// Which rows a portion takes from each source (`--take`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Take {
+    /// Rows drawn at random with the seed (ours; a portion then covers the whole source).
+    #[default]
+    Random,
+    /// The first rows of each source, in file order (the INTERLACE authors' preparation
+    /// takes the first 1 % of every FineVision subset).
+    First,
+}
+
+impl Take {
+    pub fn name(self) -> &'static str {
+        match self {
+            Take::Random => "random",
+            Take::First => "first",
+        }
+    }
+}
+
 /// Opens `--data` and chooses rows per source with [`choose_per_source`].
 pub fn choose_portion(
     path: &Path,
     portion: f64,
     samples: Option<usize>,
     seed: u64,
+    take: Take,
 ) -> Result<Portion> {
     let sources = open_sources(path)?;
     let sizes: Vec<usize> = sources.iter().map(Source::len).collect();
     if sizes.iter().sum::<usize>() == 0 {
         bail!("{}: no samples", path.display());
     }
-    let chosen = choose_per_source(&sizes, portion, samples, seed)?;
+    let chosen = choose_per_source(&sizes, portion, samples, seed, take)?;
     Ok(Portion { sources, chosen })
 }
 
@@ -345,8 +377,9 @@ pub fn load_portion(
     portion: f64,
     samples: Option<usize>,
     seed: u64,
+    take: Take,
 ) -> Result<Vec<Result<Sample>>> {
-    choose_portion(path, portion, samples, seed)?
+    choose_portion(path, portion, samples, seed, take)?
         .iter()
         .collect()
 }
@@ -359,10 +392,11 @@ pub fn readable_portion(
     portion: f64,
     samples: Option<usize>,
     seed: u64,
+    take: Take,
     unreadable: &mut Vec<String>,
 ) -> Result<Vec<Sample>> {
     let before = unreadable.len();
-    let chosen: Vec<Sample> = load_portion(path, portion, samples, seed)?
+    let chosen: Vec<Sample> = load_portion(path, portion, samples, seed, take)?
         .into_iter()
         .filter_map(|r| r.map_err(|e| unreadable.push(crate::error_line(&e))).ok())
         .collect();
@@ -383,12 +417,13 @@ pub fn readable_portion(
 /// the same `seed` for each: `portion` of every source (at least one row of each non-empty
 /// source), or, with `samples`, that many rows in all, split over the sources in
 /// proportion to their sizes by [`split_samples`]. For a single source this is exactly
-/// `choose(n, portion, samples, seed)`.
+/// `choose(n, portion, samples, seed, take)`.
 pub fn choose_per_source(
     sizes: &[usize],
     portion: f64,
     samples: Option<usize>,
     seed: u64,
+    take: Take,
 ) -> Result<Vec<Vec<usize>>> {
     let shares: Vec<Option<usize>> = match samples {
         None => vec![None; sizes.len()],
@@ -397,7 +432,7 @@ pub fn choose_per_source(
     sizes
         .iter()
         .zip(shares)
-        .map(|(&n, k)| choose(n, portion, k, seed))
+        .map(|(&n, k)| choose(n, portion, k, seed, take))
         .collect()
 }
 
@@ -427,8 +462,15 @@ pub fn split_samples(total: usize, sizes: &[usize]) -> Vec<usize> {
 }
 
 /// Chooses which samples to use: `samples` of them, or else `portion` of them (at least
-/// one), at random with `seed`, returned in file order.
-pub fn choose(n: usize, portion: f64, samples: Option<usize>, seed: u64) -> Result<Vec<usize>> {
+/// one; the count rounded down), at random with `seed` or the first ones (`take`),
+/// returned in file order.
+pub fn choose(
+    n: usize,
+    portion: f64,
+    samples: Option<usize>,
+    seed: u64,
+    take: Take,
+) -> Result<Vec<usize>> {
     if !(portion > 0.0 && portion <= 1.0) {
         bail!("--portion must be in (0, 1], got {portion}");
     }
@@ -436,6 +478,9 @@ pub fn choose(n: usize, portion: f64, samples: Option<usize>, seed: u64) -> Resu
         Some(k) => k.min(n),
         None => ((n as f64 * portion) as usize).max(1).min(n),
     };
+    if take == Take::First {
+        return Ok((0..want).collect());
+    }
     let mut idx: Vec<usize> = (0..n).collect();
     crate::prune::SplitMix64::new(seed).shuffle(&mut idx);
     let mut chosen = idx[..want].to_vec();

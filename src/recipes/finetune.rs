@@ -36,14 +36,19 @@ pub struct FinetuneArgs {
     /// Output directory: the fine-tuned checkpoint (must not exist yet).
     #[arg(long)]
     pub out: PathBuf,
-    /// Share of the samples of each source (file or subset) to train on, chosen at random
-    /// with --seed.
+    /// Share of the samples of each source (file or subset) to train on (which ones:
+    /// --take).
     #[arg(long, default_value_t = 0.01)]
     pub portion: f64,
     /// Train on this many samples in all instead of --portion, split over the sources in
     /// proportion to their sizes.
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
+    /// Which rows of each source: random (drawn with --seed, spread over the whole
+    /// source) or first (the first rows in file order, as the INTERLACE authors prepare
+    /// their 1 % of FineVision).
+    #[arg(long, value_enum, default_value = "random")]
+    pub take: crate::data::Take,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-5)]
     pub lr: f64,
@@ -86,6 +91,22 @@ pub struct FinetuneArgs {
     /// (much less memory, about a third more compute).
     #[arg(long)]
     pub grad_checkpoint: bool,
+    /// Heal by distillation from TEACHER, the dense model the input was pruned from: the
+    /// loss becomes (1 - W) x cross-entropy + W x T^2 x KL(teacher || student) of the
+    /// next-token distributions at the supervised positions (W: --distill-weight, T:
+    /// --distill-temperature). The teacher runs without gradients; the leading layers it
+    /// shares with the model (same weights, below the first trained layer) are computed
+    /// once for both. The logged loss is this mixed loss. Costs the teacher's memory and
+    /// its forward pass over the layers not shared.
+    #[arg(long, value_name = "TEACHER")]
+    pub distill: Option<PathBuf>,
+    /// Temperature T of the distributions compared by --distill.
+    #[arg(long, default_value_t = 1.0, requires = "distill")]
+    pub distill_temperature: f64,
+    /// Weight W of the distillation loss against cross-entropy (0: cross-entropy alone,
+    /// 1: distillation alone).
+    #[arg(long, default_value_t = 0.5, requires = "distill")]
+    pub distill_weight: f64,
     /// Data-parallel training threads: each takes a share of every micro-batch's
     /// conversations, with single-threaded tensor ops (default: one per core, at most the
     /// micro-batch size). 1: one thread whose tensor ops use every core. Results differ
@@ -187,6 +208,7 @@ fn fingerprint(
         "finetune": plan.finetune,
         "samples": n_samples,
         "portion": args.portion,
+        "take": args.take.name(),
         "lr": args.lr,
         "batch_size": args.batch_size,
         "grad_accum": args.grad_accum,
@@ -199,6 +221,14 @@ fn fingerprint(
         "max_length": args.max_length,
         "seed": args.seed,
     });
+    if let Some(teacher) = &args.distill {
+        // (Absent without --distill, so that earlier runs still resume.)
+        f["distill"] = json!({
+            "teacher": teacher.display().to_string(),
+            "temperature": args.distill_temperature,
+            "weight": args.distill_weight,
+        });
+    }
     if dtype != DType::F32 {
         // (Absent for f32, so that runs started before --dtype existed still resume.)
         f["dtype"] = json!(crate::model::device::dtype_name(dtype));
@@ -255,6 +285,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         args.portion,
         args.samples,
         args.seed,
+        args.take,
         &mut unreadable,
     )?;
     let per_step = args.batch_size * args.grad_accum;
@@ -276,12 +307,40 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         );
     }
     // The trained layers are read in f32: their master weights start exact.
-    let model = Qwen3VlModel::load_with_f32_layers(
+    let mut model = Qwen3VlModel::load_with_f32_layers(
         &args.model,
         placement.dtype,
         &placement.device,
         &positions,
     )?;
+    let distill = match &args.distill {
+        None => None,
+        Some(dir) => {
+            crate::model::check_model_dir(dir)?;
+            let teacher = Qwen3VlModel::load(dir, placement.dtype, &placement.device)?;
+            let first = positions.iter().copied().min().unwrap_or(0);
+            let d = crate::train::trainer::Distill::new(
+                &mut model,
+                teacher,
+                first,
+                args.distill_temperature,
+                args.distill_weight,
+            )?;
+            eprintln!(
+                "finetune: distilling from {} (T {}, weight {}); {}",
+                dir.display(),
+                d.temperature,
+                d.weight,
+                if d.own_embedding {
+                    "its embeddings differ from the model's: it embeds the inputs itself"
+                        .to_string()
+                } else {
+                    format!("the first {} layer(s) are shared", d.shared)
+                }
+            );
+            Some(d)
+        }
+    };
     let options = TrainOptions {
         grad_checkpoint: args.grad_checkpoint,
         micro_batch: args.batch_size,
@@ -294,6 +353,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         tensor_update: None,
     };
     let mut trainer = Trainer::new(model, &positions, options)?;
+    trainer.distill = distill;
     let session = Session {
         name: "finetune",
         state_dir: &state_dir,

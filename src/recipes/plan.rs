@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::data::load_portion;
+use crate::data::{load_portion, Take};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
 use crate::progress::Progress;
@@ -171,7 +171,7 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
         }
     }
     let n = drop_count_of_some(num_layers, args.ratio)?;
-    let rows = load_portion(data, 1.0, Some(args.samples), args.seed)?;
+    let rows = load_portion(data, 1.0, Some(args.samples), args.seed, Take::Random)?;
     let n_rows = rows.len();
     let mut examples = Vec::new();
     let mut skipped = Vec::new();

@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::data::{readable_portion, Sample};
+use crate::data::{readable_portion, Sample, Take};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
 use crate::prune::surgery::write_dir_atomic;
@@ -1013,10 +1013,18 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
             1.0,
             None,
             args.seed,
+            Take::Random,
             &mut unreadable,
         )?);
     }
-    let main = readable_portion(&args.data, 1.0, None, args.seed, &mut unreadable)?;
+    let main = readable_portion(
+        &args.data,
+        1.0,
+        None,
+        args.seed,
+        Take::Random,
+        &mut unreadable,
+    )?;
     let n_first = first.len();
     let samples: Vec<Sample> = first.into_iter().chain(main).collect();
     std::fs::create_dir_all(&state_dir)

@@ -62,16 +62,29 @@ pub struct RunArgs {
     /// Calibration conversations for the similarity analysis (and for SLEB).
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub calib_samples: usize,
-    /// Share of each data source to fine-tune on (the paper: 1 % of FineVision).
-    #[arg(long, default_value_t = 0.01)]
-    pub portion: f64,
-    /// Fine-tune on this many samples instead of --portion.
+    /// Fine-tuning budget in optimizer steps: STEPS x --batch-size x --grad-accum
+    /// conversations from the data, one epoch [default without --data: 150, chosen by the
+    /// sweep in demo/README.md; with --data: --portion 0.01 instead].
+    #[arg(long, value_name = "STEPS", conflicts_with_all = ["portion", "samples"])]
+    pub steps: Option<usize>,
+    /// Share of each data source to fine-tune on [default with --data: 0.01, the paper's
+    /// 1 % of FineVision]. What recovers is the number of optimizer steps, not the share:
+    /// the paper's 1 % is about 240 K conversations, thousands of steps; 1 % of the demo's
+    /// synthetic data is 10 steps, which recover nothing.
+    #[arg(long, conflicts_with = "samples")]
+    pub portion: Option<f64>,
+    /// Fine-tune on this many conversations in all instead of --portion or --steps.
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
-    /// Peak fine-tuning learning rate. The paper's 1e-5 is for an 8B model and 240 K
-    /// samples; the tiny demo model with a few hundred samples needs a larger step.
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
+    /// Which rows of each source fine-tuning and calibration use: random (drawn with
+    /// --seed) or first (in file order, as the INTERLACE authors prepare their data).
+    #[arg(long, value_enum, default_value = "random")]
+    pub take: crate::data::Take,
+    /// Peak fine-tuning learning rate [default without --data: 2e-4, chosen by the sweep
+    /// in demo/README.md for the 12 M-parameter demo model; with --data: 1e-5, the paper's,
+    /// for 2B-8B models].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Conversations per micro-batch.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -85,6 +98,17 @@ pub struct RunArgs {
     /// stage then refuses to run (nothing would change), and 0 is the way out.
     #[arg(long, default_value_t = 0.03)]
     pub warmup_ratio: f64,
+    /// Heal by distillation from the dense model (`finetune --distill`): every pruned
+    /// model's fine-tuning (not Dense-FT's) mixes cross-entropy with the KL divergence
+    /// from the dense model's next-token distributions.
+    #[arg(long)]
+    pub distill: bool,
+    /// Temperature of --distill.
+    #[arg(long, default_value_t = 1.0, requires = "distill")]
+    pub distill_temperature: f64,
+    /// Weight of the distillation loss against cross-entropy (--distill).
+    #[arg(long, default_value_t = 0.5, requires = "distill")]
+    pub distill_weight: f64,
     /// Seed of the synthetic data, the sample choices and the random strategy.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -121,6 +145,64 @@ pub fn default_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(DEMO_MODEL)
 }
 
+/// Fine-tuning budget of the demo (no --data): optimizer steps and peak learning rate,
+/// chosen by the sweep of demo/README.md (tools/demo_budget_sweep.sh).
+pub const DEMO_STEPS: usize = 150;
+pub const DEMO_LR: f64 = 2e-4;
+/// With --data: the paper's 1 % of every source and its learning rate.
+pub const PAPER_PORTION: f64 = 0.01;
+pub const PAPER_LR: f64 = 1e-5;
+
+/// What a run fine-tunes on and how hard, resolved from the flags and their defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Conversations in all (None: `portion` of every source).
+    pub samples: Option<usize>,
+    pub portion: f64,
+    pub lr: f64,
+    /// Where the budget comes from, for the report.
+    pub why: String,
+}
+
+impl Budget {
+    pub fn resolve(args: &RunArgs) -> Result<Self> {
+        let per_step = args.batch_size * args.grad_accum;
+        let demo = args.data.is_none();
+        let lr = args.lr.unwrap_or(if demo { DEMO_LR } else { PAPER_LR });
+        if !(lr > 0.0 && lr.is_finite()) {
+            bail!("--lr must be a positive number, got {lr}");
+        }
+        let portion = args.portion.unwrap_or(PAPER_PORTION);
+        let (samples, why) = match (args.samples, args.steps, args.portion) {
+            (Some(n), _, _) => (Some(n), format!("--samples {n}")),
+            (None, Some(steps), _) => (
+                Some(steps * per_step),
+                format!("--steps {steps} x {per_step} conversations per step"),
+            ),
+            (None, None, Some(p)) => (None, format!("--portion {p} of each source")),
+            (None, None, None) if demo => (
+                Some(DEMO_STEPS * per_step),
+                format!(
+                    "the demo's default budget: {DEMO_STEPS} steps x {per_step} conversations (demo/README.md's sweep)"
+                ),
+            ),
+            (None, None, None) => (
+                None,
+                format!("the paper's {} % of each source", PAPER_PORTION * 100.0),
+            ),
+        };
+        if samples == Some(0) {
+            bail!("the fine-tuning budget is 0 conversations ({why})");
+        }
+        Ok(Self {
+            samples,
+            portion,
+            lr,
+            why,
+        })
+    }
+}
+
 /// One benchmark's metadata for the report (from the synthetic manifest when there is one).
 #[derive(Debug, Clone, Default)]
 struct BenchInfo {
@@ -141,6 +223,8 @@ struct Run<'a> {
     workers: usize,
     /// Where the model runs outside fine-tuning (resolved `--device`, `--dtype`).
     placement: crate::model::device::Placement,
+    /// The fine-tuning budget (resolved `--steps`, `--portion`, `--samples`, `--lr`).
+    budget: Budget,
 }
 
 /// Runs `f` unless `done` exists already; logs and times it.
@@ -164,24 +248,42 @@ fn stage(
     Ok(())
 }
 
-fn settings(args: &RunArgs, model: &Path, data: &Path, specs: &[BenchSpec]) -> Value {
-    json!({
+fn settings(
+    args: &RunArgs,
+    budget: &Budget,
+    model: &Path,
+    data: &Path,
+    specs: &[BenchSpec],
+) -> Value {
+    let mut v = json!({
         "model": model.display().to_string(),
         "data": data.display().to_string(),
         "benches": specs.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
         "ratio": args.ratio,
         "strategy": args.strategy.name(),
         "calib_samples": args.calib_samples,
-        "portion": args.portion,
-        "samples": args.samples,
-        "lr": args.lr,
+        "portion": budget.portion,
+        "samples": budget.samples,
+        "lr": budget.lr,
         "batch_size": args.batch_size,
         "grad_accum": args.grad_accum,
         "epochs": args.epochs,
         "seed": args.seed,
         "limit": args.limit,
         "plain_answers": args.data.is_none() && args.plain_answers,
-    })
+    });
+    // Recorded only when not the default, so that runs made before these options existed
+    // still continue.
+    if args.take != crate::data::Take::Random {
+        v["take"] = json!(args.take.name());
+    }
+    if args.distill {
+        v["distill"] = json!({
+            "temperature": args.distill_temperature,
+            "weight": args.distill_weight,
+        });
+    }
+    v
 }
 
 /// Records the run's settings in OUT/run.json, or checks them against an earlier run's.
@@ -298,6 +400,7 @@ impl Run<'_> {
             portion: 1.0,
             samples: Some(self.args.calib_samples),
             seed: self.args.seed,
+            take: self.args.take,
             max_pack: 3,
             out: path.to_path_buf(),
             batch: None,
@@ -342,7 +445,8 @@ impl Run<'_> {
     }
 
     /// Fine-tunes `model` (its interlace_plan.json, or `plan`) into `out`; resumes a
-    /// fine-tuning that was stopped.
+    /// fine-tuning that was stopped. With --distill, a pruned model (no `plan` given) is
+    /// healed by distillation from the dense model.
     fn finetune(
         &mut self,
         label: &str,
@@ -356,9 +460,10 @@ impl Run<'_> {
             plan: plan.map(Path::to_path_buf),
             data: self.data.clone(),
             out: out.to_path_buf(),
-            portion: a.portion,
-            samples: a.samples,
-            lr: a.lr,
+            portion: self.budget.portion,
+            samples: self.budget.samples,
+            take: a.take,
+            lr: self.budget.lr,
             batch_size: a.batch_size,
             grad_accum: a.grad_accum,
             epochs: a.epochs,
@@ -372,6 +477,10 @@ impl Run<'_> {
             save_every: Some(20),
             resume: state_dir(out).exists(),
             grad_checkpoint: false,
+            // The teacher is the dense model, for the pruned models' fine-tuning.
+            distill: (a.distill && plan.is_none()).then(|| self.model.clone()),
+            distill_temperature: a.distill_temperature,
+            distill_weight: a.distill_weight,
             workers: Some(self.workers),
             placement: self.args.placement.clone(),
         };
@@ -464,7 +573,8 @@ pub fn run(args: &RunArgs) -> Result<String> {
             (train, specs, info)
         }
     };
-    let mut now = settings(args, &model, &data, &specs);
+    let budget = Budget::resolve(args)?;
+    let mut now = settings(args, &budget, &model, &data, &specs);
     if placement.dtype != candle_core::DType::F32 {
         // Scores computed in another precision must not be mixed into an earlier run's.
         now["dtype"] = json!(crate::model::device::dtype_name(placement.dtype));
@@ -480,6 +590,7 @@ pub fn run(args: &RunArgs) -> Result<String> {
         timings,
         workers,
         placement,
+        budget,
     };
     // Bad benchmark files fail here, before any long stage.
     r.benches()?;
@@ -580,12 +691,12 @@ fn write_report(
             (None, true) => " (synthetic, plain answers)",
         },
         r.args.calib_samples,
-        match r.args.samples {
-            Some(n) => format!("{n} samples"),
-            None => format!("{} % of each source", r.args.portion * 100.0),
+        match r.budget.samples {
+            Some(n) => format!("{n} conversations ({})", r.budget.why),
+            None => r.budget.why.clone(),
         },
         r.args.epochs,
-        r.args.lr,
+        r.budget.lr,
         r.args.batch_size,
         r.args.grad_accum,
         loss.map(|(s, l)| format!(" ({s} steps, last loss {l:.4})"))

@@ -21,8 +21,7 @@ pub struct SimilarityArgs {
     /// directory holding Parquet files, e.g. each FineVision subset, is sampled on its own).
     #[arg(long, value_name = "FILE|DIR")]
     pub data: PathBuf,
-    /// Share of the samples of each source (file or subset) to use, chosen at random with
-    /// --seed.
+    /// Share of the samples of each source (file or subset) to use (which ones: --take).
     #[arg(long, default_value_t = 0.1)]
     pub portion: f64,
     /// Use this many samples in all instead of --portion, split over the sources in
@@ -32,6 +31,9 @@ pub struct SimilarityArgs {
     /// Seed of the sample choice.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Which rows of each source: random (drawn with --seed) or first (in file order).
+    #[arg(long, value_enum, default_value = "random")]
+    pub take: crate::data::Take,
     /// Largest pack size to score.
     #[arg(long, default_value_t = 3)]
     pub max_pack: usize,
@@ -60,7 +62,7 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
         bail!("--batch must be at least 1");
     }
     // Opening the data reads only file headers: cheap, so bad data fails before the model loads.
-    let portion = choose_portion(&args.data, args.portion, args.samples, args.seed)?;
+    let portion = choose_portion(&args.data, args.portion, args.samples, args.seed, args.take)?;
     let processor = Processor::from_dir(&args.model)?;
     let placement = args.placement.resolve()?;
     let load_start = std::time::Instant::now();

@@ -26,6 +26,40 @@ pub fn cross_entropy_sum(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
     Ok(logits.contiguous()?.apply_op1(op)?.sum_all()?)
 }
 
+/// Row-wise log-softmax in f32 from differentiable ops (the row maximum is a constant
+/// shift and carries no gradient).
+fn log_softmax_rows(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(1)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+/// Knowledge distillation loss, summed over rows: T² · Σ_rows KL(p ‖ q) with
+/// p = softmax(teacher / T) and q = softmax(student / T), computed in f32 (as Hinton et
+/// al.; the T² keeps the gradient's size independent of T). Its gradient with respect to
+/// the student's logits is T · (q − p); the teacher gets none. Built from differentiable
+/// ops, so it runs wherever the logits are; it holds a few (rows, vocab) f32 tensors.
+pub fn kl_div_sum(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
+    if student.dims() != teacher.dims() {
+        anyhow::bail!(
+            "student logits {:?} and teacher logits {:?} differ in shape",
+            student.dims(),
+            teacher.dims()
+        );
+    }
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        anyhow::bail!("the distillation temperature must be positive, got {temperature}");
+    }
+    let inv_t = 1.0 / temperature;
+    let log_q = log_softmax_rows(&student.to_dtype(DType::F32)?.affine(inv_t, 0.0)?)?;
+    // p log p is computed from log p (finite), never log of an underflowed p.
+    let log_p = log_softmax_rows(&teacher.detach().to_dtype(DType::F32)?.affine(inv_t, 0.0)?)?;
+    let p = log_p.exp()?;
+    let kl = (p * (log_p - log_q)?)?.sum_all()?;
+    Ok(kl.affine(temperature * temperature, 0.0)?)
+}
+
 /// Summed loss of one conversation through the decoder `stack` (indices into the model's
 /// layers), with no gradients, and its number of supervised tokens.
 pub fn conversation_loss_sum(
@@ -292,6 +326,58 @@ mod tests {
                 .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
             assert!(worst < tol, "{dtype:?}: gradients differ by {worst}");
         }
+        Ok(())
+    }
+
+    /// KL loss and gradient against the definition computed directly in f64:
+    /// T² Σ p (ln p − ln q) and T (q − p), p and q softmaxes of the logits over T.
+    #[test]
+    fn distillation_loss_and_its_gradient_match_a_direct_computation() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let (rows, vocab) = (4, 50);
+        let s = Tensor::randn(0f32, 3.0, (rows, vocab), &dev)?;
+        // One teacher row with a huge gap: p underflows to 0 for most entries.
+        let mut t = Tensor::randn(0f32, 3.0, (rows, vocab), &dev)?.to_vec2::<f32>()?;
+        t[2][7] = 400.0;
+        let t = Tensor::new(t, &dev)?;
+        for temperature in [1.0, 2.0, 0.5] {
+            let x = Var::from_tensor(&s)?;
+            let loss = kl_div_sum(x.as_tensor(), &t, temperature)?;
+            let grad = loss.backward()?;
+            let grad = grad.get(x.as_tensor()).unwrap().to_vec2::<f32>()?;
+            let (sv, tv) = (s.to_vec2::<f32>()?, t.to_vec2::<f32>()?);
+            let softmax = |row: &[f32]| -> Vec<f64> {
+                let z: Vec<f64> = row.iter().map(|&v| v as f64 / temperature).collect();
+                let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = z.iter().map(|v| (v - m).exp()).sum();
+                z.iter().map(|v| (v - m).exp() / sum).collect()
+            };
+            let mut want = 0.0;
+            for r in 0..rows {
+                let (p, q) = (softmax(&tv[r]), softmax(&sv[r]));
+                for j in 0..vocab {
+                    if p[j] > 0.0 {
+                        want += p[j] * (p[j].ln() - q[j].ln());
+                    }
+                    let g = temperature * (q[j] - p[j]);
+                    assert!(
+                        (grad[r][j] as f64 - g).abs() < 1e-6 + 1e-5 * g.abs(),
+                        "T {temperature} [{r}][{j}]: {} vs {g}",
+                        grad[r][j]
+                    );
+                }
+            }
+            want *= temperature * temperature;
+            let got = loss.to_scalar::<f32>()? as f64;
+            assert!(
+                (got - want).abs() < 1e-5 * want.abs().max(1.0),
+                "T {temperature}: {got} vs {want}"
+            );
+        }
+        // Equal logits: no divergence, no gradient.
+        let x = Var::from_tensor(&s)?;
+        let loss = kl_div_sum(x.as_tensor(), &s, 1.5)?;
+        assert!(loss.to_scalar::<f32>()?.abs() < 1e-5);
         Ok(())
     }
 

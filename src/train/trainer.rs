@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use super::adamw::{update_moments, update_tensors, AdamW, AdamWConfig, Moments};
 use super::labels::Supervised;
-use super::loss::cross_entropy_sum;
+use super::loss::{cross_entropy_sum, kl_div_sum};
 use super::workers::{on_groups, on_threads};
 use crate::model::ops::Grad;
 use crate::model::{ModelInputs, Qwen3VlModel};
@@ -75,6 +75,132 @@ pub struct StepStats {
     pub input_tokens: usize,
 }
 
+/// Healing by distillation: a teacher (the dense model the student was pruned from) whose
+/// next-token distributions at the supervised positions the student learns to match, mixed
+/// with cross-entropy: loss = (1 − weight) · CE + weight · T² · KL(teacher ‖ student) at
+/// temperature T. The teacher runs without gradients.
+pub struct Distill {
+    pub teacher: Qwen3VlModel,
+    /// Leading decoder layers the student and the teacher share bit for bit, all below the
+    /// student's first trainable layer: the teacher starts from the student's hidden state
+    /// after them instead of computing them again.
+    pub shared: usize,
+    /// The teacher embeds the inputs itself (its token embeddings or vision tower differ
+    /// from the student's; then nothing is shared).
+    pub own_embedding: bool,
+    pub temperature: f64,
+    pub weight: f64,
+}
+
+/// Whether two tensors hold the same values (same shape and type, every element equal).
+fn same_values(a: &Tensor, b: &Tensor) -> Result<bool> {
+    if a.dims() != b.dims() || a.dtype() != b.dtype() {
+        return Ok(false);
+    }
+    Ok(a.eq(b)?.flatten_all()?.min(0)?.to_scalar::<u8>()? == 1)
+}
+
+impl Distill {
+    /// Prepares `teacher` for `student` (as loaded, before it becomes a [`Trainer`]),
+    /// whose first trainable layer is at position `first_trainable`: finds what they share
+    /// by comparing weights, and lays the teacher out for inference.
+    pub fn new(
+        student: &mut Qwen3VlModel,
+        mut teacher: Qwen3VlModel,
+        first_trainable: usize,
+        temperature: f64,
+        weight: f64,
+    ) -> Result<Self> {
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            bail!("--distill-temperature must be positive, got {temperature}");
+        }
+        if !(0.0..=1.0).contains(&weight) {
+            bail!("--distill-weight must be in [0, 1], got {weight}");
+        }
+        let (sv, tv) = (
+            student.config.text.vocab_size,
+            teacher.config.text.vocab_size,
+        );
+        if sv != tv {
+            bail!("the teacher's vocabulary has {tv} entries, the student's {sv}");
+        }
+        let embedding = |name: &str| {
+            name.starts_with("model.visual.") || name == "model.language_model.embed_tokens.weight"
+        };
+        let teacher_embedding: std::collections::HashMap<String, Tensor> = teacher
+            .params_mut()
+            .into_iter()
+            .filter(|(n, _)| embedding(n))
+            .map(|(n, t)| (n, t.clone()))
+            .collect();
+        let mut own_embedding = false;
+        for (name, t) in student.params_mut() {
+            if embedding(&name)
+                && !teacher_embedding
+                    .get(&name)
+                    .map(|u| same_values(t, u))
+                    .transpose()?
+                    .unwrap_or(false)
+            {
+                own_embedding = true;
+                break;
+            }
+        }
+        let mut shared = 0;
+        if !own_embedding {
+            let limit = first_trainable
+                .min(student.layers.len())
+                .min(teacher.layers.len());
+            'layers: for pos in 0..limit {
+                let (a, b) = (&mut student.layers[pos], &mut teacher.layers[pos]);
+                if a.original_index != pos || b.original_index != pos {
+                    break;
+                }
+                let theirs: Vec<Tensor> =
+                    b.params_mut().into_iter().map(|(_, t)| t.clone()).collect();
+                let ours = a.params_mut();
+                if ours.len() != theirs.len() {
+                    break;
+                }
+                for ((_, t), u) in ours.into_iter().zip(&theirs) {
+                    if !same_values(t, u)? {
+                        break 'layers;
+                    }
+                }
+                shared = pos + 1;
+            }
+        }
+        teacher.lay_out_for_forward(|_| true)?;
+        Ok(Self {
+            teacher,
+            shared,
+            own_embedding,
+            temperature,
+            weight,
+        })
+    }
+
+    /// The teacher's logits (f32) at `positions`, from hidden state `h` after its first
+    /// `start` layers (the student's after the shared ones; its own embedding and 0).
+    fn logits(
+        &self,
+        emb: &crate::model::Embedded,
+        h: Tensor,
+        start: usize,
+        positions: &[u32],
+    ) -> Result<Tensor> {
+        let n = self.teacher.layers.len();
+        let stack: Vec<usize> = (0..n).collect();
+        let h = self
+            .teacher
+            .run_stack(emb, &stack, h, start..n, Grad::None)?;
+        Ok(self
+            .teacher
+            .logits_at(&h, positions, Grad::None)?
+            .to_dtype(DType::F32)?)
+    }
+}
+
 pub struct Trainer {
     pub model: Qwen3VlModel,
     pub params: Vec<Param>,
@@ -92,6 +218,8 @@ pub struct Trainer {
     /// update, so an update smaller than bf16's resolution accumulates in the master
     /// instead of being rounded away, and the saved model is rounded once at the end.
     pub compute: DType,
+    /// Distillation from a teacher (`finetune --distill`); None: cross-entropy alone.
+    pub distill: Option<Distill>,
 }
 
 /// The tensor the model computes with for a master weight: the master itself in f32 (the
@@ -174,6 +302,7 @@ impl Trainer {
             whole,
             lr_scale,
             compute,
+            distill: None,
         }
     }
 
@@ -259,6 +388,8 @@ impl Trainer {
         let model = &self.model;
         let (mut positions, mut labels) = (Vec::new(), Vec::new());
         let mut parts = Vec::with_capacity(micro.len());
+        let own = self.distill.as_ref().filter(|d| d.own_embedding);
+        let mut teacher_parts = Vec::new();
         let mut offset = 0u32;
         for sup in micro {
             let (p, l) = sup.targets();
@@ -268,6 +399,9 @@ impl Trainer {
             let inputs = ModelInputs::from_encoded(&sup.enc, self.device())?;
             let grad = if self.whole { Grad::Track } else { Grad::None };
             parts.push(model.embed(&inputs, grad)?);
+            if let Some(d) = own {
+                teacher_parts.push(d.teacher.embed(&inputs, Grad::None)?);
+            }
         }
         if labels.is_empty() {
             bail!("no supervised tokens");
@@ -276,12 +410,36 @@ impl Trainer {
         let n = model.layers.len();
         let stack: Vec<usize> = (0..n).collect();
         let first = if self.whole { 0 } else { self.trainable[0] };
-        let h = model.run_stack(&emb, &stack, emb.embeds.clone(), 0..first, Grad::None)?;
+        // The teacher's logits, from the student's hidden state after the layers they
+        // share (or from its own embedding).
+        let (h, teacher) = match &self.distill {
+            None => (
+                model.run_stack(&emb, &stack, emb.embeds.clone(), 0..first, Grad::None)?,
+                None,
+            ),
+            Some(d) if d.own_embedding => {
+                let t_emb = crate::model::Embedded::pack(teacher_parts)?;
+                let t = d.logits(&t_emb, t_emb.embeds.clone(), 0, &positions)?;
+                (
+                    model.run_stack(&emb, &stack, emb.embeds.clone(), 0..first, Grad::None)?,
+                    Some(t),
+                )
+            }
+            Some(d) => {
+                let s = d.shared.min(first);
+                let hs = model.run_stack(&emb, &stack, emb.embeds.clone(), 0..s, Grad::None)?;
+                let t = d.logits(&emb, hs.clone(), s, &positions)?;
+                (
+                    model.run_stack(&emb, &stack, hs, s..first, Grad::None)?,
+                    Some(t),
+                )
+            }
+        };
 
         if !self.options.grad_checkpoint || self.whole {
             let h = model.run_stack(&emb, &stack, h, first..n, Grad::Track)?;
             let logits = model.logits_at(&h, &positions, Grad::Track)?;
-            let loss = cross_entropy_sum(&logits, &labels)?;
+            let loss = self.objective(&logits, &labels, teacher.as_ref())?;
             let grads = (&loss * scale)?.backward()?;
             for (p, a) in self.params.iter().zip(acc.iter_mut()) {
                 if let Some(g) = grads.get(p.var.as_tensor()) {
@@ -300,7 +458,7 @@ impl Trainer {
         }
         let top = Var::from_tensor(&h)?;
         let logits = model.logits_at(top.as_tensor(), &positions, Grad::Track)?;
-        let loss = cross_entropy_sum(&logits, &labels)?;
+        let loss = self.objective(&logits, &labels, teacher.as_ref())?;
         let grads = (&loss * scale)?.backward()?;
         let mut g = grads
             .get(top.as_tensor())
@@ -341,6 +499,24 @@ impl Trainer {
             }
         }
         Ok(loss.to_scalar::<f32>()? as f64)
+    }
+
+    /// The summed loss of a micro-batch's supervised tokens: cross-entropy, mixed with the
+    /// distillation loss when there is a teacher ([`Distill`]).
+    fn objective(
+        &self,
+        logits: &Tensor,
+        labels: &[u32],
+        teacher: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let ce = cross_entropy_sum(logits, labels)?;
+        match (&self.distill, teacher) {
+            (Some(d), Some(t)) => {
+                let kl = kl_div_sum(logits, t, d.temperature)?;
+                Ok((ce.affine(1.0 - d.weight, 0.0)? + kl.affine(d.weight, 0.0)?)?)
+            }
+            _ => Ok(ce),
+        }
     }
 
     /// Gradients (one tensor per parameter) of the mean supervised-token loss of
