@@ -385,3 +385,100 @@ fn run_budget_defaults_follow_the_data() {
         "{help}"
     );
 }
+
+/// `run --sweep`: each ratio pruned and healed with the run's budget (the run's own ratio
+/// reused), every model timed on one image of the data, sweep.md/.json/.svg written; and
+/// `--distill` is recorded in run.json.
+#[test]
+fn sweep_writes_quality_against_time_to_first_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = run_args(&out);
+    args.extend(["--sweep".into(), "0.25,0.2".into(), "--distill".into()]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "sweep.md",
+        "sweep.json",
+        "sweep.svg",
+        "sweep/ttft-image.png",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    let sweep = read_json(&out.join("sweep.json"));
+    let points = sweep["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    let report = read_json(&out.join("report.json"));
+    // tiny-b has 6 decoder layers: 0.2 drops 1, 0.25 drops 2 (the run's own plan); the
+    // points come in ratio order.
+    assert_eq!(points[0]["ratio"], 0.2);
+    assert_eq!(points[0]["dropped"].as_array().unwrap().len(), 1);
+    assert!(out.join("sweep/ratio-0.2/eval-ft.json").exists());
+    assert_eq!(points[1]["ratio"], 0.25);
+    assert_eq!(points[1]["dropped"], report["plan"]["drop"]);
+    assert_eq!(
+        points[1]["relative_to_dense"]["finetuned"],
+        report["relative_to_dense"]["finetuned"]
+    );
+    for p in points {
+        assert!(p["ttft_ms"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert!(sweep["dense"]["ttft_ms"].as_f64().unwrap() > 0.0);
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("pruned + fine-tuned"));
+    let settings = read_json(&out.join("run.json"));
+    assert_eq!(settings["distill"]["weight"], 0.5);
+}
+
+/// `run --rounds 2`: two rounds of analysis, pruning and fine-tuning, one layer each, the
+/// budget split between them; the run's pruned and fine-tuned models are the last round's.
+#[test]
+fn rounds_prune_and_heal_step_by_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = run_args(&out);
+    args.extend(
+        ["--ratio", "0.34", "--rounds", "2", "--warmup-ratio", "0"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "rounds/round-1/plan.json",
+        "rounds/round-1/finetuned/config.json",
+        "rounds/round-2/sim.json",
+        "rounds/round-2/finetuned/config.json",
+        "eval/finetuned.json",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    let layers = |dir: &str| {
+        read_json(&out.join(dir).join("config.json"))["text_config"]["num_hidden_layers"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(layers("rounds/round-1/pruned"), 5);
+    assert_eq!(layers("rounds/round-2/pruned"), 4);
+    // Each round trained on half of the 8 samples: one step of 2 x 2.
+    for round in ["round-1", "round-2"] {
+        let log = std::fs::read_to_string(
+            out.join("rounds")
+                .join(round)
+                .join("finetuned/training_log.jsonl"),
+        )
+        .unwrap();
+        assert_eq!(log.lines().count(), 1, "{round}");
+    }
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["plan"]["drop"].as_array().unwrap().len(), 2);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("in 2 rounds"), "{md}");
+    assert_eq!(read_json(&out.join("run.json"))["rounds"], 2);
+    // More rounds than layers to drop is refused.
+    let mut args = run_args(&tmp.path().join("other"));
+    args.extend(["--rounds".to_string(), "3".to_string()]);
+    let o = run(&args);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fewer than one per round"));
+}

@@ -132,6 +132,124 @@ pub fn grouped_bars_svg(
     s
 }
 
+/// One named line of points `(x, y, label)` for [`xy_chart_svg`].
+pub struct Line {
+    pub name: String,
+    pub points: Vec<(f64, f64, String)>,
+}
+
+/// Lines of labelled points on linear axes (plain SVG): e.g. quality against time to first
+/// token, one point per pruning ratio.
+pub fn xy_chart_svg(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 420.0, 64.0, 200.0, 44.0, 52.0);
+    let all: Vec<(f64, f64)> = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| (p.0, p.1)))
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    let span = |v: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
+            (l.min(x), h.max(x))
+        });
+        if !lo.is_finite() {
+            (0.0, 1.0)
+        } else {
+            let pad = ((hi - lo) * 0.08).max(1e-9);
+            (lo - pad, hi + pad)
+        }
+    };
+    let (x0, x1) = span(&mut all.iter().map(|p| p.0));
+    let (y0, y1) = span(&mut all.iter().map(|p| p.1));
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let x = |v: f64| left + (v - x0) / (x1 - x0) * pw;
+    let y = |v: f64| top + (1.0 - (v - y0) / (y1 - y0)) * ph;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="24" text-anchor="middle" font-size="14">{}</text>
+<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>
+"##,
+        left + pw / 2.0,
+        esc(title)
+    );
+    for k in 0..=4 {
+        let f = k as f64 / 4.0;
+        let (xv, yv) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{yv:.1}</text><text x="{:.1}" y="{:.1}" text-anchor="middle">{xv:.1}</text><line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            left - 6.0,
+            y(yv) + 4.0,
+            x(xv),
+            top + ph + 16.0,
+            left + pw,
+            y(yv),
+            y(yv)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">{}</text>"##,
+        left + pw / 2.0,
+        h - 12.0,
+        esc(x_label),
+        top + ph / 2.0,
+        top + ph / 2.0,
+        esc(y_label)
+    );
+    for (i, line) in lines.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let pts: Vec<&(f64, f64, String)> = line
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect();
+        let d: String = pts
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                format!(
+                    "{}{:.1},{:.1}",
+                    if k == 0 { "M" } else { " L" },
+                    x(p.0),
+                    y(p.1)
+                )
+            })
+            .collect();
+        if pts.len() > 1 {
+            let _ = writeln!(
+                s,
+                r##"<path d="{d}" fill="none" stroke="{color}" stroke-width="2"/>"##
+            );
+        }
+        for p in &pts {
+            let _ = writeln!(
+                s,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{color}"/><text x="{:.1}" y="{:.1}" font-size="10">{}</text>"##,
+                x(p.0),
+                y(p.1),
+                x(p.0) + 6.0,
+                y(p.1) - 6.0,
+                esc(&p.2)
+            );
+        }
+        let ly = top + 16.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="12" height="12" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"##,
+            w - right + 16.0,
+            ly - 10.0,
+            w - right + 34.0,
+            ly,
+            esc(&line.name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,13 @@ pub struct RunArgs {
     /// Weight of the distillation loss against cross-entropy (--distill).
     #[arg(long, default_value_t = 0.5, requires = "distill")]
     pub distill_weight: f64,
+    /// Prune and heal in K rounds to the same ratio (the iterative schedule of
+    /// Minitron-style pipelines): each round analyses the current model, drops its share of
+    /// the layers and fine-tunes on its share of the budget (the same total as one round).
+    /// Rounds live in OUT/rounds/round-I/; the last one is the run's pruned and fine-tuned
+    /// model.
+    #[arg(long, value_name = "K", default_value_t = 1, conflicts_with_all = ["compare", "sweep"])]
+    pub rounds: usize,
     /// Seed of the synthetic data, the sample choices and the random strategy.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -123,6 +130,13 @@ pub struct RunArgs {
     /// Pruning ratios of --compare.
     #[arg(long, value_delimiter = ',', default_value = "0.25,0.1")]
     pub compare_ratios: Vec<f64>,
+    /// Also prune and heal (--strategy, the same fine-tuning budget) at each of these
+    /// ratios and measure quality against time to first token: writes sweep.md, sweep.json
+    /// and sweep.svg (relative performance of the pruned and the fine-tuned model against
+    /// TTFT, the dense model at ratio 0). TTFT is the median of 5 runs on one image of the
+    /// data with the prompt "Describe this image in detail.", on this run's device.
+    #[arg(long, value_delimiter = ',', value_name = "RATIOS")]
+    pub sweep: Vec<f64>,
     /// Fine-tuning and evaluation threads (`finetune --workers`, `eval --workers`;
     /// default: one per core, at most --batch-size). With more than one, every tensor op of the run is single-threaded,
     /// evaluation included: faster on a model as small as the demo's, slower on large
@@ -225,6 +239,8 @@ struct Run<'a> {
     placement: crate::model::device::Placement,
     /// The fine-tuning budget (resolved `--steps`, `--portion`, `--samples`, `--lr`).
     budget: Budget,
+    /// `--rounds`: what each round dropped and trained on, for the report.
+    rounds_note: Option<String>,
 }
 
 /// Runs `f` unless `done` exists already; logs and times it.
@@ -276,6 +292,9 @@ fn settings(
     // still continue.
     if args.take != crate::data::Take::Random {
         v["take"] = json!(args.take.name());
+    }
+    if args.rounds > 1 {
+        v["rounds"] = json!(args.rounds);
     }
     if args.distill {
         v["distill"] = json!({
@@ -393,9 +412,10 @@ impl Run<'_> {
         EvalReport::read(out)
     }
 
-    fn similarity(&mut self, path: &Path) -> Result<()> {
+    /// The similarity analysis of `model` (the dense model, or a round's model).
+    fn similarity(&mut self, model: &Path, path: &Path) -> Result<()> {
         let args = SimilarityArgs {
-            model: self.model.clone(),
+            model: model.to_path_buf(),
             data: self.data.clone(),
             portion: 1.0,
             samples: Some(self.args.calib_samples),
@@ -412,7 +432,15 @@ impl Run<'_> {
         })
     }
 
-    fn plan(&mut self, sim: &Path, strategy: Strategy, ratio: f64, out: &Path) -> Result<()> {
+    /// The plan for `model` (whose similarity scores are `sim`; SLEB runs `model` itself).
+    fn plan(
+        &mut self,
+        model: &Path,
+        sim: &Path,
+        strategy: Strategy,
+        ratio: f64,
+        out: &Path,
+    ) -> Result<()> {
         let sleb = strategy == Strategy::Sleb;
         let args = PlanArgs {
             similarity: Some(sim.to_path_buf()),
@@ -424,7 +452,7 @@ impl Run<'_> {
             finetune_policy: FinetunePolicy::Paired,
             seed: self.args.seed,
             out: out.to_path_buf(),
-            model: sleb.then(|| self.model.clone()),
+            model: sleb.then(|| model.to_path_buf()),
             data: sleb.then(|| self.data.clone()),
             samples: self.args.calib_samples,
             max_length: 8192,
@@ -437,8 +465,8 @@ impl Run<'_> {
         })
     }
 
-    fn prune(&mut self, plan: &Path, out: &Path) -> Result<()> {
-        let model = self.model.clone();
+    fn prune(&mut self, model: &Path, plan: &Path, out: &Path) -> Result<()> {
+        let model = model.to_path_buf();
         stage(&mut self.timings, "prune", out, || {
             crate::recipes::prune::run(&model, plan, out)
         })
@@ -487,6 +515,48 @@ impl Run<'_> {
         stage(&mut self.timings, label, out, || {
             crate::recipes::finetune::run(&args)
         })
+    }
+
+    /// plan → prune → evaluate → fine-tune → evaluate one strategy at one ratio, in `dir`
+    /// (plan.json, pruned/, eval-pruned.json, ft/, eval-ft.json). Returns the plan and the
+    /// reports of the pruned and the fine-tuned model. A plan that leaves nothing to tune
+    /// (consecutive, when the dropped block ends the stack) counts the pruned model as its
+    /// fine-tuned one.
+    fn prune_and_heal(
+        &mut self,
+        sim: &Path,
+        strategy: Strategy,
+        ratio: f64,
+        dir: &Path,
+    ) -> Result<(Plan, EvalReport, EvalReport)> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let plan_path = dir.join("plan.json");
+        let model = self.model.clone();
+        self.plan(&model, sim, strategy, ratio, &plan_path)?;
+        let plan = Plan::read(&plan_path)?;
+        self.prune(&model, &plan_path, &dir.join("pruned"))?;
+        let label = format!("{strategy} {ratio}");
+        let before = self.eval(&label, &dir.join("pruned"), &dir.join("eval-pruned.json"))?;
+        let after = if plan.finetune.is_empty() {
+            eprintln!(
+                "run: {label}: the plan fine-tunes no layer; its -FT row is the pruned model"
+            );
+            before.clone()
+        } else {
+            self.finetune(
+                &format!("fine-tune {label}"),
+                &dir.join("pruned"),
+                None,
+                &dir.join("ft"),
+            )?;
+            self.eval(
+                &format!("{label} + FT"),
+                &dir.join("ft"),
+                &dir.join("eval-ft.json"),
+            )?
+        };
+        Ok((plan, before, after))
     }
 
     fn info(&self, name: &str) -> BenchInfo {
@@ -551,7 +621,14 @@ pub fn run(args: &RunArgs) -> Result<String> {
     let num_layers = crate::model::Qwen3VlConfig::from_dir(&model)?
         .text
         .num_hidden_layers;
-    crate::recipes::plan::drop_count_of_some(num_layers, args.ratio)?;
+    let drops = crate::recipes::plan::drop_count_of_some(num_layers, args.ratio)?;
+    if args.rounds == 0 || args.rounds > drops {
+        bail!(
+            "--rounds {}: ratio {} drops {drops} of {num_layers} layers; rounds must be between 1 and {drops} (fewer than one per round otherwise)",
+            args.rounds,
+            args.ratio
+        );
+    }
     let out = args.out.clone();
     // One pipeline per --out at a time (its stages lock their own outputs too).
     let _lock = crate::outlock::OutputLock::acquire(&out)?;
@@ -591,6 +668,7 @@ pub fn run(args: &RunArgs) -> Result<String> {
         workers,
         placement,
         budget,
+        rounds_note: None,
     };
     // Bad benchmark files fail here, before any long stage.
     r.benches()?;
@@ -599,11 +677,16 @@ pub fn run(args: &RunArgs) -> Result<String> {
     let plan_path = out.join("plan.json");
     let pruned = out.join("pruned");
     let tuned = out.join("finetuned");
-    r.similarity(&sim)?;
-    r.plan(&sim, args.strategy, args.ratio, &plan_path)?;
-    r.prune(&plan_path, &pruned)?;
-    r.finetune("fine-tune", &pruned, None, &tuned)?;
     let model_dir = r.model.clone();
+    r.similarity(&model_dir, &sim)?;
+    let (plan_path, pruned, tuned) = if args.rounds > 1 {
+        rounds(&mut r, &sim, num_layers)?
+    } else {
+        r.plan(&model_dir, &sim, args.strategy, args.ratio, &plan_path)?;
+        r.prune(&model_dir, &plan_path, &pruned)?;
+        r.finetune("fine-tune", &pruned, None, &tuned)?;
+        (plan_path, pruned, tuned)
+    };
     let dense = r.eval("dense", &model_dir, &out.join("eval/dense.json"))?;
     let before = r.eval("pruned", &pruned, &out.join("eval/pruned.json"))?;
     let after = r.eval(
@@ -616,6 +699,16 @@ pub fn run(args: &RunArgs) -> Result<String> {
     let mut text = write_report(&r, &plan, [&dense, &before, &after], &pruned, &tuned)?;
     if args.compare {
         text.push_str(&compare(&mut r, &sim, &dense)?);
+    }
+    if !args.sweep.is_empty() {
+        let main = SweepPoint {
+            ratio: args.ratio,
+            dir: out.clone(),
+            plan,
+            pruned: before,
+            tuned: after,
+        };
+        text.push_str(&sweep(&mut r, &sim, &dense, main)?);
     }
     Ok(text)
 }
@@ -702,6 +795,9 @@ fn write_report(
         loss.map(|(s, l)| format!(" ({s} steps, last loss {l:.4})"))
             .unwrap_or_default()
     ));
+    if let Some(note) = &r.rounds_note {
+        md.push_str(note);
+    }
     md.push_str("| benchmark | category | task | chance | dense | pruned | pruned + fine-tuned |\n|---|---|---|---|---|---|---|\n");
     for b in &dense.benchmarks {
         let i = r.info(&b.name);
@@ -763,6 +859,281 @@ fn write_report(
         rel_pct(rel_before),
         rel_pct(rel_after),
         out.join("report.md").display()
+    ))
+}
+
+/// `run --rounds K`: K rounds of similarity → plan → prune → fine-tune, each dropping its
+/// share of the layers the ratio drops (as evenly as possible, earlier rounds first) from
+/// the model the previous round healed, and fine-tuning on its share of the budget. The
+/// first round uses the dense model's similarity scores `sim`. Returns the composed plan
+/// (original layer indices), the last round's pruned and fine-tuned models.
+fn rounds(r: &mut Run, sim: &Path, num_layers: usize) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    use crate::prune::surgery::PLAN_FILE;
+    let k = r.args.rounds;
+    let total = crate::prune::drop_count(num_layers, r.args.ratio)?;
+    if k > total {
+        bail!(
+            "--rounds {k}: ratio {} drops {total} of {num_layers} layers, fewer than one per round",
+            r.args.ratio
+        );
+    }
+    let budget = r.budget.clone();
+    let base = r.args.out.join("rounds");
+    let mut model = r.model.clone();
+    let mut n = num_layers;
+    let mut dropped_before: Vec<usize> = Vec::new();
+    let mut lines = Vec::new();
+    let mut last = None;
+    for i in 0..k {
+        let d = total * (i + 1) / k - total * i / k;
+        let dir = base.join(format!("round-{}", i + 1));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let round_sim = if i == 0 {
+            sim.to_path_buf()
+        } else {
+            let p = dir.join("sim.json");
+            r.similarity(&model, &p)?;
+            p
+        };
+        // A ratio whose drop count (rounded down) is exactly this round's share.
+        let ratio = (d as f64 + 0.5) / n as f64;
+        let plan_path = dir.join("plan.json");
+        r.plan(&model, &round_sim, r.args.strategy, ratio, &plan_path)?;
+        let pruned = dir.join("pruned");
+        r.prune(&model, &plan_path, &pruned)?;
+        r.budget.samples = budget.samples.map(|s| s * (i + 1) / k - s * i / k);
+        r.budget.portion = budget.portion / k as f64;
+        let tuned = dir.join("finetuned");
+        let label = format!("fine-tune (round {} of {k})", i + 1);
+        let healed = r.finetune(&label, &pruned, None, &tuned);
+        r.budget = budget.clone();
+        healed?;
+        let composed = Plan::read(pruned.join(PLAN_FILE))?;
+        let new: Vec<usize> = composed
+            .drop
+            .iter()
+            .copied()
+            .filter(|l| !dropped_before.contains(l))
+            .collect();
+        lines.push(format!(
+            "round {}: dropped original layers {new:?} ({n} → {} layers), fine-tuned {} on {}",
+            i + 1,
+            n - d,
+            composed
+                .finetune
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            match budget.samples {
+                Some(s) => format!("{} conversations", s * (i + 1) / k - s * i / k),
+                None => format!("{} % of each source", budget.portion / k as f64 * 100.0),
+            }
+        ));
+        dropped_before = composed.drop.clone();
+        model = tuned.clone();
+        n -= d;
+        last = Some((pruned, tuned));
+    }
+    r.rounds_note = Some(format!(
+        "Pruned and healed in {k} rounds (`--rounds {k}`, the budget split between them; the \
+         pruned column below is the last round's model before its fine-tuning):\n\n{}\n\n",
+        lines
+            .iter()
+            .map(|l| format!("- {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ));
+    let (pruned, tuned) = last.context("no round ran")?;
+    Ok((pruned.join(PLAN_FILE), pruned, tuned))
+}
+
+/// One ratio of `run --sweep`: its plan, where its models are, and their reports.
+struct SweepPoint {
+    ratio: f64,
+    /// The directory holding `pruned/` and the fine-tuned model.
+    dir: PathBuf,
+    plan: Plan,
+    pruned: EvalReport,
+    tuned: EvalReport,
+}
+
+/// An image of the data (the first sample that has one), saved as PNG for the latency
+/// measurements of `run --sweep`.
+fn latency_image(data: &Path, seed: u64, out: &Path) -> Result<PathBuf> {
+    let portion = crate::data::choose_portion(data, 1.0, Some(64), seed, crate::data::Take::First)?;
+    for sample in portion.iter() {
+        let Ok(Ok(sample)) = sample else { continue };
+        if let Some(src) = sample.images.first() {
+            let img = src.load()?;
+            let path = out.join("ttft-image.png");
+            let tmp = out.join(".ttft-image.png.tmp");
+            img.save_with_format(&tmp, image::ImageFormat::Png)
+                .with_context(|| format!("{}: cannot write", tmp.display()))?;
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("{}: cannot write", path.display()))?;
+            return Ok(path);
+        }
+    }
+    bail!(
+        "{}: none of the first samples has an image to measure time to first token with",
+        data.display()
+    )
+}
+
+/// `run --sweep`: quality against time to first token over pruning ratios.
+fn sweep(r: &mut Run, sim: &Path, dense: &EvalReport, main: SweepPoint) -> Result<String> {
+    let out = r.args.out.join("sweep");
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let num_layers = crate::model::config::Qwen3VlConfig::from_dir(&r.model)?
+        .text
+        .num_hidden_layers;
+    let mut points = Vec::new();
+    for &ratio in &r.args.sweep.clone() {
+        if (ratio - main.ratio).abs() < 1e-12 {
+            continue;
+        }
+        if !(0.0..1.0).contains(&ratio) {
+            bail!("--sweep: ratio {ratio} is not in [0, 1)");
+        }
+        if crate::prune::drop_count(num_layers, ratio)? == 0 {
+            eprintln!("run: sweep: ratio {ratio} of {num_layers} layers drops no layer; skipped");
+            continue;
+        }
+        let dir = out.join(format!("ratio-{ratio}"));
+        let (plan, pruned, tuned) = r.prune_and_heal(sim, r.args.strategy, ratio, &dir)?;
+        points.push(SweepPoint {
+            ratio,
+            dir,
+            plan,
+            pruned,
+            tuned,
+        });
+    }
+    if r.args.sweep.iter().any(|&x| (x - main.ratio).abs() < 1e-12) {
+        points.push(main);
+    }
+    points.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+
+    // Time to first token of every model on one image of the data.
+    let image = latency_image(&r.data, r.args.seed, &out)?;
+    let latency = crate::recipes::latency::LatencyArgs {
+        model: r.model.clone(),
+        compare: None,
+        image: vec![image.clone()],
+        prompt: "Describe this image in detail.".into(),
+        runs: 5,
+        warmup: 1,
+        new_tokens: 2,
+        max_length: crate::model::config::DEFAULT_MAX_LENGTH,
+        json: None,
+        placement: r.args.placement.clone(),
+    };
+    let timed = |dir: &Path| -> Result<f64> {
+        let t = crate::recipes::latency::time_model(dir, &latency, &r.placement)?;
+        Ok(t.ttft.as_secs_f64() * 1e3)
+    };
+    eprintln!(
+        "run: sweep: timing the first token of {} models ...",
+        points.len() + 1
+    );
+    let dense_ttft = timed(&r.model)?;
+    let mut rows = Vec::new();
+    for p in &points {
+        // The fine-tuned model has the pruned one's shape; time the one that exists.
+        let model_dir = if p.dir == r.args.out {
+            p.dir.join("finetuned")
+        } else if p.plan.finetune.is_empty() {
+            p.dir.join("pruned")
+        } else {
+            p.dir.join("ft")
+        };
+        let ttft = timed(&model_dir)?;
+        rows.push((
+            p,
+            ttft,
+            relative(&p.pruned, dense),
+            relative(&p.tuned, dense),
+        ));
+    }
+
+    let pct1 = |x: Option<f64>| x.map(|v| v * 100.0);
+    let mut md = format!(
+        "# Quality against time to first token ({} at each ratio)
+
+         Time to first token: median of 5 runs (after 1 warm-up) on `{}` with the prompt          \"Describe this image in detail.\", on {}. Relative = mean over benchmarks of          score ÷ the dense model's score. Every fine-tuning used the same budget: {}.
+
+         | ratio | decoder layers | dropped | TTFT (ms) | speed-up | pruned | pruned + fine-tuned |\n|---|---|---|---|---|---|---|\n         | 0 (dense) | {num_layers} | – | {dense_ttft:.1} | 1.00× | 100.0 % | – |\n",
+        r.args.strategy,
+        image.display(),
+        r.placement.describe(),
+        r.budget.why
+    );
+    let mut json_points = Vec::new();
+    for (p, ttft, before, after) in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {:?} | {ttft:.1} | {:.2}× | {} | {} |\n",
+            p.ratio,
+            p.plan.kept.len(),
+            p.plan.drop,
+            dense_ttft / ttft,
+            rel_pct(*before),
+            rel_pct(*after)
+        ));
+        json_points.push(json!({
+            "ratio": p.ratio,
+            "decoder_layers": p.plan.kept.len(),
+            "dropped": p.plan.drop,
+            "fine_tuned": p.plan.finetune,
+            "ttft_ms": ttft,
+            "speedup": dense_ttft / ttft,
+            "relative_to_dense": {"pruned": before, "finetuned": after},
+        }));
+    }
+    let json = json!({
+        "strategy": r.args.strategy.name(),
+        "image": image.display().to_string(),
+        "device": r.placement.describe(),
+        "budget": r.budget.why,
+        "dense": {"decoder_layers": num_layers, "ttft_ms": dense_ttft},
+        "points": json_points,
+    });
+    // One line per model kind: the dense point, then each ratio's (tuned: fine-tuned).
+    let line = |name: &str, tuned: bool| {
+        let mut pts = vec![(dense_ttft, 100.0, "dense".to_string())];
+        pts.extend(rows.iter().filter_map(|(p, ttft, before, after)| {
+            let rel = if tuned { after } else { before };
+            Some((*ttft, pct1(*rel)?, format!("{}", p.ratio)))
+        }));
+        crate::eval::bars::Line {
+            name: name.to_string(),
+            points: pts,
+        }
+    };
+    let svg = crate::eval::bars::xy_chart_svg(
+        &format!(
+            "{} on {}: quality against time to first token",
+            r.args.strategy,
+            r.model.display()
+        ),
+        "time to first token (ms)",
+        "relative to dense (%)",
+        &[line("pruned", false), line("pruned + fine-tuned", true)],
+    );
+    crate::prune::write_atomic(&r.args.out.join("sweep.md"), md.as_bytes())?;
+    crate::prune::write_atomic(
+        &r.args.out.join("sweep.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    crate::prune::write_atomic(&r.args.out.join("sweep.svg"), svg.as_bytes())?;
+    Ok(format!(
+        "{}sweep: {} (and sweep.json, sweep.svg)\n",
+        md.lines()
+            .skip(5)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+        r.args.out.join("sweep.md").display()
     ))
 }
 
@@ -828,33 +1199,7 @@ fn compare(r: &mut Run, sim: &Path, dense: &EvalReport) -> Result<String> {
         }
         for strategy in COMPARED {
             let dir = out.join(format!("ratio-{ratio}")).join(strategy.name());
-            std::fs::create_dir_all(&dir)?;
-            let plan_path = dir.join("plan.json");
-            r.plan(sim, strategy, ratio, &plan_path)?;
-            let plan = Plan::read(&plan_path)?;
-            r.prune(&plan_path, &dir.join("pruned"))?;
-            let label = format!("{strategy} {ratio}");
-            let before = r.eval(&label, &dir.join("pruned"), &dir.join("eval-pruned.json"))?;
-            // A plan can leave nothing to tune (consecutive, when the dropped block ends
-            // the stack): its -FT row is then the pruned model itself.
-            let after = if plan.finetune.is_empty() {
-                eprintln!(
-                    "run: {label}: the plan fine-tunes no layer; its -FT row is the pruned model"
-                );
-                before.clone()
-            } else {
-                r.finetune(
-                    &format!("fine-tune {label}"),
-                    &dir.join("pruned"),
-                    None,
-                    &dir.join("ft"),
-                )?;
-                r.eval(
-                    &format!("{label} + FT"),
-                    &dir.join("ft"),
-                    &dir.join("eval-ft.json"),
-                )?
-            };
+            let (plan, before, after) = r.prune_and_heal(sim, strategy, ratio, &dir)?;
             let name = match strategy {
                 Strategy::Sleb => "SLEB".to_string(),
                 Strategy::ShortGpt => "ShortGPT".to_string(),
