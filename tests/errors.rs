@@ -723,6 +723,38 @@ const CORPUS: &[Case] = &[
         needles: &["config.json", "not valid JSON"],
     },
     Case {
+        what: "a --distill teacher that is a file",
+        setup: |d| {
+            std::fs::write(d.join("teacher.txt"), b"not a model").unwrap();
+            std::fs::write(
+                d.join("plan.json"),
+                br#"{"strategy": "manual", "ratio": 0.0, "num_layers": 4, "drop": [],
+                    "finetune": [1], "freeze": [0, 2, 3], "anchors": [], "kept": [0, 1, 2, 3]}"#,
+            )
+            .unwrap();
+        },
+        args: &[
+            "finetune",
+            "--model",
+            "{model}",
+            "--plan",
+            "{dir}/plan.json",
+            "--data",
+            "{dir}/nothing.json",
+            "--out",
+            "{dir}/out",
+            "--distill",
+            "{dir}/teacher.txt",
+        ],
+        needles: &["teacher.txt", "not a directory"],
+    },
+    Case {
+        what: "a --sweep ratio of 1.5",
+        setup: |_| {},
+        args: &["run", "--sweep", "0.2,1.5", "--out", "{dir}/out"],
+        needles: &["--sweep", "1.5"],
+    },
+    Case {
         what: "a predictions .xlsx that is not a spreadsheet",
         setup: |d| {
             std::fs::write(d.join("m_AI2D_TEST.xlsx"), b"index\tprediction\n1\tA\n").unwrap()

@@ -12,7 +12,7 @@ OUT=${1:?out dir}
 SEED=${2:-42}
 STEPS=${3:-"50 100 150"}
 LRS=${4:-"1e-4 2e-4 4e-4"}
-B=target/release/interlace
+B=${B:-target/release/interlace} # B=/path/to/interlace: another build
 BATCH=32 # run's --batch-size 16 x --grad-accum 2
 mkdir -p "$OUT"
 BASE=$OUT/base-$SEED

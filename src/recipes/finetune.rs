@@ -248,6 +248,36 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
             args.warmup_ratio
         );
     }
+    if let Some(teacher) = &args.distill {
+        // Checked before any data is read: a wrong teacher should fail at once.
+        if !(args.distill_temperature > 0.0 && args.distill_temperature.is_finite()) {
+            bail!(
+                "--distill-temperature must be positive, got {}",
+                args.distill_temperature
+            );
+        }
+        if !(0.0..=1.0).contains(&args.distill_weight) {
+            bail!(
+                "--distill-weight must be in [0, 1], got {}",
+                args.distill_weight
+            );
+        }
+        crate::model::check_model_dir(teacher)?;
+        let (t, s) = (
+            crate::model::Qwen3VlConfig::from_dir(teacher)?,
+            crate::model::Qwen3VlConfig::from_dir(&args.model)?,
+        );
+        if t.text.vocab_size != s.text.vocab_size || t.text.hidden_size != s.text.hidden_size {
+            bail!(
+                "{}: --distill teacher has vocabulary {} and width {}, the model {} and {}: not the model it was pruned from",
+                teacher.display(),
+                t.text.vocab_size,
+                t.text.hidden_size,
+                s.text.vocab_size,
+                s.text.hidden_size
+            );
+        }
+    }
     if args.min_pixels > args.max_pixels {
         bail!(
             "--min-pixels ({}) must not exceed --max-pixels ({})",

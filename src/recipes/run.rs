@@ -63,7 +63,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub calib_samples: usize,
     /// Fine-tuning budget in optimizer steps: STEPS x --batch-size x --grad-accum
-    /// conversations from the data, one epoch [default without --data: 150, chosen by the
+    /// conversations from the data, one epoch [default without --data: 200, chosen by the
     /// sweep in demo/README.md; with --data: --portion 0.01 instead].
     #[arg(long, value_name = "STEPS", conflicts_with_all = ["portion", "samples"])]
     pub steps: Option<usize>,
@@ -161,7 +161,7 @@ pub fn default_model() -> PathBuf {
 
 /// Fine-tuning budget of the demo (no --data): optimizer steps and peak learning rate,
 /// chosen by the sweep of demo/README.md (tools/demo_budget_sweep.sh).
-pub const DEMO_STEPS: usize = 150;
+pub const DEMO_STEPS: usize = 200;
 pub const DEMO_LR: f64 = 2e-4;
 /// With --data: the paper's 1 % of every source and its learning rate.
 pub const PAPER_PORTION: f64 = 0.01;
@@ -628,6 +628,9 @@ pub fn run(args: &RunArgs) -> Result<String> {
             args.rounds,
             args.ratio
         );
+    }
+    if let Some(bad) = args.sweep.iter().find(|r| !(**r > 0.0 && **r < 1.0)) {
+        bail!("--sweep: ratio {bad} is not in (0, 1)");
     }
     let out = args.out.clone();
     // One pipeline per --out at a time (its stages lock their own outputs too).
