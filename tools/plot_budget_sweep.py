@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Draws the fine-tuning budget sweep (tools/demo_budget_sweep.sh's sweep.tsv) as an SVG
 line chart: relative performance against optimizer steps, one line per learning rate,
-the pruned model's level dashed. Standard library only.
+the pruned model's level dashed; the rows of the file's first seed only. Standard
+library only.
 
     python3 tools/plot_budget_sweep.py SWEEP.tsv demo/budget_sweep.svg
 """
@@ -14,6 +15,8 @@ from collections import defaultdict
 def main() -> None:
     src, dst = sys.argv[1], sys.argv[2]
     rows = list(csv.DictReader(open(src), delimiter="\t"))
+    # The curve of the first seed in the file (other seeds are checks at single points).
+    rows = [r for r in rows if r["seed"] == rows[0]["seed"]]
     by_lr = defaultdict(list)
     for r in rows:
         by_lr[r["lr"]].append((int(r["steps"]), float(r["finetuned_rel"])))

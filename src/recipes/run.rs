@@ -1063,11 +1063,13 @@ fn sweep(r: &mut Run, sim: &Path, dense: &EvalReport, main: SweepPoint) -> Resul
 
     let pct1 = |x: Option<f64>| x.map(|v| v * 100.0);
     let mut md = format!(
-        "# Quality against time to first token ({} at each ratio)
-
-         Time to first token: median of 5 runs (after 1 warm-up) on `{}` with the prompt          \"Describe this image in detail.\", on {}. Relative = mean over benchmarks of          score ÷ the dense model's score. Every fine-tuning used the same budget: {}.
-
-         | ratio | decoder layers | dropped | TTFT (ms) | speed-up | pruned | pruned + fine-tuned |\n|---|---|---|---|---|---|---|\n         | 0 (dense) | {num_layers} | – | {dense_ttft:.1} | 1.00× | 100.0 % | – |\n",
+        "# Quality against time to first token ({} at each ratio)\n\n\
+         Time to first token: median of 5 runs (after 1 warm-up) on `{}` with the prompt \
+         \"Describe this image in detail.\", on {}. Relative = mean over benchmarks of \
+         score ÷ the dense model's score. Every fine-tuning used the same budget: {}.\n\n\
+         | ratio | decoder layers | dropped | TTFT (ms) | speed-up | pruned | pruned + fine-tuned |\n\
+         |---|---|---|---|---|---|---|\n\
+         | 0 (dense) | {num_layers} | – | {dense_ttft:.1} | 1.00× | 100.0 % | – |\n",
         r.args.strategy,
         image.display(),
         r.placement.describe(),
@@ -1133,7 +1135,7 @@ fn sweep(r: &mut Run, sim: &Path, dense: &EvalReport, main: SweepPoint) -> Resul
     Ok(format!(
         "{}sweep: {} (and sweep.json, sweep.svg)\n",
         md.lines()
-            .skip(5)
+            .skip(4)
             .map(|l| format!("{l}\n"))
             .collect::<String>(),
         r.args.out.join("sweep.md").display()
