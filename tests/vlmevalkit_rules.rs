@@ -153,6 +153,11 @@ fn score_predictions(file: &std::path::Path) -> interlace::eval::report::EvalRep
     interlace::eval::report::EvalReport::read(&out).unwrap()
 }
 
+/// A probe file of tests/fixtures/vlmevalkit.
+fn probe_file(name: &str) -> std::path::PathBuf {
+    common::fixtures().join("vlmevalkit").join(name)
+}
+
 fn predictions_file() -> serde_json::Value {
     common::fixture_json("vlmevalkit/predictions_file.json")
 }
@@ -168,9 +173,7 @@ fn predictions_files_read_as_vlmevalkit_loads_them() {
     let v = predictions_file();
     for ext in ["xlsx", "tsv"] {
         let want = &v[ext];
-        let path = common::fixtures()
-            .join("vlmevalkit")
-            .join(want["file"].as_str().unwrap());
+        let path = probe_file(want["file"].as_str().unwrap());
         let table = Table::read(&path).unwrap();
         let columns: Vec<&str> = want["columns"]
             .as_array()
@@ -217,9 +220,7 @@ fn eval_predictions_scores_xlsx_and_tsv_as_vlmevalkit() {
     let v = predictions_file();
     for ext in ["xlsx", "tsv"] {
         let want = &v[ext];
-        let path = common::fixtures()
-            .join("vlmevalkit")
-            .join(want["file"].as_str().unwrap());
+        let path = probe_file(want["file"].as_str().unwrap());
         let report = score_predictions(&path);
         let bench = &report.benchmarks[0];
         assert_eq!(bench.name, "AI2D_TEST", "{ext}: MODEL_DATASET name");
@@ -250,7 +251,7 @@ fn circular_evaluation_equals_vlmevalkit_mcq_circular_eval() {
     assert_eq!(probes.len(), 2);
     for probe in probes {
         let file = probe["file"].as_str().unwrap();
-        let report = score_predictions(&common::fixtures().join("vlmevalkit").join(file));
+        let report = score_predictions(&probe_file(file));
         let bench = &report.benchmarks[0];
         assert_eq!(bench.metric, "circular accuracy", "{file}");
         let hits = probe["hits"].as_object().unwrap();

@@ -14,7 +14,8 @@ const TOP: f64 = 44.0;
 const PLOT_H: f64 = 260.0;
 const BOTTOM: f64 = 96.0;
 
-fn esc(s: &str) -> String {
+/// Text escaped for SVG.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -132,6 +133,24 @@ pub fn grouped_bars_svg(
     s
 }
 
+/// The opening of a chart: the `<svg>` element of `w` × `h`, a white background, the
+/// title centred at (`title_x`, `title_y`) and the frame of the plot area.
+pub(crate) fn svg_frame(
+    (w, h): (f64, f64),
+    (title_x, title_y): (f64, f64),
+    title: &str,
+    (left, top, pw, ph): (f64, f64, f64, f64),
+) -> String {
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{title_x}" y="{title_y}" text-anchor="middle" font-size="14">{}</text>
+<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>
+"##,
+        esc(title)
+    )
+}
+
 /// One named line of points `(x, y, label)` for [`xy_chart_svg`].
 pub struct Line {
     pub name: String,
@@ -163,17 +182,7 @@ pub fn xy_chart_svg(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -
     let (pw, ph) = (w - left - right, h - top - bottom);
     let x = |v: f64| left + (v - x0) / (x1 - x0) * pw;
     let y = |v: f64| top + (1.0 - (v - y0) / (y1 - y0)) * ph;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="24" text-anchor="middle" font-size="14">{}</text>
-<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>
-"##,
-        left + pw / 2.0,
-        esc(title)
-    );
+    let mut s = svg_frame((w, h), (left + pw / 2.0, 24.0), title, (left, top, pw, ph));
     for k in 0..=4 {
         let f = k as f64 / 4.0;
         let (xv, yv) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);
