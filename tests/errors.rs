@@ -749,6 +749,19 @@ const CORPUS: &[Case] = &[
         needles: &["teacher.txt", "not a directory"],
     },
     Case {
+        what: "a --distill-weight of 3 for run",
+        setup: |_| {},
+        args: &[
+            "run",
+            "--distill",
+            "--distill-weight",
+            "3",
+            "--out",
+            "{dir}/out",
+        ],
+        needles: &["--distill-weight", "3"],
+    },
+    Case {
         what: "a --sweep ratio of 1.5",
         setup: |_| {},
         args: &["run", "--sweep", "0.2,1.5", "--out", "{dir}/out"],

@@ -250,18 +250,10 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     }
     if let Some(teacher) = &args.distill {
         // Checked before any data is read: a wrong teacher should fail at once.
-        if !(args.distill_temperature > 0.0 && args.distill_temperature.is_finite()) {
-            bail!(
-                "--distill-temperature must be positive, got {}",
-                args.distill_temperature
-            );
-        }
-        if !(0.0..=1.0).contains(&args.distill_weight) {
-            bail!(
-                "--distill-weight must be in [0, 1], got {}",
-                args.distill_weight
-            );
-        }
+        crate::train::trainer::Distill::check_settings(
+            args.distill_temperature,
+            args.distill_weight,
+        )?;
         crate::model::check_model_dir(teacher)?;
         let (t, s) = (
             crate::model::Qwen3VlConfig::from_dir(teacher)?,

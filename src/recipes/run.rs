@@ -632,6 +632,12 @@ pub fn run(args: &RunArgs) -> Result<String> {
     if let Some(bad) = args.sweep.iter().find(|r| !(**r > 0.0 && **r < 1.0)) {
         bail!("--sweep: ratio {bad} is not in (0, 1)");
     }
+    if args.distill {
+        crate::train::trainer::Distill::check_settings(
+            args.distill_temperature,
+            args.distill_weight,
+        )?;
+    }
     let out = args.out.clone();
     // One pipeline per --out at a time (its stages lock their own outputs too).
     let _lock = crate::outlock::OutputLock::acquire(&out)?;
@@ -873,13 +879,8 @@ fn write_report(
 fn rounds(r: &mut Run, sim: &Path, num_layers: usize) -> Result<(PathBuf, PathBuf, PathBuf)> {
     use crate::prune::surgery::PLAN_FILE;
     let k = r.args.rounds;
+    // (1 ≤ k ≤ total was checked before the run began.)
     let total = crate::prune::drop_count(num_layers, r.args.ratio)?;
-    if k > total {
-        bail!(
-            "--rounds {k}: ratio {} drops {total} of {num_layers} layers, fewer than one per round",
-            r.args.ratio
-        );
-    }
     let budget = r.budget.clone();
     let base = r.args.out.join("rounds");
     let mut model = r.model.clone();
@@ -996,9 +997,6 @@ fn sweep(r: &mut Run, sim: &Path, dense: &EvalReport, main: SweepPoint) -> Resul
     for &ratio in &r.args.sweep.clone() {
         if (ratio - main.ratio).abs() < 1e-12 {
             continue;
-        }
-        if !(0.0..1.0).contains(&ratio) {
-            bail!("--sweep: ratio {ratio} is not in [0, 1)");
         }
         if crate::prune::drop_count(num_layers, ratio)? == 0 {
             eprintln!("run: sweep: ratio {ratio} of {num_layers} layers drops no layer; skipped");

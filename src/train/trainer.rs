@@ -101,6 +101,18 @@ fn same_values(a: &Tensor, b: &Tensor) -> Result<bool> {
 }
 
 impl Distill {
+    /// Checks the distillation settings (also before any data or model is read, by the
+    /// commands that take them).
+    pub fn check_settings(temperature: f64, weight: f64) -> Result<()> {
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            bail!("--distill-temperature must be positive, got {temperature}");
+        }
+        if !(0.0..=1.0).contains(&weight) {
+            bail!("--distill-weight must be in [0, 1], got {weight}");
+        }
+        Ok(())
+    }
+
     /// Prepares `teacher` for `student` (as loaded, before it becomes a [`Trainer`]),
     /// whose first trainable layer is at position `first_trainable`: finds what they share
     /// by comparing weights, and lays the teacher out for inference.
@@ -111,12 +123,7 @@ impl Distill {
         temperature: f64,
         weight: f64,
     ) -> Result<Self> {
-        if !(temperature > 0.0 && temperature.is_finite()) {
-            bail!("--distill-temperature must be positive, got {temperature}");
-        }
-        if !(0.0..=1.0).contains(&weight) {
-            bail!("--distill-weight must be in [0, 1], got {weight}");
-        }
+        Self::check_settings(temperature, weight)?;
         let (sv, tv) = (
             student.config.text.vocab_size,
             teacher.config.text.vocab_size,
