@@ -211,7 +211,16 @@ fn compare_runs_every_strategy_with_and_without_fine_tuning() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cmp");
     let mut args = run_args(&out);
-    args.extend(["--compare".into(), "--compare-ratios".into(), "0.25".into()]);
+    args.extend(
+        [
+            "--compare",
+            "--compare-ratios",
+            "0.25",
+            "--compare-seeds",
+            "2",
+        ]
+        .map(String::from),
+    );
     let o = run(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cmp = read_json(&out.join("compare.json"));
@@ -238,33 +247,151 @@ fn compare_runs_every_strategy_with_and_without_fine_tuning() {
             "INTERLACE-FT"
         ]
     );
-    for row in &rows[2..] {
-        // floor(6 × 0.25) = 1 layer dropped, at least one layer fine-tuned.
-        assert_eq!(row["drop"].as_array().unwrap().len(), 1, "{row}");
-        assert!(!row["finetune"].as_array().unwrap().is_empty(), "{row}");
-    }
-    // The SLEB rows follow the SLEB plan file; the INTERLACE rows the main run's plan.
-    let sleb = read_json(&out.join("compare/ratio-0.25/sleb/plan.json"));
-    assert_eq!(rows[2]["drop"], sleb["drop"]);
-    assert_eq!(rows[15]["drop"], read_json(&out.join("plan.json"))["drop"]);
-    // Every fine-tuned row used the same samples: the same number of steps.
-    let steps = |dir: &Path| {
-        std::fs::read_to_string(dir.join("training_log.jsonl"))
+    // Every fine-tuned row and the random strategy ran with both seeds; the other pruned
+    // rows are deterministic.
+    for row in rows {
+        let m = row["method"].as_str().unwrap();
+        let want: &[u64] = if m.ends_with("-FT") || m == "random" {
+            &[42, 43]
+        } else {
+            &[42]
+        };
+        let seeds: Vec<u64> = row["seeds"]
+            .as_array()
             .unwrap()
-            .lines()
-            .count()
-    };
-    let reference = steps(&out.join("finetuned"));
-    assert_eq!(steps(&out.join("compare/dense-ft/model")), reference);
-    for s in ["sleb", "shortgpt", "interlace-tn"] {
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .collect();
+        assert_eq!(seeds, want, "{m}");
         assert_eq!(
-            steps(&out.join(format!("compare/ratio-0.25/{s}/ft"))),
-            reference
+            row["scores_per_seed"].as_array().unwrap().len(),
+            want.len(),
+            "{m}"
         );
+        for v in [&row["relative_to_dense"], &row["relative_to_dense_ft"]] {
+            // Interval fields or null (the fixture model's scores may be 0).
+            assert!(
+                v.is_null() || v["low"].as_f64() <= v["high"].as_f64(),
+                "{m}: {v}"
+            );
+        }
     }
-    for f in ["compare.md", "compare.svg"] {
-        assert!(out.join(f).exists(), "missing {f}");
+    for row in &rows[2..] {
+        for plan in row["plans"].as_array().unwrap() {
+            // floor(6 × 0.25) = 1 layer dropped, at least one layer fine-tuned.
+            assert_eq!(plan["drop"].as_array().unwrap().len(), 1, "{row}");
+            assert!(!plan["finetune"].as_array().unwrap().is_empty(), "{row}");
+        }
     }
+    // The SLEB rows follow the SLEB plan file; the INTERLACE rows the main run's plan; the
+    // random rows one plan per seed.
+    let sleb = read_json(&out.join("compare/ratio-0.25/sleb/plan.json"));
+    assert_eq!(rows[2]["plans"][0]["drop"], sleb["drop"]);
+    assert_eq!(
+        rows[15]["plans"][0]["drop"],
+        read_json(&out.join("plan.json"))["drop"]
+    );
+    let random43 = read_json(&out.join("compare/ratio-0.25/random/seed-43/plan.json"));
+    assert_eq!(rows[9]["plans"][1]["drop"], random43["drop"]);
+    // Every fine-tuned row used the same number of samples: the same number of steps; the
+    // second seed drew other batches.
+    let log = |dir: &Path| std::fs::read_to_string(dir.join("training_log.jsonl")).unwrap();
+    let steps = |dir: &Path| log(dir).lines().count();
+    let reference = steps(&out.join("finetuned"));
+    let c = out.join("compare");
+    for dir in [
+        c.join("dense-ft/model"),
+        c.join("dense-ft/seed-43/model"),
+        c.join("ratio-0.25/sleb/ft"),
+        c.join("ratio-0.25/sleb/seed-43/ft"),
+        c.join("ratio-0.25/shortgpt/ft"),
+        c.join("ratio-0.25/interlace-tn/seed-43/ft"),
+        c.join("ratio-0.25/random/seed-43/ft"),
+    ] {
+        assert_eq!(steps(&dir), reference, "{}", dir.display());
+    }
+    let first_step = |dir: &Path| log(dir).lines().next().unwrap().to_string();
+    assert_ne!(
+        first_step(&c.join("ratio-0.25/sleb/ft")),
+        first_step(&c.join("ratio-0.25/sleb/seed-43/ft"))
+    );
+    // The fixture model scores 0 everywhere, so there is nothing relative to Dense to test.
+    assert!(cmp["tests"].as_array().unwrap().is_empty());
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(md.contains("No test"), "{md}");
+    assert!(out.join("compare.svg").exists());
+}
+
+/// `run --compare` on the demo model, shrunk to a few rows and one step per fine-tuning:
+/// every row gets intervals, INTERLACE-FT is tested against the other 15 rows, and the
+/// chart has a whisker per bar.
+#[test]
+fn compare_on_the_demo_reports_intervals_and_paired_tests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo-cmp");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "--compare",
+            "--compare-seeds",
+            "2",
+            "--calib-samples",
+            "4",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+            "--warmup-ratio",
+            "0",
+            "--limit",
+            "4",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cmp = read_json(&out.join("compare.json"));
+    assert_eq!(cmp["rows_per_benchmark"]["SynthMMB"], 4);
+    let rows = cmp["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 16);
+    for row in rows {
+        let m = row["method"].as_str().unwrap();
+        let r = &row["relative_to_dense"];
+        let (e, lo, hi) = (
+            r["estimate"].as_f64().unwrap(),
+            r["low"].as_f64().unwrap(),
+            r["high"].as_f64().unwrap(),
+        );
+        assert!(lo <= e + 1e-9 && e <= hi + 1e-9, "{m}: {r}");
+        assert!(row["relative_to_dense_ft"]["estimate"].is_number(), "{m}");
+    }
+    // Dense against itself: exactly 1, in every bootstrap draw too.
+    assert_eq!(rows[0]["relative_to_dense"]["low"], 1.0);
+    assert_eq!(rows[0]["relative_to_dense"]["high"], 1.0);
+    let tests = cmp["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 15);
+    let against: Vec<&str> = tests
+        .iter()
+        .map(|t| t["against"].as_str().unwrap())
+        .collect();
+    assert!(
+        against.contains(&"Dense")
+            && against.contains(&"INTERLACE")
+            && !against.contains(&"INTERLACE-FT")
+    );
+    for t in tests {
+        let (p, holm) = (t["p"].as_f64().unwrap(), t["p_holm"].as_f64().unwrap());
+        assert!(p > 0.0 && p <= 1.0 && holm >= p && holm <= 1.0, "{t}");
+    }
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(md.contains("95 % interval") && md.contains("INTERLACE-FT against"));
+    // 14 pruned rows × (÷ Dense, ÷ Dense-FT): a bar and a whisker each.
+    let svg = std::fs::read_to_string(out.join("compare.svg")).unwrap();
+    assert_eq!(svg.matches(" 95 % interval ").count(), 28);
 }
 
 /// The README's first command, shrunk: no --model and no --data, so the demo model and
@@ -310,6 +437,14 @@ fn run_defaults_to_the_demo_model_and_synthetic_data() {
     }
     // 12 layers at ratio 0.25: three dropped.
     assert_eq!(report["plan"]["drop"].as_array().unwrap().len(), 3);
+    // The benchmarks hold --compare's 200 rows; the main run read --limit of them.
+    for b in manifest["benchmarks"].as_array().unwrap() {
+        assert_eq!(b["rows"].as_u64(), Some(200), "{b}");
+    }
+    let dense = read_json(&out.join("eval/dense.json"));
+    for b in dense["benchmarks"].as_array().unwrap() {
+        assert_eq!(b["rows"].as_u64(), Some(2), "{}", b["name"]);
+    }
     // The synthetic rows have worked answers (the form the demo model was trained on): a
     // four-option question is answered with an option's text, not its letter.
     let rows = interlace::data::load_portion(
@@ -339,7 +474,9 @@ fn run_defaults_to_the_demo_model_and_synthetic_data() {
 #[test]
 fn run_budget_defaults_follow_the_data() {
     use clap::Parser;
-    use interlace::recipes::run::{Budget, RunArgs, DEMO_LR, DEMO_STEPS, PAPER_LR};
+    use interlace::recipes::run::{
+        eval_limits, Budget, RunArgs, COMPARE_ROWS, DEMO_EVAL_ROWS, DEMO_LR, DEMO_STEPS, PAPER_LR,
+    };
     #[derive(clap::Parser)]
     struct Cli {
         #[command(flatten)]
@@ -373,6 +510,17 @@ fn run_budget_defaults_follow_the_data() {
     }
     let cli = Cli::try_parse_from(["run", "--steps", "0"]).unwrap();
     assert!(Budget::resolve(&cli.run).is_err());
+    // Rows evaluated: the main run reads the first 100 of the synthetic benchmarks' 200,
+    // --compare all 200; --limit sets both; own benchmarks are read whole.
+    let limits = |args: &[&str]| {
+        let cli = Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()));
+        eval_limits(&cli.unwrap().run)
+    };
+    assert_eq!((DEMO_EVAL_ROWS, COMPARE_ROWS), (100, 200));
+    assert_eq!(limits(&[]), (Some(DEMO_EVAL_ROWS), None));
+    assert_eq!(limits(&["--limit", "20"]), (Some(20), Some(20)));
+    assert_eq!(limits(&["--bench", "b.tsv"]), (None, None));
+    assert_eq!(limits(&["--data", "d", "--bench", "b.tsv"]), (None, None));
     // --help states the same defaults.
     let help = interlace(&["run", "--help"], &[]);
     let help = String::from_utf8_lossy(&help.stdout);

@@ -58,14 +58,16 @@ fn counting_rule_equals_countbenchqa() {
     }
 }
 
-/// POPE: rows whose category joins several splits count once per split, in Overall too
-/// (the probe of the issue: VLMEvalKit's F1 differs from counting such a row once).
-#[test]
-fn pope_rating_equals_vlmevalkit() {
-    use interlace::eval::report::score_benchmark;
+/// The POPE probe of verdicts.json as a benchmark file (in a temporary directory kept alive
+/// by the first value) and the answers VLMEvalKit's extraction turns into its `extracted`.
+fn pope_probe(
+    pope: &serde_json::Value,
+) -> (
+    tempfile::TempDir,
+    interlace::eval::Benchmark,
+    Vec<Result<String, String>>,
+) {
     use interlace::eval::{BenchSpec, Benchmark};
-    let v = verdicts();
-    let pope = &v["pope"];
     let mut png = Vec::new();
     image::RgbImage::new(8, 8)
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
@@ -79,14 +81,23 @@ fn pope_rating_equals_vlmevalkit() {
             r["answer"].as_str().unwrap(),
             r["category"].as_str().unwrap()
         ));
-        // The prediction VLMEvalKit's extraction turns into `extracted`.
         outcomes.push(Ok(r["extracted"].as_str().unwrap().to_string()));
     }
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("POPE_probe.tsv");
     std::fs::write(&path, tsv).unwrap();
     let bench = Benchmark::open(&BenchSpec::new(&path), None).unwrap();
-    let report = score_benchmark(&bench, &outcomes, 8);
+    (tmp, bench, outcomes)
+}
+
+/// POPE: rows whose category joins several splits count once per split, in Overall too
+/// (the probe of the issue: VLMEvalKit's F1 differs from counting such a row once).
+#[test]
+fn pope_rating_equals_vlmevalkit() {
+    let v = verdicts();
+    let pope = &v["pope"];
+    let (_tmp, bench, outcomes) = pope_probe(pope);
+    let report = interlace::eval::report::score_benchmark(&bench, &outcomes, 8);
     let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
     for (split, want) in pope["splits"].as_object().unwrap() {
         let key = |m: &str| {
@@ -267,4 +278,66 @@ fn circular_evaluation_equals_vlmevalkit_mcq_circular_eval() {
             bench.score
         );
     }
+}
+
+/// The score of summed unit counts (`score_units`, what `run --compare`'s intervals and
+/// tests resample).
+fn score_from_units(
+    bench: &interlace::eval::Benchmark,
+    report: &interlace::eval::BenchReport,
+) -> Option<f64> {
+    let (agg, units) = interlace::eval::report::score_units(bench, report).unwrap();
+    let mut sum = [0.0; 4];
+    for u in &units {
+        for (s, x) in sum.iter_mut().zip(u) {
+            *s += x;
+        }
+    }
+    agg.score(&sum)
+}
+
+/// Re-judged unit by unit, the answers of a report add up to VLMEvalKit's score: the
+/// circular probes' accuracy (units are questions), AI2D's accuracy (rows) and POPE's F1
+/// with rows counted once per split.
+#[test]
+fn score_units_add_up_to_the_vlmevalkit_scores() {
+    use interlace::eval::{BenchSpec, Benchmark};
+    let v = predictions_file();
+    let mut cases: Vec<(std::path::PathBuf, f64)> = v["circular"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                probe_file(p["file"].as_str().unwrap()),
+                100.0 * p["accuracy"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let ai2d = &v["tsv"];
+    let correct = ai2d["correct"].as_array().unwrap();
+    let hits = correct.iter().filter(|c| c.as_bool().unwrap()).count();
+    cases.push((
+        probe_file(ai2d["file"].as_str().unwrap()),
+        100.0 * hits as f64 / correct.len() as f64,
+    ));
+    for (path, want) in cases {
+        let report = score_predictions(&path);
+        let bench = Benchmark::open_predictions(&BenchSpec::new(&path), None).unwrap();
+        let got = score_from_units(&bench, &report.benchmarks[0]).unwrap();
+        assert!(
+            (got - want).abs() < 1e-9,
+            "{}: {got} vs {want}",
+            path.display()
+        );
+    }
+
+    // POPE: the probe of pope_rating_equals_vlmevalkit, as a report.
+    let v = verdicts();
+    let pope = &v["pope"];
+    let (_tmp, bench, outcomes) = pope_probe(pope);
+    let report = interlace::eval::report::score_benchmark(&bench, &outcomes, 8);
+    let got = score_from_units(&bench, &report).unwrap();
+    let want = pope["splits"]["Overall"]["F1"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "POPE: {got} vs {want}");
 }

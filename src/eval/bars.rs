@@ -21,10 +21,12 @@ pub(crate) fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// One model's scores (percent, 0–100), in the order of the benchmarks.
+/// One model's scores (percent), in the order of the benchmarks, with an interval per
+/// score drawn as a whisker (`intervals` empty: none).
 pub struct Series {
     pub name: String,
     pub scores: Vec<Option<f64>>,
+    pub intervals: Vec<Option<(f64, f64)>>,
 }
 
 /// `benchmarks` names the groups; `chance` (percent) has one entry per benchmark or is empty.
@@ -40,7 +42,19 @@ pub fn grouped_bars_svg(
     let legend_w = 190.0;
     let w = LEFT + plot_w + legend_w;
     let h = TOP + PLOT_H + BOTTOM;
-    let y = |v: f64| TOP + PLOT_H * (1.0 - v.clamp(0.0, 100.0) / 100.0);
+    // The axis runs to 100, or to the next multiple of 20 above the highest value.
+    let top_value = series
+        .iter()
+        .flat_map(|s| {
+            s.scores
+                .iter()
+                .flatten()
+                .copied()
+                .chain(s.intervals.iter().flatten().map(|i| i.1))
+        })
+        .fold(100.0_f64, f64::max);
+    let y_max = (top_value / 20.0).ceil() * 20.0;
+    let y = |v: f64| TOP + PLOT_H * (1.0 - v.clamp(0.0, y_max) / y_max);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -50,7 +64,7 @@ pub fn grouped_bars_svg(
 "#,
         esc(title)
     );
-    for tick in (0..=100).step_by(20) {
+    for tick in (0..=y_max as usize).step_by(20) {
         let ty = y(tick as f64);
         let _ = writeln!(
             s,
@@ -83,6 +97,18 @@ pub fn grouped_bars_svg(
                 esc(&ser.name),
                 esc(name)
             );
+            if let Some((lo, hi)) = ser.intervals.get(g).copied().flatten() {
+                let cx = x + (BAR_W - 2.0) / 2.0;
+                let (ylo, yhi) = (y(lo), y(hi));
+                let _ = writeln!(
+                    s,
+                    r##"<path d="M{cx:.1} {ylo:.1}V{yhi:.1}M{:.1} {ylo:.1}h6M{:.1} {yhi:.1}h6" stroke="#222" fill="none"><title>{}: {} 95 % interval {lo:.1} to {hi:.1}</title></path>"##,
+                    cx - 3.0,
+                    cx - 3.0,
+                    esc(&ser.name),
+                    esc(name)
+                );
+            }
         }
         if let Some(c) = chance.get(g).copied().flatten() {
             let cy = y(c);
@@ -272,10 +298,12 @@ mod tests {
                 Series {
                     name: "dense".into(),
                     scores: vec![Some(100.0), Some(50.0)],
+                    intervals: vec![],
                 },
                 Series {
                     name: "pruned".into(),
                     scores: vec![None, Some(0.0)],
+                    intervals: vec![None, Some((0.0, 20.0))],
                 },
             ],
             &[Some(25.0), None],
@@ -284,9 +312,31 @@ mod tests {
         // A 100 % bar spans the whole plot height, a 50 % bar half of it.
         assert!(svg.contains(&format!("height=\"{PLOT_H:.1}\"")));
         assert!(svg.contains(&format!("height=\"{:.1}\"", PLOT_H / 2.0)));
-        // Three bars drawn (one score is missing), one chance line plus the legend's.
+        // Three bars drawn (one score is missing) and the one whisker, one chance line plus
+        // the legend's.
         assert_eq!(svg.matches("<title>dense").count(), 2);
-        assert_eq!(svg.matches("<title>pruned").count(), 1);
+        assert_eq!(svg.matches("<title>pruned").count(), 2);
         assert_eq!(svg.matches("<title>chance").count(), 1);
+        // One whisker, from 0 (the axis) to 20 % of the plot height.
+        assert_eq!(svg.matches("95 % interval 0.0 to 20.0").count(), 1);
+        let (bottom, top) = (TOP + PLOT_H, TOP + PLOT_H * 0.8);
+        assert!(svg.contains(&format!("V{top:.1}")) && svg.contains(&format!(" {bottom:.1}V")));
+    }
+
+    #[test]
+    fn the_axis_grows_past_100_for_higher_values() {
+        let svg = grouped_bars_svg(
+            "t",
+            &["X".into()],
+            &[Series {
+                name: "m".into(),
+                scores: vec![Some(90.0)],
+                intervals: vec![Some((80.0, 104.0))],
+            }],
+            &[],
+        );
+        // Ticks to 120; a 90 % bar is 90/120 of the plot.
+        assert!(svg.contains(">120</text>") && !svg.contains(">140</text>"));
+        assert!(svg.contains(&format!("height=\"{:.1}\"", PLOT_H * 0.75)));
     }
 }

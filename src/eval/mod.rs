@@ -1,7 +1,7 @@
 //! Using a model: greedy generation with a KV cache, latency, and benchmark evaluation in VLMEvalKit's
 //! TSV format (`tsv` reads the files, `xlsx` spreadsheets of predictions, `benchmarks` turns rows into questions and prompts,
-//! `metrics` scores answers, `report` aggregates and writes the report, `evaluate` runs it
-//! all).
+//! `metrics` scores answers, `report` aggregates and writes the report, `stats` gives comparisons their intervals
+//! and tests, `evaluate` runs it all).
 
 pub mod bars;
 pub mod benchmarks;
@@ -10,6 +10,7 @@ pub mod generate;
 pub mod latency;
 pub mod metrics;
 pub mod report;
+pub mod stats;
 pub mod tsv;
 pub mod xlsx;
 

@@ -390,6 +390,98 @@ pub fn score_benchmark(
     }
 }
 
+/// The additive pieces of a benchmark report's headline score, one per scoring unit (rows;
+/// the main rows of a circular benchmark's questions), in the benchmark's row order, for
+/// [`crate::eval::stats`]: the benchmark's rows are judged again from the report's answers
+/// with the rules of [`score_benchmark`], so the summed counts give the report's score.
+pub fn score_units(
+    bench: &Benchmark,
+    report: &BenchReport,
+) -> Result<(
+    crate::eval::stats::Aggregate,
+    Vec<crate::eval::stats::Counts>,
+)> {
+    use crate::eval::stats::Aggregate;
+    if report.results.len() != bench.rows.len()
+        || report
+            .results
+            .iter()
+            .zip(&bench.rows)
+            .any(|(r, row)| r.index != row.index)
+    {
+        anyhow::bail!(
+            "{}: the report of {} holds other rows than the benchmark file",
+            bench.path.display(),
+            report.name
+        );
+    }
+    let verdicts: Vec<Option<Verdict>> = bench
+        .rows
+        .iter()
+        .zip(&report.results)
+        .map(|(row, r)| match (&row.item, &r.prediction) {
+            (Ok(item), Some(p)) if r.error.is_none() => Some(judge(
+                bench.task,
+                item,
+                row.category.as_deref(),
+                crate::eval::benchmarks::vlmevalkit_prediction(p),
+            )),
+            _ => None,
+        })
+        .collect();
+    let mean = |score: Option<f64>| score.map_or([0.0; 4], |s| [s, 1.0, 0.0, 0.0]);
+    if bench.circular {
+        let mut unused = BTreeMap::new();
+        let units = circular_units(bench, &verdicts, &mut unused);
+        // Every main row is a unit; the questions circular_units scored have their score.
+        let scored: BTreeMap<&str, f64> = units
+            .iter()
+            .map(|u| (u.row.index.as_str(), u.score))
+            .collect();
+        let counts = bench
+            .rows
+            .iter()
+            .filter(|row| {
+                matches!(
+                    (row.index.parse::<u64>(), circular_group(row)),
+                    (Ok(i), Some(g)) if i == g
+                )
+            })
+            .map(|row| mean(scored.get(row.index.as_str()).copied()))
+            .collect();
+        return Ok((Aggregate::Mean, counts));
+    }
+    if bench.task == Task::Yorn && bench.name.contains("POPE") {
+        let counts = bench
+            .rows
+            .iter()
+            .zip(&verdicts)
+            .map(|(row, v)| {
+                let Some((truth, pred)) = v.as_ref().and_then(|v| v.yes_no) else {
+                    return [0.0; 4];
+                };
+                // As in pope_rating: once per comma-separated split.
+                let k = row.category.as_ref().map_or(1, |c| c.split(',').count()) as f64;
+                let (t, p) = (truth == YesNo::Yes, pred == YesNo::Yes);
+                [
+                    k * f64::from(u8::from(t && p)),
+                    k * f64::from(u8::from(!t && p)),
+                    k * f64::from(u8::from(t && !p)),
+                    k,
+                ]
+            })
+            .collect();
+        return Ok((Aggregate::F1, counts));
+    }
+    Ok((
+        Aggregate::Mean,
+        verdicts
+            .iter()
+            .map(|v| mean(v.as_ref().map(|v| v.score)))
+            .collect(),
+    ))
+}
+
 /// VLMEvalKit's `POPE_rating`: a row whose `category` names several splits joined by commas
 /// ("adversarial,popular,random") is one row per split, in the overall numbers too; overall
 /// accuracy, precision, recall and F1, then the same per split ("F1 (random)", ...).

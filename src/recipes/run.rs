@@ -19,6 +19,7 @@ use crate::eval::bars::{grouped_bars_svg, Series};
 use crate::eval::benchmarks::{BenchSpec, Benchmark};
 use crate::eval::evaluate::{evaluate_model_dir, open_benchmarks, EvalOptions};
 use crate::eval::report::EvalReport;
+use crate::eval::stats;
 use crate::model::weights;
 use crate::prune::{FinetunePolicy, Plan, Strategy};
 use crate::recipes::finetune::{state_dir, FinetuneArgs};
@@ -119,17 +120,31 @@ pub struct RunArgs {
     /// Seed of the synthetic data, the sample choices and the random strategy.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Evaluate only the first N rows of each benchmark.
+    /// Evaluate only the first N rows of each benchmark [default: every row, except that
+    /// without --data and --bench the dense, pruned and fine-tuned models of the main run
+    /// are evaluated on the first 100 of the synthetic benchmarks' 200 and --compare on all
+    /// 200].
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Also run the paper's comparison: Dense, Dense-FT and every strategy (SLEB, ShortGPT,
     /// consecutive, random, interlace-oa, interlace-tn, INTERLACE) with and without the
-    /// same fine-tuning, at each of --compare-ratios. Writes compare.md/.json/.svg.
+    /// same fine-tuning, at each of --compare-ratios, every fine-tuned row and the random
+    /// strategy repeated over --compare-seeds. Reports each method's mean with a 95 %
+    /// bootstrap interval (over benchmark rows and seeds), its retention against Dense and
+    /// Dense-FT, and a paired test of INTERLACE-FT against every other method. Writes
+    /// compare.md/.json/.svg. Long: on the demo model with the default budget about
+    /// COMPARE_HOURS on 2 cores (see README.md); --limit 20 --compare-seeds 1 is a quick look.
     #[arg(long)]
     pub compare: bool,
-    /// Pruning ratios of --compare.
-    #[arg(long, value_delimiter = ',', default_value = "0.25,0.1")]
+    /// Pruning ratios of --compare (the paper's headline ratio; it also reports 0.1, which
+    /// `--compare-ratios 0.25,0.1` adds, at about the same time again).
+    #[arg(long, value_delimiter = ',', default_value = "0.25")]
     pub compare_ratios: Vec<f64>,
+    /// Seeds of --compare: every fine-tuning (which conversations, in which order) and the
+    /// random strategy's choice are repeated with --seed, --seed + 1, ... (the data, the
+    /// benchmarks and the other strategies' plans stay those of --seed).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub compare_seeds: usize,
     /// Also prune and heal (--strategy, the same fine-tuning budget) at each of these
     /// ratios and measure quality against time to first token: writes sweep.md, sweep.json
     /// and sweep.svg (relative performance of the pruned and the fine-tuned model against
@@ -163,9 +178,26 @@ pub fn default_model() -> PathBuf {
 /// chosen by the sweep of demo/README.md (tools/demo_budget_sweep.sh).
 pub const DEMO_STEPS: usize = 200;
 pub const DEMO_LR: f64 = 2e-4;
+/// Rows of each synthetic benchmark `run` writes: what `--compare` evaluates on.
+pub const COMPARE_ROWS: usize = 200;
+/// Rows of each synthetic benchmark the main run's three models are evaluated on (the first
+/// of the COMPARE_ROWS; the same rows as `interlace synth`'s default 100-row files).
+pub const DEMO_EVAL_ROWS: usize = 100;
 /// With --data: the paper's 1 % of every source and its learning rate.
 pub const PAPER_PORTION: f64 = 0.01;
 pub const PAPER_LR: f64 = 1e-5;
+
+/// Rows of each benchmark the main run's evaluations and --compare's read (None: all).
+/// The synthetic benchmarks hold COMPARE_ROWS rows; the main run reads the first
+/// DEMO_EVAL_ROWS of them (the rows of `interlace synth`'s default files), --compare all.
+/// --limit sets both; a user's own benchmarks are read whole by both.
+pub fn eval_limits(args: &RunArgs) -> (Option<usize>, Option<usize>) {
+    let synthetic_benches = args.data.is_none() && args.benches.is_empty();
+    (
+        args.limit.or(synthetic_benches.then_some(DEMO_EVAL_ROWS)),
+        args.limit,
+    )
+}
 
 /// What a run fine-tunes on and how hard, resolved from the flags and their defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,7 +262,11 @@ struct Run<'a> {
     data: PathBuf,
     specs: Vec<BenchSpec>,
     info: BTreeMap<String, BenchInfo>,
-    benches: Option<Vec<Benchmark>>,
+    /// The benchmarks, opened once per row limit.
+    benches: BTreeMap<Option<usize>, Vec<Benchmark>>,
+    /// Rows of each benchmark of the main run's evaluations, and of --compare's.
+    main_limit: Option<usize>,
+    compare_limit: Option<usize>,
     /// Seconds per stage that ran in this invocation (reused stages are absent).
     timings: Vec<(String, f64)>,
     /// Fine-tuning and evaluation workers (resolved `--workers`).
@@ -345,6 +381,7 @@ fn synthetic_data(
             &SynthOptions {
                 seed,
                 worked,
+                bench_rows: COMPARE_ROWS,
                 ..Default::default()
             },
         )?;
@@ -377,19 +414,48 @@ fn synthetic_data(
 }
 
 impl Run<'_> {
-    fn benches(&mut self) -> Result<&[Benchmark]> {
-        if self.benches.is_none() {
-            self.benches = Some(open_benchmarks(&self.specs, self.args.limit)?);
+    fn benches(&mut self, limit: Option<usize>) -> Result<&[Benchmark]> {
+        if !self.benches.contains_key(&limit) {
+            let opened = open_benchmarks(&self.specs, limit)?;
+            self.benches.insert(limit, opened);
         }
-        Ok(self.benches.as_deref().unwrap_or_default())
+        Ok(&self.benches[&limit])
     }
 
-    /// Evaluates `model` (once; a later run reads the report back).
-    fn eval(&mut self, label: &str, model: &Path, out: &Path) -> Result<EvalReport> {
-        if !out.exists() {
+    /// Evaluates `model` on the first `limit` rows of every benchmark (once; a later run
+    /// reads the report back, and evaluates again if the report holds other rows, as one
+    /// of a run made before the benchmarks grew).
+    fn eval(
+        &mut self,
+        label: &str,
+        model: &Path,
+        out: &Path,
+        limit: Option<usize>,
+    ) -> Result<EvalReport> {
+        let rows: Vec<(String, usize)> = self
+            .benches(limit)?
+            .iter()
+            .map(|b| (b.name.clone(), b.rows.len()))
+            .collect();
+        let stale = out.exists() && {
+            let old = EvalReport::read(out)?;
+            let old_rows: Vec<(String, usize)> = old
+                .benchmarks
+                .iter()
+                .map(|b| (b.name.clone(), b.rows))
+                .collect();
+            old_rows != rows
+        };
+        if stale {
+            eprintln!(
+                "run: evaluate {label}: {} holds other rows than these benchmarks'; evaluating again",
+                out.display()
+            );
+        }
+        if !out.exists() || stale {
             let gpu = self.placement.is_gpu();
             let opts = EvalOptions {
-                limit: self.args.limit,
+                limit,
                 workers: if gpu { 1 } else { self.workers },
                 batch: if gpu { 16 } else { 1 },
                 ..Default::default()
@@ -397,7 +463,7 @@ impl Run<'_> {
             let t = Instant::now();
             eprintln!("run: evaluate {label} ...");
             let placement = self.placement.clone();
-            let report = evaluate_model_dir(model, self.benches()?, &opts, &placement)?;
+            let report = evaluate_model_dir(model, self.benches(limit)?, &opts, &placement)?;
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -432,13 +498,13 @@ impl Run<'_> {
         })
     }
 
-    /// The plan for `model` (whose similarity scores are `sim`; SLEB runs `model` itself).
+    /// The plan for `model` (whose similarity scores are `sim`; SLEB runs `model` itself);
+    /// `seed` draws the random strategy's layers.
     fn plan(
         &mut self,
         model: &Path,
         sim: &Path,
-        strategy: Strategy,
-        ratio: f64,
+        (strategy, ratio, seed): (Strategy, f64, u64),
         out: &Path,
     ) -> Result<()> {
         let sleb = strategy == Strategy::Sleb;
@@ -450,7 +516,7 @@ impl Run<'_> {
             ratio,
             strategy,
             finetune_policy: FinetunePolicy::Paired,
-            seed: self.args.seed,
+            seed,
             out: out.to_path_buf(),
             model: sleb.then(|| model.to_path_buf()),
             data: sleb.then(|| self.data.clone()),
@@ -472,15 +538,16 @@ impl Run<'_> {
         })
     }
 
-    /// Fine-tunes `model` (its interlace_plan.json, or `plan`) into `out`; resumes a
-    /// fine-tuning that was stopped. With --distill, a pruned model (no `plan` given) is
-    /// healed by distillation from the dense model.
+    /// Fine-tunes `model` (its interlace_plan.json, or `plan`) into `out`, drawing and
+    /// ordering the conversations with `seed`; resumes a fine-tuning that was stopped.
+    /// With --distill, a pruned model (no `plan` given) is healed by distillation from the
+    /// dense model.
     fn finetune(
         &mut self,
         label: &str,
-        model: &Path,
-        plan: Option<&Path>,
+        (model, plan): (&Path, Option<&Path>),
         out: &Path,
+        seed: u64,
     ) -> Result<()> {
         let a = self.args;
         let args = FinetuneArgs {
@@ -501,7 +568,7 @@ impl Run<'_> {
             max_pixels: 50176,
             min_pixels: 784,
             max_length: 8192,
-            seed: a.seed,
+            seed,
             save_every: Some(20),
             resume: state_dir(out).exists(),
             grad_checkpoint: false,
@@ -518,45 +585,65 @@ impl Run<'_> {
     }
 
     /// plan → prune → evaluate → fine-tune → evaluate one strategy at one ratio, in `dir`
-    /// (plan.json, pruned/, eval-pruned.json, ft/, eval-ft.json). Returns the plan and the
+    /// (plan.json, pruned/, eval-pruned.json, ft/, eval-ft.json), evaluating on the first
+    /// `limit` rows and planning and fine-tuning with `seed`. Returns the plan and the
     /// reports of the pruned and the fine-tuned model. A plan that leaves nothing to tune
     /// (consecutive, when the dropped block ends the stack) counts the pruned model as its
     /// fine-tuned one.
     fn prune_and_heal(
         &mut self,
         sim: &Path,
-        strategy: Strategy,
-        ratio: f64,
+        (strategy, ratio, seed): (Strategy, f64, u64),
         dir: &Path,
+        limit: Option<usize>,
     ) -> Result<(Plan, EvalReport, EvalReport)> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
         let plan_path = dir.join("plan.json");
         let model = self.model.clone();
-        self.plan(&model, sim, strategy, ratio, &plan_path)?;
+        self.plan(&model, sim, (strategy, ratio, seed), &plan_path)?;
         let plan = Plan::read(&plan_path)?;
         self.prune(&model, &plan_path, &dir.join("pruned"))?;
         let label = format!("{strategy} {ratio}");
-        let before = self.eval(&label, &dir.join("pruned"), &dir.join("eval-pruned.json"))?;
-        let after = if plan.finetune.is_empty() {
+        let before = self.eval(
+            &label,
+            &dir.join("pruned"),
+            &dir.join("eval-pruned.json"),
+            limit,
+        )?;
+        let after = self.heal(&label, &plan, &before, dir, (dir, limit, seed))?;
+        Ok((plan, before, after))
+    }
+
+    /// Fine-tunes the pruned model `pruned_dir/pruned` with `seed` into `dir/ft` and
+    /// evaluates it into `dir/eval-ft.json`; a plan that fine-tunes no layer gives the
+    /// pruned model's report `before`.
+    fn heal(
+        &mut self,
+        label: &str,
+        plan: &Plan,
+        before: &EvalReport,
+        pruned_dir: &Path,
+        (dir, limit, seed): (&Path, Option<usize>, u64),
+    ) -> Result<EvalReport> {
+        if plan.finetune.is_empty() {
             eprintln!(
                 "run: {label}: the plan fine-tunes no layer; its -FT row is the pruned model"
             );
-            before.clone()
-        } else {
-            self.finetune(
-                &format!("fine-tune {label}"),
-                &dir.join("pruned"),
-                None,
-                &dir.join("ft"),
-            )?;
-            self.eval(
-                &format!("{label} + FT"),
-                &dir.join("ft"),
-                &dir.join("eval-ft.json"),
-            )?
-        };
-        Ok((plan, before, after))
+            return Ok(before.clone());
+        }
+        self.finetune(
+            &format!("fine-tune {label} (seed {seed})"),
+            (&pruned_dir.join("pruned"), None),
+            &dir.join("ft"),
+            seed,
+        )?;
+        self.eval(
+            &format!("{label} + FT (seed {seed})"),
+            &dir.join("ft"),
+            &dir.join("eval-ft.json"),
+            limit,
+        )
     }
 
     fn info(&self, name: &str) -> BenchInfo {
@@ -629,6 +716,16 @@ pub fn run(args: &RunArgs) -> Result<String> {
             args.ratio
         );
     }
+    if args.compare && args.compare_seeds == 0 {
+        bail!("--compare-seeds must be at least 1");
+    }
+    if let Some(bad) = args
+        .compare_ratios
+        .iter()
+        .find(|r| !(**r > 0.0 && **r < 1.0))
+    {
+        bail!("--compare-ratios: ratio {bad} is not in (0, 1)");
+    }
     if let Some(bad) = args.sweep.iter().find(|r| !(**r > 0.0 && **r < 1.0)) {
         bail!("--sweep: ratio {bad} is not in (0, 1)");
     }
@@ -666,13 +763,17 @@ pub fn run(args: &RunArgs) -> Result<String> {
         now["dtype"] = json!(crate::model::device::dtype_name(placement.dtype));
     }
     check_settings(&out, &now)?;
+    let synthetic_benches = args.data.is_none() && args.benches.is_empty();
+    let (main_limit, compare_limit) = eval_limits(args);
     let mut r = Run {
         args,
         model,
         data,
         specs,
         info,
-        benches: None,
+        benches: BTreeMap::new(),
+        main_limit,
+        compare_limit,
         timings,
         workers,
         placement,
@@ -680,7 +781,26 @@ pub fn run(args: &RunArgs) -> Result<String> {
         rounds_note: None,
     };
     // Bad benchmark files fail here, before any long stage.
-    r.benches()?;
+    r.benches(main_limit)?;
+    if args.compare {
+        let short: Vec<String> = r
+            .benches(args.limit)?
+            .iter()
+            .filter(|b| b.rows.len() < COMPARE_ROWS)
+            .map(|b| format!("{} ({})", b.name, b.rows.len()))
+            .collect();
+        if !short.is_empty() && args.limit.is_none() {
+            eprintln!(
+                "run: compare: fewer than {COMPARE_ROWS} rows in {}: the intervals will be wide{}",
+                short.join(", "),
+                if synthetic_benches {
+                    " (this run's synthetic data predates 200-row benchmarks; a new --out writes them)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
 
     let sim = out.join("sim.json");
     let plan_path = out.join("plan.json");
@@ -691,23 +811,30 @@ pub fn run(args: &RunArgs) -> Result<String> {
     let (plan_path, pruned, tuned) = if args.rounds > 1 {
         rounds(&mut r, &sim, num_layers)?
     } else {
-        r.plan(&model_dir, &sim, args.strategy, args.ratio, &plan_path)?;
+        r.plan(
+            &model_dir,
+            &sim,
+            (args.strategy, args.ratio, args.seed),
+            &plan_path,
+        )?;
         r.prune(&model_dir, &plan_path, &pruned)?;
-        r.finetune("fine-tune", &pruned, None, &tuned)?;
+        r.finetune("fine-tune", (&pruned, None), &tuned, args.seed)?;
         (plan_path, pruned, tuned)
     };
-    let dense = r.eval("dense", &model_dir, &out.join("eval/dense.json"))?;
-    let before = r.eval("pruned", &pruned, &out.join("eval/pruned.json"))?;
+    let limit = r.main_limit;
+    let dense = r.eval("dense", &model_dir, &out.join("eval/dense.json"), limit)?;
+    let before = r.eval("pruned", &pruned, &out.join("eval/pruned.json"), limit)?;
     let after = r.eval(
         "pruned + fine-tuned",
         &tuned,
         &out.join("eval/finetuned.json"),
+        limit,
     )?;
     let plan = Plan::read(&plan_path)?;
 
     let mut text = write_report(&r, &plan, [&dense, &before, &after], &pruned, &tuned)?;
     if args.compare {
-        text.push_str(&compare(&mut r, &sim, &dense)?);
+        text.push_str(&compare(&mut r, &sim)?);
     }
     if !args.sweep.is_empty() {
         let main = SweepPoint {
@@ -752,6 +879,7 @@ fn write_report(
             .map(|(n, rep)| Series {
                 name: n.to_string(),
                 scores: names.iter().map(|b| rep.score(b)).collect(),
+                intervals: vec![],
             })
             .collect::<Vec<_>>(),
         &chance,
@@ -903,14 +1031,19 @@ fn rounds(r: &mut Run, sim: &Path, num_layers: usize) -> Result<(PathBuf, PathBu
         // A ratio whose drop count (rounded down) is exactly this round's share.
         let ratio = (d as f64 + 0.5) / n as f64;
         let plan_path = dir.join("plan.json");
-        r.plan(&model, &round_sim, r.args.strategy, ratio, &plan_path)?;
+        r.plan(
+            &model,
+            &round_sim,
+            (r.args.strategy, ratio, r.args.seed),
+            &plan_path,
+        )?;
         let pruned = dir.join("pruned");
         r.prune(&model, &plan_path, &pruned)?;
         r.budget.samples = budget.samples.map(|s| s * (i + 1) / k - s * i / k);
         r.budget.portion = budget.portion / k as f64;
         let tuned = dir.join("finetuned");
         let label = format!("fine-tune (round {} of {k})", i + 1);
-        let healed = r.finetune(&label, &pruned, None, &tuned);
+        let healed = r.finetune(&label, (&pruned, None), &tuned, r.args.seed);
         r.budget = budget.clone();
         healed?;
         let composed = Plan::read(pruned.join(PLAN_FILE))?;
@@ -1003,7 +1136,12 @@ fn sweep(r: &mut Run, sim: &Path, dense: &EvalReport, main: SweepPoint) -> Resul
             continue;
         }
         let dir = out.join(format!("ratio-{ratio}"));
-        let (plan, pruned, tuned) = r.prune_and_heal(sim, r.args.strategy, ratio, &dir)?;
+        let (plan, pruned, tuned) = r.prune_and_heal(
+            sim,
+            (r.args.strategy, ratio, r.args.seed),
+            &dir,
+            r.main_limit,
+        )?;
         points.push(SweepPoint {
             ratio,
             dir,
@@ -1151,21 +1289,50 @@ const COMPARED: [Strategy; 7] = [
     Strategy::Interlace,
 ];
 
-/// One row of the comparison.
+/// One row of the comparison: a method at a ratio, with one plan and report per seed it
+/// ran with (Dense and the deterministic pruned rows: one).
 struct Row {
     method: String,
     ratio: Option<f64>,
-    plan: Option<Plan>,
-    report: EvalReport,
+    seeds: Vec<u64>,
+    plans: Vec<Plan>,
+    reports: Vec<EvalReport>,
 }
 
-fn compare(r: &mut Run, sim: &Path, dense: &EvalReport) -> Result<String> {
+impl Row {
+    fn tuned(&self) -> bool {
+        self.method.ends_with("-FT")
+    }
+}
+
+/// Bootstrap draws of the intervals and permutations of the paired tests in compare.md.
+const BOOTSTRAP_DRAWS: usize = 2000;
+const TEST_PERMUTATIONS: usize = 10_000;
+
+/// `base` for the run's own seed, `base/seed-S` for another.
+fn seed_dir(base: &Path, seed: u64, first: u64) -> PathBuf {
+    if seed == first {
+        base.to_path_buf()
+    } else {
+        base.join(format!("seed-{seed}"))
+    }
+}
+
+fn compare(r: &mut Run, sim: &Path) -> Result<String> {
     let out = r.args.out.join("compare");
+    let limit = r.compare_limit;
+    let first = r.args.seed;
+    let seeds: Vec<u64> = (0..r.args.compare_seeds as u64)
+        .map(|i| first + i)
+        .collect();
+    let model = r.model.clone();
+    let dense = r.eval("Dense", &model, &out.join("dense.json"), limit)?;
     let mut rows = vec![Row {
         method: "Dense".into(),
         ratio: None,
-        plan: None,
-        report: dense.clone(),
+        seeds: vec![first],
+        plans: vec![],
+        reports: vec![dense],
     }];
     // Dense-FT: every decoder layer fine-tuned with the same data and settings.
     let num_layers = crate::model::config::Qwen3VlConfig::from_dir(&r.model)?
@@ -1178,22 +1345,28 @@ fn compare(r: &mut Run, sim: &Path, dense: &EvalReport) -> Result<String> {
         Plan::from_drops("dense-ft", 0.0, num_layers, vec![], FinetunePolicy::All)?
             .write(&dense_plan)?;
     }
-    let model = r.model.clone();
-    r.finetune(
-        "fine-tune Dense-FT",
-        &model,
-        Some(&dense_plan),
-        &dense_dir.join("model"),
-    )?;
+    let mut reports = Vec::new();
+    for &s in &seeds {
+        let dir = seed_dir(&dense_dir, s, first);
+        r.finetune(
+            &format!("fine-tune Dense-FT (seed {s})"),
+            (&model, Some(&dense_plan)),
+            &dir.join("model"),
+            s,
+        )?;
+        reports.push(r.eval(
+            &format!("Dense-FT (seed {s})"),
+            &dir.join("model"),
+            &dir.join("eval.json"),
+            limit,
+        )?);
+    }
     rows.push(Row {
         method: "Dense-FT".into(),
         ratio: None,
-        plan: None,
-        report: r.eval(
-            "Dense-FT",
-            &dense_dir.join("model"),
-            &dense_dir.join("eval.json"),
-        )?,
+        seeds: seeds.clone(),
+        plans: vec![],
+        reports,
     });
     for &ratio in &r.args.compare_ratios.clone() {
         if crate::prune::drop_count(num_layers, ratio)? == 0 {
@@ -1201,93 +1374,255 @@ fn compare(r: &mut Run, sim: &Path, dense: &EvalReport) -> Result<String> {
             continue;
         }
         for strategy in COMPARED {
-            let dir = out.join(format!("ratio-{ratio}")).join(strategy.name());
-            let (plan, before, after) = r.prune_and_heal(sim, strategy, ratio, &dir)?;
+            let base = out.join(format!("ratio-{ratio}")).join(strategy.name());
+            let (mut plans, mut befores, mut afters) = (vec![], vec![], vec![]);
+            if strategy == Strategy::Random {
+                // Each seed draws its own layers.
+                for &s in &seeds {
+                    let dir = seed_dir(&base, s, first);
+                    let (plan, before, after) =
+                        r.prune_and_heal(sim, (strategy, ratio, s), &dir, limit)?;
+                    plans.push(plan);
+                    befores.push(before);
+                    afters.push(after);
+                }
+            } else {
+                let (plan, before, after) =
+                    r.prune_and_heal(sim, (strategy, ratio, first), &base, limit)?;
+                afters.push(after);
+                for &s in &seeds[1..] {
+                    let dir = base.join(format!("seed-{s}"));
+                    let label = format!("{strategy} {ratio}");
+                    afters.push(r.heal(&label, &plan, &before, &base, (&dir, limit, s))?);
+                }
+                plans.push(plan);
+                befores.push(before);
+            }
             let name = match strategy {
                 Strategy::Sleb => "SLEB".to_string(),
                 Strategy::ShortGpt => "ShortGPT".to_string(),
                 Strategy::Interlace => "INTERLACE".to_string(),
                 s => s.name().to_string(),
             };
+            let random = strategy == Strategy::Random;
             rows.push(Row {
                 method: name.clone(),
                 ratio: Some(ratio),
-                plan: Some(plan.clone()),
-                report: before,
+                seeds: if random { seeds.clone() } else { vec![first] },
+                plans: plans.clone(),
+                reports: befores,
             });
             rows.push(Row {
                 method: format!("{name}-FT"),
                 ratio: Some(ratio),
-                plan: Some(plan),
-                report: after,
+                seeds: seeds.clone(),
+                plans,
+                reports: afters,
             });
         }
     }
     write_compare(r, &rows)
 }
 
-fn write_compare(r: &Run, rows: &[Row]) -> Result<String> {
-    let out = &r.args.out;
-    let dense = &rows[0].report;
-    let dense_ft = &rows[1].report;
-    let names: Vec<String> = dense.benchmarks.iter().map(|b| b.name.clone()).collect();
-    let mut md = String::from(
-        "# The paper's comparison on this model\n\n\
-         Every -FT row is fine-tuned with the same data, samples and settings (Dense-FT: every \
-         decoder layer; pruned models: the plan's fine-tune layers). Relative = mean over \
-         benchmarks of score ÷ the reference's score.\n\n",
-    );
-    md.push_str("| method | ratio | layers | dropped | tuned |");
-    for n in &names {
-        md.push_str(&format!(" {n} |"));
+fn interval_json(x: Option<stats::Interval>) -> Value {
+    x.map(|i| json!({"estimate": i.estimate, "low": i.low, "high": i.high}))
+        .unwrap_or(Value::Null)
+}
+
+fn rel_interval(x: Option<stats::Interval>) -> (String, String) {
+    match x {
+        Some(i) => (
+            format!("{:.1} %", i.estimate * 100.0),
+            format!("{:.1} – {:.1}", i.low * 100.0, i.high * 100.0),
+        ),
+        None => ("–".into(), "–".into()),
     }
-    md.push_str(" rel. to Dense | rel. to Dense-FT |\n|---|---|---|---|---|");
-    md.push_str(&"---|".repeat(names.len() + 2));
-    md.push('\n');
-    let mut json_rows = Vec::new();
+}
+
+/// A p-value for a table: 4 decimals, or "< 0.0001" at the resolution of the test.
+fn p_text(p: f64) -> String {
+    if p < 1e-4 {
+        "< 0.0001".into()
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+fn write_compare(r: &mut Run, rows: &[Row]) -> Result<String> {
+    use crate::eval::stats::{self, Design, Method};
+    let out = r.args.out.clone();
+    let benches = r.benches(r.compare_limit)?.to_vec();
+    let names: Vec<String> = benches.iter().map(|b| b.name.clone()).collect();
+    // Every row's counts per seed, benchmark and unit, for the intervals and the tests.
+    let mut aggregates = Vec::new();
+    let mut methods = Vec::new();
     for row in rows {
-        let (layers, dropped, tuned) = match &row.plan {
-            Some(p) => (
-                p.kept.len().to_string(),
-                format!("{:?}", p.drop),
-                if row.method.ends_with("-FT") {
-                    format!("{:?}", p.finetune)
-                } else {
-                    "–".into()
-                },
-            ),
-            None => (
-                "all".into(),
-                "–".into(),
-                if row.method == "Dense-FT" {
-                    "all".into()
-                } else {
-                    "–".into()
-                },
-            ),
-        };
-        let rd = relative(&row.report, dense);
-        let rf = relative(&row.report, dense_ft);
-        md.push_str(&format!(
-            "| {} | {} | {layers} | {dropped} | {tuned} |",
-            row.method,
-            row.ratio
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "–".into())
-        ));
-        for n in &names {
-            md.push_str(&format!(" {} |", pct(row.report.score(n))));
+        let mut runs = Vec::new();
+        for report in &row.reports {
+            let mut per_bench = Vec::new();
+            for bench in &benches {
+                let b = report
+                    .benchmarks
+                    .iter()
+                    .find(|b| b.name == bench.name)
+                    .with_context(|| format!("{}: no report of {}", row.method, bench.name))?;
+                let (agg, units) = crate::eval::report::score_units(bench, b)?;
+                if aggregates.len() < benches.len() {
+                    aggregates.push(agg);
+                }
+                per_bench.push(units);
+            }
+            runs.push(per_bench);
         }
-        md.push_str(&format!(" {} | {} |\n", rel_pct(rd), rel_pct(rf)));
+        methods.push(Method {
+            name: row.method.clone(),
+            runs,
+        });
+    }
+    let design = Design {
+        benches: names.iter().cloned().zip(aggregates).collect(),
+        methods,
+    };
+    // Rows 0 and 1 are Dense and Dense-FT.
+    let summaries = stats::bootstrap(&design, &[0, 1], BOOTSTRAP_DRAWS, r.args.seed)?;
+    // INTERLACE-FT at each ratio against every other row of that ratio and the dense rows.
+    let mut tests = Vec::new();
+    for (a, row) in rows.iter().enumerate() {
+        if row.method != "INTERLACE-FT" {
+            continue;
+        }
+        for (b, other) in rows.iter().enumerate() {
+            if b == a || !(other.ratio.is_none() || other.ratio == row.ratio) {
+                continue;
+            }
+            let seed = r.args.seed ^ ((a as u64) << 32 | b as u64);
+            if let Some(t) = stats::paired_test(&design, (a, b, 0), TEST_PERMUTATIONS, seed)? {
+                tests.push((a, b, t));
+            }
+        }
+    }
+    let holm = stats::holm(&tests.iter().map(|(_, _, t)| t.p).collect::<Vec<_>>());
+
+    let ratio_text = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_else(|| "–".into());
+    let mut md = format!(
+        "# The paper's comparison on this model\n\n\
+         Every -FT row is fine-tuned with the same data and budget ({}; Dense-FT: every \
+         decoder layer; pruned models: the plan's fine-tune layers). Fine-tuned rows and the \
+         random strategy ran with seeds {} (which conversations, in which order; random: \
+         which layers too), and a method's score pools its seeds' answers. Benchmarks: {}.\n\n\
+         Relative = mean over benchmarks of score ÷ the reference's score. Intervals: 95 %, \
+         percentile bootstrap over benchmark rows and seeds ({BOOTSTRAP_DRAWS} draws, the \
+         same rows and seeds for every method).\n\n",
+        r.budget.why,
+        rows[1]
+            .seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        benches
+            .iter()
+            .map(|b| format!("{} ({} rows)", b.name, b.rows.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    md.push_str(
+        "| method | ratio | seeds | layers | dropped | tuned | rel. to Dense | 95 % interval | rel. to Dense-FT | 95 % interval |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut json_rows = Vec::new();
+    for (row, sum) in rows.iter().zip(&summaries) {
+        let plans = |f: &dyn Fn(&Plan) -> String| -> String {
+            if row.plans.is_empty() {
+                return "–".into();
+            }
+            let mut v: Vec<String> = row.plans.iter().map(f).collect();
+            v.dedup();
+            v.join(" / ")
+        };
+        let layers = if row.plans.is_empty() {
+            "all".to_string()
+        } else {
+            plans(&|p| p.kept.len().to_string())
+        };
+        let dropped = plans(&|p| format!("{:?}", p.drop));
+        let tuned = match (row.method.as_str(), row.tuned()) {
+            ("Dense-FT", _) => "all".to_string(),
+            (_, true) => plans(&|p| format!("{:?}", p.finetune)),
+            _ => "–".into(),
+        };
+        let (d, di) = rel_interval(sum.relative[0]);
+        let (f, fi) = rel_interval(sum.relative[1]);
+        md.push_str(&format!(
+            "| {} | {} | {} | {layers} | {dropped} | {tuned} | {d} | {di} | {f} | {fi} |\n",
+            row.method,
+            ratio_text(row.ratio),
+            row.seeds.len(),
+        ));
         json_rows.push(json!({
             "method": row.method,
             "ratio": row.ratio,
-            "drop": row.plan.as_ref().map(|p| p.drop.clone()),
-            "finetune": row.plan.as_ref().map(|p| p.finetune.clone()),
-            "scores": names.iter().map(|n| (n.clone(), json!(row.report.score(n)))).collect::<serde_json::Map<_, _>>(),
-            "relative_to_dense": rd,
-            "relative_to_dense_ft": rf,
+            "seeds": row.seeds,
+            "plans": row.plans.iter().map(|p| json!({"drop": p.drop, "finetune": p.finetune})).collect::<Vec<_>>(),
+            "scores": names.iter().zip(&sum.scores).map(|(n, s)| (n.clone(), interval_json(*s))).collect::<serde_json::Map<_, _>>(),
+            "scores_per_seed": row.reports.iter().map(|rep| names.iter().map(|n| (n.clone(), json!(rep.score(n)))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+            "relative_to_dense": interval_json(sum.relative[0]),
+            "relative_to_dense_ft": interval_json(sum.relative[1]),
         }));
+    }
+    md.push_str(&format!(
+        "\n## INTERLACE-FT against every other method\n\n\
+         Paired approximate randomization test over the benchmark rows ({TEST_PERMUTATIONS} \
+         draws; each draw swaps the two methods' answers on every row with probability 1/2, \
+         seeds pooled per row) of the difference in relative performance to Dense; p is \
+         two-sided, and Holm's adjustment is over all {} tests.\n\n\
+         | ratio | INTERLACE-FT against | INTERLACE-FT minus it (points) | p | p (Holm) |\n\
+         |---|---|---|---|---|\n",
+        tests.len()
+    ));
+    if tests.is_empty() {
+        md.push_str(
+            "No test: relative performance needs a benchmark on which Dense scored above 0.\n",
+        );
+    }
+    let mut json_tests = Vec::new();
+    for ((a, b, t), ph) in tests.iter().zip(&holm) {
+        md.push_str(&format!(
+            "| {} | {} | {:+.1} | {} | {} |\n",
+            ratio_text(rows[*a].ratio),
+            match rows[*b].ratio {
+                Some(x) if rows[*b].method != "Dense" => format!("{} ({x})", rows[*b].method),
+                _ => rows[*b].method.clone(),
+            },
+            t.difference * 100.0,
+            p_text(t.p),
+            p_text(*ph)
+        ));
+        json_tests.push(json!({
+            "ratio": rows[*a].ratio,
+            "against": rows[*b].method,
+            "against_ratio": rows[*b].ratio,
+            "difference": t.difference,
+            "p": t.p,
+            "p_holm": ph,
+        }));
+    }
+    md.push_str("\n## Scores per benchmark, with 95 % intervals\n\n| method | ratio |");
+    for n in &names {
+        md.push_str(&format!(" {n} |"));
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---|".repeat(names.len()));
+    md.push('\n');
+    for (row, sum) in rows.iter().zip(&summaries) {
+        md.push_str(&format!("| {} | {} |", row.method, ratio_text(row.ratio)));
+        for s in &sum.scores {
+            md.push_str(&match s {
+                Some(i) => format!(" {:.1} ({:.1}–{:.1}) |", i.estimate, i.low, i.high),
+                None => " – |".into(),
+            });
+        }
+        md.push('\n');
     }
     md.push_str(&format!(
         "\nChance levels: {}.\n",
@@ -1297,8 +1632,7 @@ fn write_compare(r: &Run, rows: &[Row]) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    // One bar per method and ratio: mean relative performance to Dense-FT.
-    let ratios: Vec<f64> = r.args.compare_ratios.clone();
+    // One group per method, one bar per ratio and reference, with its interval.
     let methods: Vec<String> = rows
         .iter()
         .filter(|row| row.ratio.is_some())
@@ -1309,23 +1643,36 @@ fn write_compare(r: &Run, rows: &[Row]) -> Result<String> {
             }
             v
         });
-    let series: Vec<Series> = ratios
-        .iter()
-        .map(|&ratio| Series {
-            name: format!("ratio {ratio}"),
-            scores: methods
+    let mut series = Vec::new();
+    for &ratio in &r.args.compare_ratios {
+        for (k, reference) in ["Dense", "Dense-FT"].iter().enumerate() {
+            let cells: Vec<Option<stats::Interval>> = methods
                 .iter()
                 .map(|m| {
                     rows.iter()
-                        .find(|row| &row.method == m && row.ratio == Some(ratio))
-                        .and_then(|row| relative(&row.report, dense_ft))
-                        .map(|x| x * 100.0)
+                        .zip(&summaries)
+                        .find(|(row, _)| &row.method == m && row.ratio == Some(ratio))
+                        .and_then(|(_, s)| s.relative[k])
                 })
-                .collect(),
-        })
-        .collect();
+                .collect();
+            if cells.iter().all(Option::is_none) {
+                continue;
+            }
+            series.push(Series {
+                name: format!("ratio {ratio}, ÷ {reference}"),
+                scores: cells
+                    .iter()
+                    .map(|c| c.map(|i| i.estimate * 100.0))
+                    .collect(),
+                intervals: cells
+                    .iter()
+                    .map(|c| c.map(|i| (i.low * 100.0, i.high * 100.0)))
+                    .collect(),
+            });
+        }
+    }
     let svg = grouped_bars_svg(
-        "Relative performance to Dense-FT (%)",
+        "Relative performance to Dense and to Dense-FT (%), with 95 % intervals",
         &methods,
         &series,
         &[],
@@ -1334,7 +1681,15 @@ fn write_compare(r: &Run, rows: &[Row]) -> Result<String> {
     crate::prune::write_atomic(&out.join("compare.md"), md.as_bytes())?;
     crate::prune::write_atomic(
         &out.join("compare.json"),
-        serde_json::to_string_pretty(&json!({ "rows": json_rows }))?.as_bytes(),
+        serde_json::to_string_pretty(&json!({
+            "budget": r.budget.why,
+            "rows_per_benchmark": benches.iter().map(|b| (b.name.clone(), json!(b.rows.len()))).collect::<serde_json::Map<_, _>>(),
+            "bootstrap_draws": BOOTSTRAP_DRAWS,
+            "test_permutations": TEST_PERMUTATIONS,
+            "rows": json_rows,
+            "tests": json_tests,
+        }))?
+        .as_bytes(),
     )?;
     Ok(format!(
         "{md}\ncomparison: {}\n",
