@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod hub;
 pub mod model;
 pub mod outlock;
 pub mod processor;

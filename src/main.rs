@@ -32,8 +32,9 @@ struct Cli {
 enum Command {
     /// Describe a checkpoint: architecture, layers, parameter counts, dtype, image settings.
     Inspect {
-        /// Hugging Face model directory (config.json, safetensors, tokenizer, ...).
-        #[arg(long)]
+        /// Hugging Face model directory (config.json, safetensors, tokenizer, ...), or a
+        /// Hub repository id in the local cache (Org/Name[@revision]).
+        #[arg(long, value_parser = interlace::hub::model_arg)]
         model: PathBuf,
     },
     /// Run one forward pass: how much each decoder layer changes the hidden state
@@ -55,8 +56,9 @@ enum Command {
     /// checkpoint (layers renumbered, num_hidden_layers updated, every other file copied,
     /// the plan recorded as interlace_plan.json). Pruning a pruned checkpoint composes.
     Prune {
-        /// Hugging Face model directory to prune.
-        #[arg(long)]
+        /// Hugging Face model directory to prune, or a Hub repository id in the local cache
+        /// (Org/Name[@revision]).
+        #[arg(long, value_parser = interlace::hub::model_arg)]
         model: PathBuf,
         /// plan.json from `interlace plan`, in the layer numbering of --model.
         #[arg(long, value_name = "FILE")]
@@ -173,7 +175,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     interlace::tune_process();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value a parser refused (a model or data set not found, say) already names the
+        // argument and the problem: one line, without clap's usage hint.
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            let text = e.render().to_string();
+            eprintln!("{}", text.lines().next().unwrap_or_default());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

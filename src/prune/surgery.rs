@@ -241,7 +241,9 @@ pub fn copy_other_files(src: &Path, dst: &Path) -> Result<()> {
             || name_str == "config.json"
             || name_str == PLAN_FILE
             || TRAINING_RECORDS.contains(&name_str.as_ref());
-        if !handled && entry.file_type()?.is_file() {
+        // Follows symbolic links: a Hugging Face cache snapshot links its files into the
+        // cache's blob store, and the copy gets the content.
+        if !handled && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
             std::fs::copy(entry.path(), dst.join(&name))
                 .with_context(|| format!("{}: cannot copy", entry.path().display()))?;
         }

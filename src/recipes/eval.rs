@@ -11,8 +11,9 @@ use crate::eval::report::{markdown_path, read_baseline_scores};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
-    /// Hugging Face model directory.
-    #[arg(long, required_unless_present = "predictions")]
+    /// Hugging Face model directory, or a Hub repository id in the local cache
+    /// (Org/Name[@revision], e.g. Qwen/Qwen3-VL-2B-Instruct).
+    #[arg(long, required_unless_present = "predictions", value_parser = crate::hub::model_arg)]
     pub model: Option<PathBuf>,
     /// A VLMEvalKit TSV file, optionally with its task after a colon (FILE.tsv:mcq); repeat
     /// for several. Tasks: mcq, yorn, vqa, chartqa, ocrbench, count, count-number. Without

@@ -22,7 +22,7 @@ use crate::train::trainer::{TrainOptions, Trainer};
 #[derive(Debug, Clone, clap::Args)]
 pub struct FinetuneArgs {
     /// Model directory to fine-tune, usually the output of `interlace prune`.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::hub::model_arg)]
     pub model: PathBuf,
     /// plan.json naming the layers to fine-tune (original indices); default: the model's
     /// own interlace_plan.json.
@@ -31,7 +31,7 @@ pub struct FinetuneArgs {
     /// Training data, detected by content: LLaVA-style JSON/JSONL, a FineVision Parquet
     /// file, or a directory of them (each directory holding Parquet files, e.g. each
     /// FineVision subset, is sampled on its own).
-    #[arg(long, value_name = "FILE|DIR")]
+    #[arg(long, value_name = "FILE|DIR", value_parser = crate::hub::data_arg)]
     pub data: PathBuf,
     /// Output directory: the fine-tuned checkpoint (must not exist yet).
     #[arg(long)]
@@ -98,7 +98,7 @@ pub struct FinetuneArgs {
     /// shares with the model (same weights, below the first trained layer) are computed
     /// once for both. The logged loss is this mixed loss. Costs the teacher's memory and
     /// its forward pass over the layers not shared.
-    #[arg(long, value_name = "TEACHER")]
+    #[arg(long, value_name = "TEACHER", value_parser = crate::hub::model_arg)]
     pub distill: Option<PathBuf>,
     /// Temperature T of the distributions compared by --distill.
     #[arg(long, default_value_t = 1.0, requires = "distill")]

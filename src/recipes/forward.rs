@@ -13,8 +13,9 @@ use crate::processor::{Message, Processor};
 
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
-    /// Hugging Face model directory.
-    #[arg(long)]
+    /// Hugging Face model directory, or a Hub repository id in the local cache
+    /// (Org/Name[@revision], e.g. Qwen/Qwen3-VL-2B-Instruct).
+    #[arg(long, value_parser = crate::hub::model_arg)]
     pub model: PathBuf,
     /// An image to put before the prompt (repeat for several, in order).
     #[arg(long = "image", value_name = "PATH")]

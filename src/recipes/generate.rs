@@ -11,8 +11,9 @@ use crate::processor::Processor;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenerateArgs {
-    /// Hugging Face model directory.
-    #[arg(long)]
+    /// Hugging Face model directory, or a Hub repository id in the local cache
+    /// (Org/Name[@revision], e.g. Qwen/Qwen3-VL-2B-Instruct).
+    #[arg(long, value_parser = crate::hub::model_arg)]
     pub model: PathBuf,
     /// An image to show the model (repeat for several; they come before the prompt).
     #[arg(long, value_name = "PATH")]

@@ -15,10 +15,10 @@ use crate::processor::Processor;
 #[derive(Debug, Clone, clap::Args)]
 pub struct LatencyArgs {
     /// Hugging Face model directory (the dense one when comparing).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::hub::model_arg)]
     pub model: PathBuf,
     /// A second model to time on the same input, e.g. the pruned one.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = crate::hub::model_arg)]
     pub compare: Option<PathBuf>,
     /// Image(s) in the prompt (default: none).
     #[arg(long, value_name = "PATH")]

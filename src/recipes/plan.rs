@@ -44,11 +44,11 @@ pub struct PlanArgs {
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// sleb only: the model whose layers are removed.
-    #[arg(long, help_heading = "SLEB")]
+    #[arg(long, help_heading = "SLEB", value_parser = crate::hub::model_arg)]
     pub model: Option<PathBuf>,
     /// sleb only: calibration conversations (LLaVA JSON/JSONL, FineVision Parquet or a
     /// directory of them); the loss is next-token cross-entropy on their assistant turns.
-    #[arg(long, value_name = "FILE|DIR", help_heading = "SLEB")]
+    #[arg(long, value_name = "FILE|DIR", help_heading = "SLEB", value_parser = crate::hub::data_arg)]
     pub data: Option<PathBuf>,
     /// sleb only: number of calibration conversations, chosen at random with --seed.
     #[arg(long, value_name = "N", default_value_t = 32, help_heading = "SLEB")]

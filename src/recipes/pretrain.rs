@@ -55,7 +55,7 @@ pub const OTHER_ADDED: [&str; 4] = ["<tool_call>", "</tool_call>", "<think>", "<
 pub struct PretrainArgs {
     /// Training data, detected by content: LLaVA-style JSON/JSONL, a FineVision Parquet
     /// file, or a directory of them.
-    #[arg(long, value_name = "FILE|DIR")]
+    #[arg(long, value_name = "FILE|DIR", value_parser = crate::hub::data_arg)]
     pub data: PathBuf,
     /// Output directory: the trained checkpoint (must not exist yet).
     #[arg(long)]

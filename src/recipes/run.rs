@@ -32,12 +32,12 @@ pub const DEMO_MODEL: &str = "demo/model";
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Model to prune [default: the built-in demo model, demo/model].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::hub::model_arg)]
     pub model: Option<PathBuf>,
     /// Calibration and fine-tuning data (LLaVA JSON/JSONL, FineVision Parquet or a directory
     /// of them). Default: the synthetic data set of `interlace synth`, generated into
     /// OUT/data with --seed (its benchmarks are then the default --bench).
-    #[arg(long, value_name = "FILE|DIR")]
+    #[arg(long, value_name = "FILE|DIR", value_parser = crate::hub::data_arg)]
     pub data: Option<PathBuf>,
     /// Without --data: write the synthetic training rows with bare answers (the option
     /// letter, Yes/No) instead of worked ones (`synth --worked`: the option's text, what

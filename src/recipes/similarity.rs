@@ -13,13 +13,14 @@ use crate::prune::{SimilarityAccumulator, SimilarityScores};
 
 #[derive(Debug, clap::Args)]
 pub struct SimilarityArgs {
-    /// Hugging Face model directory.
-    #[arg(long)]
+    /// Hugging Face model directory, or a Hub repository id in the local cache
+    /// (Org/Name[@revision], e.g. Qwen/Qwen3-VL-2B-Instruct).
+    #[arg(long, value_parser = crate::hub::model_arg)]
     pub model: PathBuf,
     /// Calibration data, detected by content: a LLaVA-style JSON or JSONL file (image paths
     /// relative to the file), a FineVision Parquet file, or a directory of them (each
     /// directory holding Parquet files, e.g. each FineVision subset, is sampled on its own).
-    #[arg(long, value_name = "FILE|DIR")]
+    #[arg(long, value_name = "FILE|DIR", value_parser = crate::hub::data_arg)]
     pub data: PathBuf,
     /// Share of the samples of each source (file or subset) to use (which ones: --take).
     #[arg(long, default_value_t = 0.1)]
