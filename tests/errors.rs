@@ -4,16 +4,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::model_dir;
 
 /// Runs the CLI; returns (success, stderr).
 fn interlace(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
-        .args(args)
-        .output()
-        .expect("run interlace");
+    let out = common::cli().args(args).output().expect("run interlace");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -47,7 +43,7 @@ fn inspect(dir: &Path) -> (bool, String) {
 #[test]
 fn inspect_describes_a_good_checkpoint() {
     let dir = model_dir("tiny-b");
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .args(["inspect", "--model", dir.to_str().unwrap()])
         .output()
         .unwrap();
@@ -181,7 +177,7 @@ fn forward(dir: &Path, image: &Path) -> (bool, String) {
 #[test]
 fn forward_runs_on_a_good_checkpoint() {
     let img = common::fixtures().join("images/odd_97x61.png");
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .args(["forward", "--model", model_dir("tiny-b").to_str().unwrap()])
         .args([
             "--image",
@@ -309,10 +305,7 @@ fn device_cuda_without_cuda_is_one_clear_line() {
         "{stderr}"
     );
     // --version names the backends.
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
-        .arg("--version")
-        .output()
-        .unwrap();
+    let out = common::cli().arg("--version").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("interlace {} (backends: cpu)", env!("CARGO_PKG_VERSION"))
@@ -825,10 +818,7 @@ fn bad_input_corpus() {
                     .replace("{model}", model.to_str().unwrap())
             })
             .collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
-            .args(&args)
-            .output()
-            .expect("run interlace");
+        let out = common::cli().args(&args).output().expect("run interlace");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{}: {stderr}", case.what);
         let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();

@@ -7,9 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{fixtures, model_dir};
+use common::{fixtures, interlace, model_dir};
 use interlace::eval::benchmarks::{BenchSpec, Benchmark, Task};
 use interlace::eval::metrics::{can_infer, vqa_score, yes_no_metrics, yorn_extraction, YesNo};
 use interlace::eval::report::EvalReport;
@@ -21,14 +21,6 @@ fn bench_file(name: &str) -> PathBuf {
 
 fn expected() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join("bench/expected.json")).unwrap())
-        .unwrap()
-}
-
-fn interlace(args: &[&str], extra: &[&Path]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_interlace"))
-        .args(args)
-        .args(extra)
-        .output()
         .unwrap()
 }
 

@@ -1,6 +1,6 @@
 //! Benchmark scoring without a model: canned predictions through `score_benchmark`, checked
 //! against VLMEvalKit's definitions (circular evaluation of MMBench, POPE's F1 headline,
-//! relative performance of SPEC.md).
+//! relative performance of docs/SPEC.md).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -144,7 +144,7 @@ fn pope_headline_is_f1() {
     assert_eq!(r.results[10].error.as_deref(), Some("bad image"));
 }
 
-/// SPEC.md: relative performance = per-benchmark score ÷ baseline score, averaged with equal
+/// docs/SPEC.md: relative performance = per-benchmark score ÷ baseline score, averaged with equal
 /// weight. E.g. 40/50 = 0.8 and 90/100 = 0.9 give 0.85.
 #[test]
 fn relative_performance_is_the_mean_ratio() {

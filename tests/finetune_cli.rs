@@ -26,7 +26,7 @@ fn write_data(dir: &Path, extra: &[Value]) -> PathBuf {
 fn finetune_cmd(dir: &Path, data: &Path, out: &Path, extra: &[&str]) -> Command {
     let plan = dir.join("plan.json");
     std::fs::write(&plan, PLAN).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
+    let mut cmd = common::cli();
     cmd.arg("finetune")
         .arg("--model")
         .arg(model_dir("tiny-b"))
@@ -286,7 +286,7 @@ fn refuses_an_unpruned_model_with_a_dropping_plan() {
  "finetune": [2, 5], "freeze": [0, 3], "anchors": [], "kept": [0, 2, 3, 5]}"#,
     )
     .unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let run = common::cli()
         .arg("finetune")
         .arg("--model")
         .arg(model_dir("tiny-b"))

@@ -24,7 +24,7 @@ fn greedy_tokens_match_transformers() {
 fn generate_prints_only_the_answer() {
     let expected = expected();
     let want = &expected["cases"]["tiny-a"]["cases"]["one_image"];
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .arg("generate")
         .arg("--model")
         .arg(model_dir("tiny-a"))

@@ -341,11 +341,6 @@ fn cuda_bf16_finetune_steps_match_pytorch_bf16_with_f32_masters() {
 }
 
 /// The CUDA binary: INTERLACE_BIN, else the one cargo built with this test.
-fn interlace_bin() -> std::path::PathBuf {
-    std::env::var_os("INTERLACE_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_interlace").into())
-}
 
 #[test]
 #[ignore = "needs a GPU and the cuda feature"]
@@ -366,7 +361,7 @@ fn cuda_finetune_killed_and_resumed_is_bit_equal() {
     )
     .unwrap();
     let cmd = |out: &std::path::Path| {
-        let mut c = std::process::Command::new(interlace_bin());
+        let mut c = std::process::Command::new(common::bin());
         c.arg("finetune")
             .arg("--model")
             .arg(model_dir("tiny-b"))

@@ -5,9 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{assert_one_line_error, model_dir};
+use common::{assert_ok, assert_one_line_error, model_dir};
 use interlace::hub::{resolve_in, RepoType};
 
 const MAIN: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -54,7 +54,7 @@ fn cache(root: &Path) -> PathBuf {
         &[&synth],
         &hub,
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let data = hub.join("datasets--Org--Data");
     add_snapshot(&data, MAIN, &synth.join("train"));
     std::fs::create_dir_all(data.join("refs")).unwrap();
@@ -63,7 +63,7 @@ fn cache(root: &Path) -> PathBuf {
 }
 
 fn interlace(args: &[&str], paths: &[&Path], hub: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_interlace"))
+    common::cli()
         .args(args)
         .args(paths)
         .env("HF_HUB_CACHE", hub)
@@ -119,7 +119,7 @@ fn commands_take_hub_names() {
     let tmp = tempfile::tempdir().unwrap();
     let hub = cache(tmp.path());
     let o = interlace(&["inspect", "--model", "Org/Tiny"], &[], &hub);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains(MAIN) && text.contains("decoder layers         6"),
@@ -143,7 +143,7 @@ fn commands_take_hub_names() {
         &[&plan, Path::new("--out"), &pruned],
         &hub,
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     for f in [
         "tokenizer.json",
         "chat_template.json",
@@ -173,18 +173,18 @@ fn commands_take_hub_names() {
         &[&sim],
         &hub,
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     assert!(sim.exists());
 
     // HF_HOME/hub when HF_HUB_CACHE is not set.
-    let o = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let o = common::cli()
         .args(["inspect", "--model", "Org/Tiny"])
         .env_remove("HF_HUB_CACHE")
         .env_remove("HUGGINGFACE_HUB_CACHE")
         .env("HF_HOME", tmp.path())
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
 
     let o = interlace(&["inspect", "--model", "Org/Missing"], &[], &hub);
     assert_one_line_error(&o, "models--Org--Missing");

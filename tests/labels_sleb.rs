@@ -130,7 +130,7 @@ fn plan_cli_runs_sleb_and_explains_missing_inputs() {
     let out = tmp.path().join("plan.json");
     let rounds = expected["rounds"].as_array().unwrap().len();
     let ratio = format!("{}", (rounds as f64 + 0.5) / 6.0);
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let run = common::cli()
         .args(["plan", "--strategy", "sleb", "--finetune-policy", "next"])
         .arg("--model")
         .arg(model_dir("tiny-b"))
@@ -160,7 +160,7 @@ fn plan_cli_runs_sleb_and_explains_missing_inputs() {
     // Each dropped layer's next kept layer is fine-tuned (policy next).
     assert!(!plan["finetune"].as_array().unwrap().is_empty());
 
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let run = common::cli()
         .args(["plan", "--strategy", "sleb", "--ratio", "0.25"])
         .arg("--out")
         .arg(tmp.path().join("x.json"))

@@ -41,7 +41,7 @@ fn compare_reports_both_models_and_the_ideal_speed_up() {
     let pruned = tmp.path().join("pruned");
     let plan = Plan::from_roles("manual", 0.34, 6, vec![1, 4], vec![], vec![]).unwrap();
     prune_checkpoint(&dense, &plan, &pruned).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .arg("latency")
         .arg("--model")
         .arg(&dense)

@@ -1,7 +1,7 @@
 //! `interlace plan` end to end on a hand-made score table whose plan is worked out by hand
-//! from SPEC.md's rule.
+//! from docs/SPEC.md's rule.
 
-use std::process::Command;
+mod common;
 
 /// L = 6. s3 = [0.5, 0.9, 0.7], s2 = [0.2, 0.3, 0.4, 0.5], s1 = [0.1, 0.6, 0.8, 0.3, 0.2].
 const SIM: &str = r#"{"model": "hand", "model_type": "qwen3_vl", "num_layers": 6, "num_samples": 1,
@@ -11,7 +11,7 @@ const SIM: &str = r#"{"model": "hand", "model_type": "qwen3_vl", "num_layers": 6
 
 fn plan(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
     std::fs::write(dir.join("sim.json"), SIM).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_interlace"))
+    common::cli()
         .arg("plan")
         .arg("--similarity")
         .arg(dir.join("sim.json"))
@@ -84,7 +84,7 @@ fn bad_arguments_are_clear_errors() {
         r#"{"num_layers": 6, "packs": {"1": {"0": [0.1]}}}"#,
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .args(["plan", "--similarity"])
         .arg(tmp.path().join("bad.json"))
         .arg("--out")

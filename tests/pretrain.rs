@@ -209,7 +209,7 @@ fn write_data(dir: &Path) -> PathBuf {
 
 /// `interlace pretrain --data DATA --out OUT` and nothing else.
 fn bare_cmd(data: &Path, out: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
+    let mut cmd = common::cli();
     cmd.arg("pretrain")
         .arg("--data")
         .arg(data)
@@ -317,7 +317,7 @@ fn pretrain_from_scratch_learns_and_its_output_loads_and_generates() {
             "--model",
         ],
     ] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_interlace"));
+        let mut cmd = common::cli();
         cmd.args(&args).arg(&out);
         if args[0] != "inspect" {
             cmd.arg("--image").arg(&image);

@@ -25,7 +25,7 @@ fn write_plan(path: &Path, num_layers: usize, drop: &[usize]) {
 }
 
 fn prune(model: &Path, plan: &Path, out: &Path) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let o = common::cli()
         .args(["prune", "--model"])
         .arg(model)
         .arg("--plan")

@@ -6,17 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{assert_one_line_error, fixtures, load_tensors, model_dir};
+use common::{assert_ok, assert_one_line_error, fixtures, interlace, load_tensors, model_dir};
 use serde_json::Value;
-
-fn interlace(args: &[&str], extra: &[&Path]) -> Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"));
-    cmd.args(args);
-    for p in extra {
-        cmd.arg(p);
-    }
-    cmd.output().unwrap()
-}
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -69,7 +60,7 @@ fn run_writes_every_stage_and_the_report_and_continues() {
     let out = tmp.path().join("run");
     let args = run_args(&out);
     let o = run(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     for f in [
         "run.json",
         "sim.json",
@@ -222,7 +213,7 @@ fn compare_runs_every_strategy_with_and_without_fine_tuning() {
         .map(String::from),
     );
     let o = run(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let cmp = read_json(&out.join("compare.json"));
     let rows = cmp["rows"].as_array().unwrap();
     let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
@@ -329,7 +320,7 @@ fn compare_runs_every_strategy_with_and_without_fine_tuning() {
 fn compare_on_the_demo_reports_intervals_and_paired_tests() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo-cmp");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let o = common::cli()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "run",
@@ -353,7 +344,7 @@ fn compare_on_the_demo_reports_intervals_and_paired_tests() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let cmp = read_json(&out.join("compare.json"));
     assert_eq!(cmp["rows_per_benchmark"]["SynthMMB"], 4);
     let rows = cmp["rows"].as_array().unwrap();
@@ -400,7 +391,7 @@ fn compare_on_the_demo_reports_intervals_and_paired_tests() {
 fn run_defaults_to_the_demo_model_and_synthetic_data() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let o = common::cli()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "run",
@@ -420,7 +411,7 @@ fn run_defaults_to_the_demo_model_and_synthetic_data() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let manifest = read_json(&out.join("data/synth.json"));
     let report = read_json(&out.join("report.json"));
     assert!(report["model"].as_str().unwrap().ends_with("demo/model"));
@@ -544,7 +535,7 @@ fn sweep_writes_quality_against_time_to_first_token() {
     let mut args = run_args(&out);
     args.extend(["--sweep".into(), "0.25,0.2".into(), "--distill".into()]);
     let o = run(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     for f in [
         "sweep.md",
         "sweep.json",
@@ -591,7 +582,7 @@ fn rounds_prune_and_heal_step_by_step() {
             .map(|s| s.to_string()),
     );
     let o = run(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     for f in [
         "rounds/round-1/plan.json",
         "rounds/round-1/finetuned/config.json",

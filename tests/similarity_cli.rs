@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use interlace::prune::SimilarityScores;
 
@@ -29,7 +27,7 @@ fn similarity_command_matches_transformers_and_skips_bad_samples() {
     // One sample per pass (the CPU default) and all three in one packed pass.
     for batch in ["1", "3"] {
         let sim = tmp.path().join(format!("sim-{batch}.json"));
-        let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+        let out = common::cli()
             .args([
                 "similarity",
                 "--model",
@@ -77,7 +75,7 @@ fn similarity_command_rejects_bad_data() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.json");
     std::fs::write(&bad, "this is not json").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .args([
             "similarity",
             "--model",
@@ -132,7 +130,7 @@ fn similarity_command_reads_finevision_and_skips_bad_rows() {
     assert!(scored > 0 && skipped > 0, "the fixture must exercise both");
 
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .args([
             "similarity",
             "--model",
@@ -173,7 +171,7 @@ fn similarity_command_rejects_corrupt_parquet() {
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("part-0.parquet"), &good[..good.len() - 100]).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .args([
             "similarity",
             "--model",
@@ -209,7 +207,7 @@ fn similarity_skips_samples_longer_than_max_length() {
     let data_path = tmp.path().join("data.json");
     std::fs::write(&data_path, data.to_string()).unwrap();
     let sim = tmp.path().join("sim.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let out = common::cli()
         .args([
             "similarity",
             "--model",

@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::assert_ok;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use interlace::data::synthetic::draw::glyph;
 use interlace::data::synthetic::{write_synth, SynthManifest, SynthOptions, CAPTION_PROMPT};
@@ -1161,7 +1162,7 @@ fn cli_refuses_a_foreign_directory_and_replaces_a_previous_output() {
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
     let run = |out: &Path, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_interlace"))
+        common::cli()
             .arg("synth")
             .arg("--out")
             .arg(out)
@@ -1179,10 +1180,10 @@ fn cli_refuses_a_foreign_directory_and_replaces_a_previous_output() {
 
     let out = tmp.path().join("s");
     let o = run(&out, &["--seed", "1"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let first = files(&out);
     let o = run(&out, &["--seed", "2"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let second = files(&out);
     assert_eq!(first.len(), second.len());
     assert_ne!(first, second);

@@ -149,7 +149,7 @@ fn predictions_are_scored_as_after_vlmevalkit_xlsx_round_trip() {
 fn score_predictions(file: &std::path::Path) -> interlace::eval::report::EvalReport {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("report.json");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_interlace"))
+    let run = common::cli()
         .args(["eval", "--predictions"])
         .arg(file)
         .arg("--out")

@@ -2,7 +2,7 @@
 """Fixtures for supervised labels, SLEB and fine-tuning (development tool; CI has no Python).
 
 Everything is computed by transformers / PyTorch on the committed tiny models, with the
-label rule of SPEC.md step 4 implemented here independently of the Rust code (span
+label rule of docs/SPEC.md step 4 implemented here independently of the Rust code (span
 boundaries found by tokenising rendered prefixes, not by token offsets):
 
 - `data.json`: LLaVA-style conversations (image paths relative to this directory).

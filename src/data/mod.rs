@@ -101,7 +101,7 @@ pub fn content_fingerprint(samples: &[Sample]) -> String {
 pub const IMAGE_MARKER: &str = "<image>";
 
 impl Sample {
-    /// The calibration prompt of SPEC.md step 1: the first user turn, all of the sample's
+    /// The calibration prompt of docs/SPEC.md step 1: the first user turn, all of the sample's
     /// images first, then its text with the `<image>\n` markers removed.
     pub fn first_user_turn(&self) -> Result<Message> {
         let Some(turn) = self.turns.iter().find(|t| t.role == "user") else {

@@ -9,7 +9,7 @@
 //! each of their parts, as VLMEvalKit explodes them) and per `l2-category`. Malformed rows are
 //! counted and listed with their error, never scored.
 //!
-//! With a baseline report, the relative performance of SPEC.md: per benchmark, score ÷
+//! With a baseline report, the relative performance of docs/SPEC.md: per benchmark, score ÷
 //! baseline score, and the equal-weight mean of these ratios over the benchmarks both reports
 //! scored.
 
@@ -136,7 +136,7 @@ pub struct RowResult {
     pub error: Option<String>,
 }
 
-/// Relative performance against a baseline (SPEC.md): score ÷ baseline score per benchmark
+/// Relative performance against a baseline (docs/SPEC.md): score ÷ baseline score per benchmark
 /// and their equal-weight mean, as fractions (1.0 = as good as the baseline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Relative {
@@ -739,7 +739,7 @@ fn md(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
-/// Relative performance of `report` against baseline scores (SPEC.md: per-benchmark score ÷
+/// Relative performance of `report` against baseline scores (docs/SPEC.md: per-benchmark score ÷
 /// baseline score, averaged with equal weight). Benchmarks without a score on either side, or
 /// with a baseline score of 0, are listed in `missing` and left out of the mean.
 pub fn relative_performance(

@@ -59,37 +59,16 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
-/// `--dtype`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `--dtype` (any case; torch's names bfloat16, float32 and fp32 too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum DTypeChoice {
     /// bf16 on a GPU, f32 on the CPU.
     #[default]
     Auto,
+    #[value(alias = "bfloat16")]
     Bf16,
+    #[value(aliases = ["float32", "fp32"])]
     F32,
-}
-
-impl FromStr for DTypeChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "bf16" | "bfloat16" => Ok(Self::Bf16),
-            "f32" | "float32" | "fp32" => Ok(Self::F32),
-            _ => Err(format!("'{s}' is not a dtype: expected auto, bf16 or f32")),
-        }
-    }
-}
-
-impl fmt::Display for DTypeChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Bf16 => "bf16",
-            Self::F32 => "f32",
-        })
-    }
 }
 
 /// A resolved device and compute dtype.
@@ -225,10 +204,14 @@ mod tests {
 
     #[test]
     fn dtype_choices_parse() {
-        assert_eq!("bf16".parse::<DTypeChoice>(), Ok(DTypeChoice::Bf16));
-        assert_eq!("F32".parse::<DTypeChoice>(), Ok(DTypeChoice::F32));
-        assert_eq!("auto".parse::<DTypeChoice>(), Ok(DTypeChoice::Auto));
-        assert!("f16".parse::<DTypeChoice>().is_err());
+        use clap::ValueEnum;
+        let parse = |s: &str| DTypeChoice::from_str(s, true);
+        assert_eq!(parse("bf16"), Ok(DTypeChoice::Bf16));
+        assert_eq!(parse("bfloat16"), Ok(DTypeChoice::Bf16));
+        assert_eq!(parse("F32"), Ok(DTypeChoice::F32));
+        assert_eq!(parse("fp32"), Ok(DTypeChoice::F32));
+        assert_eq!(parse("auto"), Ok(DTypeChoice::Auto));
+        assert!(parse("f16").is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Layer selection (SPEC.md "The method", steps 1–2, as pure functions).
+//! Layer selection (docs/SPEC.md "The method", steps 1–2, as pure functions).
 //!
 //! - [`scores`](mod@scores): [`SimilarityScores`], the per-sample hidden-state cosine scores
 //!   s_k(i) of a model, read from / written to `sim.json` or read from the reference

@@ -1,4 +1,4 @@
-//! `plan.json` (SPEC.md "File formats"): which decoder layers are dropped, fine-tuned,
+//! `plan.json` (docs/SPEC.md "File formats"): which decoder layers are dropped, fine-tuned,
 //! frozen, and which frozen layers are triplet anchors.
 //!
 //! Role sets, all in original layer indices and sorted ascending:
@@ -208,7 +208,7 @@ impl Plan {
         Ok(plan)
     }
 
-    /// The `plan.json` text: one field per line, in SPEC.md's order, trailing newline.
+    /// The `plan.json` text: one field per line, in docs/SPEC.md's order, trailing newline.
     pub fn to_json_string(&self) -> String {
         let list = |v: &[usize]| serde_json::to_string(v).expect("list serialises");
         format!(
@@ -344,7 +344,7 @@ mod tests {
                 "drop": [2, 4], "finetune": [1, 5], "freeze": [0, 3, 6, 7], "anchors": [3, 6],
                 "kept": [0, 1, 3, 5, 6, 7]})
         );
-        // Field order as in SPEC.md.
+        // Field order as in docs/SPEC.md.
         let pos = |k: &str| text.find(&format!("\"{k}\"")).unwrap();
         let order = [
             "strategy",

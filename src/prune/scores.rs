@@ -1,4 +1,4 @@
-//! Hidden-state similarity scores s_k(i) (SPEC.md "The method", step 1) and the `sim.json`
+//! Hidden-state similarity scores s_k(i) (docs/SPEC.md "The method", step 1) and the `sim.json`
 //! file.
 //!
 //! For pack size k and start index i (with i + k ≤ L-1), a sample's score is the mean over
@@ -178,7 +178,7 @@ impl SimilarityScores {
         Ok(s)
     }
 
-    /// Reads `sim.json` (SPEC.md "File formats").
+    /// Reads `sim.json` (docs/SPEC.md "File formats").
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = read_text(path)?;

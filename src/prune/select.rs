@@ -1,4 +1,4 @@
-//! Layer-selection strategies (SPEC.md "The method", step 2): pure functions from
+//! Layer-selection strategies (docs/SPEC.md "The method", step 2): pure functions from
 //! similarity scores to a [`Plan`].
 //!
 //! n = floor(L × ratio), computed as `(L as f64 * ratio) as usize` (IEEE double multiply,
@@ -12,20 +12,20 @@
 //! computed elsewhere; its drop set becomes a plan through [`Plan::from_drops`].
 
 use std::fmt;
-use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Result};
 
 use super::plan::Plan;
 use super::scores::SimilarityScores;
 
-/// A selection strategy (`--strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A selection strategy (`--strategy`; its command-line name is its `plan.json` name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Strategy {
-    /// SPEC.md's rule: triplets by s_3 with the more redundant of the first two dropped, the
-    /// other fine-tuned, the third a frozen anchor; pair fallback by s_2.
+    /// The paper's rule (docs/SPEC.md): layer triplets by s_3, most redundant first; the
+    /// more redundant of the first two is dropped, the other fine-tuned, the third a frozen
+    /// anchor; pairs by s_2 when triplets run out.
     Interlace,
-    /// Ablation: as `Interlace`, but always drop i and tune i+1 (triplets and fallback pairs).
+    /// Ablation: as interlace, but always drop i and tune i+1 (triplets and fallback pairs).
     InterlaceOa,
     /// Ablation: pairs (i, i+1) ranked by s_1(i); drop i, tune i+1; no anchors.
     InterlaceTn,
@@ -34,8 +34,10 @@ pub enum Strategy {
     /// A block of n layers from the highest-s_1 layer; the next n are its fine-tune set.
     Consecutive,
     /// The n layers with the highest s_1 (lowest Block Influence).
+    #[value(name = "shortgpt")]
     ShortGpt,
-    /// Greedy removal by calibration loss; needs a model, so not computed here.
+    /// SLEB: greedy removal of the layer whose removal raises the calibration loss least;
+    /// needs --model and --data (not similarity scores).
     Sleb,
 }
 
@@ -52,16 +54,8 @@ impl Strategy {
     ];
 
     /// The command-line / `plan.json` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Interlace => "interlace",
-            Strategy::InterlaceOa => "interlace-oa",
-            Strategy::InterlaceTn => "interlace-tn",
-            Strategy::Random => "random",
-            Strategy::Consecutive => "consecutive",
-            Strategy::ShortGpt => "shortgpt",
-            Strategy::Sleb => "sleb",
-        }
+    pub fn name(self) -> String {
+        value_name(self)
     }
 
     /// Whether the strategy pairs each dropped layer with a layer to fine-tune (what
@@ -86,27 +80,21 @@ impl Strategy {
     }
 }
 
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// The command-line name of a value of a [`clap::ValueEnum`].
+fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
-impl FromStr for Strategy {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Strategy::ALL
-            .into_iter()
-            .find(|st| st.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
-                anyhow!("unknown strategy \"{s}\"; valid: {}", names.join(", "))
-            })
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
     }
 }
 
 /// Which kept layers are fine-tuned (`--finetune-policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum FinetunePolicy {
     /// The strategy's own pairing; `Next` for strategies without one (`random`, `shortgpt`,
     /// `sleb`).
@@ -129,31 +117,14 @@ impl FinetunePolicy {
         FinetunePolicy::None,
     ];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            FinetunePolicy::Paired => "paired",
-            FinetunePolicy::Next => "next",
-            FinetunePolicy::All => "all",
-            FinetunePolicy::None => "none",
-        }
+    pub fn name(self) -> String {
+        value_name(self)
     }
 }
 
 impl fmt::Display for FinetunePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for FinetunePolicy {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        FinetunePolicy::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                anyhow!("unknown fine-tune policy \"{s}\"; valid: paired, next, all, none")
-            })
+        f.write_str(&self.name())
     }
 }
 
@@ -274,7 +245,7 @@ pub fn select(
 ) -> Result<Plan> {
     let l = scores.num_layers();
     let n = drop_count(l, ratio)?;
-    (1..=strategy.packs_needed()).try_for_each(|k| need_pack(scores, k, strategy.name()))?;
+    (1..=strategy.packs_needed()).try_for_each(|k| need_pack(scores, k, &strategy.name()))?;
     let sel = match strategy {
         Strategy::Interlace => interlace(scores, n)?,
         Strategy::InterlaceOa => interlace_oa(scores, n)?,
@@ -287,13 +258,13 @@ pub fn select(
              similarity scores alone"
         ),
     };
-    sel.into_plan(strategy.name(), ratio, l, opts.finetune)
+    sel.into_plan(&strategy.name(), ratio, l, opts.finetune)
 }
 
 /// Which layer of an accepted group (i, i+1, ...) is dropped.
 #[derive(Clone, Copy)]
 enum DropRule {
-    /// SPEC.md: if s_1(i) < s_1(i+1) drop i+1 and tune i, otherwise drop i and tune i+1.
+    /// docs/SPEC.md: if s_1(i) < s_1(i+1) drop i+1 and tune i, otherwise drop i and tune i+1.
     MoreRedundant,
     /// Always drop i and tune i+1.
     First,
@@ -393,7 +364,7 @@ fn need_pack(scores: &SimilarityScores, k: usize, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// SPEC.md's `interlace` rule for n drops: triplets (i, i+1, i+2) by s_3(i) highest first
+/// docs/SPEC.md's `interlace` rule for n drops: triplets (i, i+1, i+2) by s_3(i) highest first
 /// (ties: ascending i), accepted when all three are unassigned; if s_1(i) < s_1(i+1) drop
 /// i+1 and tune i, otherwise drop i and tune i+1; i+2 is a frozen anchor. Then pairs by
 /// s_2(i) with the same drop rule. Errors (naming the largest feasible ratio) when fewer
@@ -404,7 +375,7 @@ pub fn interlace(scores: &SimilarityScores, n: usize) -> Result<Selection> {
 }
 
 /// The `interlace-oa` ablation: as [`interlace`] (triplets by s_3, then the pair fallback by
-/// s_2 — SPEC.md names only the triplets; we keep the fallback so that the variant differs
+/// s_2 — docs/SPEC.md names only the triplets; we keep the fallback so that the variant differs
 /// from `interlace` in the drop rule alone), but always drop i and tune i+1.
 pub fn interlace_oa(scores: &SimilarityScores, n: usize) -> Result<Selection> {
     (1..=3).try_for_each(|k| need_pack(scores, k, "interlace-oa"))?;
@@ -922,25 +893,32 @@ mod tests {
 
     #[test]
     fn names_and_errors() {
-        for st in Strategy::ALL {
-            assert_eq!(st.name().parse::<Strategy>().unwrap(), st);
-        }
-        let e = "lasso".parse::<Strategy>().unwrap_err().to_string();
-        assert!(
-            e.contains("\"lasso\"")
-                && e.contains(
-                    "interlace, interlace-oa, interlace-tn, random, consecutive, shortgpt, sleb"
-                ),
-            "{e}"
+        use clap::ValueEnum;
+        let names: Vec<String> = Strategy::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "interlace",
+                "interlace-oa",
+                "interlace-tn",
+                "random",
+                "consecutive",
+                "shortgpt",
+                "sleb"
+            ]
         );
-        for p in FinetunePolicy::ALL {
-            assert_eq!(p.name().parse::<FinetunePolicy>().unwrap(), p);
+        assert_eq!(Strategy::value_variants(), Strategy::ALL);
+        for st in Strategy::ALL {
+            assert_eq!(Strategy::from_str(&st.name(), false).unwrap(), st);
         }
-        assert!("some"
-            .parse::<FinetunePolicy>()
-            .unwrap_err()
-            .to_string()
-            .contains("paired, next, all, none"));
+        assert!(Strategy::from_str("lasso", false).is_err());
+        let names: Vec<String> = FinetunePolicy::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["paired", "next", "all", "none"]);
+        assert_eq!(FinetunePolicy::value_variants(), FinetunePolicy::ALL);
+        for p in FinetunePolicy::ALL {
+            assert_eq!(FinetunePolicy::from_str(&p.name(), false).unwrap(), p);
+        }
+        assert!(FinetunePolicy::from_str("some", false).is_err());
         assert!(err(&table_a(), Strategy::Interlace, 1.0).contains("outside [0, 1)"));
         assert!(err(&table_a(), Strategy::Interlace, -0.25).contains("outside [0, 1)"));
         assert!(err(&table_a(), Strategy::Sleb, 0.25).contains("sleb needs a model"));

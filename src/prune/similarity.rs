@@ -1,4 +1,4 @@
-//! Hidden-state similarity (SPEC.md step 1) in one forward pass per sample.
+//! Hidden-state similarity (docs/SPEC.md step 1) in one forward pass per sample.
 //!
 //! For every pack size k in 1..=max_pack and start index i with i + k <= L - 1, a sample's
 //! score is the mean over token positions of cos(h_i[t], h_{i+k}[t]). The observer keeps

@@ -1,4 +1,4 @@
-//! SLEB (Song et al., 2024) as SPEC.md names it: repeatedly remove the one decoder layer
+//! SLEB (Song et al., 2024) as docs/SPEC.md names it: repeatedly remove the one decoder layer
 //! whose removal raises the calibration loss least. The loss is next-token cross-entropy on
 //! the calibration conversations' assistant turns (mean over all their supervised tokens),
 //! with the candidate's layers deleted exactly as pruning surgery deletes them.

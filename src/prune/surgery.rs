@@ -1,4 +1,4 @@
-//! Pruning surgery (SPEC.md step 3): delete the dropped decoder layers of a checkpoint,
+//! Pruning surgery (docs/SPEC.md step 3): delete the dropped decoder layers of a checkpoint,
 //! renumber the rest, set `num_hidden_layers`, copy every other file, and record the plan
 //! (in original layer indices) as `interlace_plan.json`.
 //!

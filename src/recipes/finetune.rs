@@ -1,5 +1,5 @@
 //! `interlace finetune`: train exactly the plan's fine-tune layers on a small share of the
-//! data (SPEC.md step 4), with resumable checkpoints, and write a complete checkpoint with
+//! data (docs/SPEC.md step 4), with resumable checkpoints, and write a complete checkpoint with
 //! `interlace_plan.json`, `training_log.jsonl` and a loss-curve picture.
 
 use std::collections::HashMap;

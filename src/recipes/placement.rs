@@ -13,7 +13,7 @@ pub struct DeviceArgs {
     /// Precision of weights and activations: auto (bf16 on a GPU, f32 on the CPU), bf16
     /// or f32. Norms, softmax, rotary tables and similarity scores are computed in f32
     /// either way, as transformers does.
-    #[arg(long, default_value = "auto", value_name = "auto|bf16|f32")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "auto")]
     pub dtype: DTypeChoice,
 }
 

@@ -30,12 +30,12 @@ pub struct PlanArgs {
     /// Share of decoder layers to drop: floor(layers x ratio) layers, 0 <= ratio < 1.
     #[arg(long, default_value_t = 0.25)]
     pub ratio: f64,
-    /// interlace | interlace-oa | interlace-tn | random | consecutive | shortgpt | sleb
-    #[arg(long, default_value = "interlace")]
+    /// How the layers to drop (and to fine-tune) are chosen.
+    #[arg(long, value_enum, default_value = "interlace")]
     pub strategy: crate::prune::Strategy,
     /// Which kept layers to fine-tune: paired (the strategy's own), next (the layer after
     /// each dropped one), all, none.
-    #[arg(long, default_value = "paired")]
+    #[arg(long, value_enum, default_value = "paired")]
     pub finetune_policy: crate::prune::FinetunePolicy,
     /// Seed of the random strategy.
     #[arg(long, default_value_t = 42)]

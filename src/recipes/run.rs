@@ -52,9 +52,8 @@ pub struct RunArgs {
     /// Share of decoder layers to drop.
     #[arg(long, default_value_t = 0.25)]
     pub ratio: f64,
-    /// Layer selection: interlace | interlace-oa | interlace-tn | random | consecutive |
-    /// shortgpt | sleb.
-    #[arg(long, default_value = "interlace")]
+    /// How the layers to drop (and to fine-tune) are chosen (--compare runs them all).
+    #[arg(long, value_enum, default_value = "interlace")]
     pub strategy: Strategy,
     /// Output directory: every stage's files and the report. Running again with the same
     /// --out continues a stopped run and reuses what is done.
@@ -666,7 +665,7 @@ fn rel_pct(x: Option<f64>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-/// Mean over benchmarks of score ÷ baseline score (SPEC.md's relative performance).
+/// Mean over benchmarks of score ÷ baseline score (docs/SPEC.md's relative performance).
 fn relative(report: &EvalReport, baseline: &EvalReport) -> Option<f64> {
     let scores: BTreeMap<String, f64> = baseline
         .benchmarks

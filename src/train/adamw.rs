@@ -14,7 +14,7 @@ pub struct AdamWConfig {
 }
 
 impl Default for AdamWConfig {
-    /// SPEC.md step 4: β 0.9/0.999, ε 1e-8, no weight decay.
+    /// docs/SPEC.md step 4: β 0.9/0.999, ε 1e-8, no weight decay.
     fn default() -> Self {
         Self {
             beta1: 0.9,

@@ -1,4 +1,4 @@
-//! Which tokens a conversation supervises (SPEC.md step 4).
+//! Which tokens a conversation supervises (docs/SPEC.md step 4).
 //!
 //! The whole conversation is rendered once with the chat template. An assistant turn's
 //! supervised tokens are those its rendering adds after the generation prompt: its content,

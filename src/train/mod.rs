@@ -1,4 +1,4 @@
-//! Recovery fine-tuning (SPEC.md step 4): supervised-token labels, the loss, and the
+//! Recovery fine-tuning (docs/SPEC.md step 4): supervised-token labels, the loss, and the
 //! training loop (shared with `pretrain`) with its optimizer, schedule and checkpoints.
 
 pub mod adamw;

@@ -529,7 +529,7 @@ impl Trainer {
     /// Gradients (one tensor per parameter) of the mean supervised-token loss of
     /// `batch`, that loss and the number of supervised tokens. Conversations are processed
     /// `micro_batch` at a time; the mean is over all supervised tokens of the batch, as
-    /// SPEC.md defines the loss of one optimizer step.
+    /// docs/SPEC.md defines the loss of one optimizer step.
     pub fn gradient_tensors(&self, batch: &[Supervised]) -> Result<(Vec<Tensor>, f64, usize)> {
         let tokens: usize = batch.iter().map(Supervised::num_targets).sum();
         if tokens == 0 {

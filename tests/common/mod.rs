@@ -17,6 +17,39 @@ pub fn fixtures() -> PathBuf {
         .join("tests/fixtures")
 }
 
+/// The interlace binary under test: cargo's, or the one INTERLACE_BIN names (the binary
+/// carried to the GPU machine by scripts/gpu-check.sh).
+pub fn bin() -> PathBuf {
+    std::env::var_os("INTERLACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_interlace")))
+}
+
+/// A command that runs [`bin`], for the tests to add arguments, environment or a working
+/// directory to.
+pub fn cli() -> std::process::Command {
+    std::process::Command::new(bin())
+}
+
+/// Runs `interlace ARGS... PATHS...` and returns its output (whatever its exit status).
+pub fn interlace(args: &[&str], paths: &[&std::path::Path]) -> std::process::Output {
+    cli()
+        .args(args)
+        .args(paths)
+        .output()
+        .expect("run interlace")
+}
+
+/// Asserts that a command succeeded, showing its stderr if not; returns its stdout.
+pub fn assert_ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "the command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn model_dir(name: &str) -> PathBuf {
     fixtures().join("models").join(name)
 }
