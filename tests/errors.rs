@@ -294,7 +294,7 @@ fn device_cuda_without_cuda_is_one_clear_line() {
     // A device or dtype that does not exist is a usage error naming the choices.
     let (ok, stderr) = interlace(&["forward", "--model", m, "--prompt", "hi", "--dtype", "fp8"]);
     assert!(
-        !ok && stderr.contains("expected auto, bf16 or f32"),
+        !ok && stderr.contains("[possible values: auto, bf16, f32]"),
         "{stderr}"
     );
     let (ok, stderr) = interlace(&[

@@ -72,7 +72,7 @@ fn bad_arguments_are_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown strategy") && err.contains("interlace-oa"),
+        err.contains("invalid value 'magic'") && err.contains("interlace-oa"),
         "{err}"
     );
     let out = plan(tmp.path(), &["--ratio", "1.0"]);
