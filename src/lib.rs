@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod fsio;
 pub mod hub;
 pub mod model;
 pub mod outlock;
@@ -13,6 +14,7 @@ pub mod processor;
 pub mod progress;
 pub mod prune;
 pub mod recipes;
+pub mod rng;
 pub mod train;
 
 /// Process-wide settings for the CPU, for `main` to call before any thread starts (the

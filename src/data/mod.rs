@@ -482,7 +482,7 @@ pub fn choose(
         return Ok((0..want).collect());
     }
     let mut idx: Vec<usize> = (0..n).collect();
-    crate::prune::SplitMix64::new(seed).shuffle(&mut idx);
+    crate::rng::SplitMix64::new(seed).shuffle(&mut idx);
     let mut chosen = idx[..want].to_vec();
     chosen.sort_unstable();
     Ok(chosen)

@@ -475,7 +475,7 @@ impl Benchmark {
             fields.push(prediction.clone());
             out.push_str(&crate::eval::tsv::tsv_line(&fields));
         }
-        crate::prune::write_atomic(path, out.as_bytes())
+        crate::fsio::write_atomic(path, out.as_bytes())
     }
 
     /// `need_images`: a row needs an image column; `dataset_name`: a `MODEL_DATASET` file

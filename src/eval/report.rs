@@ -598,8 +598,8 @@ impl EvalReport {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let json = serde_json::to_string_pretty(self)?;
-        crate::prune::write_atomic(path, json.as_bytes())?;
-        crate::prune::write_atomic(&markdown_path(path), self.to_markdown().as_bytes())
+        crate::fsio::write_atomic(path, json.as_bytes())?;
+        crate::fsio::write_atomic(&markdown_path(path), self.to_markdown().as_bytes())
     }
 
     /// Fills [`EvalReport::relative`] from baseline scores (benchmark name → percent).

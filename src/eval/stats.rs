@@ -9,7 +9,7 @@
 //! is what makes the intervals and the test paired: a bootstrap replicate draws the same
 //! units (and the same seeds) for every method.
 
-use crate::prune::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// How a benchmark's score (in percent) follows from the summed counts of its units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

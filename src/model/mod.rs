@@ -5,6 +5,7 @@ pub mod config;
 pub(crate) mod cuda_kernels;
 pub mod device;
 pub mod fastmath;
+pub mod files;
 pub mod layers;
 pub mod ops;
 pub mod qwen3_vl;

@@ -20,37 +20,5 @@ pub mod surgery;
 
 pub use plan::{role_table, Plan, Role};
 pub use scores::SimilarityScores;
-pub use select::{
-    drop_count, select, FinetunePolicy, SelectOptions, Selection, SplitMix64, Strategy,
-};
+pub use select::{drop_count, select, FinetunePolicy, SelectOptions, Selection, Strategy};
 pub use similarity::SimilarityAccumulator;
-
-use std::io::Write;
-use std::path::Path;
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
-/// synced, then renamed over `path`. On failure the temporary file is removed and `path` is
-/// left untouched, so no partial file ever looks complete.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::anyhow!("{}: cannot write: {e}", path.display()));
-    }
-    Ok(())
-}

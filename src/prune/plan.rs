@@ -227,7 +227,7 @@ impl Plan {
 
     /// Writes `plan.json` atomically (temporary file in the same directory, then rename).
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
-        super::write_atomic(path.as_ref(), self.to_json_string().as_bytes())
+        crate::fsio::write_atomic(path.as_ref(), self.to_json_string().as_bytes())
     }
 
     /// Composition: `self` was made on an already pruned model whose layer `p` is original

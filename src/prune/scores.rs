@@ -232,7 +232,7 @@ impl SimilarityScores {
 
     /// Writes `sim.json` atomically (temporary file in the same directory, then rename).
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
-        super::write_atomic(path.as_ref(), self.to_json_string().as_bytes())
+        crate::fsio::write_atomic(path.as_ref(), self.to_json_string().as_bytes())
     }
 }
 

@@ -7,16 +7,17 @@
 //! place only when complete.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::plan::Plan;
+use crate::fsio::{write_dir_atomic, write_json};
+use crate::model::files::PLAN_FILE;
 use crate::model::weights::{self, tensor_bytes, OutTensor};
 
-/// Name of the plan file a pruned checkpoint carries.
-pub const PLAN_FILE: &str = "interlace_plan.json";
+/// The decoder layers' tensor names begin with this and the layer index.
 const LAYER_PREFIX: &str = "model.language_model.layers.";
 
 /// What [`prune_checkpoint`] did.
@@ -222,8 +223,8 @@ pub fn rewrite_weights(
 /// (`pretrain`'s and `finetune`'s log and loss curve): a model derived from it did not have
 /// that training, so they are not carried over.
 pub const TRAINING_RECORDS: [&str; 2] = [
-    crate::train::session::LOG_FILE,
-    crate::train::session::CURVE_FILE,
+    crate::model::files::LOG_FILE,
+    crate::model::files::CURVE_FILE,
 ];
 
 /// Copies everything but the weights, their index, `config.json`, the plan file and the
@@ -249,40 +250,4 @@ pub fn copy_other_files(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Builds an output directory under a temporary sibling name with `fill` and renames it
-/// to `out` when complete; on failure the temporary directory is removed.
-pub fn write_dir_atomic<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let tmp = tmp_dir_for(out)?;
-    let result = std::fs::create_dir_all(&tmp)
-        .with_context(|| format!("{}: cannot create", tmp.display()))
-        .and_then(|()| fill(&tmp));
-    match result {
-        Ok(v) => {
-            std::fs::rename(&tmp, out)
-                .with_context(|| format!("{}: cannot create", out.display()))?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
-}
-
-pub fn tmp_dir_for(out: &Path) -> Result<PathBuf> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("{}: not a directory path", out.display()))?;
-    Ok(out.with_file_name(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
-pub fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)? + "\n";
-    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -10,9 +10,11 @@ use candle_core::{DType, Tensor};
 use serde_json::json;
 
 use crate::data::readable_portion;
+use crate::fsio::write_dir_atomic;
+use crate::model::files::PLAN_FILE;
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
-use crate::prune::surgery::{copy_other_files, rewrite_weights, write_dir_atomic, PLAN_FILE};
+use crate::prune::surgery::{copy_other_files, rewrite_weights};
 use crate::prune::Plan;
 use crate::train::adamw::AdamWConfig;
 use crate::train::schedule::{warmup_steps, CosineSchedule};
@@ -187,7 +189,7 @@ fn schedule_samples(n: usize, per_step: usize, epochs: usize, seed: u64) -> Vec<
     let mut steps = Vec::new();
     for epoch in 0..epochs {
         let mut order: Vec<usize> = (0..n).collect();
-        crate::prune::SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        crate::rng::SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
             .shuffle(&mut order);
         steps.extend(order.chunks(per_step).map(<[usize]>::to_vec));
     }

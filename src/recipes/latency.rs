@@ -164,7 +164,7 @@ pub fn run(args: &LatencyArgs) -> Result<String> {
         });
     }
     if let Some(path) = &args.json {
-        crate::prune::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+        crate::fsio::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }
     Ok(out)
 }

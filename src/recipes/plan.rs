@@ -122,7 +122,7 @@ pub fn run(args: &PlanArgs) -> Result<String> {
     let picture = args.out.with_extension("svg");
     if let Some(scores) = &scores {
         let title = format!("{} at ratio {}", args.strategy, args.ratio);
-        crate::prune::write_atomic(
+        crate::fsio::write_atomic(
             &picture,
             crate::prune::heatmap::svg(scores, Some(&plan), &title).as_bytes(),
         )?;

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::data::{readable_portion, Sample, Take};
+use crate::fsio::write_dir_atomic;
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
-use crate::prune::surgery::write_dir_atomic;
 use crate::train::adamw::AdamWConfig;
 use crate::train::schedule::{warmup_steps, CosineSchedule};
 use crate::train::session::{write_log_and_curve, Session};
@@ -731,7 +731,7 @@ fn schedule_samples(
             break;
         }
         let mut order: Vec<usize> = (0..n).collect();
-        crate::prune::SplitMix64::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        crate::rng::SplitMix64::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
             .shuffle(&mut order);
         for chunk in order.chunks(per_step) {
             if steps.is_some_and(|s| out.len() >= s) {

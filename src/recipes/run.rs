@@ -361,7 +361,7 @@ fn check_settings(out: &Path, now: &Value) -> Result<()> {
         }
         return Ok(());
     }
-    crate::prune::write_atomic(&path, serde_json::to_string_pretty(now)?.as_bytes())
+    crate::fsio::write_atomic(&path, serde_json::to_string_pretty(now)?.as_bytes())
 }
 
 /// Generates the synthetic data set into OUT/data (once) and returns the training data
@@ -676,7 +676,7 @@ fn relative(report: &EvalReport, baseline: &EvalReport) -> Option<f64> {
 }
 
 fn final_loss(model_dir: &Path) -> Option<(usize, f64)> {
-    let text = std::fs::read_to_string(model_dir.join(crate::train::session::LOG_FILE)).ok()?;
+    let text = std::fs::read_to_string(model_dir.join(crate::model::files::LOG_FILE)).ok()?;
     let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
     Some((
         last.get("step")?.as_u64()? as usize,
@@ -883,11 +883,11 @@ fn write_report(
             .collect::<Vec<_>>(),
         &chance,
     );
-    crate::prune::write_atomic(&out.join("scores.svg"), svg.as_bytes())?;
-    let curve = crate::train::session::CURVE_FILE;
+    crate::fsio::write_atomic(&out.join("scores.svg"), svg.as_bytes())?;
+    let curve = crate::model::files::CURVE_FILE;
     if tuned.join(curve).exists() {
         let bytes = std::fs::read(tuned.join(curve))?;
-        crate::prune::write_atomic(&out.join(curve), &bytes)?;
+        crate::fsio::write_atomic(&out.join(curve), &bytes)?;
     }
 
     let (p_dense, p_pruned) = (param_count(&r.model)?, param_count(pruned)?);
@@ -980,8 +980,8 @@ fn write_report(
         "finetune_last": loss.map(|(s, l)| json!({"step": s, "loss": l})),
         "timings_s": r.timings.iter().map(|(s, t)| (s.clone(), json!(t))).collect::<serde_json::Map<_, _>>(),
     });
-    crate::prune::write_atomic(&out.join("report.md"), md.as_bytes())?;
-    crate::prune::write_atomic(
+    crate::fsio::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    crate::fsio::write_atomic(
         &out.join("report.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
@@ -1004,7 +1004,7 @@ fn write_report(
 /// first round uses the dense model's similarity scores `sim`. Returns the composed plan
 /// (original layer indices), the last round's pruned and fine-tuned models.
 fn rounds(r: &mut Run, sim: &Path, num_layers: usize) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    use crate::prune::surgery::PLAN_FILE;
+    use crate::model::files::PLAN_FILE;
     let k = r.args.rounds;
     // (1 ≤ k ≤ total was checked before the run began.)
     let total = crate::prune::drop_count(num_layers, r.args.ratio)?;
@@ -1261,12 +1261,12 @@ fn sweep(r: &mut Run, sim: &Path, dense: &EvalReport, main: SweepPoint) -> Resul
         "relative to dense (%)",
         &[line("pruned", false), line("pruned + fine-tuned", true)],
     );
-    crate::prune::write_atomic(&r.args.out.join("sweep.md"), md.as_bytes())?;
-    crate::prune::write_atomic(
+    crate::fsio::write_atomic(&r.args.out.join("sweep.md"), md.as_bytes())?;
+    crate::fsio::write_atomic(
         &r.args.out.join("sweep.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
-    crate::prune::write_atomic(&r.args.out.join("sweep.svg"), svg.as_bytes())?;
+    crate::fsio::write_atomic(&r.args.out.join("sweep.svg"), svg.as_bytes())?;
     Ok(format!(
         "{}sweep: {} (and sweep.json, sweep.svg)\n",
         md.lines()
@@ -1676,9 +1676,9 @@ fn write_compare(r: &mut Run, rows: &[Row]) -> Result<String> {
         &series,
         &[],
     );
-    crate::prune::write_atomic(&out.join("compare.svg"), svg.as_bytes())?;
-    crate::prune::write_atomic(&out.join("compare.md"), md.as_bytes())?;
-    crate::prune::write_atomic(
+    crate::fsio::write_atomic(&out.join("compare.svg"), svg.as_bytes())?;
+    crate::fsio::write_atomic(&out.join("compare.md"), md.as_bytes())?;
+    crate::fsio::write_atomic(
         &out.join("compare.json"),
         serde_json::to_string_pretty(&json!({
             "budget": r.budget.why,

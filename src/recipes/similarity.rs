@@ -160,7 +160,7 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     scores.write(&args.out)?;
     let picture = args.out.with_extension("svg");
     let title = format!("layer similarity of {}", args.model.display());
-    crate::prune::write_atomic(
+    crate::fsio::write_atomic(
         &picture,
         crate::prune::heatmap::svg(&scores, None, &title).as_bytes(),
     )?;

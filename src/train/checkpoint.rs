@@ -86,7 +86,7 @@ pub fn save(
             .keys()
             .map(|k| (k.clone(), "trainable.safetensors".into()))
             .collect();
-        crate::prune::surgery::write_json(
+        crate::fsio::write_json(
             &tmp.join("model.safetensors.index.json"),
             &serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map}),
         )?;
@@ -109,7 +109,7 @@ pub fn save(
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp, &final_dir)
         .with_context(|| format!("{}: cannot create", final_dir.display()))?;
-    crate::prune::write_atomic(
+    crate::fsio::write_atomic(
         &state_dir.join(LATEST),
         format!("step-{}\n", state.step).as_bytes(),
     )?;

@@ -16,9 +16,10 @@ use super::plot::loss_curve_svg;
 use super::schedule::CosineSchedule;
 use super::trainer::Trainer;
 use crate::data::Sample;
+use crate::fsio::write_atomic;
+use crate::model::files::{CURVE_FILE, LOG_FILE};
 use crate::processor::Processor;
 use crate::progress::Progress;
-use crate::prune::write_atomic;
 
 /// What a training command hands the loop.
 pub struct Session<'a> {
@@ -43,11 +44,6 @@ pub struct Finished {
     /// Mean wall time of the optimizer steps run by this invocation.
     pub seconds_per_step: f64,
 }
-
-/// The per-step log that training writes next to a checkpoint (and in `OUT.train/`).
-pub const LOG_FILE: &str = "training_log.jsonl";
-/// The loss-curve picture written next to a trained checkpoint.
-pub const CURVE_FILE: &str = "loss.svg";
 
 impl Session<'_> {
     /// The run's starting state: fresh, or with `resume` the latest checkpoint's (weights
