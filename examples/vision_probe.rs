@@ -33,13 +33,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use interlace::data::synthetic::draw::{Canvas, Shape};
-use interlace::data::synthetic::tasks::{Example, Family};
-use interlace::data::synthetic::{example, Split};
 use interlace::model::ops::{self, Grad};
 use interlace::model::Qwen3VlModel;
 use interlace::processor::image::ImageProcessor;
 use interlace::processor::DynamicImage;
+use interlace::synth::draw::{Canvas, Shape};
+use interlace::synth::tasks::{Example, Family};
+use interlace::synth::{example, Split};
 use interlace::train::adamw::{update_moments, AdamWConfig, Moments};
 use interlace::train::loss::cross_entropy_sum;
 use interlace::train::schedule::{warmup_steps, CosineSchedule};

@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use interlace::data::synthetic::bench_tsv;
-use interlace::data::synthetic::tasks::Family;
+use interlace::synth::bench_tsv;
+use interlace::synth::tasks::Family;
 
 fn main() -> Result<()> {
     let usage = "usage: warm_up_bench OUT [--rows N] [--seed S]";

@@ -25,10 +25,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use image::DynamicImage;
-use interlace::data::synthetic::draw::COLOURS;
-use interlace::data::synthetic::{example, in_words, prompt, tasks::Family, Split};
 use interlace::model::{KvSlot, ModelInputs, Qwen3VlModel};
 use interlace::processor::{Message, Processor};
+use interlace::synth::draw::COLOURS;
+use interlace::synth::{example, in_words, prompt, tasks::Family, Split};
 
 /// One yes/no question: the user text, its image (none for SynthWordsPOPE), the asked
 /// colour and the row's own worked observation.

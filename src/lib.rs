@@ -15,7 +15,10 @@ pub mod progress;
 pub mod prune;
 pub mod recipes;
 pub mod rng;
+pub mod svg;
+pub mod synth;
 pub mod train;
+pub mod workers;
 
 /// Process-wide settings for the CPU, for `main` to call before any thread starts (the
 /// benchmarks call it too, to time what the command-line tool runs).

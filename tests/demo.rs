@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use interlace::data::synthetic::{write_synth, SynthOptions};
 use interlace::eval::benchmarks::BenchSpec;
 use interlace::eval::evaluate::{evaluate_dir, EvalOptions};
 use interlace::model::config::Qwen3VlConfig;
 use interlace::model::device::Placement;
+use interlace::synth::{write_synth, SynthOptions};
 
 fn demo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("demo/model")

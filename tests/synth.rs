@@ -9,13 +9,13 @@ use common::assert_ok;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use interlace::data::synthetic::draw::glyph;
-use interlace::data::synthetic::{write_synth, SynthManifest, SynthOptions, CAPTION_PROMPT};
 use interlace::data::{load_portion, open_sources, ImageSource, Take};
 use interlace::eval::benchmarks::{build_prompt, Item};
 use interlace::eval::metrics::{can_infer, ocrbench_correct, yorn_extraction};
 use interlace::eval::report::judge;
 use interlace::eval::{BenchSpec, Benchmark, Task};
+use interlace::synth::draw::glyph;
+use interlace::synth::{write_synth, SynthManifest, SynthOptions, CAPTION_PROMPT};
 
 const TRAIN: usize = 120;
 const BENCH: usize = 100;

@@ -13,7 +13,6 @@
 pub mod finevision;
 pub mod finevision_write;
 pub mod llava;
-pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 

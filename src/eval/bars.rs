@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use crate::svg::{esc, svg_frame};
+
 const PALETTE: [&str; 8] = [
     "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
 ];
@@ -13,13 +15,6 @@ const LEFT: f64 = 56.0;
 const TOP: f64 = 44.0;
 const PLOT_H: f64 = 260.0;
 const BOTTOM: f64 = 96.0;
-
-/// Text escaped for SVG.
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
 
 /// One model's scores (percent), in the order of the benchmarks, with an interval per
 /// score drawn as a whisker (`intervals` empty: none).
@@ -157,24 +152,6 @@ pub fn grouped_bars_svg(
     }
     s.push_str("</svg>\n");
     s
-}
-
-/// The opening of a chart: the `<svg>` element of `w` × `h`, a white background, the
-/// title centred at (`title_x`, `title_y`) and the frame of the plot area.
-pub(crate) fn svg_frame(
-    (w, h): (f64, f64),
-    (title_x, title_y): (f64, f64),
-    title: &str,
-    (left, top, pw, ph): (f64, f64, f64, f64),
-) -> String {
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{title_x}" y="{title_y}" text-anchor="middle" font-size="14">{}</text>
-<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>
-"##,
-        esc(title)
-    )
 }
 
 /// One named line of points `(x, y, label)` for [`xy_chart_svg`].

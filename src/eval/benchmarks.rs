@@ -235,7 +235,7 @@ const KNOWN: &[(&str, Task)] = &[
     ("ChartQA_TEST", Task::Chartqa),
     ("OCRBench", Task::Ocrbench),
     ("OCRBench_MINI", Task::Ocrbench),
-    // `interlace synth`'s benchmarks (src/data/synthetic).
+    // `interlace synth`'s benchmarks (src/synth).
     ("SynthText", Task::Ocrbench),
     ("SynthChart", Task::Chartqa),
     ("SynthVQA", Task::Vqa),

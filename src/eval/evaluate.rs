@@ -25,7 +25,7 @@ use crate::model::{ModelInputs, Qwen3VlModel};
 use crate::processor::image::ImageProcessor;
 use crate::processor::{Message, Processor};
 use crate::progress::Progress;
-use crate::train::workers::on_groups;
+use crate::workers::on_groups;
 
 /// Settings of an evaluation; the defaults are VLMEvalKit's protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -189,7 +189,7 @@ pub fn evaluate(
         // Answers the rows `ids` (one batch) in order; a row's own problems are its outcome.
         let answer_batch = |ids: &[usize]| -> Result<Vec<std::result::Result<String, String>>> {
             let rows: Vec<&BenchRow> = ids.iter().map(|&i| &bench.rows[i]).collect();
-            let prepared = crate::train::workers::par_map(&rows, |row| {
+            let prepared = crate::workers::par_map(&rows, |row| {
                 let enc = prepare(bench, row, processor, &images)?;
                 // VLMEvalKit's long token limit is cut to what --max-length leaves (below);
                 // a row needs room for one new token at least.

@@ -62,7 +62,7 @@ pub fn svg(scores: &SimilarityScores, plan: Option<&Plan>, title: &str) -> Strin
     let _ = writeln!(
         s,
         r#"<text x="4" y="16" font-weight="bold">{}</text>"#,
-        escape(title)
+        crate::svg::esc(title)
     );
     let _ = writeln!(s, r#"<text x="4" y="{}">layer</text>"#, top - 6);
     for k in 1..=packs {
@@ -127,12 +127,6 @@ pub fn svg(scores: &SimilarityScores, plan: Option<&Plan>, title: &str) -> Strin
     );
     s.push_str("</svg>\n");
     s
-}
-
-fn escape(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ pub fn run(args: &EvalArgs) -> Result<String> {
         (1, args.batch.unwrap_or(16))
     } else {
         (
-            crate::train::workers::resolve(args.workers, usize::MAX)?,
+            crate::workers::resolve(args.workers, usize::MAX)?,
             args.batch.unwrap_or(1),
         )
     };

@@ -444,7 +444,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     ))
 }
 
-/// `--workers` of a training command: threads on the CPU ([`crate::train::workers::resolve`]);
+/// `--workers` of a training command: threads on the CPU ([`crate::workers::resolve`]);
 /// one on a GPU, whose one stream the micro-batches share.
 pub fn training_workers(
     flag: Option<usize>,
@@ -457,7 +457,7 @@ pub fn training_workers(
         }
         return Ok(1);
     }
-    crate::train::workers::resolve(flag, micro_batch)
+    crate::workers::resolve(flag, micro_batch)
 }
 
 /// The complete fine-tuned checkpoint, built in a temporary directory and renamed.

@@ -372,7 +372,7 @@ fn synthetic_data(
     worked: bool,
     timings: &mut Vec<(String, f64)>,
 ) -> Result<(PathBuf, Vec<BenchSpec>, BTreeMap<String, BenchInfo>)> {
-    use crate::data::synthetic::{write_synth, SynthManifest, SynthOptions};
+    use crate::synth::{write_synth, SynthManifest, SynthOptions};
     let dir = out.join("data");
     stage(timings, "synthetic data", &dir, || {
         let m = write_synth(

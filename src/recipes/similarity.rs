@@ -99,7 +99,7 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
         let n = chosen.len();
         // Images are decoded and resized on every core at once; the model then runs the
         // samples in packs.
-        let encoded = crate::train::workers::par_map(&chosen, |row| {
+        let encoded = crate::workers::par_map(&chosen, |row| {
             let sample = row
                 .as_ref()
                 .map_err(|e| anyhow::anyhow!("{}", crate::error_line(e)))?;

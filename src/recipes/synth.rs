@@ -5,10 +5,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::data::synthetic::{
-    write_synth_with, Family, SynthOptions, IN_WORDS, SHAPES, SHAPES_QUESTIONS,
-};
 use crate::progress::Progress;
+use crate::synth::{write_synth_with, Family, SynthOptions, IN_WORDS, SHAPES, SHAPES_QUESTIONS};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SynthArgs {

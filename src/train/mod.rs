@@ -9,4 +9,3 @@ pub mod plot;
 pub mod schedule;
 pub mod session;
 pub mod trainer;
-pub mod workers;

@@ -42,7 +42,7 @@ pub fn loss_curve_svg(title: &str, steps: &[(usize, f64, f64)]) -> String {
     let x = |v: f64| LEFT + (v - x0) / (x1 - x0).max(1e-12) * pw;
     let y = |v: f64| TOP + (1.0 - (v - l0) / (l1 - l0)) * ph;
     let yr = |v: f64| TOP + (1.0 - v / r1.max(1e-30)) * ph;
-    let mut s = crate::eval::bars::svg_frame((W, H), (W / 2.0, 22.0), title, (LEFT, TOP, pw, ph));
+    let mut s = crate::svg::svg_frame((W, H), (W / 2.0, 22.0), title, (LEFT, TOP, pw, ph));
     for k in 0..=4 {
         let f = k as f64 / 4.0;
         let lv = l0 + (l1 - l0) * f;

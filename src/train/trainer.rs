@@ -13,9 +13,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use super::adamw::{update_moments, update_tensors, AdamW, AdamWConfig, Moments};
 use super::labels::Supervised;
 use super::loss::{cross_entropy_sum, kl_div_sum};
-use super::workers::{on_groups, on_threads};
 use crate::model::ops::Grad;
 use crate::model::{ModelInputs, Qwen3VlModel};
+use crate::workers::{on_groups, on_threads};
 
 /// Name prefix of decoder layer tensors in a Qwen3-VL checkpoint.
 pub const LAYER_PREFIX: &str = "model.language_model.layers.";
