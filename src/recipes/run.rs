@@ -479,19 +479,16 @@ impl Run<'_> {
 
     /// The similarity analysis of `model` (the dense model, or a round's model).
     fn similarity(&mut self, model: &Path, path: &Path) -> Result<()> {
-        let args = SimilarityArgs {
-            model: model.to_path_buf(),
-            data: self.data.clone(),
-            portion: 1.0,
-            samples: Some(self.args.calib_samples),
-            seed: self.args.seed,
-            take: self.args.take,
-            max_pack: 3,
-            out: path.to_path_buf(),
-            batch: None,
-            max_length: crate::model::config::DEFAULT_MAX_LENGTH,
-            placement: self.args.placement.clone(),
-        };
+        let mut args: SimilarityArgs = crate::recipes::defaults(&[
+            ("model", model.as_os_str()),
+            ("data", self.data.as_os_str()),
+            ("out", path.as_os_str()),
+        ])?;
+        args.portion = 1.0;
+        args.samples = Some(self.args.calib_samples);
+        args.seed = self.args.seed;
+        args.take = self.args.take;
+        args.placement = self.args.placement.clone();
         stage(&mut self.timings, "similarity", path, || {
             crate::recipes::similarity::run(&args)
         })
@@ -549,35 +546,30 @@ impl Run<'_> {
         seed: u64,
     ) -> Result<()> {
         let a = self.args;
-        let args = FinetuneArgs {
-            model: model.to_path_buf(),
-            plan: plan.map(Path::to_path_buf),
-            data: self.data.clone(),
-            out: out.to_path_buf(),
-            portion: self.budget.portion,
-            samples: self.budget.samples,
-            take: a.take,
-            lr: self.budget.lr,
-            batch_size: a.batch_size,
-            grad_accum: a.grad_accum,
-            epochs: a.epochs,
-            warmup_ratio: a.warmup_ratio,
-            max_grad_norm: 1.0,
-            weight_decay: 0.0,
-            max_pixels: 50176,
-            min_pixels: 784,
-            max_length: 8192,
-            seed,
-            save_every: Some(20),
-            resume: state_dir(out).exists(),
-            grad_checkpoint: false,
-            // The teacher is the dense model, for the pruned models' fine-tuning.
-            distill: (a.distill && plan.is_none()).then(|| self.model.clone()),
-            distill_temperature: a.distill_temperature,
-            distill_weight: a.distill_weight,
-            workers: Some(self.workers),
-            placement: self.args.placement.clone(),
-        };
+        let mut args: FinetuneArgs = crate::recipes::defaults(&[
+            ("model", model.as_os_str()),
+            ("data", self.data.as_os_str()),
+            ("out", out.as_os_str()),
+        ])?;
+        args.plan = plan.map(Path::to_path_buf);
+        args.portion = self.budget.portion;
+        args.samples = self.budget.samples;
+        args.take = a.take;
+        args.lr = self.budget.lr;
+        args.batch_size = a.batch_size;
+        args.grad_accum = a.grad_accum;
+        args.epochs = a.epochs;
+        args.warmup_ratio = a.warmup_ratio;
+        args.seed = seed;
+        // Checkpoints every 20 steps, so a stopped run continues where it was.
+        args.save_every = Some(20);
+        args.resume = state_dir(out).exists();
+        // The teacher is the dense model, for the pruned models' fine-tuning.
+        args.distill = (a.distill && plan.is_none()).then(|| self.model.clone());
+        args.distill_temperature = a.distill_temperature;
+        args.distill_weight = a.distill_weight;
+        args.workers = Some(self.workers);
+        args.placement = self.args.placement.clone();
         stage(&mut self.timings, label, out, || {
             crate::recipes::finetune::run(&args)
         })
