@@ -368,7 +368,7 @@ fn tokenizer_keeps_special_tokens_whole_and_round_trips() {
 
 #[test]
 fn demo_shape_has_the_parameter_count_transformers_gives() {
-    use interlace::recipes::pretrain::Shape;
+    use interlace::model::qwen3_vl::shape::Shape;
     let want = fixture_json("pretrain/demo_count.json");
     let shape = Shape::from_arg("demo").unwrap();
     let vocab = want["vocab_size"].as_u64().unwrap() as usize;
@@ -384,7 +384,7 @@ fn demo_shape_has_the_parameter_count_transformers_gives() {
 
 #[test]
 fn initial_weights_follow_transformers_init_rules_and_the_seed() {
-    use interlace::recipes::pretrain::{init_weights, Shape};
+    use interlace::model::qwen3_vl::shape::{init_weights, Shape};
     let shape = Shape::from_arg(
         fixtures()
             .join("pretrain/tiny_shape.json")

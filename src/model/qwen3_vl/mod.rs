@@ -6,6 +6,7 @@
 //! pass early so that nothing past the last needed layer runs.
 
 pub mod rope;
+pub mod shape;
 pub mod text;
 pub mod vision;
 
