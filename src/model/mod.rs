@@ -4,8 +4,8 @@ pub mod config;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda_kernels;
 pub mod device;
+pub mod dir;
 pub mod fastmath;
-pub mod files;
 pub mod layers;
 pub mod ops;
 pub mod qwen3_vl;

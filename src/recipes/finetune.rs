@@ -11,10 +11,10 @@ use serde_json::json;
 
 use crate::data::readable_portion;
 use crate::fsio::write_dir_atomic;
-use crate::model::files::PLAN_FILE;
+use crate::model::dir::PLAN_FILE;
+use crate::model::dir::{copy_other_files, rewrite_weights};
 use crate::model::Qwen3VlModel;
 use crate::processor::Processor;
-use crate::prune::surgery::{copy_other_files, rewrite_weights};
 use crate::prune::Plan;
 use crate::train::adamw::AdamWConfig;
 use crate::train::schedule::{warmup_steps, CosineSchedule};

@@ -26,6 +26,6 @@ pub fn run(model: &Path, plan: &Path, out: &Path) -> Result<String> {
         report.tensors_written,
         report.tensors_removed,
         report.plan.drop,
-        out.join(crate::model::files::PLAN_FILE).display()
+        out.join(crate::model::dir::PLAN_FILE).display()
     ))
 }

@@ -668,7 +668,7 @@ fn relative(report: &EvalReport, baseline: &EvalReport) -> Option<f64> {
 }
 
 fn final_loss(model_dir: &Path) -> Option<(usize, f64)> {
-    let text = std::fs::read_to_string(model_dir.join(crate::model::files::LOG_FILE)).ok()?;
+    let text = std::fs::read_to_string(model_dir.join(crate::model::dir::LOG_FILE)).ok()?;
     let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
     Some((
         last.get("step")?.as_u64()? as usize,
@@ -876,7 +876,7 @@ fn write_report(
         &chance,
     );
     crate::fsio::write_atomic(&out.join("scores.svg"), svg.as_bytes())?;
-    let curve = crate::model::files::CURVE_FILE;
+    let curve = crate::model::dir::CURVE_FILE;
     if tuned.join(curve).exists() {
         let bytes = std::fs::read(tuned.join(curve))?;
         crate::fsio::write_atomic(&out.join(curve), &bytes)?;
@@ -996,7 +996,7 @@ fn write_report(
 /// first round uses the dense model's similarity scores `sim`. Returns the composed plan
 /// (original layer indices), the last round's pruned and fine-tuned models.
 fn rounds(r: &mut Run, sim: &Path, num_layers: usize) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    use crate::model::files::PLAN_FILE;
+    use crate::model::dir::PLAN_FILE;
     let k = r.args.rounds;
     // (1 ≤ k ≤ total was checked before the run began.)
     let total = crate::prune::drop_count(num_layers, r.args.ratio)?;

@@ -17,7 +17,7 @@ use super::schedule::CosineSchedule;
 use super::trainer::Trainer;
 use crate::data::Sample;
 use crate::fsio::write_atomic;
-use crate::model::files::{CURVE_FILE, LOG_FILE};
+use crate::model::dir::{CURVE_FILE, LOG_FILE};
 use crate::processor::Processor;
 use crate::progress::Progress;
 
