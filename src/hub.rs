@@ -10,7 +10,8 @@
 //! - the revision (default `main`) is looked up in its `refs/` (a branch or tag name gives
 //!   the commit it points to), and the snapshot is `snapshots/<commit>/`.
 //!
-//! An existing local path always wins, as in transformers' `from_pretrained`.
+//! An existing local path always wins, as in transformers' `from_pretrained`; a model path
+//! that exists must be a directory ([`check_model_dir`]).
 
 use std::path::{Path, PathBuf};
 
@@ -161,6 +162,19 @@ pub fn model_arg(s: &str) -> Result<PathBuf, String> {
 /// clap value parser of `--data`.
 pub fn data_arg(s: &str) -> Result<PathBuf, String> {
     resolve_in(s, RepoType::Dataset, &cache_dir())
+}
+
+/// Refuses a model path that exists but is not a directory, so that the user reads "not a
+/// directory" rather than "DIR/config.json: not found" (a missing path is left to the caller,
+/// which names the first file it needed).
+pub fn check_model_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "{}: not a directory (a model is a Hugging Face model directory holding config.json, the *.safetensors weights and tokenizer.json)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

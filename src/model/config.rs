@@ -169,7 +169,7 @@ impl Qwen3VlConfig {
     }
 
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        super::check_model_dir(dir)?;
+        crate::hub::check_model_dir(dir)?;
         let path = dir.join("config.json");
         if !path.exists() {
             bail!(

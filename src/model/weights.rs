@@ -30,7 +30,7 @@ impl TensorInfo {
 
 /// The safetensors files of a checkpoint directory, in shard order.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    super::check_model_dir(dir)?;
+    crate::hub::check_model_dir(dir)?;
     let single = dir.join("model.safetensors");
     if single.exists() {
         return Ok(vec![single]);

@@ -46,7 +46,7 @@ impl Tokenizer {
     /// Reads `<dir>/tokenizer.json` and, when present, `<dir>/tokenizer_config.json`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        crate::model::check_model_dir(dir)?;
+        crate::hub::check_model_dir(dir)?;
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             bail!("{}: tokenizer file not found", path.display());

@@ -256,7 +256,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
             args.distill_temperature,
             args.distill_weight,
         )?;
-        crate::model::check_model_dir(teacher)?;
+        crate::hub::check_model_dir(teacher)?;
         let (t, s) = (
             crate::model::Qwen3VlConfig::from_dir(teacher)?,
             crate::model::Qwen3VlConfig::from_dir(&args.model)?,
@@ -340,7 +340,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     let distill = match &args.distill {
         None => None,
         Some(dir) => {
-            crate::model::check_model_dir(dir)?;
+            crate::hub::check_model_dir(dir)?;
             let teacher = Qwen3VlModel::load(dir, placement.dtype, &placement.device)?;
             let first = positions.iter().copied().min().unwrap_or(0);
             let d = crate::train::trainer::Distill::new(
