@@ -131,12 +131,13 @@ pub struct RunArgs {
     /// strategy repeated over --compare-seeds. Reports each method's mean with a 95 %
     /// bootstrap interval (over benchmark rows and seeds), its retention against Dense and
     /// Dense-FT, and a paired test of INTERLACE-FT against every other method. Writes
-    /// compare.md/.json/.svg. Long: on the demo model with the default budget about
-    /// COMPARE_HOURS on 2 cores (see README.md); --limit 20 --compare-seeds 1 is a quick look.
+    /// compare.md/.json/.svg. Long: on the demo model with the default budget 1 h 46 min
+    /// measured on 2 cores, partly alongside builds (about 1.5 h alone; README.md);
+    /// `--limit 20 --compare-seeds 1 --steps 20` is a 4-minute smoke test.
     #[arg(long)]
     pub compare: bool,
-    /// Pruning ratios of --compare (the paper's headline ratio; it also reports 0.1, which
-    /// `--compare-ratios 0.25,0.1` adds, at about the same time again).
+    /// Pruning ratios of --compare (the paper's headline ratio; `--compare-ratios 0.25,0.1`
+    /// adds its second: over an hour more on the demo model, estimated, not measured).
     #[arg(long, value_delimiter = ',', default_value = "0.25")]
     pub compare_ratios: Vec<f64>,
     /// Seeds of --compare: every fine-tuning (which conversations, in which order) and the
