@@ -27,6 +27,7 @@ pub struct Series {
 /// `benchmarks` names the groups; `chance` (percent) has one entry per benchmark or is empty.
 pub fn grouped_bars_svg(
     title: &str,
+    y_label: &str,
     benchmarks: &[String],
     series: &[Series],
     chance: &[Option<f64>],
@@ -71,9 +72,10 @@ pub fn grouped_bars_svg(
     }
     let _ = writeln!(
         s,
-        r#"<text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle">score (%)</text>"#,
+        r#"<text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text>"#,
         TOP + PLOT_H / 2.0,
-        TOP + PLOT_H / 2.0
+        TOP + PLOT_H / 2.0,
+        esc(y_label)
     );
     for (g, name) in benchmarks.iter().enumerate() {
         let x0 = LEFT + GAP / 2.0 + g as f64 * group_w;
@@ -270,6 +272,7 @@ mod tests {
     fn bars_scale_to_the_plot_and_escape_names() {
         let svg = grouped_bars_svg(
             "a <b>",
+            "score (%)",
             &["X".into(), "Y&Z".into()],
             &[
                 Series {
@@ -304,6 +307,7 @@ mod tests {
     fn the_axis_grows_past_100_for_higher_values() {
         let svg = grouped_bars_svg(
             "t",
+            "relative (%)",
             &["X".into()],
             &[Series {
                 name: "m".into(),
@@ -312,6 +316,7 @@ mod tests {
             }],
             &[],
         );
+        assert!(svg.contains(">relative (%)</text>"));
         // Ticks to 120; a 90 % bar is 90/120 of the plot.
         assert!(svg.contains(">120</text>") && !svg.contains(">140</text>"));
         assert!(svg.contains(&format!("height=\"{:.1}\"", PLOT_H * 0.75)));

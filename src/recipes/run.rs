@@ -865,6 +865,7 @@ fn write_report(
             plan.drop.len(),
             plan.num_layers
         ),
+        "score (%)",
         &names,
         &series
             .iter()
@@ -1665,6 +1666,7 @@ fn write_compare(r: &mut Run, rows: &[Row]) -> Result<String> {
     }
     let svg = grouped_bars_svg(
         "Relative performance to Dense and to Dense-FT (%), with 95 % intervals",
+        "relative performance (%)",
         &methods,
         &series,
         &[],
