@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use interlace::model::{ModelInputs, Qwen3VlModel};
+use interlace::model::{Model, ModelInputs};
 
 fn main() -> anyhow::Result<()> {
     interlace::tune_process();
@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     );
     let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(10);
     let device = Device::Cpu;
-    let model = Qwen3VlModel::load_for_inference(&dir, DType::F32, &device)?;
+    let model = Model::load_for_inference(&dir, DType::F32, &device)?;
     let t = candle_core::safetensors::load(dir.join("bench_inputs.safetensors"), &device)?;
     let ids: Vec<u32> = t["input_ids"].to_dtype(DType::U32)?.to_vec1()?;
     let mm: Vec<u8> = t["mm_token_type_ids"].to_dtype(DType::U8)?.to_vec1()?;

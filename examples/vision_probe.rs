@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use interlace::model::ops::{self, Grad};
-use interlace::model::Qwen3VlModel;
+use interlace::model::Model;
 use interlace::processor::image::ImageProcessor;
 use interlace::processor::DynamicImage;
 use interlace::synth::draw::{Canvas, Shape};
@@ -423,7 +423,7 @@ impl Heads {
 
 /// The images through the tower: per image, its merged tokens (n_i, dim).
 fn tower(
-    model: &Qwen3VlModel,
+    model: &Model,
     proc: &ImageProcessor,
     exs: &[Example],
     grad: Grad,
@@ -458,7 +458,7 @@ fn tower(
 fn main() -> Result<()> {
     let args = parse_args()?;
     let dev = Device::Cpu;
-    let mut model = Qwen3VlModel::load(&args.model, DType::F32, &dev)?;
+    let mut model = Model::load(&args.model, DType::F32, &dev)?;
     let proc = ImageProcessor::from_dir(&args.model)?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     // The tower's tensors become variables; --fresh draws them anew (weights normal with
@@ -599,7 +599,7 @@ fn main() -> Result<()> {
 
 /// Right answers per source and kind on the held-out rows.
 fn evaluate(
-    model: &Qwen3VlModel,
+    model: &Model,
     proc: &ImageProcessor,
     heads: &Heads,
     held: &[(Source, Example)],
@@ -630,7 +630,7 @@ fn evaluate(
 
 /// OUT: MODEL's files with the tower's tensors replaced (in the dtype stored), written
 /// under a temporary name and renamed when complete.
-fn save(from: &Path, out: &Path, model: &Qwen3VlModel, vars: &[(String, Var)]) -> Result<()> {
+fn save(from: &Path, out: &Path, model: &Model, vars: &[(String, Var)]) -> Result<()> {
     let src = from.join("model.safetensors");
     let mut tensors = candle_core::safetensors::load(&src, &Device::Cpu)
         .with_context(|| format!("{}: cannot read", src.display()))?;

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use image::DynamicImage;
-use interlace::model::{KvSlot, ModelInputs, Qwen3VlModel};
+use interlace::model::{KvSlot, ModelInputs, Model};
 use interlace::processor::{Message, Processor};
 use interlace::synth::draw::COLOURS;
 use interlace::synth::{example, in_words, prompt, tasks::Family, Split};
@@ -55,7 +55,7 @@ fn main() -> Result<()> {
     let dir = dir.context("usage: yes_no_verdict MODEL_DIR [--rows N] [--seed S] [--in-words]")?;
     let dev = Device::Cpu;
     let proc = Processor::from_dir(&dir)?;
-    let model = Qwen3VlModel::load(&dir, DType::F32, &dev)?;
+    let model = Model::load(&dir, DType::F32, &dev)?;
     let colours: Vec<&str> = COLOURS.iter().map(|(name, _)| *name).collect();
     let asked_in = |q: &str| -> Result<String> {
         colours

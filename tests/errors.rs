@@ -128,8 +128,8 @@ fn invalid_json_config() {
 }
 
 /// Loading (not just inspecting) must catch config/weights disagreements.
-fn load(dir: &Path) -> anyhow::Result<interlace::model::Qwen3VlModel> {
-    interlace::model::Qwen3VlModel::load(dir, candle_core::DType::F32, &candle_core::Device::Cpu)
+fn load(dir: &Path) -> anyhow::Result<interlace::model::Model> {
+    interlace::model::Model::load(dir, candle_core::DType::F32, &candle_core::Device::Cpu)
 }
 
 #[test]

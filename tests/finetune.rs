@@ -10,7 +10,7 @@ use common::{
     check_two_bf16_steps, fixture_json, fixtures, model_dir, prepared_train_data, to_f32_vec,
     Bf16Tolerances,
 };
-use interlace::model::Qwen3VlModel;
+use interlace::model::Model;
 use interlace::train::schedule::{warmup_steps, CosineSchedule};
 use interlace::train::trainer::{TrainOptions, Trainer};
 
@@ -110,13 +110,9 @@ fn bf16_training_keeps_updates_that_per_step_rounding_loses() {
     use half::bf16;
     let layers = [1usize, 4];
     let data = prepared_train_data("tiny-b");
-    let model = Qwen3VlModel::load_with_f32_layers(
-        &model_dir("tiny-b"),
-        DType::BF16,
-        &Device::Cpu,
-        &layers,
-    )
-    .unwrap();
+    let model =
+        Model::load_with_f32_layers(&model_dir("tiny-b"), DType::BF16, &Device::Cpu, &layers)
+            .unwrap();
     let mut trainer = Trainer::new(model, &layers, TrainOptions::default()).unwrap();
     let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect() };
     let start = trainer.values().unwrap();
@@ -170,7 +166,7 @@ fn tensor_update_resumes_from_a_checkpoint_bit_equal() {
     let layers = [1usize, 4];
     let data = prepared_train_data("tiny-b");
     let trainer = || {
-        let model = Qwen3VlModel::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
+        let model = Model::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
         let options = TrainOptions {
             tensor_update: Some(true),
             ..Default::default()
@@ -208,8 +204,8 @@ fn tensor_update_resumes_from_a_checkpoint_bit_equal() {
 
 /// tiny-b with decoder layer `drop` removed in memory (the others keep their original
 /// indices), as a pruned student, and the whole tiny-b as its teacher.
-fn pruned_student(drop: usize) -> (Qwen3VlModel, Qwen3VlModel) {
-    let load = || Qwen3VlModel::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
+fn pruned_student(drop: usize) -> (Model, Model) {
+    let load = || Model::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
     let mut student = load();
     student.layers.remove(drop);
     (student, load())
@@ -287,7 +283,7 @@ fn distillation_shares_the_frozen_prefix_and_mixes_the_losses() {
 fn distillation_from_an_identical_model_has_nothing_to_teach() {
     use interlace::train::trainer::Distill;
     let data = prepared_train_data("tiny-b");
-    let load = || Qwen3VlModel::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
+    let load = || Model::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
     let mut student = load();
     let d = Distill::new(&mut student, load(), 4, 1.0, 1.0).unwrap();
     assert_eq!(d.shared, 4);

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use candle_core::{DType, Device};
 use common::{load_tensors, model_dir, to_f32_vec};
-use interlace::model::Qwen3VlModel;
+use interlace::model::Model;
 use serde_json::Value;
 
 const PLAN: &str = r#"{"strategy": "manual", "ratio": 0.0, "num_layers": 6, "drop": [],
@@ -147,7 +147,7 @@ fn output_is_complete_and_only_trainable_layers_change() {
     }
     assert_eq!(changed, 22, "every trainable tensor should change");
     // Loads in our code; state directory removed after success.
-    Qwen3VlModel::load(&out, DType::F32, &Device::Cpu).unwrap();
+    Model::load(&out, DType::F32, &Device::Cpu).unwrap();
     assert!(!tmp.path().join("ft.train").exists());
 }
 

@@ -28,7 +28,7 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use interlace::model::device::{resolve, DTypeChoice, DeviceChoice, Placement};
 use interlace::model::ops::{attention_padded, Grad};
-use interlace::model::Qwen3VlModel;
+use interlace::model::Model;
 
 const F32_TOL: f32 = 1e-4;
 const BF16_TOL: f32 = 6e-2;
@@ -62,7 +62,7 @@ fn device_flag(p: &Placement) -> &'static str {
 fn cuda_f32_hidden_states_and_logits_match_transformers() {
     let p = gpu(DTypeChoice::F32);
     for &name in MODELS {
-        let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &p.device).unwrap();
+        let model = Model::load(&model_dir(name), DType::F32, &p.device).unwrap();
         for &case in CASES {
             let (hidden, logits) = forward_errors(&model, name, case, &fixtures().join("cases"));
             eprintln!(
@@ -402,7 +402,7 @@ fn cuda_finetune_killed_and_resumed_is_bit_equal() {
         String::from_utf8_lossy(&run.stderr)
     );
     let read = |dir: &std::path::Path| {
-        let m = Qwen3VlModel::load(dir, DType::F32, &Device::Cpu).unwrap();
+        let m = Model::load(dir, DType::F32, &Device::Cpu).unwrap();
         [1usize, 4]
             .iter()
             .map(|&l| to_f32_vec(&m.layers[l].mlp.down_proj.weight))

@@ -5,7 +5,7 @@ mod common;
 use candle_core::{DType, Device};
 use common::{fixtures, model_dir, MODELS};
 use interlace::data::llava;
-use interlace::model::Qwen3VlModel;
+use interlace::model::Model;
 use interlace::processor::Processor;
 use interlace::prune::sleb::{calibration_loss, greedy, CalibrationExample};
 use interlace::train::labels;
@@ -76,7 +76,7 @@ fn sleb_rounds_match_transformers() {
     let n_samples = expected["samples"].as_u64().unwrap() as usize;
     let device = Device::Cpu;
     let dir = model_dir(name);
-    let model = Qwen3VlModel::load(&dir, DType::F32, &device).unwrap();
+    let model = Model::load(&dir, DType::F32, &device).unwrap();
     let processor = Processor::from_dir(&dir).unwrap();
     // One conversation per pass, and packed three to a pass (`plan --batch 3`, a GPU).
     for batch in [1, 3] {
@@ -91,7 +91,7 @@ fn sleb_rounds_match_transformers() {
     }
 }
 
-fn check_sleb_rounds(model: &Qwen3VlModel, examples: &[CalibrationExample], expected: &Value) {
+fn check_sleb_rounds(model: &Model, examples: &[CalibrationExample], expected: &Value) {
     let n = model.layers.len();
     let all: Vec<usize> = (0..n).collect();
     let dense = calibration_loss(model, examples, &all).unwrap();

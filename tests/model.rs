@@ -7,13 +7,13 @@ mod common;
 use candle_core::{DType, Device};
 use common::*;
 use interlace::model::qwen3_vl::rope::get_rope_index;
-use interlace::model::qwen3_vl::ModelInputs;
-use interlace::model::{CollectHidden, Qwen3VlModel};
+use interlace::model::ModelInputs;
+use interlace::model::{CollectHidden, Model};
 
 const TOL: f32 = 1e-4;
 
 fn inputs_from_case(
-    model: &Qwen3VlModel,
+    model: &Model,
     case: &std::collections::HashMap<String, candle_core::Tensor>,
 ) -> ModelInputs {
     let input_ids = to_u32(&case["input_ids"]);
@@ -46,9 +46,9 @@ fn hidden_states_and_logits_match_transformers() {
     for (&name, inference) in MODELS.iter().flat_map(|n| [(n, false), (n, true)]) {
         let dir = model_dir(name);
         let model = if inference {
-            Qwen3VlModel::load_for_inference(&dir, DType::F32, &Device::Cpu).unwrap()
+            Model::load_for_inference(&dir, DType::F32, &Device::Cpu).unwrap()
         } else {
-            Qwen3VlModel::load(&dir, DType::F32, &Device::Cpu).unwrap()
+            Model::load(&dir, DType::F32, &Device::Cpu).unwrap()
         };
         if inference {
             // The layout really changed (else this loop would test the same thing twice).
@@ -92,14 +92,14 @@ fn hidden_states_and_logits_match_transformers() {
 #[test]
 fn mrope_positions_match_get_rope_index() {
     for &name in MODELS {
-        let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+        let model = Model::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
         for &case_name in CASES {
             let case = load_case(name, case_name);
             let inputs = inputs_from_case(&model, &case);
             let idx = get_rope_index(
                 &inputs.mm_token_type_ids,
                 &inputs.image_grid_thw,
-                model.config.vision.spatial_merge_size,
+                model.config.vision.as_ref().unwrap().spatial_merge_size,
             )
             .unwrap();
             let expected = to_i64(&case["position_ids"]);
@@ -115,7 +115,7 @@ fn mrope_positions_match_get_rope_index() {
 #[test]
 fn vision_tower_matches_transformers() {
     for &name in MODELS {
-        let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+        let model = Model::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
         let case = load_case(name, "one_image");
         let inputs = inputs_from_case(&model, &case);
         let out = model
@@ -129,7 +129,13 @@ fn vision_tower_matches_transformers() {
         assert!(err < TOL, "{name}: image embeds differ by {err:e}");
         assert_eq!(
             out.deepstack.len(),
-            model.config.vision.deepstack_visual_indexes.len()
+            model
+                .config
+                .vision
+                .as_ref()
+                .unwrap()
+                .deepstack_visual_indexes
+                .len()
         );
         for (j, d) in out.deepstack.iter().enumerate() {
             let err = rel_err(d, &case[&format!("deepstack.{j}")]);
@@ -145,7 +151,7 @@ fn conversation_to_logits_end_to_end() {
     for &name in MODELS {
         let dir = model_dir(name);
         // As `interlace forward` loads it.
-        let model = Qwen3VlModel::load_for_inference(&dir, DType::F32, &Device::Cpu).unwrap();
+        let model = Model::load_for_inference(&dir, DType::F32, &Device::Cpu).unwrap();
         let processor = interlace::processor::Processor::from_dir(&dir).unwrap();
         for &case_name in CASES {
             let (messages, images, add_gen) = case_conversation(name, case_name);
@@ -188,7 +194,7 @@ fn half_precision_checkpoints_convert_exactly() {
                 }
             }
             candle_core::safetensors::save(tensors, tmp.path().join("model.safetensors")).unwrap();
-            let model = Qwen3VlModel::load(tmp.path(), DType::F32, &Device::Cpu).unwrap();
+            let model = Model::load(tmp.path(), DType::F32, &Device::Cpu).unwrap();
             let case = load_case("tiny-a", "one_image");
             let inputs = inputs_from_case(&model, &case);
             logits.push(model.forward(&inputs, None).unwrap());

@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use common::{
     fixture_json, fixtures, load_tensors, max_abs_diff, model_dir, prepared_train_data, to_f32_vec,
 };
-use interlace::model::Qwen3VlModel;
+use interlace::model::Model;
 use interlace::processor::Processor;
 use interlace::train::adamw::AdamWConfig;
 use interlace::train::labels::Supervised;
@@ -15,7 +15,7 @@ use interlace::train::trainer::{TrainOptions, Trainer};
 use serde_json::Value;
 
 fn whole_trainer(name: &str, meta: &Value, micro_batch: usize, workers: usize) -> Trainer {
-    let model = Qwen3VlModel::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+    let model = Model::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
     let options = TrainOptions {
         grad_checkpoint: false,
         micro_batch,
@@ -301,7 +301,7 @@ fn pretrain_from_scratch_learns_and_its_output_loads_and_generates() {
     assert_eq!(config["torch_dtype"], "bfloat16");
     assert_eq!(config["text_config"]["vocab_size"], 300);
 
-    let model = Qwen3VlModel::load(&out, DType::F32, &Device::Cpu).unwrap();
+    let model = Model::load(&out, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(model.layers.len(), 2);
     Processor::from_dir(&out).unwrap();
     let image = fixtures().join("images/odd_97x61.png");
@@ -448,7 +448,7 @@ fn killed_pretraining_resumes_to_the_same_weights() {
         v
     };
     assert_eq!(infos(&ckpt), infos(&whole));
-    Qwen3VlModel::load(&ckpt, DType::F32, &Device::Cpu).unwrap();
+    Model::load(&ckpt, DType::F32, &Device::Cpu).unwrap();
     Processor::from_dir(&ckpt).unwrap();
     let refused = pretrain_cmd(&data, &out, &flags).output().unwrap();
     assert!(!refused.status.success());

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use candle_core::{DType, Device};
 use common::*;
-use interlace::model::{CollectHidden, ModelInputs, Qwen3VlModel};
+use interlace::model::{CollectHidden, Model, ModelInputs};
 use interlace::processor::Processor;
 
 const PRUNED_CASES: &[&str] = &["one_image", "two_images_multiturn"];
@@ -42,7 +42,7 @@ fn prune(model: &Path, plan: &Path, out: &Path) -> (bool, String) {
 
 /// Our model on the pruned checkpoint vs transformers with layers 1 and 4 deleted.
 fn assert_matches_transformers_deleted_layers(dir: &Path) {
-    let model = Qwen3VlModel::load(dir, DType::F32, &Device::Cpu).unwrap();
+    let model = Model::load(dir, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(model.layers.len(), 4);
     let originals: Vec<usize> = model.layers.iter().map(|l| l.original_index).collect();
     assert_eq!(

@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use interlace::model::{CollectHidden, ModelInputs, Qwen3VlModel};
+use interlace::model::{CollectHidden, Model, ModelInputs};
 use interlace::processor::Processor;
 use interlace::prune::{SimilarityAccumulator, SimilarityScores};
 
@@ -13,7 +13,7 @@ use interlace::prune::{SimilarityAccumulator, SimilarityScores};
 fn one_pass_scores_match_transformers_hidden_states() {
     for &name in MODELS {
         let dir = model_dir(name);
-        let model = Qwen3VlModel::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
         let processor = Processor::from_dir(&dir).unwrap();
         let l = model.config.text.num_hidden_layers;
         let mut acc = SimilarityAccumulator::new(l, 3).unwrap();
@@ -51,7 +51,7 @@ fn similarity_pass_stops_after_the_last_needed_state() {
             self.0.observe(index, layer, hidden)
         }
     }
-    let model = Qwen3VlModel::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
+    let model = Model::load(&model_dir("tiny-b"), DType::F32, &Device::Cpu).unwrap();
     let l = model.config.text.num_hidden_layers;
     let case = load_case("tiny-b", "text");
     let inputs = ModelInputs::text(to_u32(&case["input_ids"]));

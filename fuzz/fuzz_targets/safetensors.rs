@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     }
     std::fs::write(dir.join("model.safetensors"), padded(data)).unwrap();
     let device = candle_core::Device::Cpu;
-    if let Err(e) = interlace::model::Qwen3VlModel::load(&dir, candle_core::DType::F32, &device) {
+    if let Err(e) = interlace::model::Model::load(&dir, candle_core::DType::F32, &device) {
         let line = interlace::error_line(&e);
         assert!(line.contains(dir.to_str().unwrap()), "{line}");
     }

@@ -21,7 +21,7 @@ use crate::model::device::Placement;
 use crate::eval::benchmarks::{BenchRow, BenchSpec, Benchmark, Protocol};
 use crate::eval::generate::{eos_ids, greedy_batch, sample_batch, Sampling};
 use crate::eval::report::{score_benchmark, BenchReport, EvalReport, EvalStopped};
-use crate::model::{ModelInputs, Qwen3VlModel};
+use crate::model::{Model, ModelInputs};
 use crate::processor::image::ImageProcessor;
 use crate::processor::{Message, Processor};
 use crate::progress::Progress;
@@ -104,7 +104,7 @@ pub fn evaluate_model_dir(
 ) -> Result<EvalReport> {
     let device = placement.device.clone();
     let processor = Processor::from_dir(model_dir)?;
-    let model = Qwen3VlModel::load_for_inference(model_dir, placement.dtype, &device)?;
+    let model = Model::load_for_inference(model_dir, placement.dtype, &device)?;
     let eos = eos_ids(model_dir, &processor)?;
     evaluate(
         &model,
@@ -149,7 +149,7 @@ const NOT_ANSWERED: &str = "not answered: the evaluation stopped at a failure of
 /// bad images) are recorded in the report; a failure of the model itself ends the run with
 /// an [`EvalStopped`] error that carries the report of what was answered before it.
 pub fn evaluate(
-    model: &Qwen3VlModel,
+    model: &Model,
     processor: &Processor,
     eos: &[u32],
     benches: &[Benchmark],

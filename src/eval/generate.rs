@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use candle_core::Device;
 
-use crate::model::{KvSlot, ModelInputs, Qwen3VlModel};
+use crate::model::{KvSlot, Model, ModelInputs};
 use crate::processor::{DynamicImage, Message, Processor};
 
 /// What one generation produced, with its timings.
@@ -75,7 +75,7 @@ fn first_max(v: &[f32]) -> u32 {
 
 /// Greedy generation of at most `max_new` tokens after `inputs`.
 pub fn greedy(
-    model: &Qwen3VlModel,
+    model: &Model,
     inputs: &ModelInputs,
     max_new: usize,
     eos: &[u32],
@@ -116,7 +116,7 @@ pub fn greedy(
 /// [`greedy`] gives it alone, up to float rounding (the matrix products see other rows).
 /// The timings of every result are the batch's.
 pub fn greedy_batch(
-    model: &Qwen3VlModel,
+    model: &Model,
     inputs: &[ModelInputs],
     max_new: usize,
     eos: &[u32],
@@ -133,7 +133,7 @@ pub fn greedy_batch(
 /// produced an end-of-sequence id or `max_new` tokens. The timings of every result are
 /// the batch's.
 fn generate_batch_with(
-    model: &Qwen3VlModel,
+    model: &Model,
     inputs: &[ModelInputs],
     max_new: usize,
     eos: &[u32],
@@ -267,7 +267,7 @@ impl Sampling {
 /// prefill, batched decoding), each prompt drawing from its own random stream `rngs[b]`, so
 /// that its answer does not depend on what else is in the batch.
 pub fn sample_batch(
-    model: &Qwen3VlModel,
+    model: &Model,
     inputs: &[ModelInputs],
     max_new: usize,
     eos: &[u32],

@@ -31,16 +31,16 @@ impl ComputeShape {
                 .map(|i| i.shape.iter().product::<usize>())
                 .sum()
         };
-        let decoder_params = count(&|n| n.starts_with("model.language_model.layers."));
-        let vision_params = count(&|n| n.starts_with("model.visual."));
+        let names = crate::model::dir::TensorNames::detect(infos.iter().map(|i| i.name.as_str()));
+        let decoder_params = count(&|n| names.split_layer(n).is_some());
+        let vision_params = count(&|n| n.starts_with(&names.visual_prefix()));
         let mut head_params = count(&|n| n == "lm_head.weight");
         if head_params == 0 {
-            head_params = count(&|n| n == "model.language_model.embed_tokens.weight");
+            head_params = count(&|n| n == names.embed_tokens());
         }
         let layers: std::collections::BTreeSet<usize> = infos
             .iter()
-            .filter_map(|i| i.name.strip_prefix("model.language_model.layers."))
-            .filter_map(|r| r.split('.').next()?.parse().ok())
+            .filter_map(|i| names.split_layer(&i.name).map(|(l, _)| l))
             .collect();
         Ok(Self {
             decoder_layers: layers.len(),

@@ -1,6 +1,7 @@
-//! Hugging Face `config.json` for Qwen3-VL: the text decoder, the vision tower and the
-//! special token ids. RoPE settings are read from either the published layout
-//! (`rope_scaling` + `rope_theta`) or the newer `rope_parameters`.
+//! Hugging Face `config.json` of every supported family: which family it is (from
+//! `model_type`, else `architectures`), the text decoder, the vision tower (multimodal
+//! families) and the special token ids. RoPE settings are read from either the published
+//! layout (`rope_scaling` + `rope_theta`) or the newer `rope_parameters`.
 
 use std::path::Path;
 
@@ -19,9 +20,120 @@ pub struct TextConfig {
     pub hidden_act: candle_nn::Activation,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
+    /// M-RoPE sections (t, h, w) in frequency slots; empty for plain 1-D RoPE.
     pub mrope_section: Vec<usize>,
-    pub attention_bias: bool,
+    /// Qwen3-VL interleaves the M-RoPE axes over the frequency slots (T,H,W,T,H,W,...);
+    /// Qwen2-VL and Qwen2.5-VL give each axis one contiguous section.
+    pub mrope_interleaved: bool,
+    /// Frequency scaling (`rope_type`): none, linear or Llama 3.
+    pub rope_scaling: RopeScaling,
+    /// Bias on q/k/v projections (Qwen2: always; Qwen3, Llama: `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Qwen3, Llama: `attention_bias`; Qwen2: never).
+    pub o_bias: bool,
+    /// RMSNorm over each head of q and k before RoPE (Qwen3, Qwen3-VL).
+    pub qk_norm: bool,
+    /// Bias on the MLP projections (Llama's `mlp_bias`).
+    pub mlp_bias: bool,
     pub max_position_embeddings: usize,
+}
+
+/// How RoPE frequencies are rescaled (`rope_type`), as transformers' `modeling_rope_utils`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// `linear`: every frequency divided by `factor`.
+    Linear {
+        factor: f64,
+    },
+    /// `llama3`: long wavelengths divided by `factor`, short ones kept, smoothed between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+/// The model families this build runs, told apart by `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `Qwen3VLForConditionalGeneration` (dense): vision tower with DeepStack, interleaved
+    /// M-RoPE, q/k norms.
+    Qwen3Vl,
+    /// `Qwen2VLForConditionalGeneration`: sectioned M-RoPE, biased q/k/v.
+    Qwen2Vl,
+    /// `Qwen2_5_VLForConditionalGeneration`: as Qwen2-VL with a windowed vision tower.
+    Qwen25Vl,
+    /// `Qwen3ForCausalLM`: text only, q/k norms.
+    Qwen3,
+    /// `LlamaForCausalLM`: text only, optional Llama 3 RoPE scaling.
+    Llama,
+}
+
+impl Family {
+    /// (model_type, architecture, family) for every supported family.
+    const TABLE: &'static [(&'static str, &'static str, Family)] = &[
+        (
+            "qwen3_vl",
+            "Qwen3VLForConditionalGeneration",
+            Family::Qwen3Vl,
+        ),
+        (
+            "qwen2_vl",
+            "Qwen2VLForConditionalGeneration",
+            Family::Qwen2Vl,
+        ),
+        (
+            "qwen2_5_vl",
+            "Qwen2_5_VLForConditionalGeneration",
+            Family::Qwen25Vl,
+        ),
+        ("qwen3", "Qwen3ForCausalLM", Family::Qwen3),
+        ("llama", "LlamaForCausalLM", Family::Llama),
+    ];
+
+    /// The family of a `config.json`: its `model_type`, else its first `architectures` entry.
+    pub fn of(raw: &Value) -> Result<Self> {
+        let model_type = get(raw, "model_type").and_then(Value::as_str);
+        let arch = get(raw, "architectures")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str);
+        let found = Self::TABLE.iter().find(|(mt, ar, _)| match model_type {
+            Some(t) => t == *mt,
+            None => arch == Some(*ar),
+        });
+        match (found, model_type, arch) {
+            (Some(&(_, _, f)), _, _) => Ok(f),
+            (None, Some(t), _) => bail!(
+                "model_type {t:?} is not supported (supported: {})",
+                SUPPORTED_MODEL_TYPES.join(", ")
+            ),
+            (None, None, Some(a)) => bail!(
+                "architecture {a:?} is not supported (supported: {})",
+                Self::TABLE
+                    .iter()
+                    .map(|r| r.1)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (None, None, None) => bail!("missing field model_type (and no architectures)"),
+        }
+    }
+
+    /// transformers' `model_type`.
+    pub fn model_type(self) -> &'static str {
+        Self::TABLE
+            .iter()
+            .find(|r| r.2 == self)
+            .map_or("?", |r| r.0)
+    }
+
+    /// Whether the family has a vision tower.
+    pub fn is_multimodal(self) -> bool {
+        matches!(self, Family::Qwen3Vl | Family::Qwen2Vl | Family::Qwen25Vl)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,10 +154,12 @@ pub struct VisionConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Qwen3VlConfig {
+pub struct ModelConfig {
+    pub family: Family,
     pub model_type: String,
     pub text: TextConfig,
-    pub vision: VisionConfig,
+    /// The Qwen3-VL vision tower; None for the other families.
+    pub vision: Option<VisionConfig>,
     pub image_token_id: u32,
     pub video_token_id: u32,
     pub vision_start_token_id: u32,
@@ -56,7 +170,8 @@ pub struct Qwen3VlConfig {
 }
 
 /// Model types this build can run.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["qwen3_vl"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] =
+    &["qwen3_vl", "qwen2_vl", "qwen2_5_vl", "qwen3", "llama"];
 
 fn get<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
@@ -126,40 +241,81 @@ fn usize_list(v: &Value, what: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// RoPE theta and M-RoPE sections, from `rope_parameters` (newer transformers) or
-/// `rope_scaling` + `rope_theta` (published checkpoints).
-fn text_rope(text: &Value) -> Result<(f64, Vec<usize>)> {
+/// A number of a RoPE parameter block.
+fn rope_num(params: &Value, key: &str) -> Result<f64> {
+    get(params, key)
+        .with_context(|| format!("rope_scaling.{key} is missing"))?
+        .as_f64()
+        .with_context(|| format!("rope_scaling.{key} must be a number"))
+}
+
+/// RoPE settings of a text config, from `rope_parameters` (newer transformers) or
+/// `rope_scaling` + `rope_theta` (published checkpoints): theta, M-RoPE sections (empty for
+/// 1-D RoPE), whether they interleave, and the frequency scaling.
+fn text_rope(
+    text: &Value,
+    family: Family,
+    default_theta: f64,
+) -> Result<(f64, Vec<usize>, bool, RopeScaling)> {
     let params = get(text, "rope_parameters").or_else(|| get(text, "rope_scaling"));
     let theta = params
         .and_then(|p| get(p, "rope_theta"))
         .or_else(|| get(text, "rope_theta"))
-        .map(|v| {
-            v.as_f64()
-                .context("text_config.rope_theta must be a number")
-        })
+        .map(|v| v.as_f64().context("rope_theta must be a number"))
         .transpose()?
-        .unwrap_or(500_000.0);
-    if let Some(kind) = params.and_then(|p| get(p, "rope_type").or_else(|| get(p, "type"))) {
-        let kind = kind.as_str().unwrap_or("?");
-        if kind != "default" && kind != "mrope" {
-            bail!("text_config rope_type {kind:?} is not supported (only default M-RoPE)");
+        .unwrap_or(default_theta);
+    let kind = params
+        .and_then(|p| get(p, "rope_type").or_else(|| get(p, "type")))
+        .map(|k| k.as_str().unwrap_or("?").to_string())
+        .unwrap_or_else(|| "default".into());
+    let scaling = match (kind.as_str(), params) {
+        ("default" | "mrope", _) | (_, None) => RopeScaling::None,
+        ("linear", Some(p)) => RopeScaling::Linear {
+            factor: rope_num(p, "factor")?,
+        },
+        ("llama3", Some(p)) => RopeScaling::Llama3 {
+            factor: rope_num(p, "factor")?,
+            low_freq_factor: rope_num(p, "low_freq_factor")?,
+            high_freq_factor: rope_num(p, "high_freq_factor")?,
+            original_max_position_embeddings: rope_num(p, "original_max_position_embeddings")?,
+        },
+        (other, _) => {
+            bail!("rope_type {other:?} is not supported (supported: default, linear, llama3)")
         }
-    }
-    let section = match params.and_then(|p| get(p, "mrope_section")) {
-        Some(v) => usize_list(v, "text_config mrope_section")?,
-        None => vec![24, 20, 20],
     };
-    if params
-        .and_then(|p| get(p, "mrope_interleaved"))
-        .and_then(|v| v.as_bool())
-        == Some(false)
-    {
-        bail!("text_config: mrope_interleaved=false is not supported (Qwen3-VL interleaves)");
+    if family.is_multimodal() && scaling != RopeScaling::None {
+        bail!("text_config rope_type {kind:?} is not supported with M-RoPE (only default)");
     }
-    Ok((theta, section))
+    let (section, interleaved) = match family {
+        Family::Qwen3Vl => {
+            if params
+                .and_then(|p| get(p, "mrope_interleaved"))
+                .and_then(|v| v.as_bool())
+                == Some(false)
+            {
+                bail!(
+                    "text_config: mrope_interleaved=false is not supported (Qwen3-VL interleaves)"
+                );
+            }
+            let section = match params.and_then(|p| get(p, "mrope_section")) {
+                Some(v) => usize_list(v, "text_config mrope_section")?,
+                None => vec![24, 20, 20],
+            };
+            (section, true)
+        }
+        Family::Qwen2Vl | Family::Qwen25Vl => {
+            let section = match params.and_then(|p| get(p, "mrope_section")) {
+                Some(v) => usize_list(v, "rope_scaling.mrope_section")?,
+                None => bail!("missing field rope_scaling.mrope_section"),
+            };
+            (section, false)
+        }
+        Family::Qwen3 | Family::Llama => (Vec::new(), false),
+    };
+    Ok((theta, section, interleaved, scaling))
 }
 
-impl Qwen3VlConfig {
+impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
@@ -181,24 +337,42 @@ impl Qwen3VlConfig {
     }
 
     pub fn from_value(raw: Value) -> Result<Self> {
-        let model_type = get(&raw, "model_type")
-            .and_then(|v| v.as_str())
-            .context("missing field model_type")?
-            .to_string();
-        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
-            bail!(
-                "model_type {model_type:?} is not supported (supported: {})",
-                SUPPORTED_MODEL_TYPES.join(", ")
-            );
+        let family = Family::of(&raw)?;
+        let model_type = family.model_type().to_string();
+        // Qwen3-VL nests the decoder's settings in text_config; Qwen2-VL and Qwen2.5-VL do
+        // in transformers 5 and at the top level in the published checkpoints; the text-only
+        // families keep them at the top level.
+        let (t, ts) = match family {
+            Family::Qwen3Vl => (
+                get(&raw, "text_config").context("missing field text_config")?,
+                "text_config",
+            ),
+            Family::Qwen2Vl | Family::Qwen25Vl => match get(&raw, "text_config") {
+                Some(t) if get(t, "hidden_size").is_some() => (t, "text_config"),
+                _ => (&raw, "config"),
+            },
+            Family::Qwen3 | Family::Llama => (&raw, "config"),
+        };
+        let (default_theta, default_max_pos) = match family {
+            Family::Qwen3Vl => (500_000.0, 128_000),
+            Family::Qwen2Vl | Family::Qwen25Vl => (1_000_000.0, 32_768),
+            Family::Qwen3 => (10_000.0, 32_768),
+            Family::Llama => (10_000.0, 2048),
+        };
+        if opt_bool(t, "use_sliding_window", false)? {
+            bail!("{ts}.use_sliding_window = true is not supported (only full attention)");
         }
-        let t = get(&raw, "text_config").context("missing field text_config")?;
-        let v = get(&raw, "vision_config").context("missing field vision_config")?;
-        let ts = "text_config";
-        let vs = "vision_config";
-
+        if let Some(f) = get(t, "partial_rotary_factor").and_then(Value::as_f64) {
+            if f != 1.0 {
+                bail!("{ts}.partial_rotary_factor = {f} is not supported (only 1.0)");
+            }
+        }
         let hidden_size = req_usize(t, "hidden_size", ts)?;
         let num_attention_heads = req_usize(t, "num_attention_heads", ts)?;
-        let (rope_theta, mrope_section) = text_rope(t)?;
+        let (rope_theta, mrope_section, mrope_interleaved, rope_scaling) =
+            text_rope(t, family, default_theta)?;
+        let attention_bias = opt_bool(t, "attention_bias", false)?;
+        let qwen2 = matches!(family, Family::Qwen2Vl | Family::Qwen25Vl);
         let text = TextConfig {
             vocab_size: req_usize(t, "vocab_size", ts)?,
             hidden_size,
@@ -211,15 +385,55 @@ impl Qwen3VlConfig {
             rms_norm_eps: opt_f64(t, "rms_norm_eps", ts, 1e-6)?,
             rope_theta,
             mrope_section,
-            attention_bias: opt_bool(t, "attention_bias", false)?,
-            max_position_embeddings: opt_usize(t, "max_position_embeddings", ts, 128_000)?,
+            mrope_interleaved,
+            rope_scaling,
+            qkv_bias: qwen2 || attention_bias,
+            o_bias: !qwen2 && attention_bias,
+            qk_norm: matches!(family, Family::Qwen3Vl | Family::Qwen3),
+            mlp_bias: opt_bool(t, "mlp_bias", false)?,
+            max_position_embeddings: opt_usize(t, "max_position_embeddings", ts, default_max_pos)?,
         };
+        let vision = match family {
+            Family::Qwen3Vl => Self::qwen3_vl_vision(&raw)?,
+            Family::Qwen2Vl | Family::Qwen25Vl => {
+                bail!("model_type {model_type:?}: this build has no {model_type} vision tower yet")
+            }
+            Family::Qwen3 | Family::Llama => None,
+        };
+        let id = |key: &str, default: u32| -> Result<u32> {
+            Ok(opt_usize(&raw, key, "config", default as usize)? as u32)
+        };
+        // Published checkpoints put tie_word_embeddings at the top level; some writers put it
+        // in text_config. The top level wins, as in transformers.
+        let tie_word_embeddings = match get(&raw, "tie_word_embeddings") {
+            Some(_) => opt_bool(&raw, "tie_word_embeddings", false)?,
+            None => opt_bool(t, "tie_word_embeddings", false)?,
+        };
+        let cfg = ModelConfig {
+            family,
+            model_type,
+            image_token_id: id("image_token_id", 151_655)?,
+            video_token_id: id("video_token_id", 151_656)?,
+            vision_start_token_id: id("vision_start_token_id", 151_652)?,
+            vision_end_token_id: id("vision_end_token_id", 151_653)?,
+            tie_word_embeddings,
+            text,
+            vision,
+            raw,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn qwen3_vl_vision(raw: &Value) -> Result<Option<VisionConfig>> {
+        let v = get(raw, "vision_config").context("missing field vision_config")?;
+        let vs = "vision_config";
         let vision_theta = get(v, "rope_parameters")
             .and_then(|p| get(p, "rope_theta"))
             .or_else(|| get(v, "rope_theta"))
             .and_then(|x| x.as_f64())
             .unwrap_or(10_000.0);
-        let vision = VisionConfig {
+        Ok(Some(VisionConfig {
             depth: req_usize(v, "depth", vs)?,
             hidden_size: req_usize(v, "hidden_size", vs)?,
             hidden_act: activation(v, "hidden_act", vs, "gelu_pytorch_tanh")?,
@@ -236,29 +450,7 @@ impl Qwen3VlConfig {
                 None => vec![8, 16, 24],
             },
             rope_theta: vision_theta,
-        };
-        let id = |key: &str, default: u32| -> Result<u32> {
-            Ok(opt_usize(&raw, key, "config", default as usize)? as u32)
-        };
-        // Published checkpoints put tie_word_embeddings at the top level; some writers put it
-        // in text_config. The top level wins, as in transformers.
-        let tie_word_embeddings = match get(&raw, "tie_word_embeddings") {
-            Some(_) => opt_bool(&raw, "tie_word_embeddings", false)?,
-            None => opt_bool(t, "tie_word_embeddings", false)?,
-        };
-        let cfg = Qwen3VlConfig {
-            model_type,
-            image_token_id: id("image_token_id", 151_655)?,
-            video_token_id: id("video_token_id", 151_656)?,
-            vision_start_token_id: id("vision_start_token_id", 151_652)?,
-            vision_end_token_id: id("vision_end_token_id", 151_653)?,
-            tie_word_embeddings,
-            text,
-            vision,
-            raw,
-        };
-        cfg.validate()?;
-        Ok(cfg)
+        }))
     }
 
     fn validate(&self) -> Result<()> {
@@ -286,14 +478,17 @@ impl Qwen3VlConfig {
             );
         }
         let sections: usize = t.mrope_section.iter().sum();
-        if t.mrope_section.len() != 3 || sections != t.head_dim / 2 {
+        if !t.mrope_section.is_empty() && (t.mrope_section.len() != 3 || sections != t.head_dim / 2)
+        {
             bail!(
                 "text_config: mrope_section {:?} must have 3 entries summing to head_dim/2 = {}",
                 t.mrope_section,
                 t.head_dim / 2
             );
         }
-        let v = &self.vision;
+        let Some(v) = &self.vision else {
+            return Ok(());
+        };
         if v.num_heads == 0 || !v.hidden_size.is_multiple_of(v.num_heads) {
             bail!(
                 "vision_config: hidden_size ({}) is not a multiple of num_heads ({})",
@@ -333,7 +528,7 @@ impl Qwen3VlConfig {
 /// (a 100 000-character prompt) would ask for hundreds of GB and abort.
 pub const DEFAULT_MAX_LENGTH: usize = 8192;
 
-impl Qwen3VlConfig {
+impl ModelConfig {
     /// Refuses a sequence of `prompt` tokens that would grow by `new` more when the total
     /// exceeds `max_length` (the commands' `--max-length`) or `max_position_embeddings`.
     pub fn check_length(&self, prompt: usize, new: usize, max_length: usize) -> Result<()> {

@@ -125,3 +125,67 @@ pub fn copy_other_files(src: &Path, dst: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Where a checkpoint keeps the decoder and the vision tower: transformers 5 writes
+/// `model.language_model.*` and `model.visual.*` for the multimodal families, the Hub's
+/// Qwen2-VL and Qwen2.5-VL checkpoints (and every text-only model) `model.*` and `visual.*`.
+/// Read from the checkpoint's own tensor names, so what interlace writes back keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorNames {
+    /// `model.language_model` or `model`.
+    pub decoder: String,
+    /// `model.visual` or `visual`.
+    pub visual: String,
+}
+
+impl TensorNames {
+    /// The layout of a checkpoint holding tensors named `names`.
+    pub fn detect<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let (mut nested, mut nested_visual) = (false, false);
+        for n in names {
+            nested |= n.starts_with("model.language_model.");
+            nested_visual |= n.starts_with("model.visual.");
+        }
+        Self {
+            decoder: if nested {
+                "model.language_model"
+            } else {
+                "model"
+            }
+            .into(),
+            visual: if nested || nested_visual {
+                "model.visual"
+            } else {
+                "visual"
+            }
+            .into(),
+        }
+    }
+
+    /// `<decoder>.layers.` — every decoder layer's tensors start with it and the index.
+    pub fn layers_prefix(&self) -> String {
+        format!("{}.layers.", self.decoder)
+    }
+
+    /// `<decoder>.embed_tokens.weight`.
+    pub fn embed_tokens(&self) -> String {
+        format!("{}.embed_tokens.weight", self.decoder)
+    }
+
+    /// `<decoder>.norm.weight`.
+    pub fn norm(&self) -> String {
+        format!("{}.norm.weight", self.decoder)
+    }
+
+    /// `<visual>.` — every vision tower tensor starts with it.
+    pub fn visual_prefix(&self) -> String {
+        format!("{}.", self.visual)
+    }
+
+    /// `<decoder>.layers.{i}.rest` -> Some((i, rest)).
+    pub fn split_layer<'a>(&self, name: &'a str) -> Option<(usize, &'a str)> {
+        let rest = name.strip_prefix(&self.layers_prefix())?;
+        let (idx, rest) = rest.split_once('.')?;
+        Some((idx.parse().ok()?, rest))
+    }
+}

@@ -1,17 +1,20 @@
-//! Models: configuration, checkpoint I/O, shared layers and the Qwen3-VL implementation.
+//! Models: one interface ([`Model`]) over every supported family, chosen by `config.json`
+//! ([`config::Family`]); configuration, checkpoint I/O, the shared decoder, and each family's
+//! own parts (Qwen3-VL's vision tower).
 
 pub mod config;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda_kernels;
+pub mod decoder;
 pub mod device;
 pub mod dir;
 pub mod fastmath;
 pub mod layers;
+pub mod lm;
 pub mod ops;
 pub mod qwen3_vl;
+pub mod rope;
 pub mod weights;
 
-pub use config::Qwen3VlConfig;
-pub use qwen3_vl::{
-    CollectHidden, Embedded, Flow, KvSlot, LayerObserver, ModelInputs, Qwen3VlModel,
-};
+pub use config::{Family, ModelConfig};
+pub use lm::{CollectHidden, Embedded, Flow, KvSlot, LayerObserver, Model, ModelInputs};

@@ -70,12 +70,25 @@ pub fn expand_image_placeholders(prompt: &str, counts: &[usize]) -> Result<Strin
     Ok(text)
 }
 
+/// Whether `dir/config.json` describes a model without a vision tower (no `vision_config`:
+/// Qwen3, Llama). Read leniently: a missing or unreadable config counts as multimodal, and
+/// the model loader reports it.
+fn text_only_model(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Json>(&t).ok())
+        .is_some_and(|raw| raw.is_object() && raw.get("vision_config").is_none())
+}
+
 /// Tokenizer, chat template and image processor of one model directory.
 #[derive(Debug)]
 pub struct Processor {
     pub tokenizer: Tokenizer,
     pub chat_template: ChatTemplate,
     pub image_processor: ImageProcessor,
+    /// False for a text-only model (its config.json has no `vision_config`): its prompts
+    /// take no images and it needs no `preprocessor_config.json`.
+    pub takes_images: bool,
     /// Extra template variables (e.g. `add_vision_id`), passed like keyword arguments of
     /// transformers' `apply_chat_template`.
     pub template_kwargs: BTreeMap<String, Json>,
@@ -90,11 +103,19 @@ impl Processor {
         let tokenizer = Tokenizer::from_dir(dir)?;
         tokenizer.check_model_config(dir)?;
         let chat_template = ChatTemplate::from_dir(dir)?;
-        let image_processor = ImageProcessor::from_dir(dir)?;
+        // A text-only family's directory has no image processor; every other directory
+        // (a multimodal family, or no config.json at all) must have one.
+        let takes_images = !text_only_model(dir);
+        let image_processor = if takes_images {
+            ImageProcessor::from_dir(dir)?
+        } else {
+            ImageProcessor::new(Default::default())
+        };
         Ok(Self {
             tokenizer,
             chat_template,
             image_processor,
+            takes_images,
             template_kwargs: BTreeMap::new(),
         })
     }
@@ -173,6 +194,12 @@ impl Processor {
 
     /// Like [`Processor::encode_prompt`] with images already preprocessed (e.g. cached).
     pub fn encode_processed(&self, prompt: String, images: Vec<ProcessedImage>) -> Result<Encoded> {
+        if !self.takes_images && !images.is_empty() {
+            bail!(
+                "{} image(s) given, but this model takes text only",
+                images.len()
+            );
+        }
         let n_placeholders = prompt.matches(tokenizer::IMAGE_PAD).count();
         if n_placeholders != images.len() {
             bail!(

@@ -8,7 +8,7 @@ use candle_core::Device;
 
 use crate::data::Sample;
 use crate::model::ops::Grad;
-use crate::model::{Embedded, ModelInputs, Qwen3VlModel};
+use crate::model::{Embedded, Model, ModelInputs};
 use crate::processor::Processor;
 use crate::train::labels;
 use crate::train::loss::cross_entropy_sum;
@@ -69,7 +69,7 @@ pub struct CalibrationExample {
 
 impl CalibrationExample {
     pub fn new(
-        model: &Qwen3VlModel,
+        model: &Model,
         processor: &Processor,
         sample: &Sample,
         max_len: usize,
@@ -117,7 +117,7 @@ impl CalibrationExample {
     }
 
     /// Summed cross-entropy of the supervised tokens through the decoder `stack`.
-    pub fn loss_sum(&self, model: &Qwen3VlModel, stack: &[usize]) -> Result<f64> {
+    pub fn loss_sum(&self, model: &Model, stack: &[usize]) -> Result<f64> {
         let e = &self.emb;
         let h = model.run_stack(e, stack, e.embeds.clone(), 0..stack.len(), Grad::None)?;
         let logits = model.logits_at(&h, &self.positions, Grad::None)?;
@@ -152,7 +152,7 @@ pub fn pack_examples(
 
 /// Mean loss over every supervised token of `examples` through `stack`.
 pub fn calibration_loss(
-    model: &Qwen3VlModel,
+    model: &Model,
     examples: &[CalibrationExample],
     stack: &[usize],
 ) -> Result<f64> {

@@ -14,11 +14,9 @@ use serde_json::Value;
 
 use super::plan::Plan;
 use crate::fsio::{write_dir_atomic, write_json};
-use crate::model::dir::PLAN_FILE;
-use crate::model::dir::{copy_other_files, rewrite_weights};
-
-/// The decoder layers' tensor names begin with this and the layer index.
-const LAYER_PREFIX: &str = "model.language_model.layers.";
+use crate::model::config::ModelConfig;
+use crate::model::dir::{copy_other_files, rewrite_weights, TensorNames, PLAN_FILE};
+use crate::model::weights;
 
 /// What [`prune_checkpoint`] did.
 #[derive(Debug, Clone)]
@@ -40,11 +38,23 @@ pub fn read_checkpoint_plan(dir: &Path) -> Result<Option<Plan>> {
     Ok(Some(Plan::read(&path)?))
 }
 
-/// `model.language_model.layers.{i}.rest` -> Some((i, rest)).
-fn split_layer_name(name: &str) -> Option<(usize, &str)> {
-    let rest = name.strip_prefix(LAYER_PREFIX)?;
-    let (idx, tail) = rest.split_once('.')?;
-    Some((idx.parse().ok()?, tail))
+/// Applies `edit` to each object of a `config.json` that holds the decoder's settings:
+/// `text_config` when it has them (Qwen3-VL, transformers 5's Qwen2-VL), the top level when
+/// it has them (text-only families, the Hub's Qwen2-VL), or both.
+fn edit_decoder_sections(
+    config: &mut Value,
+    mut edit: impl FnMut(&mut serde_json::Map<String, Value>),
+) {
+    if let Some(t) = config.get_mut("text_config").and_then(Value::as_object_mut) {
+        if t.contains_key("num_hidden_layers") {
+            edit(t);
+        }
+    }
+    if let Some(top) = config.as_object_mut() {
+        if top.contains_key("num_hidden_layers") {
+            edit(top);
+        }
+    }
 }
 
 /// Applies `plan` to the checkpoint in `src`, writing the pruned checkpoint to `out`.
@@ -59,15 +69,16 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
             .with_context(|| format!("{}: cannot read", config_path.display()))?,
     )
     .with_context(|| format!("{}: not valid JSON", config_path.display()))?;
-    let layers_before = config
-        .pointer("/text_config/num_hidden_layers")
-        .and_then(Value::as_u64)
-        .with_context(|| {
-            format!(
-                "{}: missing text_config.num_hidden_layers",
-                config_path.display()
-            )
-        })? as usize;
+    let layers_before = ModelConfig::from_value(config.clone())
+        .with_context(|| config_path.display().to_string())?
+        .text
+        .num_hidden_layers;
+    let names = TensorNames::detect(
+        weights::read_tensor_infos(&weights::weight_files(src)?)?
+            .iter()
+            .map(|i| i.name.as_str()),
+    );
+    let layer_prefix = names.layers_prefix();
     if plan.num_layers != layers_before {
         bail!(
             "the plan is for a model with {} decoder layers but {} has {layers_before}",
@@ -102,9 +113,9 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
 
     let (tensors_written, tensors_removed) = write_dir_atomic(out, |tmp| {
         let rename = |name: &str| -> Result<Option<String>> {
-            Ok(match split_layer_name(name) {
+            Ok(match names.split_layer(name) {
                 Some((i, rest)) => match new_index.get(i).copied().flatten() {
-                    Some(j) => Some(format!("{LAYER_PREFIX}{j}.{rest}")),
+                    Some(j) => Some(format!("{layer_prefix}{j}.{rest}")),
                     None if i < layers_before => None,
                     None => bail!("tensor {name} is beyond num_hidden_layers"),
                 },
@@ -112,18 +123,17 @@ pub fn prune_checkpoint(src: &Path, plan: &Plan, out: &Path) -> Result<PruneRepo
             })
         };
         let (written, removed) = rewrite_weights(src, tmp, rename, &HashMap::new())?;
-        config["text_config"]["num_hidden_layers"] = layers_after.into();
-        if let Some(types) = config
-            .pointer_mut("/text_config/layer_types")
-            .and_then(Value::as_array_mut)
-        {
-            let kept: Vec<Value> = plan
-                .kept
-                .iter()
-                .filter_map(|&i| types.get(i).cloned())
-                .collect();
-            *types = kept;
-        }
+        edit_decoder_sections(&mut config, |section| {
+            section.insert("num_hidden_layers".into(), layers_after.into());
+            if let Some(types) = section.get_mut("layer_types").and_then(Value::as_array_mut) {
+                let kept: Vec<Value> = plan
+                    .kept
+                    .iter()
+                    .filter_map(|&i| types.get(i).cloned())
+                    .collect();
+                *types = kept;
+            }
+        });
         write_json(&tmp.join("config.json"), &config)?;
         let plan_path = tmp.join(PLAN_FILE);
         std::fs::write(&plan_path, written_plan.to_json_string())

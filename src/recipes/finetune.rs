@@ -13,7 +13,7 @@ use crate::data::readable_portion;
 use crate::fsio::write_dir_atomic;
 use crate::model::dir::PLAN_FILE;
 use crate::model::dir::{copy_other_files, rewrite_weights};
-use crate::model::Qwen3VlModel;
+use crate::model::Model;
 use crate::processor::Processor;
 use crate::prune::Plan;
 use crate::train::adamw::AdamWConfig;
@@ -258,8 +258,8 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         )?;
         crate::hub::check_model_dir(teacher)?;
         let (t, s) = (
-            crate::model::Qwen3VlConfig::from_dir(teacher)?,
-            crate::model::Qwen3VlConfig::from_dir(&args.model)?,
+            crate::model::ModelConfig::from_dir(teacher)?,
+            crate::model::ModelConfig::from_dir(&args.model)?,
         );
         if t.text.vocab_size != s.text.vocab_size || t.text.hidden_size != s.text.hidden_size {
             bail!(
@@ -300,7 +300,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     crate::train::checkpoint::remove_half_written(&state_dir);
     let processor = Processor::from_dir(&args.model)?
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
-    let original = crate::model::qwen3_vl::original_layer_indices(&args.model)?;
+    let original = crate::model::lm::original_layer_indices(&args.model)?;
     let (plan, positions) = plan_and_positions(args, &original)?;
     // The chosen rows are held in memory (image bytes included for Parquet data).
     let mut unreadable = Vec::new();
@@ -331,17 +331,13 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
         );
     }
     // The trained layers are read in f32: their master weights start exact.
-    let mut model = Qwen3VlModel::load_with_f32_layers(
-        &args.model,
-        placement.dtype,
-        &placement.device,
-        &positions,
-    )?;
+    let mut model =
+        Model::load_with_f32_layers(&args.model, placement.dtype, &placement.device, &positions)?;
     let distill = match &args.distill {
         None => None,
         Some(dir) => {
             crate::hub::check_model_dir(dir)?;
-            let teacher = Qwen3VlModel::load(dir, placement.dtype, &placement.device)?;
+            let teacher = Model::load(dir, placement.dtype, &placement.device)?;
             let first = positions.iter().copied().min().unwrap_or(0);
             let d = crate::train::trainer::Distill::new(
                 &mut model,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 
 use crate::model::ops::row_cosine;
-use crate::model::{Flow, LayerObserver, ModelInputs, Qwen3VlModel};
+use crate::model::{Flow, LayerObserver, Model, ModelInputs};
 use crate::processor::{Message, Processor};
 
 #[derive(Debug, clap::Args)]
@@ -62,13 +62,13 @@ pub fn run(args: &ForwardArgs) -> Result<String> {
         args.prompt.as_str(),
     )];
     let enc = processor.encode(&messages, &images, true)?;
-    let config = crate::model::Qwen3VlConfig::from_dir(&args.model)?;
+    let config = crate::model::ModelConfig::from_dir(&args.model)?;
     config
         .check_length(enc.input_ids.len(), 0, args.max_length)
         .context("--prompt")?;
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
-    let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &device)?;
+    let model = Model::load_for_inference(&args.model, placement.dtype, &device)?;
     let inputs = ModelInputs::from_encoded(&enc, &device)?;
     let mut obs = ConsecutiveCosine::default();
     let logits = model.forward(&inputs, Some(&mut obs))?;

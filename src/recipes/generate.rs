@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::eval::generate::{eos_ids, greedy, prompt_inputs};
-use crate::model::Qwen3VlModel;
+use crate::model::Model;
 use crate::processor::Processor;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -39,11 +39,11 @@ pub fn run(args: &GenerateArgs) -> Result<String> {
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
-    let config = crate::model::Qwen3VlConfig::from_dir(&args.model)?;
+    let config = crate::model::ModelConfig::from_dir(&args.model)?;
     config
         .check_length(inputs.input_ids.len(), args.max_new_tokens, args.max_length)
         .context("--prompt")?;
-    let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &device)?;
+    let model = Model::load_for_inference(&args.model, placement.dtype, &device)?;
     let eos = eos_ids(&args.model, &processor)?;
     let out = greedy(&model, &inputs, args.max_new_tokens, &eos)?;
     let n = out.tokens.len();

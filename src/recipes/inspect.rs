@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::model::config::Qwen3VlConfig;
+use crate::model::config::{Family, ModelConfig, RopeScaling};
+use crate::model::dir::TensorNames;
 use crate::model::weights;
 use crate::processor::image::ImageProcessorConfig;
 
@@ -24,12 +25,14 @@ impl ParamCounts {
 }
 
 pub fn count_params(infos: &[weights::TensorInfo]) -> ParamCounts {
+    let names = TensorNames::detect(infos.iter().map(|i| i.name.as_str()));
+    let (visual, decoder) = (names.visual_prefix(), format!("{}.", names.decoder));
     let mut c = ParamCounts::default();
     for i in infos {
         let n = i.numel();
-        if i.name.starts_with("model.visual.") {
+        if i.name.starts_with(&visual) {
             c.vision += n;
-        } else if i.name.starts_with("model.language_model.") {
+        } else if i.name.starts_with(&decoder) {
             c.language += n;
         } else if i.name.starts_with("lm_head.") {
             c.head += n;
@@ -51,18 +54,27 @@ fn human(n: usize) -> String {
 
 /// A multi-line human-readable description of the checkpoint in `dir`.
 pub fn describe(dir: &Path) -> Result<String> {
-    let cfg = Qwen3VlConfig::from_dir(dir)?;
+    let cfg = ModelConfig::from_dir(dir)?;
     let files = weights::weight_files(dir)?;
     let infos = weights::read_tensor_infos(&files)?;
     let counts = count_params(&infos);
     let t = &cfg.text;
-    let v = &cfg.vision;
     let mut s = String::new();
     let mut line = |k: &str, val: String| s.push_str(&format!("{k:<22} {val}\n"));
     line("model", dir.display().to_string());
     line(
         "architecture",
-        format!("{} (Qwen3-VL dense)", cfg.model_type),
+        format!(
+            "{} ({})",
+            cfg.model_type,
+            match cfg.family {
+                Family::Qwen3Vl => "Qwen3-VL dense",
+                Family::Qwen2Vl => "Qwen2-VL",
+                Family::Qwen25Vl => "Qwen2.5-VL",
+                Family::Qwen3 => "Qwen3, text only",
+                Family::Llama => "Llama, text only",
+            }
+        ),
     );
     line("decoder layers", t.num_hidden_layers.to_string());
     line(
@@ -77,13 +89,33 @@ pub fn describe(dir: &Path) -> Result<String> {
             t.vocab_size
         ),
     );
-    line(
-        "rope",
-        format!(
-            "theta {}, mrope_section {:?} (interleaved)",
-            t.rope_theta, t.mrope_section
-        ),
-    );
+    let scaling = match &t.rope_scaling {
+        RopeScaling::None => String::new(),
+        RopeScaling::Linear { factor } => format!(", linear scaling x{factor}"),
+        RopeScaling::Llama3 {
+            factor,
+            original_max_position_embeddings,
+            ..
+        } => format!(", llama3 scaling x{factor} from {original_max_position_embeddings}"),
+    };
+    let axes = match (t.mrope_section.is_empty(), t.mrope_interleaved) {
+        (true, _) => "1-D".to_string(),
+        (false, true) => format!("mrope_section {:?} (interleaved)", t.mrope_section),
+        (false, false) => format!("mrope_section {:?} (sectioned)", t.mrope_section),
+    };
+    line("rope", format!("theta {}, {axes}{scaling}", t.rope_theta));
+    let Some(v) = &cfg.vision else {
+        line("vision", "none (text only)".into());
+        return finish(
+            s,
+            cfg.tie_word_embeddings,
+            &counts,
+            &files,
+            &infos,
+            dir,
+            false,
+        );
+    };
     line(
         "vision",
         format!(
@@ -106,11 +138,35 @@ pub fn describe(dir: &Path) -> Result<String> {
             v.deepstack_visual_indexes.len()
         ),
     );
-    line("parameters: vision", human(counts.vision));
+    finish(
+        s,
+        cfg.tie_word_embeddings,
+        &counts,
+        &files,
+        &infos,
+        dir,
+        true,
+    )
+}
+
+/// The parameter, weight and image lines of [`describe`].
+fn finish(
+    mut s: String,
+    tied: bool,
+    counts: &ParamCounts,
+    files: &[std::path::PathBuf],
+    infos: &[weights::TensorInfo],
+    dir: &Path,
+    images: bool,
+) -> Result<String> {
+    let mut line = |k: &str, val: String| s.push_str(&format!("{k:<22} {val}\n"));
+    if images {
+        line("parameters: vision", human(counts.vision));
+    }
     line("parameters: language", human(counts.language));
     line(
         "parameters: head",
-        if cfg.tie_word_embeddings {
+        if tied {
             "tied to token embeddings".to_string()
         } else {
             human(counts.head)
@@ -123,12 +179,13 @@ pub fn describe(dir: &Path) -> Result<String> {
         "parameters: total",
         format!("{} ({})", human(counts.total()), counts.total()),
     );
-    line("dtype", weights::dominant_dtype(&infos));
+    line("dtype", weights::dominant_dtype(infos));
     line(
         "weights",
         format!("{} file(s), {} tensors", files.len(), infos.len()),
     );
     match ImageProcessorConfig::from_dir(dir) {
+        _ if !images => {}
         Ok(p) => line(
             "images",
             format!(

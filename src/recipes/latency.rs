@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::eval::generate::{greedy, prompt_inputs};
 use crate::eval::latency::{median, ComputeShape};
-use crate::model::Qwen3VlModel;
+use crate::model::Model;
 use crate::processor::Processor;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -60,10 +60,10 @@ pub fn time_model(dir: &Path, args: &LatencyArgs, placement: &Placement) -> Resu
     let processor = Processor::from_dir(dir)?;
     let images = processor.load_images(&args.image)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
-    crate::model::Qwen3VlConfig::from_dir(dir)?
+    crate::model::ModelConfig::from_dir(dir)?
         .check_length(inputs.input_ids.len(), args.new_tokens, args.max_length)
         .context("--prompt")?;
-    let model = Qwen3VlModel::load_for_inference(dir, placement.dtype, &device)?;
+    let model = Model::load_for_inference(dir, placement.dtype, &device)?;
     let patches = inputs
         .image_grid_thw
         .iter()

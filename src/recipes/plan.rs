@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::data::{load_portion, Take};
-use crate::model::Qwen3VlModel;
+use crate::model::Model;
 use crate::processor::Processor;
 use crate::progress::Progress;
 use crate::prune::sleb::{self, calibration_loss, CalibrationExample};
@@ -155,7 +155,7 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
     }
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();
-    let model = Qwen3VlModel::load_for_inference(model_dir, placement.dtype, &device)?;
+    let model = Model::load_for_inference(model_dir, placement.dtype, &device)?;
     let batch = args
         .batch
         .unwrap_or(if placement.is_gpu() { 16 } else { 1 });

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::data::{readable_portion, Sample, Take};
 use crate::fsio::write_dir_atomic;
 use crate::model::qwen3_vl::shape::{init_weights, Shape, TokenIds, VisionShape};
-use crate::model::Qwen3VlModel;
+use crate::model::Model;
 use crate::processor::Processor;
 use crate::train::adamw::AdamWConfig;
 use crate::train::schedule::{warmup_steps, CosineSchedule};
@@ -586,7 +586,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
         &placement,
     )?;
     let (shape, vocab) = match &args.init {
-        Some(dir) => Shape::from_config(&crate::model::config::Qwen3VlConfig::from_dir(dir)?)
+        Some(dir) => Shape::from_config(&crate::model::config::ModelConfig::from_dir(dir)?)
             .with_context(|| format!("{}: cannot continue from this model", dir.display()))?,
         None => (Shape::from_arg(&args.shape)?, args.vocab_size),
     };
@@ -635,7 +635,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     let processor = Processor::from_dir(&init_dir)?
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
     // Loaded in f32: the master weights start exact; the trainer casts for computing.
-    let model = Qwen3VlModel::load(&init_dir, DType::F32, &placement.device)?;
+    let model = Model::load(&init_dir, DType::F32, &placement.device)?;
 
     // The curriculum's steps, then the main data's (indices after the first data's).
     let first_steps = args.first_steps.unwrap_or(0);

@@ -697,7 +697,7 @@ pub fn run(args: &RunArgs) -> Result<String> {
             }
         );
     }
-    let num_layers = crate::model::Qwen3VlConfig::from_dir(&model)?
+    let num_layers = crate::model::ModelConfig::from_dir(&model)?
         .text
         .num_hidden_layers;
     let drops = crate::recipes::plan::drop_count_of_some(num_layers, args.ratio)?;
@@ -1116,7 +1116,7 @@ fn latency_image(data: &Path, seed: u64, out: &Path) -> Result<PathBuf> {
 fn sweep(r: &mut Run, sim: &Path, dense: &EvalReport, main: SweepPoint) -> Result<String> {
     let out = r.args.out.join("sweep");
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
-    let num_layers = crate::model::config::Qwen3VlConfig::from_dir(&r.model)?
+    let num_layers = crate::model::config::ModelConfig::from_dir(&r.model)?
         .text
         .num_hidden_layers;
     let mut points = Vec::new();
@@ -1328,7 +1328,7 @@ fn compare(r: &mut Run, sim: &Path) -> Result<String> {
         reports: vec![dense],
     }];
     // Dense-FT: every decoder layer fine-tuned with the same data and settings.
-    let num_layers = crate::model::config::Qwen3VlConfig::from_dir(&r.model)?
+    let num_layers = crate::model::config::ModelConfig::from_dir(&r.model)?
         .text
         .num_hidden_layers;
     let dense_dir = out.join("dense-ft");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::data::{choose_portion, Sample};
-use crate::model::{Embedded, ModelInputs, Qwen3VlModel};
+use crate::model::{Embedded, Model, ModelInputs};
 use crate::processor::{Encoded, Processor};
 use crate::progress::Progress;
 use crate::prune::{SimilarityAccumulator, SimilarityScores};
@@ -67,7 +67,7 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     let processor = Processor::from_dir(&args.model)?;
     let placement = args.placement.resolve()?;
     let load_start = std::time::Instant::now();
-    let model = Qwen3VlModel::load_for_inference(&args.model, placement.dtype, &placement.device)?;
+    let model = Model::load_for_inference(&args.model, placement.dtype, &placement.device)?;
     let load_secs = load_start.elapsed().as_secs_f64();
     let scoring_start = std::time::Instant::now();
     let batch = args
@@ -196,11 +196,7 @@ fn encode_sample(processor: &Processor, sample: &Sample) -> Result<Encoded> {
 }
 
 /// One forward pass over packed samples, stopping after h_{L-1}; adds each sample's scores.
-fn score_pack(
-    model: &Qwen3VlModel,
-    pack: Vec<Embedded>,
-    acc: &mut SimilarityAccumulator,
-) -> Result<()> {
+fn score_pack(model: &Model, pack: Vec<Embedded>, acc: &mut SimilarityAccumulator) -> Result<()> {
     let segments = pack
         .iter()
         .map(|e| e.embeds.dim(1))

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::labels::Supervised;
 use crate::model::ops::Grad;
-use crate::model::{ModelInputs, Qwen3VlModel};
+use crate::model::{Model, ModelInputs};
 
 /// Sum over rows of `-log softmax(logits)[label]`, computed in f32 whatever the logits'
 /// type (as transformers upcasts them), in one fused op with its backward pass (CPU and
@@ -63,7 +63,7 @@ pub fn kl_div_sum(student: &Tensor, teacher: &Tensor, temperature: f64) -> Resul
 /// Summed loss of one conversation through the decoder `stack` (indices into the model's
 /// layers), with no gradients, and its number of supervised tokens.
 pub fn conversation_loss_sum(
-    model: &Qwen3VlModel,
+    model: &Model,
     sup: &Supervised,
     stack: &[usize],
     device: &Device,

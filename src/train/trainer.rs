@@ -14,11 +14,10 @@ use super::adamw::{update_moments, update_tensors, AdamW, AdamWConfig, Moments};
 use super::labels::Supervised;
 use super::loss::{cross_entropy_sum, kl_div_sum};
 use crate::model::ops::Grad;
-use crate::model::{ModelInputs, Qwen3VlModel};
+use crate::model::{Model, ModelInputs};
 use crate::workers::{on_groups, on_threads};
 
 /// Name prefix of decoder layer tensors in a Qwen3-VL checkpoint.
-pub const LAYER_PREFIX: &str = "model.language_model.layers.";
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrainOptions {
@@ -80,7 +79,7 @@ pub struct StepStats {
 /// with cross-entropy: loss = (1 − weight) · CE + weight · T² · KL(teacher ‖ student) at
 /// temperature T. The teacher runs without gradients.
 pub struct Distill {
-    pub teacher: Qwen3VlModel,
+    pub teacher: Model,
     /// Leading decoder layers the student and the teacher share bit for bit, all below the
     /// student's first trainable layer: the teacher starts from the student's hidden state
     /// after them instead of computing them again.
@@ -117,8 +116,8 @@ impl Distill {
     /// whose first trainable layer is at position `first_trainable`: finds what they share
     /// by comparing weights, and lays the teacher out for inference.
     pub fn new(
-        student: &mut Qwen3VlModel,
-        mut teacher: Qwen3VlModel,
+        student: &mut Model,
+        mut teacher: Model,
         first_trainable: usize,
         temperature: f64,
         weight: f64,
@@ -131,9 +130,8 @@ impl Distill {
         if sv != tv {
             bail!("the teacher's vocabulary has {tv} entries, the student's {sv}");
         }
-        let embedding = |name: &str| {
-            name.starts_with("model.visual.") || name == "model.language_model.embed_tokens.weight"
-        };
+        let (visual, embed) = (student.names.visual_prefix(), student.names.embed_tokens());
+        let embedding = |name: &str| name.starts_with(&visual) || name == embed;
         let teacher_embedding: std::collections::HashMap<String, Tensor> = teacher
             .params_mut()
             .into_iter()
@@ -209,7 +207,7 @@ impl Distill {
 }
 
 pub struct Trainer {
-    pub model: Qwen3VlModel,
+    pub model: Model,
     pub params: Vec<Param>,
     /// Positions (in the loaded model) of the trainable layers, ascending.
     pub trainable: Vec<usize>,
@@ -243,13 +241,9 @@ fn compute_view(var: &Var, dtype: DType) -> candle_core::Result<Tensor> {
 impl Trainer {
     /// Makes the layers at `positions` of `model` trainable: f32 master copies of their
     /// weights, computed with in the model's dtype. For bf16, load the model with
-    /// [`Qwen3VlModel::load_with_f32_layers`] so that the masters start from the
+    /// [`Model::load_with_f32_layers`] so that the masters start from the
     /// checkpoint's exact values.
-    pub fn new(
-        mut model: Qwen3VlModel,
-        positions: &[usize],
-        options: TrainOptions,
-    ) -> Result<Self> {
+    pub fn new(mut model: Model, positions: &[usize], options: TrainOptions) -> Result<Self> {
         let mut trainable = positions.to_vec();
         trainable.sort_unstable();
         trainable.dedup();
@@ -263,12 +257,11 @@ impl Trainer {
         // No gradient flows through the vision tower or the layers below the first trained
         // one: lay their weights out for the forward product.
         let first = trainable[0];
+        let names = model.names.clone();
+        let layer_prefix = names.layers_prefix();
         model.lay_out_for_forward(|name| {
-            name.starts_with("model.visual.")
-                || name
-                    .strip_prefix(LAYER_PREFIX)
-                    .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
-                    .is_some_and(|i| i < first)
+            name.starts_with(&names.visual_prefix())
+                || names.split_layer(name).is_some_and(|(i, _)| i < first)
         })?;
         let compute = model.dtype();
         let mut params = Vec::new();
@@ -277,7 +270,7 @@ impl Trainer {
                 let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
                 *t = compute_view(&var, compute)?;
                 params.push(Param {
-                    name: format!("{LAYER_PREFIX}{pos}.{name}"),
+                    name: format!("{layer_prefix}{pos}.{name}"),
                     stored_shape: var.dims().to_vec(),
                     var,
                 });
@@ -290,7 +283,7 @@ impl Trainer {
 
     /// The trainer for `params` of `model`, with a fresh AdamW state for them.
     fn assemble(
-        model: Qwen3VlModel,
+        model: Model,
         params: Vec<Param>,
         trainable: Vec<usize>,
         options: TrainOptions,
@@ -350,11 +343,7 @@ impl Trainer {
     /// `compute`): token embeddings (and the LM head, tied or not), the whole vision tower,
     /// all decoder layers and the final norm. The embedding and vision path then runs with
     /// differentiable ops too. Load the model in f32 so that the masters are exact.
-    pub fn whole_model(
-        mut model: Qwen3VlModel,
-        options: TrainOptions,
-        compute: DType,
-    ) -> Result<Self> {
+    pub fn whole_model(mut model: Model, options: TrainOptions, compute: DType) -> Result<Self> {
         if options.grad_checkpoint {
             bail!("gradient checkpointing is not supported when every tensor is trained");
         }
@@ -483,7 +472,7 @@ impl Trainer {
             )?;
             let grads = (y * &g)?.sum_all()?.backward()?;
             if self.trainable.binary_search(&pos).is_ok() {
-                let prefix = format!("{LAYER_PREFIX}{pos}.");
+                let prefix = format!("{}{pos}.", model.names.layers_prefix());
                 let start = self.params[..param_index]
                     .iter()
                     .position(|p| p.name.starts_with(&prefix))

@@ -275,7 +275,7 @@ pub fn bf16_reference(gpu: bool) -> PathBuf {
 /// logits, of `model` on fixture case `case` against transformers' tensors in `reference`
 /// (a directory of `<model>/<case>.safetensors`, or the f32 `cases/` layout).
 pub fn forward_errors(
-    model: &interlace::model::Qwen3VlModel,
+    model: &interlace::model::Model,
     name: &str,
     case: &str,
     reference: &std::path::Path,
@@ -342,7 +342,7 @@ pub fn check_generations(
         let dir = if drop.is_empty() {
             src
         } else {
-            let n = interlace::model::Qwen3VlConfig::from_dir(&src)
+            let n = interlace::model::ModelConfig::from_dir(&src)
                 .unwrap()
                 .text
                 .num_hidden_layers;
@@ -353,7 +353,7 @@ pub fn check_generations(
             out
         };
         let model =
-            interlace::model::Qwen3VlModel::load(&dir, placement.dtype, &placement.device).unwrap();
+            interlace::model::Model::load(&dir, placement.dtype, &placement.device).unwrap();
         let processor = Processor::from_dir(&dir).unwrap();
         let eos = eos_ids(&dir, &processor).unwrap();
         let mut inputs = Vec::new();
@@ -422,10 +422,9 @@ pub fn assert_packed_similarity_matches_transformers(
     placement: &interlace::model::device::Placement,
 ) {
     use interlace::model::ops::Grad;
-    use interlace::model::{Embedded, ModelInputs, Qwen3VlModel};
+    use interlace::model::{Embedded, Model, ModelInputs};
     use interlace::prune::{SimilarityAccumulator, SimilarityScores};
-    let model =
-        Qwen3VlModel::load(&model_dir("tiny-b"), placement.dtype, &placement.device).unwrap();
+    let model = Model::load(&model_dir("tiny-b"), placement.dtype, &placement.device).unwrap();
     let processor = interlace::processor::Processor::from_dir(model_dir("tiny-b")).unwrap();
     let cases = ["one_image", "text", "two_images"];
     let mut parts: Vec<Embedded> = Vec::new();
@@ -494,7 +493,7 @@ pub fn check_two_bf16_steps(
     let layers: Vec<usize> = serde_json::from_value(meta["finetune"].clone()).unwrap();
     let lr = meta["lr"].as_f64().unwrap();
     let data = prepared_train_data(name);
-    let model = interlace::model::Qwen3VlModel::load_with_f32_layers(
+    let model = interlace::model::Model::load_with_f32_layers(
         &model_dir(name),
         DType::BF16,
         device,
@@ -581,7 +580,7 @@ pub fn check_two_f32_steps(
     let layers: Vec<usize> = serde_json::from_value(meta["finetune"].clone()).unwrap();
     let lr = meta["lr"].as_f64().unwrap();
     let data = prepared_train_data(name);
-    let model = interlace::model::Qwen3VlModel::load(&model_dir(name), DType::F32, device).unwrap();
+    let model = interlace::model::Model::load(&model_dir(name), DType::F32, device).unwrap();
     let frozen_before = to_f32_vec(&model.layers[0].self_attn.q_proj.weight);
     let options = interlace::train::trainer::TrainOptions {
         grad_checkpoint,
@@ -672,8 +671,7 @@ pub fn assert_bf16_forward_matches(
     ratio: f32,
 ) {
     for &name in MODELS {
-        let model =
-            interlace::model::Qwen3VlModel::load(&model_dir(name), DType::BF16, device).unwrap();
+        let model = interlace::model::Model::load(&model_dir(name), DType::BF16, device).unwrap();
         for &case in CASES {
             let (hidden, logits) = forward_errors(&model, name, case, reference);
             let (ours_h, ours_l) = forward_errors(&model, name, case, &fixtures().join("cases"));

@@ -1,6 +1,6 @@
 //! Positions: the 3-D M-RoPE position ids of the decoder (transformers' `get_rope_index`),
-//! the interleaved text rotary tables, the vision tower's 2-D rotary tables and the
-//! bilinear resampling of its learned position embeddings.
+//! the vision tower's 2-D rotary tables and the bilinear resampling of its learned position
+//! embeddings. The decoder's rotary tables are [`crate::model::rope`]'s.
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -94,57 +94,7 @@ pub fn get_rope_index(
     })
 }
 
-/// `1 / theta^(2i/dim)` for i in 0..dim/2, rounded to f32 as torch computes it.
-fn inv_freq(dim: usize, theta: f64) -> Vec<f32> {
-    (0..dim / 2)
-        .map(|i| {
-            let exponent = (2 * i) as f32 / dim as f32;
-            (1.0 / theta.powf(exponent as f64)) as f32
-        })
-        .collect()
-}
-
-/// Text rotary tables for M-RoPE positions: `cos`, `sin` of shape (seq, head_dim). The
-/// frequency slots are interleaved T,H,W,T,H,W,... up to each section's length
-/// (transformers' `recomposition_frequencies`), then duplicated across both halves.
-pub fn text_cos_sin(
-    positions: &[Vec<i64>; 3],
-    head_dim: usize,
-    theta: f64,
-    mrope_section: &[usize],
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let inv = inv_freq(head_dim, theta);
-    let half = head_dim / 2;
-    let seq = positions[0].len();
-    // Which of t/h/w drives each frequency slot.
-    let axis: Vec<usize> = (0..half)
-        .map(|j| {
-            if j % 3 == 1 && j < mrope_section[1] * 3 {
-                1
-            } else if j % 3 == 2 && j < mrope_section[2] * 3 {
-                2
-            } else {
-                0
-            }
-        })
-        .collect();
-    let mut cos = Vec::with_capacity(seq * head_dim);
-    let mut sin = Vec::with_capacity(seq * head_dim);
-    let rows = positions[0].iter().zip(&positions[1]).zip(&positions[2]);
-    for ((&t, &h), &w) in rows {
-        let thw = [t, h, w];
-        let row: Vec<f32> = (0..half).map(|j| thw[axis[j]] as f32 * inv[j]).collect();
-        for _ in 0..2 {
-            cos.extend(row.iter().map(|f| f.cos()));
-            sin.extend(row.iter().map(|f| f.sin()));
-        }
-    }
-    Ok((
-        Tensor::from_vec(cos, (seq, head_dim), device)?,
-        Tensor::from_vec(sin, (seq, head_dim), device)?,
-    ))
-}
+pub(crate) use crate::model::rope::inv_freq;
 
 /// (row, col) of every patch in the order the vision tower sees them: frames, then
 /// merge blocks in raster order, then the patches of each block in raster order.

@@ -117,8 +117,12 @@ impl Shape {
     }
 
     /// The shape of an existing checkpoint (`--init`), with its vocabulary size.
-    pub fn from_config(config: &crate::model::config::Qwen3VlConfig) -> Result<(Self, usize)> {
-        let (t, v) = (&config.text, &config.vision);
+    pub fn from_config(config: &crate::model::config::ModelConfig) -> Result<(Self, usize)> {
+        let t = &config.text;
+        let v = config
+            .vision
+            .as_ref()
+            .context("pretrain builds Qwen3-VL models: this config has no vision tower")?;
         let range = |section: &str| {
             config
                 .raw

@@ -1,5 +1,7 @@
-//! The Qwen3-VL text decoder: GQA attention with q/k RMSNorm and interleaved M-RoPE,
-//! SwiGLU MLP, pre-norm residual layers. Weight names mirror `model.language_model.*`.
+//! The decoder layer every family shares: GQA attention (optional q/k RMSNorm as in Qwen3
+//! and Qwen3-VL, optional biases as in Qwen2 and Llama) with the rotary tables of
+//! [`crate::model::rope`], a SwiGLU MLP, pre-norm residuals. Weight names mirror
+//! `<decoder>.layers.{i}.*`.
 //! Every layer keeps its original index so that a pruned model still speaks in the
 //! original model's layer numbers.
 
@@ -17,8 +19,9 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
-    pub q_norm: RmsNorm,
-    pub k_norm: RmsNorm,
+    /// Qwen3 and Qwen3-VL normalise each head of q and k; the others have no such norm.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -48,23 +51,30 @@ impl DecoderLayer {
         let hd = cfg.head_dim;
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let a = vb.pp("self_attn");
-        let bias = cfg.attention_bias;
+        let bias = cfg.qkv_bias;
+        let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
+            Ok(if cfg.qk_norm {
+                Some(RmsNorm::new(a.pp(name), hd, cfg.rms_norm_eps)?)
+            } else {
+                None
+            })
+        };
         let self_attn = Attention {
             q_proj: Linear::new(a.pp("q_proj"), h, nh * hd, bias)?,
             k_proj: Linear::new(a.pp("k_proj"), h, nkv * hd, bias)?,
             v_proj: Linear::new(a.pp("v_proj"), h, nkv * hd, bias)?,
-            o_proj: Linear::new(a.pp("o_proj"), nh * hd, h, bias)?,
-            q_norm: RmsNorm::new(a.pp("q_norm"), hd, cfg.rms_norm_eps)?,
-            k_norm: RmsNorm::new(a.pp("k_norm"), hd, cfg.rms_norm_eps)?,
+            o_proj: Linear::new(a.pp("o_proj"), nh * hd, h, cfg.o_bias)?,
+            q_norm: qk_norm("q_norm")?,
+            k_norm: qk_norm("k_norm")?,
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,
         };
         let m = vb.pp("mlp");
         let mlp = Mlp {
-            gate_proj: Linear::new(m.pp("gate_proj"), h, cfg.intermediate_size, false)?,
-            up_proj: Linear::new(m.pp("up_proj"), h, cfg.intermediate_size, false)?,
-            down_proj: Linear::new(m.pp("down_proj"), cfg.intermediate_size, h, false)?,
+            gate_proj: Linear::new(m.pp("gate_proj"), h, cfg.intermediate_size, cfg.mlp_bias)?,
+            up_proj: Linear::new(m.pp("up_proj"), h, cfg.intermediate_size, cfg.mlp_bias)?,
+            down_proj: Linear::new(m.pp("down_proj"), cfg.intermediate_size, h, cfg.mlp_bias)?,
             act: cfg.hidden_act,
         };
         Ok(Self {
@@ -100,15 +110,17 @@ impl DecoderLayer {
             }
         }
         for (name, norm) in [
-            ("self_attn.q_norm", &mut a.q_norm),
-            ("self_attn.k_norm", &mut a.k_norm),
-            ("input_layernorm", &mut self.input_layernorm),
+            ("self_attn.q_norm", a.q_norm.as_mut()),
+            ("self_attn.k_norm", a.k_norm.as_mut()),
+            ("input_layernorm", Some(&mut self.input_layernorm)),
             (
                 "post_attention_layernorm",
-                &mut self.post_attention_layernorm,
+                Some(&mut self.post_attention_layernorm),
             ),
         ] {
-            out.push((format!("{name}.weight"), &mut norm.weight));
+            if let Some(norm) = norm {
+                out.push((format!("{name}.weight"), &mut norm.weight));
+            }
         }
         out
     }
@@ -205,8 +217,14 @@ impl Attention {
             let flat = t.reshape((1, b * seq, heads, hd))?;
             Ok(ops::apply_rope(&flat, &rope.cos, &rope.sin, grad)?.reshape((b, seq, heads, hd))?)
         };
-        let q = rotate(&self.q_norm.forward(&q, grad)?, self.num_heads)?;
-        let k = rotate(&self.k_norm.forward(&k, grad)?, self.num_kv_heads)?;
+        let norm = |n: &Option<RmsNorm>, t: Tensor| -> Result<Tensor> {
+            Ok(match n {
+                Some(n) => n.forward(&t, grad)?,
+                None => t,
+            })
+        };
+        let q = rotate(&norm(&self.q_norm, q)?, self.num_heads)?;
+        let k = rotate(&norm(&self.k_norm, k)?, self.num_kv_heads)?;
         let (k, v) = match cache {
             Some(slot) => {
                 let kv = match slot.take() {

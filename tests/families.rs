@@ -1,0 +1,337 @@
+//! The text-only families, Qwen3 (`Qwen3ForCausalLM`) and Llama (`LlamaForCausalLM` with
+//! Llama 3 RoPE scaling and biased attention), against transformers (fixtures by
+//! tools/make_text_family_fixtures.py): token ids, every hidden state and the logits within
+//! 1e-4, similarity scores from one pass against the same scores from transformers' hidden
+//! states, greedy generation token for token, a pruned checkpoint against transformers'
+//! own layer deletion, one fine-tuning step against PyTorch, and every command on each.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use common::{assert_ok, fixtures, load_tensors, max_abs_diff, mean_cosine, to_f32_vec};
+use interlace::model::{CollectHidden, Family, Model, ModelInputs};
+use interlace::processor::{Message, Processor};
+use serde_json::Value;
+
+const FAMILIES: &[(&str, Family)] = &[("qwen3", Family::Qwen3), ("llama", Family::Llama)];
+
+fn family_dir(name: &str) -> PathBuf {
+    fixtures().join("families").join(name)
+}
+
+fn model_dir(name: &str) -> PathBuf {
+    family_dir(name).join("model")
+}
+
+fn meta(name: &str, file: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(family_dir(name).join(file)).unwrap()).unwrap()
+}
+
+fn ids(t: &Tensor) -> Vec<u32> {
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as u32)
+        .collect()
+}
+
+/// The fixture's cases: (name, messages) as written by the script.
+fn cases(name: &str) -> Vec<(String, Vec<Message>)> {
+    let m = meta(name, "cases.json");
+    m["cases"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(case, c)| {
+            let msgs = c["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| Message::text(t["role"].as_str().unwrap(), t["content"].as_str().unwrap()))
+                .collect();
+            (case.clone(), msgs)
+        })
+        .collect()
+}
+
+/// Our processor's token ids for a case, checked equal to transformers'.
+fn inputs(
+    name: &str,
+    processor: &Processor,
+    case: &str,
+    msgs: &[Message],
+    t: &HashMap<String, Tensor>,
+) -> ModelInputs {
+    let enc = processor.encode(msgs, &[], true).unwrap();
+    assert_eq!(
+        enc.input_ids,
+        ids(&t[&format!("{case}.input_ids")]),
+        "{name}/{case}: token ids"
+    );
+    ModelInputs::from_encoded(&enc, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn config_names_the_family_and_its_parts() {
+    for &(name, family) in FAMILIES {
+        let model = Model::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(model.config.family, family);
+        assert!(model.visual.is_none(), "{name}: a text-only model");
+        assert_eq!(model.names.decoder, "model");
+        let t = &model.config.text;
+        assert_eq!(t.qk_norm, family == Family::Qwen3, "{name}: q/k norms");
+        assert_eq!(t.qkv_bias, family == Family::Llama, "{name}: biases");
+        assert_eq!(
+            model.lm_head.is_none(),
+            family == Family::Qwen3,
+            "{name}: tied head"
+        );
+    }
+}
+
+#[test]
+fn hidden_states_and_logits_match_transformers() {
+    for &(name, _) in FAMILIES {
+        let dir = model_dir(name);
+        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let processor = Processor::from_dir(&dir).unwrap();
+        let t = load_tensors(&family_dir(name).join("cases.safetensors"));
+        for (case, msgs) in cases(name) {
+            let inputs = inputs(name, &processor, &case, &msgs, &t);
+            let mut hidden = CollectHidden::default();
+            let logits = model.forward(&inputs, Some(&mut hidden)).unwrap();
+            let n = meta(name, "cases.json")["cases"][&case]["hidden_states"]
+                .as_u64()
+                .unwrap() as usize;
+            assert_eq!(hidden.0.len(), n, "{name}/{case}: hidden state count");
+            for (i, h) in hidden.0.iter().enumerate() {
+                let want = to_f32_vec(&t[&format!("{case}.hidden.{i}")]);
+                let d = max_abs_diff(&to_f32_vec(&h.squeeze(0).unwrap()), &want);
+                assert!(d < 1e-4, "{name}/{case}: hidden state {i} differs by {d}");
+            }
+            let d = max_abs_diff(
+                &to_f32_vec(&logits),
+                &to_f32_vec(&t[&format!("{case}.logits")]),
+            );
+            println!("{name}/{case}: max |logits - transformers| = {d:e}");
+            assert!(d < 1e-4, "{name}/{case}: logits differ by {d}");
+        }
+    }
+}
+
+#[test]
+fn similarity_from_one_pass_matches_transformers_hidden_states() {
+    use interlace::prune::{SimilarityAccumulator, SimilarityScores};
+    for &(name, _) in FAMILIES {
+        let dir = model_dir(name);
+        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let processor = Processor::from_dir(&dir).unwrap();
+        let t = load_tensors(&family_dir(name).join("cases.safetensors"));
+        let l = model.config.text.num_hidden_layers;
+        let mut acc = SimilarityAccumulator::new(l, 3).unwrap();
+        let cases = cases(name);
+        for (case, msgs) in &cases {
+            let inputs = inputs(name, &processor, case, msgs, &t);
+            let emb = model.embed(&inputs, Default::default()).unwrap();
+            let mut obs = acc.sample();
+            model
+                .run_decoder(&emb, Some(&mut obs), Default::default())
+                .unwrap();
+        }
+        let scores = SimilarityScores::new(name, name, l, acc.into_packs()).unwrap();
+        for (s, (case, _)) in cases.iter().enumerate() {
+            for k in 1..=3 {
+                for i in 0..l - k {
+                    let want = mean_cosine(
+                        &t[&format!("{case}.hidden.{i}")],
+                        &t[&format!("{case}.hidden.{}", i + k)],
+                    );
+                    let ours = scores.samples(k, i).unwrap()[s];
+                    assert!(
+                        (ours - want).abs() < 1e-4,
+                        "{name}/{case}: s_{k}({i}) = {ours}, transformers {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    for &(name, _) in FAMILIES {
+        let dir = model_dir(name);
+        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let processor = Processor::from_dir(&dir).unwrap();
+        let t = load_tensors(&family_dir(name).join("cases.safetensors"));
+        for (case, msgs) in cases(name) {
+            let inputs = inputs(name, &processor, &case, &msgs, &t);
+            let want = ids(&t[&format!("{case}.generated")]);
+            let got = interlace::eval::generate::greedy(&model, &inputs, want.len(), &[]).unwrap();
+            assert_eq!(got.tokens, want, "{name}/{case}: greedy tokens");
+        }
+    }
+}
+
+fn write_plan(path: &Path, num_layers: usize, drop: &[usize]) {
+    let kept: Vec<usize> = (0..num_layers).filter(|l| !drop.contains(l)).collect();
+    let plan = serde_json::json!({
+        "strategy": "manual", "ratio": drop.len() as f64 / num_layers as f64,
+        "num_layers": num_layers, "drop": drop, "finetune": [], "freeze": kept,
+        "anchors": [], "kept": kept,
+    });
+    std::fs::write(path, plan.to_string()).unwrap();
+}
+
+#[test]
+fn pruned_checkpoint_matches_transformers_layer_deletion() {
+    for &(name, _) in FAMILIES {
+        let tmp = tempfile::tempdir().unwrap();
+        let drop: Vec<usize> =
+            serde_json::from_value(meta(name, "cases.json")["drop"].clone()).unwrap();
+        let plan = tmp.path().join("plan.json");
+        write_plan(&plan, 5, &drop);
+        let out = tmp.path().join("pruned");
+        assert_ok(
+            &common::cli()
+                .arg("prune")
+                .arg("--model")
+                .arg(model_dir(name))
+                .arg("--plan")
+                .arg(&plan)
+                .arg("--out")
+                .arg(&out)
+                .output()
+                .unwrap(),
+        );
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            config["num_hidden_layers"],
+            5 - drop.len(),
+            "{name}: config.json layer count"
+        );
+        assert!(
+            config.get("text_config").is_none(),
+            "{name}: no text_config added"
+        );
+        let model = Model::load(&out, DType::F32, &Device::Cpu).unwrap();
+        let kept: Vec<usize> = model.layers.iter().map(|l| l.original_index).collect();
+        assert_eq!(
+            kept,
+            (0..5).filter(|l| !drop.contains(l)).collect::<Vec<_>>()
+        );
+        let processor = Processor::from_dir(&out).unwrap();
+        let t = load_tensors(&family_dir(name).join("cases.safetensors"));
+        let want = load_tensors(&family_dir(name).join("pruned.safetensors"));
+        for (case, msgs) in cases(name) {
+            let inputs = inputs(name, &processor, &case, &msgs, &t);
+            let logits = model.forward(&inputs, None).unwrap();
+            let d = max_abs_diff(
+                &to_f32_vec(&logits),
+                &to_f32_vec(&want[&format!("{case}.logits")]),
+            );
+            assert!(
+                d < 1e-4,
+                "{name}/{case}: pruned logits differ from transformers' deletion by {d}"
+            );
+        }
+    }
+}
+
+/// One AdamW step on layers 1 and 3 of a text-only conversation (LLaVA JSON without
+/// images): our labels equal the script's (found by tokenising rendered prefixes), and the
+/// loss, the gradient norm, the gradients and the updated weights equal PyTorch's.
+#[test]
+fn one_finetuning_step_matches_pytorch() {
+    use interlace::train::trainer::{TrainOptions, Trainer};
+    for &(name, _) in FAMILIES {
+        let dir = model_dir(name);
+        let m = meta(name, "step.json");
+        let reference = load_tensors(&family_dir(name).join("step.safetensors"));
+        let processor = Processor::from_dir(&dir).unwrap();
+        let samples =
+            interlace::data::llava::read(&family_dir(name).join("step_data.json")).unwrap();
+        let data: Vec<_> = samples
+            .iter()
+            .map(|s| interlace::train::labels::prepare(&processor, s, 1 << 20).unwrap())
+            .collect();
+        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let layers: Vec<usize> = serde_json::from_value(m["finetune"].clone()).unwrap();
+        let options = TrainOptions {
+            max_grad_norm: m["max_grad_norm"].as_f64().unwrap(),
+            ..Default::default()
+        };
+        let mut trainer = Trainer::new(model, &layers, options).unwrap();
+        let want = |key: &str| {
+            to_f32_vec(
+                reference
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{name}: {key}")),
+            )
+        };
+        let (grads, _, _) = trainer.gradients(&data).unwrap();
+        assert!(!trainer.params.is_empty());
+        for (p, g) in trainer.params.iter().zip(&grads) {
+            let w = want(&format!("grad.{}", p.name));
+            let scale = w.iter().fold(0f32, |a, x| a.max(x.abs()));
+            assert!(
+                g.iter().any(|&x| x != 0.0),
+                "{name}: {} gets no gradient",
+                p.name
+            );
+            let err = max_abs_diff(g, &w) / scale;
+            assert!(err < 1e-4, "{name}: {} gradient rel err {err}", p.name);
+        }
+        let stats = trainer.step(&data, m["lr"].as_f64().unwrap()).unwrap();
+        assert_eq!(
+            stats.supervised_tokens as u64,
+            m["tokens"].as_u64().unwrap(),
+            "{name}: supervised tokens"
+        );
+        let (loss, norm) = (
+            m["loss"].as_f64().unwrap(),
+            m["grad_norm"].as_f64().unwrap(),
+        );
+        assert!(
+            (stats.loss - loss).abs() / loss < 1e-6,
+            "{name}: loss {} vs {loss}",
+            stats.loss
+        );
+        assert!(
+            (stats.grad_norm - norm).abs() / norm < 1e-4,
+            "{name}: grad norm {} vs {norm}",
+            stats.grad_norm
+        );
+        // As in tests/finetune.rs: AdamW's first step moves a weight by about lr whatever
+        // its gradient, except at noise-level gradients (< 1e-6), held to 5 % of lr.
+        let lr = m["lr"].as_f64().unwrap() as f32;
+        let (mut worst, mut worst_noise) = (0f32, 0f32);
+        for (p, v) in trainer.params.iter().zip(trainer.values().unwrap()) {
+            let after = want(&format!("after1.{}", p.name));
+            let g = want(&format!("grad.{}", p.name));
+            for ((a, b), g) in v.iter().zip(&after).zip(&g) {
+                if g.abs() < 1e-6 {
+                    worst_noise = worst_noise.max((a - b).abs());
+                } else {
+                    worst = worst.max((a - b).abs());
+                }
+            }
+        }
+        println!(
+            "{name}: loss {} vs torch {loss}; max |weight - torch| {worst:e}",
+            stats.loss
+        );
+        assert!(worst < 1e-5, "{name}: updated weights differ by {worst}");
+        assert!(
+            worst_noise < 0.05 * lr,
+            "{name}: noise-level weights differ by {worst_noise}"
+        );
+    }
+}
