@@ -8,6 +8,7 @@ pub mod dir;
 pub mod fastmath;
 pub mod layers;
 pub mod ops;
+pub mod qwen2_vl;
 pub mod qwen3_vl;
 pub mod weights;
 
