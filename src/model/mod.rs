@@ -12,6 +12,7 @@ pub mod fastmath;
 pub mod layers;
 pub mod lm;
 pub mod ops;
+pub mod qwen2_vl;
 pub mod qwen3_vl;
 pub mod rope;
 pub mod weights;
