@@ -422,15 +422,10 @@ impl Heads {
 }
 
 /// The images through the tower: per image, its merged tokens (n_i, dim).
-fn tower(
-    model: &Model,
-    proc: &ImageProcessor,
-    exs: &[Example],
-    grad: Grad,
-) -> Result<Vec<Tensor>> {
+fn tower(model: &Model, proc: &ImageProcessor, exs: &[Example], grad: Grad) -> Result<Vec<Tensor>> {
     let (mut pixels, mut grids, mut counts, mut patch_dim) =
         (Vec::new(), Vec::new(), Vec::new(), 0);
-    let merge = model.visual.config().spatial_merge_size;
+    let merge = model.config.vision.as_ref().unwrap().spatial_merge_size();
     for ex in exs {
         let c = &ex.image;
         let img = image::RgbImage::from_raw(c.width, c.height, c.pixels.clone())
@@ -483,7 +478,7 @@ fn main() -> Result<()> {
         *t = var.as_tensor().clone();
         tower_vars.push((name, var));
     }
-    let dim = model.visual.config().out_hidden_size;
+    let dim = model.config.vision.as_ref().unwrap().out_hidden_size();
     // Held-out rows; one head per question kind among them.
     let mut held: Vec<(Source, Example)> = Vec::new();
     for &s in &args.sources {

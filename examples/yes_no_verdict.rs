@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use image::DynamicImage;
-use interlace::model::{KvSlot, ModelInputs, Model};
+use interlace::model::{KvSlot, Model, ModelInputs};
 use interlace::processor::{Message, Processor};
 use interlace::synth::draw::COLOURS;
 use interlace::synth::{example, in_words, prompt, tasks::Family, Split};

@@ -42,6 +42,7 @@ fn demo_model_has_the_promised_shape() {
     assert!(!cfg
         .vision
         .as_ref()
+        .and_then(|v| v.qwen3_vl())
         .unwrap()
         .deepstack_visual_indexes
         .is_empty());

@@ -335,3 +335,112 @@ fn one_finetuning_step_matches_pytorch() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Qwen2-VL and Qwen2.5-VL (fixtures by tools/make_qwen2_vl_fixtures.py: a text-only case and
+// a one-image case, each with transformers' processor output, hidden states, logits, greedy
+// tokens, and the logits of transformers' own deletion of decoder layer 1).
+
+const VL_FAMILIES: &[(&str, Family)] = &[
+    ("qwen2-vl", Family::Qwen2Vl),
+    ("qwen2.5-vl", Family::Qwen25Vl),
+];
+const VL_CASES: &[&str] = &["text", "one_image"];
+
+fn vl_case(name: &str, case: &str) -> (HashMap<String, Tensor>, Value) {
+    (
+        load_tensors(&family_dir(name).join(format!("{case}.safetensors"))),
+        meta(name, &format!("{case}.json")),
+    )
+}
+
+/// Our processor on the case's rendered prompt and images: transformers' token ids.
+fn vl_inputs(name: &str, processor: &Processor, case: &str) -> ModelInputs {
+    let (t, m) = vl_case(name, case);
+    let images: Vec<_> = m["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| common::open_like_pil(p.as_str().unwrap()))
+        .collect();
+    let enc = processor
+        .encode_prompt(m["prompt"].as_str().unwrap().to_string(), &images)
+        .unwrap();
+    assert_eq!(
+        enc.input_ids,
+        ids(&t["input_ids"]),
+        "{name}/{case}: token ids"
+    );
+    ModelInputs::from_encoded(&enc, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn vl_families_match_transformers() {
+    for &(name, family) in VL_FAMILIES {
+        let dir = model_dir(name);
+        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(model.config.family, family);
+        assert_eq!(
+            (model.names.decoder.as_str(), model.names.visual.as_str()),
+            ("model", "visual")
+        );
+        assert!(
+            model.config.text.qkv_bias && !model.config.text.o_bias && !model.config.text.qk_norm
+        );
+        let processor = Processor::from_dir(&dir).unwrap();
+        for &case in VL_CASES {
+            let (t, _) = vl_case(name, case);
+            let inputs = vl_inputs(name, &processor, case);
+            let mut hidden = CollectHidden::default();
+            let logits = model.forward(&inputs, Some(&mut hidden)).unwrap();
+            for (i, h) in hidden.0.iter().enumerate() {
+                let want = to_f32_vec(&t[&format!("hidden_state.{i}")]);
+                let d = max_abs_diff(&to_f32_vec(&h.squeeze(0).unwrap()), &want);
+                assert!(d < 1e-4, "{name}/{case}: hidden state {i} differs by {d}");
+            }
+            assert!(t.contains_key(&format!("hidden_state.{}", hidden.0.len() - 1)));
+            assert!(!t.contains_key(&format!("hidden_state.{}", hidden.0.len())));
+            let d = max_abs_diff(&to_f32_vec(&logits), &to_f32_vec(&t["logits"]));
+            println!("{name}/{case}: max |logits - transformers| = {d:e}");
+            assert!(d < 1e-4, "{name}/{case}: logits differ by {d}");
+            let want = ids(&t["generated_ids"]);
+            let got = interlace::eval::generate::greedy(&model, &inputs, want.len(), &[]).unwrap();
+            assert_eq!(got.tokens, want, "{name}/{case}: greedy tokens");
+        }
+    }
+}
+
+#[test]
+fn vl_pruned_checkpoints_match_transformers_layer_deletion() {
+    for &(name, _) in VL_FAMILIES {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = tmp.path().join("plan.json");
+        write_plan(&plan, 3, &[1]);
+        let out = tmp.path().join("pruned");
+        assert_ok(
+            &common::cli()
+                .args(["prune", "--model"])
+                .arg(model_dir(name))
+                .arg("--plan")
+                .arg(&plan)
+                .arg("--out")
+                .arg(&out)
+                .output()
+                .unwrap(),
+        );
+        let model = Model::load(&out, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(model.layers.len(), 2);
+        let processor = Processor::from_dir(&out).unwrap();
+        for &case in VL_CASES {
+            let (t, _) = vl_case(name, case);
+            let logits = model
+                .forward(&vl_inputs(name, &processor, case), None)
+                .unwrap();
+            let d = max_abs_diff(&to_f32_vec(&logits), &to_f32_vec(&t["logits_pruned"]));
+            assert!(
+                d < 1e-4,
+                "{name}/{case}: pruned logits differ from transformers' deletion by {d}"
+            );
+        }
+    }
+}

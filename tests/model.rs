@@ -99,7 +99,7 @@ fn mrope_positions_match_get_rope_index() {
             let idx = get_rope_index(
                 &inputs.mm_token_type_ids,
                 &inputs.image_grid_thw,
-                model.config.vision.as_ref().unwrap().spatial_merge_size,
+                model.config.vision.as_ref().unwrap().spatial_merge_size(),
             )
             .unwrap();
             let expected = to_i64(&case["position_ids"]);
@@ -133,6 +133,7 @@ fn vision_tower_matches_transformers() {
                 .config
                 .vision
                 .as_ref()
+                .and_then(|v| v.qwen3_vl())
                 .unwrap()
                 .deepstack_visual_indexes
                 .len()

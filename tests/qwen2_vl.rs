@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::{fixtures, load_tensors, open_like_pil, to_f32_vec, to_i64};
+use interlace::model::config::{ModelConfig, TextConfig};
 use interlace::model::ops::{self, Grad};
 use interlace::model::qwen2_vl::{
-    get_rope_index, mrope_sectioned_cos_sin, Qwen2VisionConfig, Qwen2VisionModel, VisionFamily,
+    get_rope_index, Qwen2VisionConfig, Qwen2VisionModel, VisionFamily,
 };
-use interlace::model::qwen3_vl::rope::text_cos_sin;
+use interlace::model::rope::TextRope;
 use interlace::model::weights;
 use interlace::processor::image::ImageProcessor;
 
@@ -154,18 +155,13 @@ fn vision_tower_gradients_flow_on_the_tracked_path() {
 #[test]
 fn sectioned_mrope_tables_match_transformers() {
     for name in FAMILIES {
-        let cfg = config_json(name);
-        let t = &cfg["text_config"];
-        let head_dim = (t["hidden_size"].as_u64().unwrap()
-            / t["num_attention_heads"].as_u64().unwrap()) as usize;
-        let rp = &t["rope_parameters"];
-        let theta = rp["rope_theta"].as_f64().unwrap();
-        let section: Vec<usize> = rp["mrope_section"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect();
+        let config = ModelConfig::from_dir(&family_dir(name).join("model")).unwrap();
+        let head_dim = config.text.head_dim;
+        let rope = TextRope::new(&config.text);
+        let interleaved = TextRope::new(&TextConfig {
+            mrope_interleaved: true,
+            ..config.text.clone()
+        });
         for case_name in ["text", "one_image"] {
             let c = case(name, case_name);
             let pos = to_i64(&c["position_ids"]);
@@ -175,8 +171,7 @@ fn sectioned_mrope_tables_match_transformers() {
                 pos[seq..2 * seq].to_vec(),
                 pos[2 * seq..].to_vec(),
             ];
-            let (cos, sin) =
-                mrope_sectioned_cos_sin(&rows, head_dim, theta, &section, &Device::Cpu).unwrap();
+            let (cos, sin) = rope.cos_sin(&rows, &Device::Cpu).unwrap();
             let dc = max_abs(&cos, &c["rope_cos"]);
             let ds = max_abs(&sin, &c["rope_sin"]);
             eprintln!("{name}/{case_name}: cos {dc:.3e}, sin {ds:.3e}");
@@ -186,8 +181,7 @@ fn sectioned_mrope_tables_match_transformers() {
             );
             if case_name == "one_image" {
                 // The case tells the layouts apart: Qwen3-VL's interleaved tables differ.
-                let (icos, _) =
-                    text_cos_sin(&rows, head_dim, theta, &section, &Device::Cpu).unwrap();
+                let (icos, _) = interleaved.cos_sin(&rows, &Device::Cpu).unwrap();
                 assert!(max_abs(&icos, &c["rope_cos"]) > 1e-2);
             }
             // And as ops::apply_rope consumes them: transformers' q·cos + rotate_half(q)·sin

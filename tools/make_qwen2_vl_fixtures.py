@@ -204,7 +204,22 @@ def stored_names(model_dir: Path) -> list[str]:
         return sorted(f.keys())
 
 
-def run_case(model, processor, case: str, messages: list, out_dir: Path, image: str | None) -> dict:
+# Decoder layers deleted for `logits_pruned` (transformers' own layer deletion).
+DROP = [1]
+
+
+def deleted(model):
+    """The model with layers DROP removed from the loaded module list."""
+    lm = model.model.language_model
+    keep = [l for i, l in enumerate(lm.layers) if i not in DROP]
+    lm.layers = torch.nn.ModuleList(keep)
+    model.config.text_config.num_hidden_layers = len(keep)
+    for i, layer in enumerate(keep):
+        layer.self_attn.layer_idx = i
+    return model
+
+
+def run_case(model, processor, case: str, messages: list, out_dir: Path, image: str | None, pruned=None) -> dict:
     prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     images = [open_image(FIX / image)] if image else None
     inputs = processor(text=[prompt], images=images, return_tensors="pt")
@@ -250,6 +265,11 @@ def run_case(model, processor, case: str, messages: list, out_dir: Path, image: 
         )
     model.model.rope_deltas = None
     tensors["generated_ids"] = g[0, input_ids.shape[1] :]
+    if pruned is not None:
+        pruned.model.rope_deltas = None
+        with torch.no_grad():
+            tensors["logits_pruned"] = pruned(**inputs, use_cache=False).logits[0]
+        pruned.model.rope_deltas = None
     st_save(tensors, out_dir / f"{case}.safetensors")
     meta = {
         "messages": messages,
@@ -301,7 +321,8 @@ def main() -> None:
         }
         for case, messages in cases(spec["image"]).items():
             image = spec["image"] if case == "one_image" else None
-            meta = run_case(model, processor, case, messages, OUT / name, image)
+            pruned = deleted(spec["cls"].from_pretrained(str(mdir), dtype=torch.float32).eval())
+            meta = run_case(model, processor, case, messages, OUT / name, image, pruned)
             info["cases"][case] = {"seq_len": meta["seq_len"], "tensors": meta["tensors"]}
             if image and name == "qwen2.5-vl":
                 d = {}

@@ -8,6 +8,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use super::qwen2_vl::vision::Qwen2VisionConfig;
+pub use super::vision::VisionSpec;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextConfig {
     pub vocab_size: usize,
@@ -158,8 +161,8 @@ pub struct ModelConfig {
     pub family: Family,
     pub model_type: String,
     pub text: TextConfig,
-    /// The Qwen3-VL vision tower; None for the other families.
-    pub vision: Option<VisionConfig>,
+    /// The vision tower; None for a text-only family.
+    pub vision: Option<VisionSpec>,
     pub image_token_id: u32,
     pub video_token_id: u32,
     pub vision_start_token_id: u32,
@@ -394,10 +397,10 @@ impl ModelConfig {
             max_position_embeddings: opt_usize(t, "max_position_embeddings", ts, default_max_pos)?,
         };
         let vision = match family {
-            Family::Qwen3Vl => Self::qwen3_vl_vision(&raw)?,
-            Family::Qwen2Vl | Family::Qwen25Vl => {
-                bail!("model_type {model_type:?}: this build has no {model_type} vision tower yet")
-            }
+            Family::Qwen3Vl => Self::qwen3_vl_vision(&raw)?.map(VisionSpec::Qwen3Vl),
+            Family::Qwen2Vl | Family::Qwen25Vl => Some(VisionSpec::Qwen2Vl(
+                Qwen2VisionConfig::from_config_json(&raw)?,
+            )),
             Family::Qwen3 | Family::Llama => None,
         };
         let id = |key: &str, default: u32| -> Result<u32> {
@@ -486,8 +489,19 @@ impl ModelConfig {
                 t.head_dim / 2
             );
         }
-        let Some(v) = &self.vision else {
-            return Ok(());
+        let v = match &self.vision {
+            None => return Ok(()),
+            Some(VisionSpec::Qwen2Vl(v)) => {
+                if v.out_hidden_size != t.hidden_size {
+                    bail!(
+                        "vision_config's output width ({}) differs from the decoder's hidden_size ({})",
+                        v.out_hidden_size,
+                        t.hidden_size
+                    );
+                }
+                return v.validate();
+            }
+            Some(VisionSpec::Qwen3Vl(v)) => v,
         };
         if v.num_heads == 0 || !v.hidden_size.is_multiple_of(v.num_heads) {
             bail!(

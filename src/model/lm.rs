@@ -22,8 +22,9 @@ pub use super::dir::TensorNames;
 use super::layers::{Linear, RmsNorm};
 use super::ops::Grad;
 use super::qwen3_vl::rope;
-use super::qwen3_vl::vision::{VisionModel, VisionOutput};
+use super::qwen3_vl::vision::VisionOutput;
 use super::rope::TextRope;
+use super::vision::VisionTower;
 use super::weights::{self, TensorInfo};
 
 /// What the decoder consumes for one sequence (batch size 1).
@@ -222,8 +223,8 @@ pub struct Model {
     /// Where the checkpoint keeps each part.
     pub names: TensorNames,
     pub embed_tokens: Tensor,
-    /// Qwen3-VL's vision tower; None for a text-only family.
-    pub visual: Option<VisionModel>,
+    /// The vision tower; None for a text-only family.
+    pub visual: Option<VisionTower>,
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     /// None when tied to the token embeddings.
@@ -319,7 +320,7 @@ impl Model {
             .pp("embed_tokens")
             .get((t.vocab_size, t.hidden_size), "weight")?;
         let visual = match &config.vision {
-            Some(v) => Some(VisionModel::new(v, vb.pp(&names.visual))?),
+            Some(v) => Some(VisionTower::new(v, vb.pp(&names.visual))?),
             None => None,
         };
         let layers = (0..t.num_hidden_layers)
@@ -527,7 +528,7 @@ impl Model {
             Some(v) => rope::get_rope_index(
                 &inputs.mm_token_type_ids,
                 &inputs.image_grid_thw,
-                v.spatial_merge_size,
+                v.spatial_merge_size(),
             )?,
             None => {
                 let n: Vec<i64> = (0..seq as i64).collect();

@@ -1,6 +1,6 @@
 //! Models: one interface ([`Model`]) over every supported family, chosen by `config.json`
 //! ([`config::Family`]); configuration, checkpoint I/O, the shared decoder, and each family's
-//! own parts (Qwen3-VL's vision tower).
+//! own parts (the Qwen3-VL and Qwen2-VL vision towers).
 
 pub mod config;
 #[cfg(feature = "cuda")]
@@ -15,6 +15,7 @@ pub mod ops;
 pub mod qwen2_vl;
 pub mod qwen3_vl;
 pub mod rope;
+pub mod vision;
 pub mod weights;
 
 pub use config::{Family, ModelConfig};

@@ -66,14 +66,19 @@ impl TextRope {
                 original_max_position_embeddings,
             ),
         };
-        let half = cfg.head_dim / 2;
-        let s = &cfg.mrope_section;
+        Self::with(inv_freq, &cfg.mrope_section, cfg.mrope_interleaved)
+    }
+
+    /// Tables for frequencies `inv_freq` and M-RoPE sections `section` (empty: 1-D).
+    pub fn with(inv_freq: Vec<f32>, section: &[usize], interleaved: bool) -> Self {
+        let half = inv_freq.len();
+        let s = section;
         let axis = (0..half)
-            .map(|j| match s.as_slice() {
+            .map(|j| match s {
                 [] => 0,
                 // transformers' `apply_interleaved_mrope`: T,H,W,T,H,W,... up to each
                 // section's length.
-                [_, h, w] if cfg.mrope_interleaved => {
+                [_, h, w] if interleaved => {
                     if j % 3 == 1 && j < h * 3 {
                         1
                     } else if j % 3 == 2 && j < w * 3 {
@@ -133,6 +138,34 @@ impl TextRope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With every frequency 1 each slot's angle is its axis's position: Qwen2-VL's sections
+    /// take slots in runs (t, h h, w), Qwen3-VL's interleave them (t h w t), 1-D uses t.
+    #[test]
+    fn sections_pick_their_axis() {
+        let pos = [vec![5], vec![7], vec![11]];
+        let angles = |rope: TextRope| -> Vec<f32> {
+            let (cos, _) = rope.cos_sin(&pos, &Device::Cpu).unwrap();
+            let got: Vec<f32> = cos.flatten_all().unwrap().to_vec1().unwrap();
+            got.iter().map(|c| c.acos()).collect()
+        };
+        let close = |a: Vec<f32>, b: [f32; 4]| {
+            let b: Vec<f32> = b.iter().chain(b.iter()).map(|x| x.cos().acos()).collect();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5),
+                "{a:?} vs {b:?}"
+            );
+        };
+        close(
+            angles(TextRope::with(vec![1.0; 4], &[1, 2, 1], false)),
+            [5.0, 7.0, 7.0, 11.0],
+        );
+        close(
+            angles(TextRope::with(vec![1.0; 4], &[1, 2, 1], true)),
+            [5.0, 7.0, 11.0, 5.0],
+        );
+        close(angles(TextRope::with(vec![1.0; 4], &[], false)), [5.0; 4]);
+    }
 
     #[test]
     fn llama3_keeps_short_divides_long_and_smooths_between() {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::model::config::{Family, ModelConfig, RopeScaling};
+use crate::model::config::{Family, ModelConfig, RopeScaling, VisionSpec};
 use crate::model::dir::TensorNames;
 use crate::model::weights;
 use crate::processor::image::ImageProcessorConfig;
@@ -116,28 +116,35 @@ pub fn describe(dir: &Path) -> Result<String> {
             false,
         );
     };
+    let (depth, width, heads, mlp, patch, temporal) = v.summary();
     line(
         "vision",
         format!(
-            "depth {}, hidden {}, heads {}, mlp {}, patch {}x{} (temporal {}), merge {}",
-            v.depth,
-            v.hidden_size,
-            v.num_heads,
-            v.intermediate_size,
-            v.patch_size,
-            v.patch_size,
-            v.temporal_patch_size,
-            v.spatial_merge_size
+            "depth {depth}, hidden {width}, heads {heads}, mlp {mlp}, patch {patch}x{patch} (temporal {temporal}), merge {}",
+            v.spatial_merge_size()
         ),
     );
-    line(
-        "deepstack",
-        format!(
-            "vision blocks {:?} -> first {} decoder layers",
-            v.deepstack_visual_indexes,
-            v.deepstack_visual_indexes.len()
+    match v {
+        VisionSpec::Qwen3Vl(v) => line(
+            "deepstack",
+            format!(
+                "vision blocks {:?} -> first {} decoder layers",
+                v.deepstack_visual_indexes,
+                v.deepstack_visual_indexes.len()
+            ),
         ),
-    );
+        VisionSpec::Qwen2Vl(v) => {
+            if let Some(w) = v.window_size {
+                line(
+                    "windows",
+                    format!(
+                        "{w} px; full attention in blocks {:?}",
+                        v.fullatt_block_indexes
+                    ),
+                );
+            }
+        }
+    }
     finish(
         s,
         cfg.tie_word_embeddings,

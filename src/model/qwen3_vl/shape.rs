@@ -122,6 +122,7 @@ impl Shape {
         let v = config
             .vision
             .as_ref()
+            .and_then(|v| v.qwen3_vl())
             .context("pretrain builds Qwen3-VL models: this config has no vision tower")?;
         let range = |section: &str| {
             config
