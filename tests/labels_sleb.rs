@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device};
-use common::{fixtures, model_dir, MODELS};
+use common::{fixtures, model_dir, MODELS, PIL};
 use interlace::data::llava;
 use interlace::model::Model;
 use interlace::processor::Processor;
@@ -20,7 +20,9 @@ fn labels_match_the_independent_rule() {
     let expected = common::fixture_json("train/labels.json");
     let samples = samples();
     for model in MODELS {
-        let processor = Processor::from_dir(model_dir(model)).unwrap();
+        let processor = Processor::from_dir(model_dir(model))
+            .unwrap()
+            .with_image_backend(PIL);
         let cases = expected[*model].as_array().unwrap();
         assert_eq!(cases.len(), samples.len());
         for (i, (sample, case)) in samples.iter().zip(cases).enumerate() {
@@ -40,7 +42,9 @@ fn labels_match_the_independent_rule() {
 
 #[test]
 fn truncation_drops_whole_images_and_refuses_cuts_through_them() {
-    let processor = Processor::from_dir(model_dir("tiny-b")).unwrap();
+    let processor = Processor::from_dir(model_dir("tiny-b"))
+        .unwrap()
+        .with_image_backend(PIL);
     let samples = samples();
     // Conversation 4: two marked images in the user turn, then the answer.
     let full = labels::prepare(&processor, &samples[4], 1 << 20).unwrap();
@@ -77,7 +81,7 @@ fn sleb_rounds_match_transformers() {
     let device = Device::Cpu;
     let dir = model_dir(name);
     let model = Model::load(&dir, DType::F32, &device).unwrap();
-    let processor = Processor::from_dir(&dir).unwrap();
+    let processor = Processor::from_dir(&dir).unwrap().with_image_backend(PIL);
     // One conversation per pass, and packed three to a pass (`plan --batch 3`, a GPU).
     for batch in [1, 3] {
         let examples: Vec<CalibrationExample> = samples()[..n_samples]

@@ -153,7 +153,9 @@ fn conversation_to_logits_end_to_end() {
         let dir = model_dir(name);
         // As `interlace forward` loads it.
         let model = Model::load_for_inference(&dir, DType::F32, &Device::Cpu).unwrap();
-        let processor = interlace::processor::Processor::from_dir(&dir).unwrap();
+        let processor = interlace::processor::Processor::from_dir(&dir)
+            .unwrap()
+            .with_image_backend(PIL);
         for &case_name in CASES {
             let (messages, images, add_gen) = case_conversation(name, case_name);
             let enc = processor.encode(&messages, &images, add_gen).unwrap();

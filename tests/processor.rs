@@ -1,12 +1,16 @@
-//! The processor against transformers' outputs (tests/fixtures, made by tools/make_fixtures.py):
-//! image preprocessing vs the slow (PIL) image processor, rendered prompts, token ids and
-//! mm_token_type_ids vs `Qwen3VLProcessor`, plus error messages for broken inputs.
+//! The processor against transformers' outputs (tests/fixtures, made by tools/make_fixtures.py
+//! and, for tests/fixtures/image_backends, tools/make_image_backend_fixtures.py): image
+//! preprocessing vs both backends of transformers' image processor (torchvision, the default,
+//! and PIL), rendered prompts, token ids and mm_token_type_ids vs `Qwen3VLProcessor`, plus
+//! error messages for broken inputs.
 
 mod common;
 
 use candle_core::Tensor;
 use common::*;
-use interlace::processor::image::{convert_to_rgb, ImageProcessor};
+use interlace::processor::image::{
+    convert_to_rgb, resize_bicubic_aa, ImageBackend, ImageProcessor, ImageProcessorConfig,
+};
 use interlace::processor::{load_image, DynamicImage, Message, Processor};
 
 const IMAGES: &[&str] = &[
@@ -18,6 +22,39 @@ const IMAGES: &[&str] = &[
     "gray_70x45.png",
     "photo_83x57.jpg",
 ];
+
+/// Extra images of tests/fixtures/image_backends/images (up both ways, down in width and up in
+/// height, gray + alpha, a large JPEG).
+const EXTRA_IMAGES: &[&str] = &[
+    "up_5x7.png",
+    "mixed_300x20.png",
+    "la_33x77.png",
+    "big_400x300.jpg",
+];
+
+fn processor_with(model: &str, backend: ImageBackend) -> ImageProcessor {
+    ImageProcessor::with_backend(
+        ImageProcessorConfig::from_dir(model_dir(model)).unwrap(),
+        backend,
+    )
+}
+
+/// Bit-for-bit equality of f32 values, naming the first difference and the largest.
+fn assert_bits_equal(ours: &[f32], expected: &[f32], label: &str) {
+    assert_eq!(ours.len(), expected.len(), "{label}: length");
+    let differ = ours
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a.to_bits() != b.to_bits());
+    if let Some(i) = differ {
+        panic!(
+            "{label}: value {i} is {} instead of {} (max |diff| {})",
+            ours[i],
+            expected[i],
+            max_abs_diff(ours, expected)
+        );
+    }
+}
 
 fn f32s(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -56,7 +93,7 @@ fn decoded_images_match_pil() {
 #[test]
 fn pixel_values_match_slow_processor() {
     for model in MODELS {
-        let proc = ImageProcessor::from_dir(model_dir(model)).unwrap();
+        let proc = processor_with(model, ImageBackend::Pil);
         for image in IMAGES {
             let stem = image.rsplit_once('.').unwrap().0;
             let t =
@@ -74,8 +111,11 @@ fn pixel_values_match_slow_processor() {
                 t["pixel_values"].dims()[1],
                 "{model}/{image}"
             );
-            let d = max_abs_diff(&out.pixel_values, &f32s(&t["pixel_values"]));
-            assert!(d <= 1e-5, "{model}/{image}: max |ours - slow| = {d}");
+            assert_bits_equal(
+                &out.pixel_values,
+                &f32s(&t["pixel_values"]),
+                &format!("{model}/{image} vs the slow processor"),
+            );
         }
     }
 }
@@ -84,7 +124,7 @@ fn pixel_values_match_slow_processor() {
 fn pixel_values_from_pil_decoded_rgb_match_slow_processor() {
     // Resizing + normalisation alone, starting from PIL's own decoded pixels.
     for model in MODELS {
-        let proc = ImageProcessor::from_dir(model_dir(model)).unwrap();
+        let proc = processor_with(model, ImageBackend::Pil);
         for image in IMAGES {
             let stem = image.rsplit_once('.').unwrap().0;
             let t =
@@ -101,44 +141,242 @@ fn pixel_values_from_pil_decoded_rgb_match_slow_processor() {
 }
 
 #[test]
-fn pixel_values_vs_fast_processor() {
-    // The torchvision ("fast") processor resamples differently; report and bound the gap.
-    let mut worst = 0f32;
+fn pixel_values_match_fast_processor() {
+    // The torchvision backend, which is also what `ImageProcessor::from_dir` picks.
     for model in MODELS {
         let proc = ImageProcessor::from_dir(model_dir(model)).unwrap();
+        assert_eq!(proc.backend, ImageBackend::Torchvision);
         for image in IMAGES {
             let stem = image.rsplit_once('.').unwrap().0;
             let t =
                 load_tensors(&fixtures().join(format!("processor/{model}__{stem}.safetensors")));
-            let Some(fast) = t.get("pixel_values_fast") else {
-                continue;
-            };
             let out = proc
                 .preprocess(&open_like_pil(&format!("images/{image}")))
                 .unwrap();
-            let d = max_abs_diff(&out.pixel_values, &f32s(fast));
-            let mean = out
-                .pixel_values
-                .iter()
-                .zip(f32s(fast))
-                .map(|(a, b)| (a - b).abs() as f64)
-                .sum::<f64>()
-                / out.pixel_values.len() as f64;
-            println!("{model}/{image}: max |ours - fast| = {d:.6}, mean {mean:.2e}");
-            worst = worst.max(d);
+            assert_eq!(
+                vec![out.grid_thw],
+                grid_of(&t["image_grid_thw"]),
+                "{model}/{image}"
+            );
+            assert_bits_equal(
+                &out.pixel_values,
+                &f32s(&t["pixel_values_fast"]),
+                &format!("{model}/{image} vs the fast processor"),
+            );
         }
     }
-    // Fast differs from slow by a few 8-bit levels (2/255 in [-1, 1] units is 0.0157).
+}
+
+#[test]
+fn extra_images_match_both_backends() {
+    for model in MODELS {
+        for image in EXTRA_IMAGES {
+            let stem = image.rsplit_once('.').unwrap().0;
+            let t = load_tensors(
+                &fixtures().join(format!("image_backends/{model}__{stem}.safetensors")),
+            );
+            let img = open_like_pil(&format!("image_backends/images/{image}"));
+            for (backend, key) in [
+                (ImageBackend::Torchvision, "pixel_values_torchvision"),
+                (ImageBackend::Pil, "pixel_values_pil"),
+            ] {
+                let out = processor_with(model, backend).preprocess(&img).unwrap();
+                assert_eq!(
+                    vec![out.grid_thw],
+                    grid_of(&t["image_grid_thw"]),
+                    "{model}/{image}"
+                );
+                assert_bits_equal(
+                    &out.pixel_values,
+                    &f32s(&t[key]),
+                    &format!("{model}/{image} vs {}", backend.transformers_class()),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn torchvision_resize_matches_torchvision() {
+    // torchvision's F.resize(uint8, BICUBIC, antialias=True) over many size pairs: up, down,
+    // mixed, 1-pixel sides, a 300x downscale (int16 weight precision at its 22-bit cap).
+    let t = load_tensors(&fixtures().join("image_backends/resize_sweep.safetensors"));
+    let mut cases = 0;
+    for i in 0.. {
+        let (Some(input), Some(want)) = (t.get(&format!("in_{i}")), t.get(&format!("out_{i}")))
+        else {
+            if i < 64 {
+                continue;
+            }
+            break;
+        };
+        let (ih, iw) = (input.dims()[0], input.dims()[1]);
+        let (oh, ow) = (want.dims()[0], want.dims()[1]);
+        let raw = input.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let img = ::image::RgbImage::from_raw(iw as u32, ih as u32, raw).unwrap();
+        let ours = resize_bicubic_aa(&img, ow, oh).unwrap();
+        let want = want.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let max = ours
+            .as_raw()
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert_eq!(
+            max, 0,
+            "case {i}: {iw}x{ih} -> {ow}x{oh} differs by up to {max} levels"
+        );
+        cases += 1;
+    }
+    assert!(cases >= 30, "only {cases} sweep cases");
+}
+
+#[test]
+fn rescale_normalise_variants_match_both_backends() {
+    let dir = fixtures().join("image_backends");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("variants.json")).unwrap()).unwrap();
+    let t = load_tensors(&dir.join("variants.safetensors"));
+    let model = meta["model"].as_str().unwrap();
+    let img = open_like_pil(meta["image"].as_str().unwrap());
+    let base: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir(model).join("preprocessor_config.json")).unwrap(),
+    )
+    .unwrap();
+    for (name, overrides) in meta["variants"].as_object().unwrap() {
+        let mut cfg = base.clone();
+        for (k, v) in overrides.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let cfg = ImageProcessorConfig::from_json(&cfg).unwrap();
+        for backend in [ImageBackend::Torchvision, ImageBackend::Pil] {
+            let out = ImageProcessor::with_backend(cfg.clone(), backend)
+                .preprocess(&img)
+                .unwrap();
+            assert_bits_equal(
+                &out.pixel_values,
+                &f32s(&t[&format!("{name}.{}", backend.name())]),
+                &format!("{name} through {}", backend.name()),
+            );
+        }
+    }
+}
+
+#[test]
+fn default_backend_is_the_one_transformers_loads() {
+    // default_backend.json: the class transformers' AutoImageProcessor / AutoProcessor load
+    // for preprocessor_config.json variants with and without the fast / PIL markers.
+    let path = fixtures().join("image_backends/default_backend.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let variants = json.as_object().unwrap();
+    assert!(variants.len() >= 5);
+    for (name, v) in variants {
+        let dir = copy_model("tiny-b", "preprocessor_config.json");
+        std::fs::write(
+            dir.path().join("preprocessor_config.json"),
+            serde_json::to_string_pretty(&v["preprocessor_config"]).unwrap(),
+        )
+        .unwrap();
+        let ours = Processor::from_dir(dir.path())
+            .unwrap()
+            .image_processor
+            .backend;
+        assert_eq!(
+            ours.transformers_class(),
+            v["AutoProcessor"].as_str().unwrap(),
+            "{name}"
+        );
+        let ours = ImageProcessor::from_dir(dir.path()).unwrap().backend;
+        assert_eq!(
+            ours.transformers_class(),
+            v["AutoImageProcessor"].as_str().unwrap(),
+            "{name}"
+        );
+    }
+    // Both tiny checkpoints (Fast and base type names) get it too; --image-backend overrides.
+    for model in MODELS {
+        let p = Processor::from_dir(model_dir(model)).unwrap();
+        assert_eq!(p.image_processor.backend, ImageBackend::Torchvision);
+        let p = p.with_image_backend(Some(ImageBackend::Pil));
+        assert_eq!(p.image_processor.backend, ImageBackend::Pil);
+        let p = p.with_image_backend(None);
+        assert_eq!(p.image_processor.backend, ImageBackend::Pil);
+    }
+}
+
+#[test]
+fn image_backend_flag_on_every_command_that_preprocesses_images() {
+    for cmd in [
+        "forward",
+        "similarity",
+        "plan",
+        "finetune",
+        "pretrain",
+        "eval",
+        "generate",
+        "latency",
+        "run",
+    ] {
+        let out = interlace(&[cmd, "--help"], &[]);
+        let help = assert_ok(&out);
+        assert!(
+            help.contains("--image-backend <torchvision|pil>"),
+            "{cmd} --help lacks --image-backend"
+        );
+    }
+    // Accepted, in either case.
+    let image = fixtures().join("images/rgba_45x38.png");
+    for backend in ["pil", "TORCHVISION"] {
+        let out = interlace(
+            &[
+                "forward",
+                "--image-backend",
+                backend,
+                "--prompt",
+                "Describe.",
+                "--device",
+                "cpu",
+                "--model",
+            ],
+            &[
+                &model_dir("tiny-b"),
+                std::path::Path::new("--image"),
+                &image,
+            ],
+        );
+        assert_ok(&out);
+    }
+    // A bad value is clap's usage error (exit status 2) naming the choices.
+    let out = interlace(
+        &[
+            "generate",
+            "--image-backend",
+            "opencv",
+            "--prompt",
+            "hi",
+            "--model",
+        ],
+        &[&model_dir("tiny-b")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        worst <= 4.0 * 2.0 / 255.0 + 1e-5,
-        "max |ours - fast| = {worst}"
+        err.contains("invalid value 'opencv' for '--image-backend")
+            && err.contains("torchvision")
+            && err.contains("pil"),
+        "{err}"
     );
 }
 
 #[test]
 fn cases_match_transformers_processor() {
     for model in MODELS {
-        let processor = Processor::from_dir(model_dir(model)).unwrap();
+        // The case fixtures were made with the slow (PIL) image processor.
+        let processor = Processor::from_dir(model_dir(model))
+            .unwrap()
+            .with_image_backend(Some(ImageBackend::Pil));
         for case in CASES {
             let json = case_json(model, case);
             let t = load_case(model, case);

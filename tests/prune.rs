@@ -50,7 +50,7 @@ fn assert_matches_transformers_deleted_layers(dir: &Path) {
         vec![0, 2, 3, 5],
         "layers keep their original indices"
     );
-    let processor = Processor::from_dir(dir).unwrap();
+    let processor = Processor::from_dir(dir).unwrap().with_image_backend(PIL);
     for &case in PRUNED_CASES {
         let (messages, images, add_gen) = case_conversation("tiny-b", case);
         let enc = processor.encode(&messages, &images, add_gen).unwrap();

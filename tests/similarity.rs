@@ -14,7 +14,7 @@ fn one_pass_scores_match_transformers_hidden_states() {
     for &name in MODELS {
         let dir = model_dir(name);
         let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
-        let processor = Processor::from_dir(&dir).unwrap();
+        let processor = Processor::from_dir(&dir).unwrap().with_image_backend(PIL);
         let l = model.config.text.num_hidden_layers;
         let mut acc = SimilarityAccumulator::new(l, 3).unwrap();
         for &case in CASES {

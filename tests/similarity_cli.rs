@@ -40,6 +40,9 @@ fn similarity_command_matches_transformers_and_skips_bad_samples() {
                 "1.0",
                 "--device",
                 "cpu",
+                // The fixture cases were preprocessed by the PIL image processor.
+                "--image-backend",
+                "pil",
                 "--batch",
                 batch,
                 "--out",

@@ -22,7 +22,7 @@ use crate::eval::benchmarks::{BenchRow, BenchSpec, Benchmark, Protocol};
 use crate::eval::generate::{eos_ids, greedy_batch, sample_batch, Sampling};
 use crate::eval::report::{score_benchmark, BenchReport, EvalReport, EvalStopped};
 use crate::model::{Model, ModelInputs};
-use crate::processor::image::ImageProcessor;
+use crate::processor::image::{ImageBackend, ImageProcessor};
 use crate::processor::{Message, Processor};
 use crate::progress::Progress;
 use crate::workers::on_groups;
@@ -54,6 +54,9 @@ pub struct EvalOptions {
     /// Seed of the sampling protocol: row r of benchmark B draws from a stream seeded with
     /// (seed, B, r), whatever the batch or worker that answers it.
     pub seed: u64,
+    /// transformers' image processor to reproduce (None: transformers' default,
+    /// [`ImageBackend::transformers_default`]).
+    pub image_backend: Option<ImageBackend>,
 }
 
 /// The random stream of one row under a sampling protocol.
@@ -103,7 +106,7 @@ pub fn evaluate_model_dir(
     placement: &Placement,
 ) -> Result<EvalReport> {
     let device = placement.device.clone();
-    let processor = Processor::from_dir(model_dir)?;
+    let processor = Processor::from_dir(model_dir)?.with_image_backend(opts.image_backend);
     let model = Model::load_for_inference(model_dir, placement.dtype, &device)?;
     let eos = eos_ids(model_dir, &processor)?;
     evaluate(
@@ -139,7 +142,10 @@ pub fn image_processor_for(
     }
     let config = config.with_pixel_bounds(Some(min), Some(max));
     config.validate()?;
-    Ok(ImageProcessor::new(config))
+    Ok(ImageProcessor::with_backend(
+        config,
+        processor.image_processor.backend,
+    ))
 }
 
 /// The outcome of rows left unanswered when the model failed on another row.

@@ -1,15 +1,19 @@
-//! Image preprocessing exactly as transformers' Qwen2-VL image processor (PIL backend,
-//! `Qwen2VLImageProcessorPil`) does it: decoding as Pillow decodes (JPEGs through
-//! [`super::jpeg`], bit-exact with libjpeg-turbo), RGB conversion, `smart_resize`, Pillow's
-//! bicubic resampling (bit-exact on 8-bit RGB, including Pillow 13's choice of pass order),
-//! rescale + normalise in the same float types as numpy, temporal duplication and patch
-//! flattening into `pixel_values` rows of `3 * T * P * P` values.
+//! Image preprocessing exactly as transformers' Qwen2-VL image processor does it, with either
+//! of its two backends ([`ImageBackend`]): decoding as Pillow decodes (JPEGs through
+//! [`super::jpeg`], bit-exact with libjpeg-turbo), RGB conversion, `smart_resize`, then the
+//! backend's bicubic resampling and rescale + normalise ([`super::pil`] for
+//! `Qwen2VLImageProcessorPil`, [`super::torchvision`] for `Qwen2VLImageProcessor`, both
+//! bit-exact on 8-bit RGB), temporal duplication and patch flattening into `pixel_values` rows
+//! of `3 * T * P * P` values.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use serde_json::Value;
+
+pub use super::pil::resize_bicubic;
+pub use super::torchvision::resize_bicubic_aa;
 
 /// OpenAI CLIP statistics: transformers' defaults when a config gives no mean/std.
 const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -18,6 +22,54 @@ const OPENAI_CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 const PIL_MAX_PIXELS: u64 = 2 * 89_478_485;
 /// `PILImageResampling.BICUBIC`, the only filter Qwen-VL processors use.
 const PIL_BICUBIC: i64 = 3;
+
+/// Which of transformers' two Qwen2-VL image processors to reproduce. They decode and convert
+/// images alike and differ in resizing (by up to a few 8-bit levels per pixel) and in the
+/// float arithmetic of rescale + normalise.
+///
+/// The default, [`ImageBackend::transformers_default`], is torchvision for every checkpoint:
+/// in transformers 5 (checked with 5.25), `AutoProcessor.from_pretrained(dir)` and
+/// `AutoImageProcessor.from_pretrained(dir)` pick the torchvision backend whenever torchvision
+/// is installed, and Qwen3-VL's processor cannot load without it (its video processor exists
+/// only for torchvision). Nothing in `preprocessor_config.json` changes that:
+/// `image_processor_type` `Qwen2VLImageProcessor`, the published `Qwen2VLImageProcessorFast`
+/// and even `Qwen2VLImageProcessorPil` all load the torchvision class, and a `use_fast: false`
+/// key is ignored. Only the caller's `backend="pil"` (or the deprecated `use_fast=False`)
+/// argument selects PIL, which is what `--image-backend pil` mirrors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ImageBackend {
+    /// transformers' `Qwen2VLImageProcessor` ("fast"): torchvision's uint8 bicubic resize
+    /// with antialiasing, rescale fused into a float32 normalise.
+    #[default]
+    Torchvision,
+    /// transformers' `Qwen2VLImageProcessorPil` ("slow"): Pillow's bicubic resize, rescale
+    /// and normalise in numpy.
+    Pil,
+}
+
+impl ImageBackend {
+    /// The backend transformers 5 loads by default for a Qwen-VL checkpoint: torchvision,
+    /// whatever its `preprocessor_config.json` says (see [`ImageBackend`]).
+    pub fn transformers_default() -> Self {
+        Self::Torchvision
+    }
+
+    /// `torchvision` or `pil`, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Torchvision => "torchvision",
+            Self::Pil => "pil",
+        }
+    }
+
+    /// transformers' class name for this backend.
+    pub fn transformers_class(self) -> &'static str {
+        match self {
+            Self::Torchvision => "Qwen2VLImageProcessor",
+            Self::Pil => "Qwen2VLImageProcessorPil",
+        }
+    }
+}
 
 /// Settings of a Qwen-VL image processor (`preprocessor_config.json`), with transformers'
 /// `Qwen2VLImageProcessor` defaults for everything the file leaves out.
@@ -418,158 +470,6 @@ fn composite_on_white(src: u32, a: u32) -> u8 {
     (div255 >> PRECISION_BITS) as u8
 }
 
-// ---------------------------------------------------------------------------------------------
-// Pillow's resampling (src/libImaging/Resample.c), 8 bits per channel.
-
-/// Fractional bits of Pillow's fixed-point coefficients: 32 bits minus 8 for the result minus 2
-/// for overflow of negative lobes.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-
-fn bicubic_filter(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
-
-/// Per output pixel: the first input index, and the fixed-point weights of the inputs from there.
-struct Coeffs {
-    start: Vec<usize>,
-    weights: Vec<Vec<i32>>,
-}
-
-/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a box `[0, in_size)`: the filter
-/// support grows with the downscale factor (antialiasing), weights are normalised to sum to one
-/// and then rounded away from zero to `PRECISION_BITS` fixed point.
-fn precompute_coeffs(in_size: usize, out_size: usize) -> Coeffs {
-    const SUPPORT: f64 = 2.0;
-    // Pillow computes `in1 - in0` in float (the box is float); exact for any real image size.
-    let scale = (in_size as f32 - 0.0f32) as f64 / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = SUPPORT * filterscale;
-    let ss = 1.0 / filterscale;
-    let mut start = Vec::with_capacity(out_size);
-    let mut weights = Vec::with_capacity(out_size);
-    for xx in 0..out_size {
-        let center = (xx as f64 + 0.5) * scale;
-        // C's `(int)` truncates toward zero; negatives are clamped to 0 either way.
-        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let n = xmax.saturating_sub(xmin);
-        let mut k: Vec<f64> = (0..n)
-            .map(|x| bicubic_filter(((x + xmin) as f64 - center + 0.5) * ss))
-            .collect();
-        let ww: f64 = k.iter().sum();
-        if ww != 0.0 {
-            for w in &mut k {
-                *w /= ww;
-            }
-        }
-        let one = (1u64 << PRECISION_BITS) as f64;
-        let fixed = k
-            .iter()
-            .map(|&w| {
-                if w < 0.0 {
-                    (-0.5 + w * one) as i32
-                } else {
-                    (0.5 + w * one) as i32
-                }
-            })
-            .collect();
-        start.push(xmin);
-        weights.push(fixed);
-    }
-    Coeffs { start, weights }
-}
-
-/// Pillow's `clip8`: drop the fractional bits (arithmetic shift) and clamp to 0..=255.
-fn clip8(acc: i64) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// Resizes an 8-bit RGB image to `width x height` with bicubic filtering, bit-identical to
-/// Pillow 13's `Image.resize((width, height), Image.BICUBIC)`: two separable passes, each
-/// rounded and clipped to 8 bits. A side that keeps its size is not filtered. The horizontal
-/// pass runs first unless the height shrinks by more than twice as many pixels as the width
-/// does (Pillow >= 13 runs the vertical pass first then; the order changes the rounding).
-pub fn resize_bicubic(img: &RgbImage, width: usize, height: usize) -> Result<RgbImage> {
-    let (in_w, in_h) = (img.width() as usize, img.height() as usize);
-    if width == 0 || height == 0 || in_w == 0 || in_h == 0 {
-        bail!("cannot resize a {in_w}x{in_h} image to {width}x{height}");
-    }
-    let src = img.as_raw().as_slice();
-    let vertical_first = height < in_h && (in_h - height) as i64 > 2 * (in_w as i64 - width as i64);
-    let out = if vertical_first {
-        let tmp = resample_rows(src, in_w, in_h, height);
-        resample_columns(&tmp, in_w, height, width)
-    } else {
-        let tmp = resample_columns(src, in_w, in_h, width);
-        resample_rows(&tmp, width, in_h, height)
-    };
-    RgbImage::from_raw(width as u32, height as u32, out)
-        .context("internal error: resized buffer has the wrong length")
-}
-
-/// Horizontal pass: `w x h` interleaved RGB to `out_w x h`.
-fn resample_columns(src: &[u8], w: usize, h: usize, out_w: usize) -> Vec<u8> {
-    if out_w == w {
-        return src.to_vec();
-    }
-    let c = precompute_coeffs(w, out_w);
-    let half = 1i64 << (PRECISION_BITS - 1);
-    let mut out = vec![0u8; out_w * h * 3];
-    for y in 0..h {
-        let row = &src[y * w * 3..(y + 1) * w * 3];
-        for xx in 0..out_w {
-            let (x0, k) = (c.start[xx], &c.weights[xx]);
-            let mut acc = [half; 3];
-            for (i, &wt) in k.iter().enumerate() {
-                let p = &row[(x0 + i) * 3..(x0 + i) * 3 + 3];
-                for ch in 0..3 {
-                    acc[ch] += p[ch] as i64 * wt as i64;
-                }
-            }
-            let o = (y * out_w + xx) * 3;
-            for ch in 0..3 {
-                out[o + ch] = clip8(acc[ch]);
-            }
-        }
-    }
-    out
-}
-
-/// Vertical pass: `w x h` interleaved RGB to `w x out_h`.
-fn resample_rows(src: &[u8], w: usize, h: usize, out_h: usize) -> Vec<u8> {
-    if out_h == h {
-        return src.to_vec();
-    }
-    let c = precompute_coeffs(h, out_h);
-    let half = 1i64 << (PRECISION_BITS - 1);
-    let mut out = vec![0u8; w * out_h * 3];
-    let mut acc = vec![0i64; w * 3];
-    for yy in 0..out_h {
-        let (y0, k) = (c.start[yy], &c.weights[yy]);
-        acc.fill(half);
-        for (i, &wt) in k.iter().enumerate() {
-            let row = &src[(y0 + i) * w * 3..(y0 + i + 1) * w * 3];
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += p as i64 * wt as i64;
-            }
-        }
-        for (o, &a) in out[yy * w * 3..(yy + 1) * w * 3].iter_mut().zip(&acc) {
-            *o = clip8(a);
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-
 /// One image turned into vision-tower input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedImage {
@@ -593,18 +493,24 @@ impl ProcessedImage {
     }
 }
 
-/// transformers' Qwen2-VL image processor (the PIL backend, `Qwen2VLImageProcessorPil`).
+/// transformers' Qwen2-VL image processor, with the resizing and normalisation of one backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageProcessor {
     pub config: ImageProcessorConfig,
+    pub backend: ImageBackend,
 }
 
 impl ImageProcessor {
+    /// The processor with transformers' default backend ([`ImageBackend::transformers_default`]).
     pub fn new(config: ImageProcessorConfig) -> Self {
-        Self { config }
+        Self::with_backend(config, ImageBackend::transformers_default())
     }
 
-    /// Reads `<dir>/preprocessor_config.json`.
+    pub fn with_backend(config: ImageProcessorConfig, backend: ImageBackend) -> Self {
+        Self { config, backend }
+    }
+
+    /// Reads `<dir>/preprocessor_config.json`; the backend is transformers' default.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         Ok(Self::new(ImageProcessorConfig::from_dir(dir)?))
     }
@@ -638,34 +544,16 @@ impl ImageProcessor {
         let resized = if (h, w) == (in_h, in_w) {
             rgb
         } else {
-            resize_bicubic(&rgb, w, h)?
-        };
-        let chw = self.rescale_normalize(&resized);
-        self.patchify(&chw, h, w)
-    }
-
-    /// numpy's arithmetic in transformers: `rescale` multiplies in float64 and casts to float32;
-    /// `normalize` subtracts and divides in float32 with the mean/std cast to float32.
-    fn rescale_normalize(&self, img: &RgbImage) -> Vec<f32> {
-        let c = &self.config;
-        let (h, w) = (img.height() as usize, img.width() as usize);
-        let mean = c.image_mean.map(|m| m as f32);
-        let std = c.image_std.map(|s| s as f32);
-        let mut out = vec![0f32; 3 * h * w];
-        for (i, p) in img.pixels().enumerate() {
-            for ch in 0..3 {
-                let mut v = if c.do_rescale {
-                    (p[ch] as f64 * c.rescale_factor) as f32
-                } else {
-                    p[ch] as f32
-                };
-                if c.do_normalize {
-                    v = (v - mean[ch]) / std[ch];
-                }
-                out[ch * h * w + i] = v;
+            match self.backend {
+                ImageBackend::Torchvision => resize_bicubic_aa(&rgb, w, h)?,
+                ImageBackend::Pil => resize_bicubic(&rgb, w, h)?,
             }
-        }
-        out
+        };
+        let chw = match self.backend {
+            ImageBackend::Torchvision => super::torchvision::rescale_normalize(c, &resized),
+            ImageBackend::Pil => super::pil::rescale_normalize(c, &resized),
+        };
+        self.patchify(&chw, h, w)
     }
 
     /// Cuts a `[3, h, w]` image into `patch_size` squares ordered by merge window (the
@@ -743,12 +631,6 @@ mod tests {
         assert_eq!(composite_on_white(10, 0), 255);
         assert_eq!(composite_on_white(10, 255), 10);
         assert_eq!(composite_on_white(0, 128), 127);
-    }
-
-    #[test]
-    fn resize_same_size_is_identity() {
-        let img = RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8 * 40, y as u8 * 50, 7]));
-        assert_eq!(resize_bicubic(&img, 5, 4).unwrap(), img);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 pub mod chat;
 pub mod image;
 pub mod jpeg;
+pub mod pil;
 pub mod tokenizer;
+pub mod torchvision;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,8 +17,8 @@ use serde_json::Value as Json;
 
 pub use self::chat::{ChatTemplate, Content, Message};
 pub use self::image::{
-    load_image, load_image_from_memory, smart_resize, ImageProcessor, ImageProcessorConfig,
-    ProcessedImage,
+    load_image, load_image_from_memory, smart_resize, ImageBackend, ImageProcessor,
+    ImageProcessorConfig, ProcessedImage,
 };
 pub use self::tokenizer::{SpecialTokenIds, Tokenizer};
 pub use ::image::DynamicImage;
@@ -96,7 +98,8 @@ pub struct Processor {
 
 impl Processor {
     /// Loads `tokenizer.json` (+ `tokenizer_config.json`), the chat template and
-    /// `preprocessor_config.json` from a model directory, and checks the multimodal token ids of
+    /// `preprocessor_config.json` from a model directory (the image backend is transformers'
+    /// default, see [`ImageBackend`]), and checks the multimodal token ids of
     /// `config.json` (when present) against the tokenizer.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
@@ -118,6 +121,15 @@ impl Processor {
             takes_images,
             template_kwargs: BTreeMap::new(),
         })
+    }
+
+    /// Uses the given image backend instead of transformers' default (`None` keeps the
+    /// default, [`ImageBackend::transformers_default`]); the `--image-backend` option.
+    pub fn with_image_backend(mut self, backend: Option<ImageBackend>) -> Self {
+        if let Some(b) = backend {
+            self.image_processor.backend = b;
+        }
+        self
     }
 
     /// Replaces the image pixel bounds (the fine-tuning CLI's `--min-pixels` / `--max-pixels`).

@@ -149,6 +149,7 @@ pub fn run(args: &EvalArgs) -> Result<String> {
         max_length: Some(args.max_length),
         protocol: args.protocol,
         seed: args.seed,
+        image_backend: args.placement.image_backend,
     };
     let mut benches = open_benchmarks(&args.benches, args.limit)?;
     for b in &mut benches {

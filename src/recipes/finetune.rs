@@ -235,6 +235,9 @@ fn fingerprint(
         // (Absent for f32, so that runs started before --dtype existed still resume.)
         f["dtype"] = json!(crate::model::device::dtype_name(dtype));
     }
+    if let Some(b) = args.placement.image_backend_fingerprint() {
+        f["image_backend"] = json!(b);
+    }
     f
 }
 
@@ -299,6 +302,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     }
     crate::train::checkpoint::remove_half_written(&state_dir);
     let processor = Processor::from_dir(&args.model)?
+        .with_image_backend(args.placement.image_backend)
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
     let original = crate::model::lm::original_layer_indices(&args.model)?;
     let (plan, positions) = plan_and_positions(args, &original)?;

@@ -55,7 +55,8 @@ impl LayerObserver for ConsecutiveCosine {
 }
 
 pub fn run(args: &ForwardArgs) -> Result<String> {
-    let processor = Processor::from_dir(&args.model)?;
+    let processor =
+        Processor::from_dir(&args.model)?.with_image_backend(args.placement.image_backend);
     let images = processor.load_images(&args.images)?;
     let messages = [Message::user_with_images(
         images.len(),

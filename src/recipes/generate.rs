@@ -34,7 +34,8 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<String> {
-    let processor = Processor::from_dir(&args.model)?;
+    let processor =
+        Processor::from_dir(&args.model)?.with_image_backend(args.placement.image_backend);
     let images = processor.load_images(&args.image)?;
     let placement = args.placement.resolve()?;
     let device = placement.device.clone();

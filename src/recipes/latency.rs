@@ -57,7 +57,7 @@ pub struct Timing {
 
 pub fn time_model(dir: &Path, args: &LatencyArgs, placement: &Placement) -> Result<Timing> {
     let device = placement.device.clone();
-    let processor = Processor::from_dir(dir)?;
+    let processor = Processor::from_dir(dir)?.with_image_backend(args.placement.image_backend);
     let images = processor.load_images(&args.image)?;
     let inputs = prompt_inputs(&processor, &images, &args.prompt, &device)?;
     crate::model::ModelConfig::from_dir(dir)?

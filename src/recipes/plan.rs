@@ -159,7 +159,8 @@ fn sleb_plan(args: &PlanArgs, scores: Option<&SimilarityScores>) -> Result<(Plan
     let batch = args
         .batch
         .unwrap_or(if placement.is_gpu() { 16 } else { 1 });
-    let processor = Processor::from_dir(model_dir)?;
+    let processor =
+        Processor::from_dir(model_dir)?.with_image_backend(args.placement.image_backend);
     let num_layers = model.layers.len();
     if let Some(s) = scores {
         if s.num_layers() != num_layers {

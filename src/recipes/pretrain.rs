@@ -408,6 +408,9 @@ fn fingerprint(
         // (Absent for f32, so that runs started before --dtype existed still resume.)
         f["dtype"] = json!(crate::model::device::dtype_name(dtype));
     }
+    if let Some(b) = args.placement.image_backend_fingerprint() {
+        f["image_backend"] = json!(b);
+    }
     f
 }
 
@@ -633,6 +636,7 @@ pub fn run(args: &PretrainArgs) -> Result<String> {
     let init_dir = state_dir.join("init");
     initial_checkpoint(&init_dir, args, &shape, vocab, &samples)?;
     let processor = Processor::from_dir(&init_dir)?
+        .with_image_backend(args.placement.image_backend)
         .with_pixel_bounds(Some(args.min_pixels), Some(args.max_pixels))?;
     // Loaded in f32: the master weights start exact; the trainer casts for computing.
     let model = Model::load(&init_dir, DType::F32, &placement.device)?;

@@ -458,6 +458,7 @@ impl Run<'_> {
                 limit,
                 workers: if gpu { 1 } else { self.workers },
                 batch: if gpu { 16 } else { 1 },
+                image_backend: self.args.placement.image_backend,
                 ..Default::default()
             };
             let t = Instant::now();

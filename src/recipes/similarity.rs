@@ -64,7 +64,8 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     }
     // Opening the data reads only file headers: cheap, so bad data fails before the model loads.
     let portion = choose_portion(&args.data, args.portion, args.samples, args.seed, args.take)?;
-    let processor = Processor::from_dir(&args.model)?;
+    let processor =
+        Processor::from_dir(&args.model)?.with_image_backend(args.placement.image_backend);
     let placement = args.placement.resolve()?;
     let load_start = std::time::Instant::now();
     let model = Model::load_for_inference(&args.model, placement.dtype, &placement.device)?;

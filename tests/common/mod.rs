@@ -55,6 +55,11 @@ pub fn model_dir(name: &str) -> PathBuf {
 }
 
 pub const MODELS: &[&str] = &["tiny-a", "tiny-b"];
+
+/// The image backend the fixtures were made with (all but tests/fixtures/image_backends):
+/// transformers' PIL ("slow") image processor, so the tests that compare with them ask for it.
+pub const PIL: Option<interlace::processor::ImageBackend> =
+    Some(interlace::processor::ImageBackend::Pil);
 pub const CASES: &[&str] = &["text", "one_image", "two_images", "two_images_multiturn"];
 
 pub fn load_tensors(path: &std::path::Path) -> HashMap<String, Tensor> {
@@ -219,7 +224,9 @@ pub fn fixture_json(rel: &str) -> serde_json::Value {
 /// The training fixture's conversations (tests/fixtures/train/data.json), labelled with
 /// `model`'s processor.
 pub fn prepared_train_data(model: &str) -> Vec<interlace::train::labels::Supervised> {
-    let processor = interlace::processor::Processor::from_dir(model_dir(model)).unwrap();
+    let processor = interlace::processor::Processor::from_dir(model_dir(model))
+        .unwrap()
+        .with_image_backend(PIL);
     interlace::data::llava::read(&fixtures().join("train/data.json"))
         .unwrap()
         .iter()
@@ -354,7 +361,7 @@ pub fn check_generations(
         };
         let model =
             interlace::model::Model::load(&dir, placement.dtype, &placement.device).unwrap();
-        let processor = Processor::from_dir(&dir).unwrap();
+        let processor = Processor::from_dir(&dir).unwrap().with_image_backend(PIL);
         let eos = eos_ids(&dir, &processor).unwrap();
         let mut inputs = Vec::new();
         let mut wants = Vec::new();
@@ -425,7 +432,9 @@ pub fn assert_packed_similarity_matches_transformers(
     use interlace::model::{Embedded, Model, ModelInputs};
     use interlace::prune::{SimilarityAccumulator, SimilarityScores};
     let model = Model::load(&model_dir("tiny-b"), placement.dtype, &placement.device).unwrap();
-    let processor = interlace::processor::Processor::from_dir(model_dir("tiny-b")).unwrap();
+    let processor = interlace::processor::Processor::from_dir(model_dir("tiny-b"))
+        .unwrap()
+        .with_image_backend(PIL);
     let cases = ["one_image", "text", "two_images"];
     let mut parts: Vec<Embedded> = Vec::new();
     for case in cases {
