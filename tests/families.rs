@@ -354,7 +354,8 @@ fn vl_case(name: &str, case: &str) -> (HashMap<String, Tensor>, Value) {
     )
 }
 
-/// Our processor on the case's rendered prompt and images: transformers' token ids.
+/// Our processor on the case's rendered prompt and images: transformers' token ids. (The
+/// script ran transformers' PIL image processor, so ours runs its PIL backend too.)
 fn vl_inputs(name: &str, processor: &Processor, case: &str) -> ModelInputs {
     let (t, m) = vl_case(name, case);
     let images: Vec<_> = m["images"]
@@ -387,7 +388,7 @@ fn vl_families_match_transformers() {
         assert!(
             model.config.text.qkv_bias && !model.config.text.o_bias && !model.config.text.qk_norm
         );
-        let processor = Processor::from_dir(&dir).unwrap();
+        let processor = Processor::from_dir(&dir).unwrap().with_image_backend(common::PIL);
         for &case in VL_CASES {
             let (t, _) = vl_case(name, case);
             let inputs = vl_inputs(name, &processor, case);
@@ -430,7 +431,7 @@ fn vl_pruned_checkpoints_match_transformers_layer_deletion() {
         );
         let model = Model::load(&out, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.layers.len(), 2);
-        let processor = Processor::from_dir(&out).unwrap();
+        let processor = Processor::from_dir(&out).unwrap().with_image_backend(common::PIL);
         for &case in VL_CASES {
             let (t, _) = vl_case(name, case);
             let logits = model

@@ -17,7 +17,8 @@ use interlace::model::qwen2_vl::{
 };
 use interlace::model::rope::TextRope;
 use interlace::model::weights;
-use interlace::processor::image::ImageProcessor;
+use interlace::processor::image::{ImageProcessor, ImageProcessorConfig};
+use interlace::processor::ImageBackend;
 
 const FAMILIES: &[&str] = &["qwen2-vl", "qwen2.5-vl"];
 
@@ -243,7 +244,8 @@ fn pixel_values_match_the_pil_processor() {
         )
         .unwrap();
         let image = meta["images"][0].as_str().unwrap();
-        let p = ImageProcessor::from_dir(family_dir(name).join("model")).unwrap();
+        let config = ImageProcessorConfig::from_dir(family_dir(name).join("model")).unwrap();
+        let p = ImageProcessor::with_backend(config, ImageBackend::Pil);
         let out = p.preprocess(&open_like_pil(image)).unwrap();
         let c = case(name, "one_image");
         assert_eq!(vec![out.grid_thw], grid(&c["image_grid_thw"]));
