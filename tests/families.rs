@@ -388,7 +388,9 @@ fn vl_families_match_transformers() {
         assert!(
             model.config.text.qkv_bias && !model.config.text.o_bias && !model.config.text.qk_norm
         );
-        let processor = Processor::from_dir(&dir).unwrap().with_image_backend(common::PIL);
+        let processor = Processor::from_dir(&dir)
+            .unwrap()
+            .with_image_backend(common::PIL);
         for &case in VL_CASES {
             let (t, _) = vl_case(name, case);
             let inputs = vl_inputs(name, &processor, case);
@@ -431,7 +433,9 @@ fn vl_pruned_checkpoints_match_transformers_layer_deletion() {
         );
         let model = Model::load(&out, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.layers.len(), 2);
-        let processor = Processor::from_dir(&out).unwrap().with_image_backend(common::PIL);
+        let processor = Processor::from_dir(&out)
+            .unwrap()
+            .with_image_backend(common::PIL);
         for &case in VL_CASES {
             let (t, _) = vl_case(name, case);
             let logits = model
@@ -444,4 +448,145 @@ fn vl_pruned_checkpoints_match_transformers_layer_deletion() {
             );
         }
     }
+}
+
+/// Every command on every family: inspect, similarity, plan, prune, finetune, generate,
+/// eval and latency, chained as a user would (text-only data for the text-only families,
+/// LLaVA conversations with images for the multimodal ones; eval on a text-only
+/// multiple-choice file, which every family can answer).
+#[test]
+fn every_command_runs_on_every_family() {
+    let all: Vec<(&str, bool)> = FAMILIES
+        .iter()
+        .map(|f| (f.0, false))
+        .chain(VL_FAMILIES.iter().map(|f| (f.0, true)))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let text_data = tmp.path().join("text.json");
+    let rows: Vec<Value> = (0..6)
+        .map(|i| {
+            serde_json::json!({"conversations": [
+                {"from": "human", "value": format!("What is {i} plus {i}?")},
+                {"from": "gpt", "value": format!("{}.", 2 * i)}]})
+        })
+        .collect();
+    std::fs::write(&text_data, serde_json::to_string(&rows).unwrap()).unwrap();
+    let vl_data = tmp.path().join("vl.json");
+    std::fs::write(
+        &vl_data,
+        serde_json::to_string(&common::train_data_absolute()).unwrap(),
+    )
+    .unwrap();
+    let bench = fixtures().join("vlmevalkit/probe_AI2D_TEST.tsv");
+    let image = fixtures().join("images/odd_97x61.png");
+    let run = |args: &[&str], paths: &[(&str, &Path)]| -> String {
+        let mut cmd = common::cli();
+        cmd.args(args);
+        for (flag, p) in paths {
+            cmd.arg(flag).arg(p);
+        }
+        assert_ok(&cmd.output().unwrap())
+    };
+    for (name, multimodal) in all {
+        let dir = model_dir(name);
+        let out = tmp.path().join(name);
+        std::fs::create_dir(&out).unwrap();
+        let data = if multimodal { &vl_data } else { &text_data };
+        let layers = Model::load(&dir, DType::F32, &Device::Cpu)
+            .unwrap()
+            .layers
+            .len();
+        let pack = (layers - 1).min(3).to_string();
+        let info = run(&["inspect"], &[("--model", &dir)]);
+        assert!(info.contains("decoder layers"), "{name}: {info}");
+        let (sim, plan, pruned, ft) = (
+            out.join("sim.json"),
+            out.join("plan.json"),
+            out.join("pruned"),
+            out.join("ft"),
+        );
+        run(
+            &["similarity", "--samples", "4", "--max-pack", &pack],
+            &[("--model", &dir), ("--data", data), ("--out", &sim)],
+        );
+        run(
+            &["plan", "--ratio", "0.34"],
+            &[("--similarity", &sim), ("--out", &plan)],
+        );
+        run(
+            &["prune"],
+            &[("--model", &dir), ("--plan", &plan), ("--out", &pruned)],
+        );
+        run(
+            &[
+                "finetune",
+                "--samples",
+                "4",
+                "--batch-size",
+                "2",
+                "--warmup-ratio",
+                "0",
+            ],
+            &[
+                ("--model", &pruned),
+                ("--plan", &plan),
+                ("--data", data),
+                ("--out", &ft),
+            ],
+        );
+        let mut gen: Vec<(&str, &Path)> = vec![("--model", &ft)];
+        if multimodal {
+            gen.push(("--image", &image));
+        }
+        run(
+            &["generate", "--prompt", "Hello", "--max-new-tokens", "3"],
+            &gen,
+        );
+        let report = out.join("report.json");
+        run(
+            &["eval", "--limit", "3"],
+            &[("--model", &ft), ("--bench", &bench), ("--out", &report)],
+        );
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert!(r.to_string().contains("AI2D"), "{name}: {r}");
+        run(
+            &[
+                "latency",
+                "--runs",
+                "1",
+                "--warmup",
+                "0",
+                "--new-tokens",
+                "2",
+            ],
+            &[("--model", &ft)],
+        );
+    }
+}
+
+/// An unknown family is a one-line error naming it (by model_type, else by architecture)
+/// and listing what is supported.
+#[test]
+fn unknown_family_is_named() {
+    use interlace::model::ModelConfig;
+    let mut raw: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir("llama").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    raw["model_type"] = "mistral".into();
+    let err = format!("{:#}", ModelConfig::from_value(raw.clone()).unwrap_err());
+    assert!(
+        err.contains("\"mistral\"") && err.contains("qwen2_5_vl") && !err.contains('\n'),
+        "{err}"
+    );
+    raw.as_object_mut().unwrap().remove("model_type");
+    raw["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+    let err = format!("{:#}", ModelConfig::from_value(raw.clone()).unwrap_err());
+    assert!(
+        err.contains("MistralForCausalLM") && err.contains("LlamaForCausalLM"),
+        "{err}"
+    );
+    // The architecture alone is enough for a supported family.
+    raw["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+    assert_eq!(ModelConfig::from_value(raw).unwrap().family, Family::Llama);
 }

@@ -382,23 +382,24 @@ fn is_na(s: &str) -> bool {
 
 impl Benchmark {
     /// Reads and checks a benchmark file; `limit` keeps only its first rows. Errors are about
-    /// the file as a whole (unreadable, no `question` or `answer` column, no image column, a
-    /// name we cannot score); bad rows are kept as malformed.
+    /// the file as a whole (unreadable, no `question` or `answer` column, a name we cannot
+    /// score); bad rows are kept as malformed. A file without an `image` or `image_path`
+    /// column is a text-only benchmark (for a text-only model).
     pub fn open(spec: &BenchSpec, limit: Option<usize>) -> Result<Self> {
-        Self::open_with(spec, limit, true, false)
+        Self::open_with(spec, limit, false)
     }
 
     /// A benchmark file whose questions are to be scored against answers given elsewhere
     /// (an earlier report): as [`Benchmark::open`], but images are not needed.
     pub fn open_questions(spec: &BenchSpec, limit: Option<usize>) -> Result<Self> {
-        Self::open_with(spec, limit, false, false)
+        Self::open_with(spec, limit, false)
     }
 
     /// A file of predictions in VLMEvalKit's layout (the benchmark's columns without
     /// `image`, plus `prediction`), to be scored without a model: as [`Benchmark::open`],
     /// but images are not needed. [`Benchmark::predictions`] reads the answers.
     pub fn open_predictions(spec: &BenchSpec, limit: Option<usize>) -> Result<Self> {
-        let bench = Self::open_with(spec, limit, false, true)?;
+        let bench = Self::open_with(spec, limit, true)?;
         if bench.column("prediction").is_none() {
             bail!(
                 "{}: no 'prediction' column: not a predictions file (VLMEvalKit's layout: the benchmark's columns plus 'prediction')",
@@ -478,14 +479,9 @@ impl Benchmark {
         crate::fsio::write_atomic(path, out.as_bytes())
     }
 
-    /// `need_images`: a row needs an image column; `dataset_name`: a `MODEL_DATASET` file
-    /// stem names the benchmark DATASET (predictions files).
-    fn open_with(
-        spec: &BenchSpec,
-        limit: Option<usize>,
-        need_images: bool,
-        dataset_name: bool,
-    ) -> Result<Self> {
+    /// `dataset_name`: a `MODEL_DATASET` file stem names the benchmark DATASET (predictions
+    /// files).
+    fn open_with(spec: &BenchSpec, limit: Option<usize>, dataset_name: bool) -> Result<Self> {
         let path = &spec.path;
         let table = Table::read(path)?;
         let mut name = path
@@ -516,9 +512,6 @@ impl Benchmark {
         let answer_col = col("answer").ok_or_else(|| missing("answer"))?;
         let image_col = col("image");
         let image_path_col = col("image_path");
-        if need_images && image_col.is_none() && image_path_col.is_none() {
-            return Err(missing("image' or 'image_path"));
-        }
         let (task, task_from) = match spec.task {
             Some(t) => (t, format!("--bench {}:{t}", path.display())),
             None => task_for(&name, &table.header)
@@ -703,11 +696,9 @@ impl Benchmark {
         let name = format!("{}#{}", self.name, row.index);
         match &item.images {
             ImageSource::Paths(paths) => paths.iter().map(load_image).collect(),
-            ImageSource::Absent => bail!(
-                "{}: row {}: no image column (a predictions file is scored, not run)",
-                self.path.display(),
-                row.index
-            ),
+            // A benchmark without an image column asks text-only questions (what a
+            // text-only model is evaluated on).
+            ImageSource::Absent => Ok(Vec::new()),
             ImageSource::Cell { record } => {
                 let col = self.image_col.context("no image column")?;
                 let cell = &self.table.records[*record].cells[col];
