@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
+use interlace::model::loss::cross_entropy_sum;
 use interlace::model::ops::{self, Grad};
 use interlace::model::Model;
 use interlace::processor::image::ImageProcessor;
@@ -41,7 +42,6 @@ use interlace::synth::draw::{Canvas, Shape};
 use interlace::synth::tasks::{Example, Family};
 use interlace::synth::{example, Split};
 use interlace::train::adamw::{update_moments, AdamWConfig, Moments};
-use interlace::train::loss::cross_entropy_sum;
 use interlace::train::schedule::{warmup_steps, CosineSchedule};
 use interlace::train::trainer::clip_coef;
 use rand::{Rng, SeedableRng};

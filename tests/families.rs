@@ -264,7 +264,7 @@ fn one_finetuning_step_matches_pytorch() {
             interlace::data::llava::read(&family_dir(name).join("step_data.json")).unwrap();
         let data: Vec<_> = samples
             .iter()
-            .map(|s| interlace::train::labels::prepare(&processor, s, 1 << 20).unwrap())
+            .map(|s| interlace::data::labels::prepare(&processor, s, 1 << 20).unwrap())
             .collect();
         assert_eq!(
             data[0].enc.input_ids,

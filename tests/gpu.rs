@@ -261,7 +261,7 @@ fn cuda_training_kernels_equal_their_cpu_twins() {
             Box::new(|dev: &Device, dtype: DType| {
                 let xv = Var::from_tensor(&logits.to_device(dev).unwrap().to_dtype(dtype).unwrap())
                     .unwrap();
-                let out = interlace::train::loss::cross_entropy_sum(xv.as_tensor(), &labels)
+                let out = interlace::model::loss::cross_entropy_sum(xv.as_tensor(), &labels)
                     .unwrap()
                     .reshape(1)
                     .unwrap();

@@ -4,11 +4,11 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::{fixtures, model_dir, MODELS, PIL};
+use interlace::data::labels;
 use interlace::data::llava;
 use interlace::model::Model;
 use interlace::processor::Processor;
 use interlace::prune::sleb::{calibration_loss, greedy, CalibrationExample};
-use interlace::train::labels;
 use serde_json::Value;
 
 fn samples() -> Vec<interlace::data::Sample> {

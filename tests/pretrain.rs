@@ -7,10 +7,10 @@ use candle_core::{DType, Device};
 use common::{
     fixture_json, fixtures, load_tensors, max_abs_diff, model_dir, prepared_train_data, to_f32_vec,
 };
+use interlace::data::labels::Supervised;
 use interlace::model::Model;
 use interlace::processor::Processor;
 use interlace::train::adamw::AdamWConfig;
-use interlace::train::labels::Supervised;
 use interlace::train::trainer::{TrainOptions, Trainer};
 use serde_json::Value;
 

@@ -12,6 +12,7 @@
 
 pub mod finevision;
 pub mod finevision_write;
+pub mod labels;
 pub mod llava;
 
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ pub mod dir;
 pub mod fastmath;
 pub mod layers;
 pub mod lm;
+pub mod loss;
 pub mod ops;
 pub mod qwen2_vl;
 pub mod qwen3_vl;

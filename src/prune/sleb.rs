@@ -6,12 +6,12 @@
 use anyhow::{bail, Result};
 use candle_core::Device;
 
+use crate::data::labels;
 use crate::data::Sample;
+use crate::model::loss::cross_entropy_sum;
 use crate::model::ops::Grad;
 use crate::model::{Embedded, Model, ModelInputs};
 use crate::processor::Processor;
-use crate::train::labels;
-use crate::train::loss::cross_entropy_sum;
 
 /// One greedy round: the loss of each candidate removal, and the layer removed.
 #[derive(Debug, Clone, PartialEq)]

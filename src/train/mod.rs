@@ -3,8 +3,6 @@
 
 pub mod adamw;
 pub mod checkpoint;
-pub mod labels;
-pub mod loss;
 pub mod plot;
 pub mod schedule;
 pub mod session;

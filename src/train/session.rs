@@ -11,10 +11,10 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::checkpoint::{self, RunState};
-use super::labels::{self, Supervised};
 use super::plot::loss_curve_svg;
 use super::schedule::CosineSchedule;
 use super::trainer::Trainer;
+use crate::data::labels::{self, Supervised};
 use crate::data::Sample;
 use crate::fsio::write_atomic;
 use crate::model::dir::{CURVE_FILE, LOG_FILE};

@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::adamw::{update_moments, update_tensors, AdamW, AdamWConfig, Moments};
-use super::labels::Supervised;
-use super::loss::{cross_entropy_sum, kl_div_sum};
+use crate::data::labels::Supervised;
+use crate::model::loss::{cross_entropy_sum, kl_div_sum};
 use crate::model::ops::Grad;
 use crate::model::{Model, ModelInputs};
 use crate::workers::{on_groups, on_threads};

@@ -223,14 +223,14 @@ pub fn fixture_json(rel: &str) -> serde_json::Value {
 
 /// The training fixture's conversations (tests/fixtures/train/data.json), labelled with
 /// `model`'s processor.
-pub fn prepared_train_data(model: &str) -> Vec<interlace::train::labels::Supervised> {
+pub fn prepared_train_data(model: &str) -> Vec<interlace::data::labels::Supervised> {
     let processor = interlace::processor::Processor::from_dir(model_dir(model))
         .unwrap()
         .with_image_backend(PIL);
     interlace::data::llava::read(&fixtures().join("train/data.json"))
         .unwrap()
         .iter()
-        .map(|s| interlace::train::labels::prepare(&processor, s, 1 << 20).unwrap())
+        .map(|s| interlace::data::labels::prepare(&processor, s, 1 << 20).unwrap())
         .collect()
 }
 
@@ -704,8 +704,8 @@ pub fn assert_bf16_forward_matches(
 /// micro-batches of indices into `data`), micro-batches concatenated.
 pub fn step_batches(
     meta: &serde_json::Value,
-    data: &[interlace::train::labels::Supervised],
-) -> Vec<Vec<interlace::train::labels::Supervised>> {
+    data: &[interlace::data::labels::Supervised],
+) -> Vec<Vec<interlace::data::labels::Supervised>> {
     meta["batches"]
         .as_array()
         .unwrap()

@@ -1,13 +1,9 @@
-//! Next-token cross-entropy on supervised tokens only, computed from the hidden states at
-//! the positions that predict them (the vocabulary-sized logits of other positions are
-//! never formed).
+//! The training losses as tensor ops: next-token cross-entropy (one fused op with its
+//! backward, CPU and CUDA) over the rows of logits the caller formed (only the positions
+//! that predict supervised tokens), and the distillation KL divergence.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
-
-use super::labels::Supervised;
-use crate::model::ops::Grad;
-use crate::model::{Model, ModelInputs};
+use candle_core::{DType, Tensor};
 
 /// Sum over rows of `-log softmax(logits)[label]`, computed in f32 whatever the logits'
 /// type (as transformers upcasts them), in one fused op with its backward pass (CPU and
@@ -58,23 +54,6 @@ pub fn kl_div_sum(student: &Tensor, teacher: &Tensor, temperature: f64) -> Resul
     let p = log_p.exp()?;
     let kl = (p * (log_p - log_q)?)?.sum_all()?;
     Ok(kl.affine(temperature * temperature, 0.0)?)
-}
-
-/// Summed loss of one conversation through the decoder `stack` (indices into the model's
-/// layers), with no gradients, and its number of supervised tokens.
-pub fn conversation_loss_sum(
-    model: &Model,
-    sup: &Supervised,
-    stack: &[usize],
-    device: &Device,
-) -> Result<(f64, usize)> {
-    let (positions, labels) = sup.targets();
-    let inputs = ModelInputs::from_encoded(&sup.enc, device)?;
-    let emb = model.embed(&inputs, Grad::None)?;
-    let h = model.run_stack(&emb, stack, emb.embeds.clone(), 0..stack.len(), Grad::None)?;
-    let logits = model.logits_at(&h, &positions, Grad::None)?;
-    let loss = cross_entropy_sum(&logits, &labels)?.to_scalar::<f32>()?;
-    Ok((loss as f64, labels.len()))
 }
 
 /// Per-row cross-entropy, f32 (rows), of contiguous (rows, vocab) logits of any float type:
