@@ -607,3 +607,45 @@ fn unknown_family_is_named() {
     raw["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
     assert_eq!(ModelConfig::from_value(raw).unwrap().family, Family::Llama);
 }
+
+/// Similarity scores from one pass on Qwen2-VL and Qwen2.5-VL (a text and an image
+/// conversation) against the same scores from transformers' hidden states.
+#[test]
+fn vl_similarity_matches_transformers_hidden_states() {
+    use interlace::prune::{SimilarityAccumulator, SimilarityScores};
+    for &(name, _) in VL_FAMILIES {
+        let dir = model_dir(name);
+        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let processor = Processor::from_dir(&dir)
+            .unwrap()
+            .with_image_backend(common::PIL);
+        let l = model.config.text.num_hidden_layers;
+        let mut acc = SimilarityAccumulator::new(l, l - 1).unwrap();
+        for &case in VL_CASES {
+            let emb = model
+                .embed(&vl_inputs(name, &processor, case), Default::default())
+                .unwrap();
+            let mut obs = acc.sample();
+            model
+                .run_decoder(&emb, Some(&mut obs), Default::default())
+                .unwrap();
+        }
+        let scores = SimilarityScores::new(name, name, l, acc.into_packs()).unwrap();
+        for (s, &case) in VL_CASES.iter().enumerate() {
+            let (t, _) = vl_case(name, case);
+            for k in 1..l {
+                for i in 0..l - k {
+                    let want = mean_cosine(
+                        &t[&format!("hidden_state.{i}")],
+                        &t[&format!("hidden_state.{}", i + k)],
+                    );
+                    let ours = scores.samples(k, i).unwrap()[s];
+                    assert!(
+                        (ours - want).abs() < 1e-4,
+                        "{name}/{case}: s_{k}({i}) = {ours}, transformers {want}"
+                    );
+                }
+            }
+        }
+    }
+}
