@@ -69,3 +69,42 @@ impl RmsNorm {
         ops::rms_norm(x, &self.weight, self.eps, grad)
     }
 }
+
+/// The vision towers' self-attention core, shared by Qwen3-VL and Qwen2-VL / Qwen2.5-VL:
+/// the fused `qkv` projection's output (n, 3·heads·head_dim) split into q, k, v, q and k
+/// rotated by the 2-D tables `cos`/`sin` in f32 (as transformers'
+/// `apply_rotary_pos_emb_vision` rounds back afterwards), then bidirectional attention
+/// within each `(start, len)` segment (a frame, or a window). Returns (n, heads·head_dim).
+pub fn segmented_rope_attention(
+    qkv: &Tensor,
+    heads: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+    segments: &[(usize, usize)],
+    grad: Grad,
+) -> Result<Tensor> {
+    let n = qkv.dim(0)?;
+    let hd = qkv.dim(1)? / (3 * heads);
+    // (n, 3, heads, hd) -> three (1, n, heads, hd)
+    let qkv = qkv.reshape((n, 3, heads, hd))?;
+    let split = |i: usize| -> Result<Tensor> { qkv.narrow(1, i, 1)?.squeeze(1)?.unsqueeze(0) };
+    let rope = |t: Tensor| -> Result<Tensor> {
+        let dtype = t.dtype();
+        ops::apply_rope(&t.to_dtype(candle_core::DType::F32)?, cos, sin, grad)?.to_dtype(dtype)
+    };
+    let q = rope(split(0)?)?;
+    let k = rope(split(1)?)?;
+    let v = split(2)?;
+    let mut outs = Vec::with_capacity(segments.len());
+    for &(s, len) in segments {
+        let part = |t: &Tensor| t.narrow(1, s, len);
+        outs.push(ops::attention(
+            &part(&q)?,
+            &part(&k)?,
+            &part(&v)?,
+            false,
+            grad,
+        )?);
+    }
+    Tensor::cat(&outs, 1)?.squeeze(0)
+}

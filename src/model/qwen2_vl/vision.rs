@@ -6,11 +6,11 @@
 //! module); the caller points the `VarBuilder` there.
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde_json::Value;
 
-use crate::model::layers::{LayerNorm, Linear, RmsNorm};
+use crate::model::layers::{segmented_rope_attention, LayerNorm, Linear, RmsNorm};
 use crate::model::ops::{self, Grad};
 use crate::model::qwen3_vl::rope;
 
@@ -600,35 +600,15 @@ impl Qwen2VisionModel {
         segments: &[(usize, usize)],
         grad: Grad,
     ) -> Result<Tensor> {
-        let n = x.dim(0)?;
-        let heads = self.cfg.num_heads;
-        let hd = self.cfg.head_dim();
         let h = b.norm1.forward(x, grad)?;
-        // (n, 3, heads, hd) -> three (1, n, heads, hd)
-        let qkv = b.qkv.forward(&h)?.reshape((n, 3, heads, hd))?;
-        let split = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(1, i, 1)?.squeeze(1)?.unsqueeze(0)
-        };
-        // transformers' apply_rotary_pos_emb_vision rotates in f32 and rounds back.
-        let rope = |t: Tensor| -> candle_core::Result<Tensor> {
-            let dtype = t.dtype();
-            ops::apply_rope(&t.to_dtype(DType::F32)?, cos, sin, grad)?.to_dtype(dtype)
-        };
-        let q = rope(split(0)?)?;
-        let k = rope(split(1)?)?;
-        let v = split(2)?;
-        let mut outs = Vec::with_capacity(segments.len());
-        for &(s, len) in segments {
-            let part = |t: &Tensor| t.narrow(1, s, len);
-            outs.push(ops::attention(
-                &part(&q)?,
-                &part(&k)?,
-                &part(&v)?,
-                false,
-                grad,
-            )?);
-        }
-        let attn = Tensor::cat(&outs, 1)?.squeeze(0)?; // (n, heads * hd)
+        let attn = segmented_rope_attention(
+            &b.qkv.forward(&h)?,
+            self.cfg.num_heads,
+            cos,
+            sin,
+            segments,
+            grad,
+        )?;
         let x = (x + b.proj.forward(&attn)?)?;
         let h = b.norm2.forward(&x, grad)?;
         let act = self.cfg.hidden_act;
