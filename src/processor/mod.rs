@@ -6,6 +6,7 @@ pub mod chat;
 pub mod image;
 pub mod jpeg;
 pub mod pil;
+mod resample;
 pub mod tokenizer;
 pub mod torchvision;
 

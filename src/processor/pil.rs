@@ -3,6 +3,8 @@
 //! including Pillow 13's choice of pass order), then rescale + normalise in numpy's float types.
 
 use anyhow::{bail, Context, Result};
+
+use super::resample::{self, FixedCoeffs};
 use image::RgbImage;
 
 use super::image::ImageProcessorConfig;
@@ -23,16 +25,10 @@ fn bicubic_filter(x: f64) -> f64 {
     }
 }
 
-/// Per output pixel: the first input index, and the fixed-point weights of the inputs from there.
-struct Coeffs {
-    start: Vec<usize>,
-    weights: Vec<Vec<i32>>,
-}
-
 /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a box `[0, in_size)`: the filter
 /// support grows with the downscale factor (antialiasing), weights are normalised to sum to one
 /// and then rounded away from zero to `PRECISION_BITS` fixed point.
-fn precompute_coeffs(in_size: usize, out_size: usize) -> Coeffs {
+fn precompute_coeffs(in_size: usize, out_size: usize) -> FixedCoeffs {
     const SUPPORT: f64 = 2.0;
     // Pillow computes `in1 - in0` in float (the box is float); exact for any real image size.
     let scale = (in_size as f32 - 0.0f32) as f64 / out_size as f64;
@@ -60,22 +56,21 @@ fn precompute_coeffs(in_size: usize, out_size: usize) -> Coeffs {
         let fixed = k
             .iter()
             .map(|&w| {
-                if w < 0.0 {
+                i64::from(if w < 0.0 {
                     (-0.5 + w * one) as i32
                 } else {
                     (0.5 + w * one) as i32
-                }
+                })
             })
             .collect();
         start.push(xmin);
         weights.push(fixed);
     }
-    Coeffs { start, weights }
-}
-
-/// Pillow's `clip8`: drop the fractional bits (arithmetic shift) and clamp to 0..=255.
-fn clip8(acc: i64) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+    FixedCoeffs {
+        start,
+        weights,
+        precision: PRECISION_BITS,
+    }
 }
 
 /// Resizes an 8-bit RGB image to `width x height` with bicubic filtering, bit-identical to
@@ -106,27 +101,7 @@ fn resample_columns(src: &[u8], w: usize, h: usize, out_w: usize) -> Vec<u8> {
     if out_w == w {
         return src.to_vec();
     }
-    let c = precompute_coeffs(w, out_w);
-    let half = 1i64 << (PRECISION_BITS - 1);
-    let mut out = vec![0u8; out_w * h * 3];
-    for y in 0..h {
-        let row = &src[y * w * 3..(y + 1) * w * 3];
-        for xx in 0..out_w {
-            let (x0, k) = (c.start[xx], &c.weights[xx]);
-            let mut acc = [half; 3];
-            for (i, &wt) in k.iter().enumerate() {
-                let p = &row[(x0 + i) * 3..(x0 + i) * 3 + 3];
-                for ch in 0..3 {
-                    acc[ch] += p[ch] as i64 * wt as i64;
-                }
-            }
-            let o = (y * out_w + xx) * 3;
-            for ch in 0..3 {
-                out[o + ch] = clip8(acc[ch]);
-            }
-        }
-    }
-    out
+    resample::horizontal(src, w, h, out_w, &precompute_coeffs(w, out_w))
 }
 
 /// Vertical pass: `w x h` interleaved RGB to `w x out_h`.
@@ -134,24 +109,7 @@ fn resample_rows(src: &[u8], w: usize, h: usize, out_h: usize) -> Vec<u8> {
     if out_h == h {
         return src.to_vec();
     }
-    let c = precompute_coeffs(h, out_h);
-    let half = 1i64 << (PRECISION_BITS - 1);
-    let mut out = vec![0u8; w * out_h * 3];
-    let mut acc = vec![0i64; w * 3];
-    for yy in 0..out_h {
-        let (y0, k) = (c.start[yy], &c.weights[yy]);
-        acc.fill(half);
-        for (i, &wt) in k.iter().enumerate() {
-            let row = &src[(y0 + i) * w * 3..(y0 + i + 1) * w * 3];
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += p as i64 * wt as i64;
-            }
-        }
-        for (o, &a) in out[yy * w * 3..(yy + 1) * w * 3].iter_mut().zip(&acc) {
-            *o = clip8(a);
-        }
-    }
-    out
+    resample::vertical(src, w, out_h, &precompute_coeffs(h, out_h))
 }
 
 /// numpy's arithmetic in transformers' PIL backend: `rescale` multiplies in float64 and casts

@@ -17,6 +17,8 @@
 //!   and `std / rescale_factor` (transformers' `_fuse_mean_std_and_rescale_factor`).
 
 use anyhow::{bail, Context, Result};
+
+use super::resample::{self, FixedCoeffs};
 use image::RgbImage;
 
 use super::image::ImageProcessorConfig;
@@ -36,17 +38,10 @@ fn cubic(x: f64) -> f64 {
     }
 }
 
-/// Int16 weights of one separable pass: for output index `i`, inputs `start[i]..` weighted by
-/// `weights[i]`, results shifted right by `precision` bits.
-struct Int16Coeffs {
-    start: Vec<usize>,
-    weights: Vec<Vec<i16>>,
-    precision: u32,
-}
-
 /// `_compute_index_ranges_int16_weights` for bicubic with antialias, `align_corners=False`
 /// and no explicit scale factor (transformers passes a size).
-fn int16_coeffs(in_size: usize, out_size: usize) -> Int16Coeffs {
+/// The weights are int16 in PyTorch; they are widened here for the shared passes.
+fn int16_coeffs(in_size: usize, out_size: usize) -> FixedCoeffs {
     // area_pixel_compute_scale<double>: input_size / output_size.
     let scale = in_size as f64 / out_size as f64;
     let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
@@ -90,73 +85,32 @@ fn int16_coeffs(in_size: usize, out_size: usize) -> Int16Coeffs {
             w.into_iter()
                 .map(|v| {
                     let v = v * one;
-                    (if v < 0.0 {
-                        (-0.5 + v) as i32
-                    } else {
-                        (0.5 + v) as i32
-                    }) as i16
+                    i64::from(
+                        (if v < 0.0 {
+                            (-0.5 + v) as i32
+                        } else {
+                            (0.5 + v) as i32
+                        }) as i16,
+                    )
                 })
                 .collect()
         })
         .collect();
-    Int16Coeffs {
+    FixedCoeffs {
         start,
         weights,
         precision,
     }
 }
 
-/// One output value: the rounding constant, the sum of products, an arithmetic shift and
-/// saturation to 0..=255 (`_mm256_srai_epi32`, `packs`, `packus`).
-fn convolve(acc: i64, precision: u32) -> u8 {
-    (acc >> precision).clamp(0, 255) as u8
-}
-
 /// Horizontal pass: `w x h` interleaved RGB to `out_w x h`.
 fn resample_horizontal(src: &[u8], w: usize, h: usize, out_w: usize) -> Vec<u8> {
-    let c = int16_coeffs(w, out_w);
-    let half = 1i64 << (c.precision - 1);
-    let mut out = vec![0u8; out_w * h * 3];
-    for y in 0..h {
-        let row = &src[y * w * 3..(y + 1) * w * 3];
-        for xx in 0..out_w {
-            let (x0, k) = (c.start[xx], &c.weights[xx]);
-            let mut acc = [half; 3];
-            for (i, &wt) in k.iter().enumerate() {
-                let p = &row[(x0 + i) * 3..(x0 + i) * 3 + 3];
-                for ch in 0..3 {
-                    acc[ch] += p[ch] as i64 * wt as i64;
-                }
-            }
-            let o = (y * out_w + xx) * 3;
-            for ch in 0..3 {
-                out[o + ch] = convolve(acc[ch], c.precision);
-            }
-        }
-    }
-    out
+    resample::horizontal(src, w, h, out_w, &int16_coeffs(w, out_w))
 }
 
 /// Vertical pass: `w x h` interleaved RGB to `w x out_h`.
 fn resample_vertical(src: &[u8], w: usize, h: usize, out_h: usize) -> Vec<u8> {
-    let c = int16_coeffs(h, out_h);
-    let half = 1i64 << (c.precision - 1);
-    let mut out = vec![0u8; w * out_h * 3];
-    let mut acc = vec![0i64; w * 3];
-    for yy in 0..out_h {
-        let (y0, k) = (c.start[yy], &c.weights[yy]);
-        acc.fill(half);
-        for (i, &wt) in k.iter().enumerate() {
-            let row = &src[(y0 + i) * w * 3..(y0 + i + 1) * w * 3];
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += p as i64 * wt as i64;
-            }
-        }
-        for (o, &a) in out[yy * w * 3..(yy + 1) * w * 3].iter_mut().zip(&acc) {
-            *o = convolve(a, c.precision);
-        }
-    }
-    out
+    resample::vertical(src, w, out_h, &int16_coeffs(h, out_h))
 }
 
 /// Resizes an 8-bit RGB image to `width x height` bit-identically to torchvision's
@@ -232,7 +186,7 @@ mod tests {
             let c = int16_coeffs(i, o);
             assert!((1..=22).contains(&c.precision), "{i}->{o}");
             for k in &c.weights {
-                let s: i64 = k.iter().map(|&v| v as i64).sum();
+                let s: i64 = k.iter().sum();
                 // Rounding each weight moves the sum by at most half a unit per tap.
                 assert!(
                     (s - (1i64 << c.precision)).abs() <= k.len() as i64,
