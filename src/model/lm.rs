@@ -1,7 +1,7 @@
 //! The model interface every consumer uses, for every family: (vision tower -> image
 //! tokens placed at `<|image_pad|>`) -> decoder layers (with Qwen3-VL's DeepStack additions
 //! after the first ones) -> final norm -> LM head. The family (`config.json`) decides the
-//! parts: Qwen3-VL's vision tower, q/k norms, biases, the rotary tables; the checkpoint's
+//! parts: the vision tower (Qwen3-VL's or Qwen2-VL's), q/k norms, biases, the rotary tables; the checkpoint's
 //! own tensor names ([`TensorNames`]) decide where each part is read from and written to.
 //!
 //! A [`LayerObserver`] watches the hidden state after the embeddings and after every
