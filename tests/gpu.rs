@@ -80,6 +80,85 @@ fn cuda_f32_hidden_states_and_logits_match_transformers() {
     }
 }
 
+/// The other families (Qwen3, Llama, Qwen2-VL, Qwen2.5-VL) in f32 on the GPU against the
+/// committed transformers fixtures (tests/families.rs checks them on the CPU): every
+/// hidden state and the logits within 1e-4, greedy tokens identical. The inputs are the
+/// fixtures' own token ids and pixel values, so no processor is involved.
+#[test]
+#[ignore = "needs a GPU and the cuda feature"]
+fn cuda_f32_other_families_match_transformers() {
+    use interlace::model::{CollectHidden, ModelInputs};
+    let p = gpu(DTypeChoice::F32);
+    let ids = |t: &Tensor| -> Vec<u32> {
+        t.to_dtype(DType::I64)
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|x| x as u32)
+            .collect()
+    };
+    // (family, case file, key prefix, hidden-state key, generated key)
+    let text = |f: &'static str, c: &'static str| (f, "cases", c, "hidden", "generated");
+    let vl = |f: &'static str, c: &'static str| (f, c, "", "hidden_state", "generated_ids");
+    let cases = [
+        text("qwen3", "short"),
+        text("qwen3", "multiturn"),
+        text("llama", "short"),
+        text("llama", "multiturn"),
+        vl("qwen2-vl", "text"),
+        vl("qwen2-vl", "one_image"),
+        vl("qwen2.5-vl", "text"),
+        vl("qwen2.5-vl", "one_image"),
+    ];
+    for (family, file, case, hidden_key, gen_key) in cases {
+        let dir = fixtures().join("families").join(family);
+        let model = Model::load(&dir.join("model"), DType::F32, &p.device).unwrap();
+        let t = load_tensors(&dir.join(format!("{file}.safetensors")));
+        let key = |k: &str| {
+            if case.is_empty() {
+                k.to_string()
+            } else {
+                format!("{case}.{k}")
+            }
+        };
+        let label = format!("{family}/{}", if case.is_empty() { file } else { case });
+        let input_ids = ids(&t[&key("input_ids")]);
+        let mut inputs = ModelInputs::text(input_ids);
+        if let Some(pv) = t.get("pixel_values") {
+            inputs.pixel_values = Some(pv.to_device(&p.device).unwrap());
+            let g = ids(&t["image_grid_thw"].flatten_all().unwrap());
+            inputs.image_grid_thw = g
+                .chunks(3)
+                .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
+                .collect();
+            inputs.mm_token_type_ids = ids(&t["mm_token_type_ids"])
+                .iter()
+                .map(|&x| x as u8)
+                .collect();
+        }
+        let mut hidden = CollectHidden::default();
+        let logits = model.forward(&inputs, Some(&mut hidden)).unwrap();
+        let mut worst = 0f32;
+        for (i, h) in hidden.0.iter().enumerate() {
+            let want = to_f32_vec(&t[&key(&format!("{hidden_key}.{i}"))]);
+            worst = worst.max(max_abs_diff(&to_f32_vec(&h.squeeze(0).unwrap()), &want));
+        }
+        let dl = max_abs_diff(&to_f32_vec(&logits), &to_f32_vec(&t[&key("logits")]));
+        eprintln!(
+            "{label}: {}: worst hidden state {worst:.2e}, logits {dl:.2e}",
+            p.describe()
+        );
+        assert!(
+            worst < F32_TOL && dl < F32_TOL,
+            "{label}: hidden {worst:e}, logits {dl:e}"
+        );
+        let want = ids(&t[&key(gen_key)]);
+        let got = interlace::eval::generate::greedy(&model, &inputs, want.len(), &[]).unwrap();
+        assert_eq!(got.tokens, want, "{label}: greedy tokens");
+    }
+}
+
 #[test]
 #[ignore = "needs a GPU and the cuda feature"]
 fn cuda_bf16_hidden_states_and_logits_match_transformers_bf16() {
