@@ -1,9 +1,11 @@
-//! The text-only families, Qwen3 (`Qwen3ForCausalLM`) and Llama (`LlamaForCausalLM` with
-//! Llama 3 RoPE scaling and biased attention), against transformers (fixtures by
-//! tools/make_text_family_fixtures.py): token ids, every hidden state and the logits within
-//! 1e-4, similarity scores from one pass against the same scores from transformers' hidden
-//! states, greedy generation token for token, a pruned checkpoint against transformers'
-//! own layer deletion, one fine-tuning step against PyTorch, and every command on each.
+//! The families beside Qwen3-VL against transformers 5.25: Qwen3 (`Qwen3ForCausalLM`) and
+//! Llama (`LlamaForCausalLM` with Llama 3 RoPE scaling and biased attention), fixtures by
+//! tools/make_text_family_fixtures.py; Qwen2-VL and Qwen2.5-VL (a text and a one-image
+//! conversation), fixtures by tools/make_qwen2_vl_fixtures.py. For each: token ids, every
+//! hidden state and the logits within 1e-4, similarity scores from one pass against the same
+//! scores from transformers' hidden states, greedy generation token for token, a pruned
+//! checkpoint against transformers' own layer deletion, one fine-tuning step against
+//! PyTorch, and every command.
 
 mod common;
 
@@ -17,6 +19,10 @@ use interlace::processor::{Message, Processor};
 use serde_json::Value;
 
 const FAMILIES: &[(&str, Family)] = &[("qwen3", Family::Qwen3), ("llama", Family::Llama)];
+const VL_FAMILIES: &[(&str, Family)] = &[
+    ("qwen2-vl", Family::Qwen2Vl),
+    ("qwen2.5-vl", Family::Qwen25Vl),
+];
 
 fn family_dir(name: &str) -> PathBuf {
     fixtures().join("families").join(name)
@@ -40,86 +46,166 @@ fn ids(t: &Tensor) -> Vec<u32> {
         .collect()
 }
 
-/// The fixture's cases: (name, messages) as written by the script.
-fn cases(name: &str) -> Vec<(String, Vec<Message>)> {
-    let m = meta(name, "cases.json");
-    m["cases"]
+/// One fixture conversation: our processor's model inputs (their token ids checked equal
+/// to transformers') and transformers' outputs for it. The two scripts name the tensors
+/// differently; `key` hides that.
+struct Case {
+    label: String,
+    inputs: ModelInputs,
+    tensors: HashMap<String, Tensor>,
+    /// `"{case}."` for the text families' shared file, empty for a per-case file.
+    prefix: String,
+    hidden: &'static str,
+    generated: &'static str,
+    /// transformers' logits after its own deletion of the family's `DROP` layers.
+    pruned_logits: Tensor,
+}
+
+impl Case {
+    fn get(&self, key: &str) -> &Tensor {
+        &self.tensors[&format!("{}{key}", self.prefix)]
+    }
+
+    fn hidden_state(&self, i: usize) -> Option<&Tensor> {
+        self.tensors
+            .get(&format!("{}{}.{i}", self.prefix, self.hidden))
+    }
+}
+
+/// Every case of family `name`, through our processor (the PIL image backend: the scripts
+/// ran transformers' PIL image processor).
+fn cases(name: &str) -> Vec<Case> {
+    let processor = Processor::from_dir(model_dir(name))
+        .unwrap()
+        .with_image_backend(common::PIL);
+    let check = |label: &str, enc: interlace::processor::Encoded, want: &Tensor| {
+        assert_eq!(enc.input_ids, ids(want), "{label}: token ids");
+        ModelInputs::from_encoded(&enc, &Device::Cpu).unwrap()
+    };
+    if VL_FAMILIES.iter().any(|f| f.0 == name) {
+        return ["text", "one_image"]
+            .iter()
+            .map(|&case| {
+                let label = format!("{name}/{case}");
+                let tensors = load_tensors(&family_dir(name).join(format!("{case}.safetensors")));
+                let m = meta(name, &format!("{case}.json"));
+                let images: Vec<_> = m["images"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| common::open_like_pil(p.as_str().unwrap()))
+                    .collect();
+                let enc = processor
+                    .encode_prompt(m["prompt"].as_str().unwrap().to_string(), &images)
+                    .unwrap();
+                let inputs = check(&label, enc, &tensors["input_ids"]);
+                let pruned_logits = tensors["logits_pruned"].clone();
+                Case {
+                    label,
+                    inputs,
+                    tensors,
+                    prefix: String::new(),
+                    hidden: "hidden_state",
+                    generated: "generated_ids",
+                    pruned_logits,
+                }
+            })
+            .collect();
+    }
+    let tensors = load_tensors(&family_dir(name).join("cases.safetensors"));
+    let pruned = load_tensors(&family_dir(name).join("pruned.safetensors"));
+    meta(name, "cases.json")["cases"]
         .as_object()
         .unwrap()
         .iter()
         .map(|(case, c)| {
-            let msgs = c["messages"]
+            let label = format!("{name}/{case}");
+            let msgs: Vec<Message> = c["messages"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|t| Message::text(t["role"].as_str().unwrap(), t["content"].as_str().unwrap()))
                 .collect();
-            (case.clone(), msgs)
+            let enc = processor.encode(&msgs, &[], true).unwrap();
+            let inputs = check(&label, enc, &tensors[&format!("{case}.input_ids")]);
+            Case {
+                label,
+                inputs,
+                tensors: tensors.clone(),
+                prefix: format!("{case}."),
+                hidden: "hidden",
+                generated: "generated",
+                pruned_logits: pruned[&format!("{case}.logits")].clone(),
+            }
         })
         .collect()
 }
 
-/// Our processor's token ids for a case, checked equal to transformers'.
-fn inputs(
-    name: &str,
-    processor: &Processor,
-    case: &str,
-    msgs: &[Message],
-    t: &HashMap<String, Tensor>,
-) -> ModelInputs {
-    let enc = processor.encode(msgs, &[], true).unwrap();
-    assert_eq!(
-        enc.input_ids,
-        ids(&t[&format!("{case}.input_ids")]),
-        "{name}/{case}: token ids"
-    );
-    ModelInputs::from_encoded(&enc, &Device::Cpu).unwrap()
+/// The layers the family's script deleted for its pruned logits.
+fn dropped(name: &str) -> Vec<usize> {
+    if VL_FAMILIES.iter().any(|f| f.0 == name) {
+        vec![1] // tools/make_qwen2_vl_fixtures.py's DROP
+    } else {
+        serde_json::from_value(meta(name, "cases.json")["drop"].clone()).unwrap()
+    }
+}
+
+fn all_families() -> impl Iterator<Item = &'static (&'static str, Family)> {
+    FAMILIES.iter().chain(VL_FAMILIES)
+}
+
+fn load(dir: &Path) -> Model {
+    Model::load(dir, DType::F32, &Device::Cpu).unwrap()
 }
 
 #[test]
 fn config_names_the_family_and_its_parts() {
-    for &(name, family) in FAMILIES {
-        let model = Model::load(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+    for &(name, family) in all_families() {
+        let model = load(&model_dir(name));
         assert_eq!(model.config.family, family);
-        assert!(model.visual.is_none(), "{name}: a text-only model");
-        assert_eq!(model.names.decoder, "model");
         let t = &model.config.text;
-        assert_eq!(t.qk_norm, family == Family::Qwen3, "{name}: q/k norms");
-        assert_eq!(t.qkv_bias, family == Family::Llama, "{name}: biases");
+        let qwen2 = matches!(family, Family::Qwen2Vl | Family::Qwen25Vl);
+        assert_eq!(model.visual.is_some(), qwen2, "{name}: vision tower");
+        // Every fixture is saved in the Hub's layout.
         assert_eq!(
-            model.lm_head.is_none(),
-            family == Family::Qwen3,
-            "{name}: tied head"
+            (model.names.decoder.as_str(), model.names.visual.as_str()),
+            ("model", "visual")
         );
+        assert_eq!(t.qk_norm, family == Family::Qwen3, "{name}: q/k norms");
+        assert_eq!(
+            t.qkv_bias,
+            family == Family::Llama || qwen2,
+            "{name}: q/k/v biases"
+        );
+        assert_eq!(t.o_bias, family == Family::Llama, "{name}: o_proj bias");
+        assert_eq!(t.mrope_section.is_empty(), !qwen2, "{name}: M-RoPE");
+        assert!(!t.mrope_interleaved, "{name}: no interleaving");
     }
 }
 
 #[test]
 fn hidden_states_and_logits_match_transformers() {
-    for &(name, _) in FAMILIES {
-        let dir = model_dir(name);
-        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
-        let processor = Processor::from_dir(&dir).unwrap();
-        let t = load_tensors(&family_dir(name).join("cases.safetensors"));
-        for (case, msgs) in cases(name) {
-            let inputs = inputs(name, &processor, &case, &msgs, &t);
+    for &(name, _) in all_families() {
+        let model = load(&model_dir(name));
+        for case in cases(name) {
             let mut hidden = CollectHidden::default();
-            let logits = model.forward(&inputs, Some(&mut hidden)).unwrap();
-            let n = meta(name, "cases.json")["cases"][&case]["hidden_states"]
-                .as_u64()
-                .unwrap() as usize;
-            assert_eq!(hidden.0.len(), n, "{name}/{case}: hidden state count");
-            for (i, h) in hidden.0.iter().enumerate() {
-                let want = to_f32_vec(&t[&format!("{case}.hidden.{i}")]);
-                let d = max_abs_diff(&to_f32_vec(&h.squeeze(0).unwrap()), &want);
-                assert!(d < 1e-4, "{name}/{case}: hidden state {i} differs by {d}");
-            }
-            let d = max_abs_diff(
-                &to_f32_vec(&logits),
-                &to_f32_vec(&t[&format!("{case}.logits")]),
+            let logits = model.forward(&case.inputs, Some(&mut hidden)).unwrap();
+            let n = hidden.0.len();
+            assert!(
+                case.hidden_state(n - 1).is_some() && case.hidden_state(n).is_none(),
+                "{}: {n} hidden states",
+                case.label
             );
-            println!("{name}/{case}: max |logits - transformers| = {d:e}");
-            assert!(d < 1e-4, "{name}/{case}: logits differ by {d}");
+            for (i, h) in hidden.0.iter().enumerate() {
+                let d = max_abs_diff(
+                    &to_f32_vec(&h.squeeze(0).unwrap()),
+                    &to_f32_vec(case.hidden_state(i).unwrap()),
+                );
+                assert!(d < 1e-4, "{}: hidden state {i} differs by {d}", case.label);
+            }
+            let d = max_abs_diff(&to_f32_vec(&logits), &to_f32_vec(case.get("logits")));
+            println!("{}: max |logits - transformers| = {d:e}", case.label);
+            assert!(d < 1e-4, "{}: logits differ by {d}", case.label);
         }
     }
 }
@@ -127,34 +213,32 @@ fn hidden_states_and_logits_match_transformers() {
 #[test]
 fn similarity_from_one_pass_matches_transformers_hidden_states() {
     use interlace::prune::{SimilarityAccumulator, SimilarityScores};
-    for &(name, _) in FAMILIES {
-        let dir = model_dir(name);
-        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
-        let processor = Processor::from_dir(&dir).unwrap();
-        let t = load_tensors(&family_dir(name).join("cases.safetensors"));
+    for &(name, _) in all_families() {
+        let model = load(&model_dir(name));
         let l = model.config.text.num_hidden_layers;
-        let mut acc = SimilarityAccumulator::new(l, 3).unwrap();
+        let max_pack = (l - 1).min(3);
+        let mut acc = SimilarityAccumulator::new(l, max_pack).unwrap();
         let cases = cases(name);
-        for (case, msgs) in &cases {
-            let inputs = inputs(name, &processor, case, msgs, &t);
-            let emb = model.embed(&inputs, Default::default()).unwrap();
+        for case in &cases {
+            let emb = model.embed(&case.inputs, Default::default()).unwrap();
             let mut obs = acc.sample();
             model
                 .run_decoder(&emb, Some(&mut obs), Default::default())
                 .unwrap();
         }
         let scores = SimilarityScores::new(name, name, l, acc.into_packs()).unwrap();
-        for (s, (case, _)) in cases.iter().enumerate() {
-            for k in 1..=3 {
+        for (s, case) in cases.iter().enumerate() {
+            for k in 1..=max_pack {
                 for i in 0..l - k {
                     let want = mean_cosine(
-                        &t[&format!("{case}.hidden.{i}")],
-                        &t[&format!("{case}.hidden.{}", i + k)],
+                        case.hidden_state(i).unwrap(),
+                        case.hidden_state(i + k).unwrap(),
                     );
                     let ours = scores.samples(k, i).unwrap()[s];
                     assert!(
                         (ours - want).abs() < 1e-4,
-                        "{name}/{case}: s_{k}({i}) = {ours}, transformers {want}"
+                        "{}: s_{k}({i}) = {ours}, transformers {want}",
+                        case.label
                     );
                 }
             }
@@ -164,16 +248,13 @@ fn similarity_from_one_pass_matches_transformers_hidden_states() {
 
 #[test]
 fn greedy_generation_matches_transformers() {
-    for &(name, _) in FAMILIES {
-        let dir = model_dir(name);
-        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
-        let processor = Processor::from_dir(&dir).unwrap();
-        let t = load_tensors(&family_dir(name).join("cases.safetensors"));
-        for (case, msgs) in cases(name) {
-            let inputs = inputs(name, &processor, &case, &msgs, &t);
-            let want = ids(&t[&format!("{case}.generated")]);
-            let got = interlace::eval::generate::greedy(&model, &inputs, want.len(), &[]).unwrap();
-            assert_eq!(got.tokens, want, "{name}/{case}: greedy tokens");
+    for &(name, _) in all_families() {
+        let model = load(&model_dir(name));
+        for case in cases(name) {
+            let want = ids(case.get(case.generated));
+            let got =
+                interlace::eval::generate::greedy(&model, &case.inputs, want.len(), &[]).unwrap();
+            assert_eq!(got.tokens, want, "{}: greedy tokens", case.label);
         }
     }
 }
@@ -188,19 +269,20 @@ fn write_plan(path: &Path, num_layers: usize, drop: &[usize]) {
     std::fs::write(path, plan.to_string()).unwrap();
 }
 
+/// `interlace prune` with the layers the script deleted: the checkpoint keeps the source's
+/// layout and config sections, and its logits are transformers' after its own deletion.
 #[test]
 fn pruned_checkpoint_matches_transformers_layer_deletion() {
-    for &(name, _) in FAMILIES {
+    for &(name, _) in all_families() {
         let tmp = tempfile::tempdir().unwrap();
-        let drop: Vec<usize> =
-            serde_json::from_value(meta(name, "cases.json")["drop"].clone()).unwrap();
+        let drop = dropped(name);
+        let layers = load(&model_dir(name)).layers.len();
         let plan = tmp.path().join("plan.json");
-        write_plan(&plan, 5, &drop);
+        write_plan(&plan, layers, &drop);
         let out = tmp.path().join("pruned");
         assert_ok(
             &common::cli()
-                .arg("prune")
-                .arg("--model")
+                .args(["prune", "--model"])
                 .arg(model_dir(name))
                 .arg("--plan")
                 .arg(&plan)
@@ -209,37 +291,44 @@ fn pruned_checkpoint_matches_transformers_layer_deletion() {
                 .output()
                 .unwrap(),
         );
-        let config: Value =
+        let before: Value = serde_json::from_str(
+            &std::fs::read_to_string(model_dir(name).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        let after: Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
                 .unwrap();
+        for section in ["", "/text_config"] {
+            let key = format!("{section}/num_hidden_layers");
+            if before.pointer(&key).is_some() {
+                assert_eq!(
+                    after.pointer(&key).unwrap(),
+                    layers - drop.len(),
+                    "{name}: {key}"
+                );
+            }
+        }
         assert_eq!(
-            config["num_hidden_layers"],
-            5 - drop.len(),
-            "{name}: config.json layer count"
+            before.get("text_config").is_some(),
+            after.get("text_config").is_some(),
+            "{name}: config sections"
         );
-        assert!(
-            config.get("text_config").is_none(),
-            "{name}: no text_config added"
-        );
-        let model = Model::load(&out, DType::F32, &Device::Cpu).unwrap();
+        let model = load(&out);
         let kept: Vec<usize> = model.layers.iter().map(|l| l.original_index).collect();
         assert_eq!(
             kept,
-            (0..5).filter(|l| !drop.contains(l)).collect::<Vec<_>>()
+            (0..layers)
+                .filter(|l| !drop.contains(l))
+                .collect::<Vec<_>>()
         );
-        let processor = Processor::from_dir(&out).unwrap();
-        let t = load_tensors(&family_dir(name).join("cases.safetensors"));
-        let want = load_tensors(&family_dir(name).join("pruned.safetensors"));
-        for (case, msgs) in cases(name) {
-            let inputs = inputs(name, &processor, &case, &msgs, &t);
-            let logits = model.forward(&inputs, None).unwrap();
-            let d = max_abs_diff(
-                &to_f32_vec(&logits),
-                &to_f32_vec(&want[&format!("{case}.logits")]),
-            );
+        // The pruned directory's processor is the source's: the same inputs serve.
+        for case in cases(name) {
+            let logits = model.forward(&case.inputs, None).unwrap();
+            let d = max_abs_diff(&to_f32_vec(&logits), &to_f32_vec(&case.pruned_logits));
             assert!(
                 d < 1e-4,
-                "{name}/{case}: pruned logits differ from transformers' deletion by {d}"
+                "{}: pruned logits differ from transformers' deletion by {d}",
+                case.label
             );
         }
     }
@@ -252,7 +341,7 @@ fn pruned_checkpoint_matches_transformers_layer_deletion() {
 #[test]
 fn one_finetuning_step_matches_pytorch() {
     use interlace::train::trainer::{TrainOptions, Trainer};
-    for &(name, _) in FAMILIES.iter().chain(VL_FAMILIES) {
+    for &(name, _) in all_families() {
         let dir = model_dir(name);
         let m = meta(name, "step.json");
         let reference = load_tensors(&family_dir(name).join("step.safetensors"));
@@ -350,120 +439,6 @@ fn one_finetuning_step_matches_pytorch() {
             worst_noise < 0.1 * lr,
             "{name}: noise-level weights differ by {worst_noise}"
         );
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Qwen2-VL and Qwen2.5-VL (fixtures by tools/make_qwen2_vl_fixtures.py: a text-only case and
-// a one-image case, each with transformers' processor output, hidden states, logits, greedy
-// tokens, and the logits of transformers' own deletion of decoder layer 1).
-
-const VL_FAMILIES: &[(&str, Family)] = &[
-    ("qwen2-vl", Family::Qwen2Vl),
-    ("qwen2.5-vl", Family::Qwen25Vl),
-];
-const VL_CASES: &[&str] = &["text", "one_image"];
-
-fn vl_case(name: &str, case: &str) -> (HashMap<String, Tensor>, Value) {
-    (
-        load_tensors(&family_dir(name).join(format!("{case}.safetensors"))),
-        meta(name, &format!("{case}.json")),
-    )
-}
-
-/// Our processor on the case's rendered prompt and images: transformers' token ids. (The
-/// script ran transformers' PIL image processor, so ours runs its PIL backend too.)
-fn vl_inputs(name: &str, processor: &Processor, case: &str) -> ModelInputs {
-    let (t, m) = vl_case(name, case);
-    let images: Vec<_> = m["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| common::open_like_pil(p.as_str().unwrap()))
-        .collect();
-    let enc = processor
-        .encode_prompt(m["prompt"].as_str().unwrap().to_string(), &images)
-        .unwrap();
-    assert_eq!(
-        enc.input_ids,
-        ids(&t["input_ids"]),
-        "{name}/{case}: token ids"
-    );
-    ModelInputs::from_encoded(&enc, &Device::Cpu).unwrap()
-}
-
-#[test]
-fn vl_families_match_transformers() {
-    for &(name, family) in VL_FAMILIES {
-        let dir = model_dir(name);
-        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(model.config.family, family);
-        assert_eq!(
-            (model.names.decoder.as_str(), model.names.visual.as_str()),
-            ("model", "visual")
-        );
-        assert!(
-            model.config.text.qkv_bias && !model.config.text.o_bias && !model.config.text.qk_norm
-        );
-        let processor = Processor::from_dir(&dir)
-            .unwrap()
-            .with_image_backend(common::PIL);
-        for &case in VL_CASES {
-            let (t, _) = vl_case(name, case);
-            let inputs = vl_inputs(name, &processor, case);
-            let mut hidden = CollectHidden::default();
-            let logits = model.forward(&inputs, Some(&mut hidden)).unwrap();
-            for (i, h) in hidden.0.iter().enumerate() {
-                let want = to_f32_vec(&t[&format!("hidden_state.{i}")]);
-                let d = max_abs_diff(&to_f32_vec(&h.squeeze(0).unwrap()), &want);
-                assert!(d < 1e-4, "{name}/{case}: hidden state {i} differs by {d}");
-            }
-            assert!(t.contains_key(&format!("hidden_state.{}", hidden.0.len() - 1)));
-            assert!(!t.contains_key(&format!("hidden_state.{}", hidden.0.len())));
-            let d = max_abs_diff(&to_f32_vec(&logits), &to_f32_vec(&t["logits"]));
-            println!("{name}/{case}: max |logits - transformers| = {d:e}");
-            assert!(d < 1e-4, "{name}/{case}: logits differ by {d}");
-            let want = ids(&t["generated_ids"]);
-            let got = interlace::eval::generate::greedy(&model, &inputs, want.len(), &[]).unwrap();
-            assert_eq!(got.tokens, want, "{name}/{case}: greedy tokens");
-        }
-    }
-}
-
-#[test]
-fn vl_pruned_checkpoints_match_transformers_layer_deletion() {
-    for &(name, _) in VL_FAMILIES {
-        let tmp = tempfile::tempdir().unwrap();
-        let plan = tmp.path().join("plan.json");
-        write_plan(&plan, 3, &[1]);
-        let out = tmp.path().join("pruned");
-        assert_ok(
-            &common::cli()
-                .args(["prune", "--model"])
-                .arg(model_dir(name))
-                .arg("--plan")
-                .arg(&plan)
-                .arg("--out")
-                .arg(&out)
-                .output()
-                .unwrap(),
-        );
-        let model = Model::load(&out, DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(model.layers.len(), 2);
-        let processor = Processor::from_dir(&out)
-            .unwrap()
-            .with_image_backend(common::PIL);
-        for &case in VL_CASES {
-            let (t, _) = vl_case(name, case);
-            let logits = model
-                .forward(&vl_inputs(name, &processor, case), None)
-                .unwrap();
-            let d = max_abs_diff(&to_f32_vec(&logits), &to_f32_vec(&t["logits_pruned"]));
-            assert!(
-                d < 1e-4,
-                "{name}/{case}: pruned logits differ from transformers' deletion by {d}"
-            );
-        }
     }
 }
 
@@ -606,46 +581,4 @@ fn unknown_family_is_named() {
     // The architecture alone is enough for a supported family.
     raw["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
     assert_eq!(ModelConfig::from_value(raw).unwrap().family, Family::Llama);
-}
-
-/// Similarity scores from one pass on Qwen2-VL and Qwen2.5-VL (a text and an image
-/// conversation) against the same scores from transformers' hidden states.
-#[test]
-fn vl_similarity_matches_transformers_hidden_states() {
-    use interlace::prune::{SimilarityAccumulator, SimilarityScores};
-    for &(name, _) in VL_FAMILIES {
-        let dir = model_dir(name);
-        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
-        let processor = Processor::from_dir(&dir)
-            .unwrap()
-            .with_image_backend(common::PIL);
-        let l = model.config.text.num_hidden_layers;
-        let mut acc = SimilarityAccumulator::new(l, l - 1).unwrap();
-        for &case in VL_CASES {
-            let emb = model
-                .embed(&vl_inputs(name, &processor, case), Default::default())
-                .unwrap();
-            let mut obs = acc.sample();
-            model
-                .run_decoder(&emb, Some(&mut obs), Default::default())
-                .unwrap();
-        }
-        let scores = SimilarityScores::new(name, name, l, acc.into_packs()).unwrap();
-        for (s, &case) in VL_CASES.iter().enumerate() {
-            let (t, _) = vl_case(name, case);
-            for k in 1..l {
-                for i in 0..l - k {
-                    let want = mean_cosine(
-                        &t[&format!("hidden_state.{i}")],
-                        &t[&format!("hidden_state.{}", i + k)],
-                    );
-                    let ours = scores.samples(k, i).unwrap()[s];
-                    assert!(
-                        (ours - want).abs() < 1e-4,
-                        "{name}/{case}: s_{k}({i}) = {ours}, transformers {want}"
-                    );
-                }
-            }
-        }
-    }
 }
