@@ -30,6 +30,27 @@ pub fn resolve(flag: Option<usize>, micro_batch: usize) -> anyhow::Result<usize>
     Ok(n)
 }
 
+/// `f()` on a rayon pool with one thread per core, whatever RAYON_NUM_THREADS says (its
+/// parallel iterators use that pool): for one-off work outside the tensor ops, such as
+/// transposing weights while a model loads, that should use every core even when
+/// [`resolve`] made the tensor ops single-threaded for several workers. The pool is made
+/// on first use; if it cannot be, `f` runs on rayon's global pool.
+pub fn on_all_cores<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("interlace-all-cores-{i}"))
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
 /// `f(w)` for w in 0..n, on n threads (on this one for n = 1); the results in order of w,
 /// or the first error.
 pub fn on_threads<T: Send>(

@@ -223,6 +223,55 @@ multiversion! {
     }
 }
 
+fn has_avx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `dst[j·ldd + i] = src[i·lds + j]` for i, j < 8: eight row loads, the textbook
+/// unpack / shuffle / lane-permute sequence, eight row stores.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8x8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    use std::arch::x86_64::*;
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let out = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (j, v) in out.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(j * ldd), v);
+    }
+}
+
 /// The transpose (cols, rows) of a row-major (rows, cols) matrix, row-major, copied in
 /// 32 × 32 tiles on all cores (candle's strided copy goes element by element and took half
 /// of a small model's loading time).
@@ -239,21 +288,59 @@ pub fn transpose<T: Copy + Default + Send + Sync>(src: &[T], rows: usize, cols: 
     if rows == 0 || cols == 0 {
         return dst;
     }
-    // Each task writes TILE rows of the result (TILE columns of the source).
-    dst.par_chunks_mut(TILE * rows)
-        .enumerate()
-        .for_each(|(block, out)| {
-            let c0 = block * TILE;
-            let width = out.len() / rows;
-            for r0 in (0..rows).step_by(TILE) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    let row = &src[r * cols + c0..r * cols + c0 + width];
-                    for (j, &v) in row.iter().enumerate() {
-                        out[j * rows + r] = v;
+    // 4-byte elements (f32) move as bits in 8 × 8 blocks through AVX registers where the
+    // CPU has AVX; the rest element by element.
+    let blocks8 = std::mem::size_of::<T>() == 4 && has_avx();
+    // Each task writes TILE rows of the result (TILE columns of the source), on every
+    // core even when the tensor ops are single-threaded (`--workers`).
+    crate::workers::on_all_cores(|| {
+        dst.par_chunks_mut(TILE * rows)
+            .enumerate()
+            .for_each(|(block, out)| {
+                let c0 = block * TILE;
+                let width = out.len() / rows;
+                for r0 in (0..rows).step_by(TILE) {
+                    let end = (r0 + TILE).min(rows);
+                    let mut r = r0;
+                    if blocks8 {
+                        while r + 8 <= end {
+                            let mut j = 0;
+                            while j + 8 <= width {
+                                let from = &src[r * cols + c0 + j..];
+                                let from = &from[..7 * cols + 8];
+                                let to = &mut out[j * rows + r..];
+                                let to = &mut to[..7 * rows + 8];
+                                // SAFETY: 4-byte Copy elements moved as f32 bit patterns;
+                                // the slices hold all 8 rows of 8 (bounds checked above);
+                                // AVX is present (`has_avx`).
+                                #[cfg(target_arch = "x86_64")]
+                                unsafe {
+                                    transpose8x8(
+                                        from.as_ptr() as *const f32,
+                                        cols,
+                                        to.as_mut_ptr() as *mut f32,
+                                        rows,
+                                    )
+                                };
+                                j += 8;
+                            }
+                            for rr in r..r + 8 {
+                                for jj in j..width {
+                                    out[jj * rows + rr] = src[rr * cols + c0 + jj];
+                                }
+                            }
+                            r += 8;
+                        }
+                    }
+                    for r in r..end {
+                        let row = &src[r * cols + c0..r * cols + c0 + width];
+                        for (j, &v) in row.iter().enumerate() {
+                            out[j * rows + r] = v;
+                        }
                     }
                 }
-            }
-        });
+            })
+    });
     dst
 }
 
@@ -317,9 +404,25 @@ mod tests {
 
     #[test]
     fn transpose_moves_every_element() {
-        for (rows, cols) in [(1, 1), (3, 70), (70, 3), (33, 65), (64, 32), (0, 5)] {
+        // 4-byte elements take the 8 × 8 blocks (where the CPU has AVX) with element-wise
+        // edges; 2-byte ones go element by element. Sizes with full blocks, partial blocks
+        // in either direction, and none.
+        let sizes = [
+            (1, 1),
+            (3, 70),
+            (70, 3),
+            (8, 8),
+            (17, 40),
+            (33, 65),
+            (64, 32),
+            (37, 203),
+            (0, 5),
+        ];
+        for (rows, cols) in sizes {
             let src: Vec<u32> = (0..(rows * cols) as u32).collect();
             let t = transpose(&src, rows, cols);
+            let half: Vec<u16> = src.iter().map(|&v| v as u16).collect();
+            let th = transpose(&half, rows, cols);
             for r in 0..rows {
                 for c in 0..cols {
                     assert_eq!(
@@ -327,6 +430,7 @@ mod tests {
                         src[r * cols + c],
                         "{rows}x{cols} at {r},{c}"
                     );
+                    assert_eq!(th[c * rows + r], half[r * cols + c]);
                 }
             }
         }

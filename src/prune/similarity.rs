@@ -60,6 +60,19 @@ impl SimilarityAccumulator {
         self.packs[0][0].len()
     }
 
+    /// Adds `other`'s samples after this one's (same model and pack sizes).
+    pub fn append(&mut self, other: SimilarityAccumulator) {
+        debug_assert_eq!(
+            (self.num_layers, self.max_pack),
+            (other.num_layers, other.max_pack)
+        );
+        for (mine, theirs) in self.packs.iter_mut().zip(other.packs) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                m.extend(t);
+            }
+        }
+    }
+
     /// `packs[k-1][i]` = the per-sample scores, as `SimilarityScores::new` takes them.
     pub fn into_packs(self) -> Vec<Vec<Vec<f64>>> {
         self.packs
