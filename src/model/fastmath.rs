@@ -276,6 +276,38 @@ unsafe fn transpose8x8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
 /// 32 × 32 tiles on all cores (candle's strided copy goes element by element and took half
 /// of a small model's loading time).
 pub fn transpose<T: Copy + Default + Send + Sync>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    // 4-byte elements (f32) move as bits in 8 × 8 blocks through AVX registers where the
+    // CPU has AVX; the rest element by element.
+    let blocks8 = std::mem::size_of::<T>() == 4 && has_avx();
+    transpose_impl(src, rows, cols, |v| v, blocks8)
+}
+
+/// [`transpose`] with each element converted by `f` on the way (a checkpoint's stored
+/// bytes to the compute dtype, in one pass and one allocation), element by element.
+pub fn transpose_map<S: Copy + Send + Sync, T: Copy + Default + Send + Sync>(
+    src: &[S],
+    rows: usize,
+    cols: usize,
+    f: impl Fn(S) -> T + Sync,
+) -> Vec<T> {
+    transpose_impl(src, rows, cols, f, false)
+}
+
+/// [`transpose_map`] from little-endian f32 bytes: on a little-endian CPU with AVX the bits
+/// move as they are, in [`transpose`]'s 8 × 8 blocks.
+pub fn transpose_le_f32(src: &[[u8; 4]], rows: usize, cols: usize) -> Vec<f32> {
+    let blocks8 = cfg!(target_endian = "little") && has_avx();
+    transpose_impl(src, rows, cols, f32::from_le_bytes, blocks8)
+}
+
+/// `blocks8`: S and T are the same 4-byte type, `f` the identity, and the CPU has AVX.
+fn transpose_impl<S: Copy + Send + Sync, T: Copy + Default + Send + Sync>(
+    src: &[S],
+    rows: usize,
+    cols: usize,
+    f: impl Fn(S) -> T + Sync,
+    blocks8: bool,
+) -> Vec<T> {
     use rayon::prelude::*;
     const TILE: usize = 32;
     assert_eq!(
@@ -284,13 +316,14 @@ pub fn transpose<T: Copy + Default + Send + Sync>(src: &[T], rows: usize, cols: 
         "transpose: {rows} × {cols} from {}",
         src.len()
     );
+    assert!(
+        !blocks8 || (std::mem::size_of::<S>() == 4 && std::mem::size_of::<T>() == 4),
+        "transpose: 8 x 8 blocks move 4-byte elements only"
+    );
     let mut dst = vec![T::default(); src.len()];
     if rows == 0 || cols == 0 {
         return dst;
     }
-    // 4-byte elements (f32) move as bits in 8 × 8 blocks through AVX registers where the
-    // CPU has AVX; the rest element by element.
-    let blocks8 = std::mem::size_of::<T>() == 4 && has_avx();
     // Each task writes TILE rows of the result (TILE columns of the source), on every
     // core even when the tensor ops are single-threaded (`--workers`).
     crate::workers::on_all_cores(|| {
@@ -326,7 +359,7 @@ pub fn transpose<T: Copy + Default + Send + Sync>(src: &[T], rows: usize, cols: 
                             }
                             for rr in r..r + 8 {
                                 for jj in j..width {
-                                    out[jj * rows + rr] = src[rr * cols + c0 + jj];
+                                    out[jj * rows + rr] = f(src[rr * cols + c0 + jj]);
                                 }
                             }
                             r += 8;
@@ -335,7 +368,7 @@ pub fn transpose<T: Copy + Default + Send + Sync>(src: &[T], rows: usize, cols: 
                     for r in r..end {
                         let row = &src[r * cols + c0..r * cols + c0 + width];
                         for (j, &v) in row.iter().enumerate() {
-                            out[j * rows + r] = v;
+                            out[j * rows + r] = f(v);
                         }
                     }
                 }
@@ -423,6 +456,9 @@ mod tests {
             let t = transpose(&src, rows, cols);
             let half: Vec<u16> = src.iter().map(|&v| v as u16).collect();
             let th = transpose(&half, rows, cols);
+            let bytes: Vec<[u8; 4]> = src.iter().map(|v| v.to_le_bytes()).collect();
+            let tf = transpose_le_f32(&bytes, rows, cols);
+            let tm = transpose_map(&half, rows, cols, |v| 2 * v as u32);
             for r in 0..rows {
                 for c in 0..cols {
                     assert_eq!(
@@ -431,6 +467,8 @@ mod tests {
                         "{rows}x{cols} at {r},{c}"
                     );
                     assert_eq!(th[c * rows + r], half[r * cols + c]);
+                    assert_eq!(tf[c * rows + r].to_bits(), src[r * cols + c]);
+                    assert_eq!(tm[c * rows + r], 2 * half[r * cols + c] as u32);
                 }
             }
         }

@@ -259,8 +259,18 @@ impl Model {
         device: &Device,
         f32_layers: &[usize],
     ) -> Result<Self> {
+        Self::load_inner(dir, dtype, device, f32_layers, None)
+    }
+
+    fn load_inner(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+        f32_layers: &[usize],
+        lay_out: Option<weights::LayOut>,
+    ) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
-        let (vb, tensors) = weights::var_builder(dir, dtype, device)?;
+        let (vb, tensors) = weights::var_builder_laid_out(dir, dtype, device, lay_out)?;
         let names = TensorNames::detect(tensors.iter().map(|i| i.name.as_str()));
         let stored = stored_layer_indices(&tensors, &names);
         let expected = config.text.num_hidden_layers;
@@ -361,8 +371,22 @@ impl Model {
     /// through it): on the CPU every linear weight is laid out for the forward product
     /// (see [`Model::lay_out_for_forward`]).
     pub fn load_for_inference(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let mut model = Self::load(dir, dtype, device)?;
-        model.lay_out_for_forward(|_| true)?;
+        Self::load_laid_out(dir, dtype, device, |_| true)
+    }
+
+    /// [`Model::load`] with the linear weights whose checkpoint names pass `which` laid out
+    /// for the forward product ([`Model::lay_out_for_forward`]), as they are read where
+    /// possible (one pass over each weight's bytes, one allocation).
+    pub fn load_laid_out(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+        which: impl Fn(&str) -> bool + Clone + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let mut model = Self::load_inner(dir, dtype, device, &[], Some(Box::new(which.clone())))?;
+        // What was not laid out on reading (weights the model reshapes, like the vision
+        // patch embedding, or conversions candle makes).
+        model.lay_out_for_forward(which)?;
         Ok(model)
     }
 

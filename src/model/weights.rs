@@ -109,11 +109,30 @@ pub fn read_tensor_infos(files: &[PathBuf]) -> Result<Vec<TensorInfo>> {
     Ok(out)
 }
 
+/// Which stored tensors to lay out for the forward product as they are read (see
+/// [`var_builder_laid_out`]), by checkpoint name.
+pub type LayOut = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Memory-maps the checkpoint and returns a VarBuilder that converts to `dtype` on read.
 pub fn var_builder(
     dir: &Path,
     dtype: DType,
     device: &Device,
+) -> Result<(VarBuilder<'static>, Vec<TensorInfo>)> {
+    var_builder_laid_out(dir, dtype, device, None)
+}
+
+/// [`var_builder`], with the 2-D weights whose names pass `lay_out` (on the CPU; position
+/// embeddings excepted) stored as the transpose of an (in, out)-contiguous matrix, as
+/// [`crate::model::lm::Model::lay_out_for_forward`] would leave them, but converted and
+/// transposed straight from the file's bytes in one pass. (Converting first and transposing
+/// afterwards allocated every large weight twice; on a 2B-shaped model in f32 the kernel's
+/// zeroing of those fresh pages was half of a 28-50 s load.)
+pub fn var_builder_laid_out(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+    lay_out: Option<LayOut>,
 ) -> Result<(VarBuilder<'static>, Vec<TensorInfo>)> {
     let files = weight_files(dir)?;
     let infos = read_tensor_infos(&files)?;
@@ -129,6 +148,7 @@ pub fn var_builder(
     }
     let backend = FileBackend {
         tensors: infos.iter().map(|i| (i.name.clone(), i.clone())).collect(),
+        lay_out,
     };
     let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
     Ok((vb, infos))
@@ -139,6 +159,7 @@ pub fn var_builder(
 /// needs the converted weights' memory only, not twice the checkpoint's size.
 struct FileBackend {
     tensors: std::collections::HashMap<String, TensorInfo>,
+    lay_out: Option<LayOut>,
 }
 
 impl FileBackend {
@@ -167,8 +188,74 @@ impl FileBackend {
             safetensors::Dtype::F16 => DType::F16,
             other => candle_core::bail!("{name}: unsupported dtype {other:?}"),
         };
+        let lay_out = dev.is_cpu()
+            && info.shape.len() == 2
+            && !name.ends_with("pos_embed.weight")
+            && self.lay_out.as_ref().is_some_and(|f| f(name));
+        if let Some(t) = decode(&bytes, stored, dtype, &info.shape, lay_out, dev)? {
+            return Ok(t);
+        }
         candle_core::Tensor::from_raw_buffer(&bytes, stored, &info.shape, dev)?.to_dtype(dtype)
     }
+}
+
+/// The tensor `shape` of `dtype` from its stored little-endian bytes, in one pass and one
+/// allocation, when the conversion is exact (to f32 from any stored float type, or to the
+/// stored type itself) and the device is the CPU; `lay_out`: 2-D, stored as the transpose of
+/// an (in, out)-contiguous matrix. None: the caller converts through candle.
+fn decode(
+    bytes: &[u8],
+    stored: DType,
+    dtype: DType,
+    shape: &[usize],
+    lay_out: bool,
+    dev: &Device,
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    use half::{bf16, f16};
+    fn build<const N: usize, T: candle_core::WithDType + Default>(
+        bytes: &[u8],
+        shape: &[usize],
+        lay_out: bool,
+        dev: &Device,
+        f: impl Fn([u8; N]) -> T + Sync,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let (src, rest) = bytes.as_chunks::<N>();
+        if !rest.is_empty() || src.len() != shape.iter().product::<usize>() {
+            candle_core::bail!("stored tensor of {} bytes for shape {shape:?}", bytes.len());
+        }
+        if lay_out {
+            let (rows, cols) = (shape[0], shape[1]);
+            let v = super::fastmath::transpose_map(src, rows, cols, f);
+            candle_core::Tensor::from_vec(v, (cols, rows), dev)?.t()
+        } else {
+            let v: Vec<T> = src.iter().map(|&b| f(b)).collect();
+            candle_core::Tensor::from_vec(v, shape, dev)
+        }
+    }
+    if !dev.is_cpu() {
+        return Ok(None);
+    }
+    Ok(Some(match (stored, dtype) {
+        (DType::F32, DType::F32) if lay_out => {
+            let (src, rest) = bytes.as_chunks::<4>();
+            if !rest.is_empty() || src.len() != shape.iter().product::<usize>() {
+                candle_core::bail!("stored tensor of {} bytes for shape {shape:?}", bytes.len());
+            }
+            let (rows, cols) = (shape[0], shape[1]);
+            let v = super::fastmath::transpose_le_f32(src, rows, cols);
+            candle_core::Tensor::from_vec(v, (cols, rows), dev)?.t()?
+        }
+        (DType::F32, DType::F32) => build(bytes, shape, lay_out, dev, f32::from_le_bytes)?,
+        (DType::BF16, DType::F32) => build(bytes, shape, lay_out, dev, |b| {
+            bf16::from_le_bytes(b).to_f32()
+        })?,
+        (DType::F16, DType::F32) => build(bytes, shape, lay_out, dev, |b| {
+            f16::from_le_bytes(b).to_f32()
+        })?,
+        (DType::BF16, DType::BF16) => build(bytes, shape, lay_out, dev, bf16::from_le_bytes)?,
+        (DType::F16, DType::F16) => build(bytes, shape, lay_out, dev, f16::from_le_bytes)?,
+        _ => return Ok(None),
+    }))
 }
 
 impl candle_nn::var_builder::SimpleBackend for FileBackend {

@@ -87,11 +87,11 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
         crate::workers::resolve(args.workers, portion.len().max(1))?
     };
     let load_start = std::time::Instant::now();
-    let mut model = Model::load(&args.model, placement.dtype, &placement.device)?;
-    // As `Model::load_for_inference`, except for the LM head (or the embeddings tied to
-    // it): the pass stops before it, so laying it out would only cost load time.
-    let head = [model.names.embed_tokens(), "lm_head.weight".to_string()];
-    model.lay_out_for_forward(|name| !head.iter().any(|h| h == name))?;
+    // As `Model::load_for_inference`, except for the LM head (or the token embeddings tied
+    // to it): the pass stops before it, so laying it out would only cost load time.
+    let model = Model::load_laid_out(&args.model, placement.dtype, &placement.device, |name| {
+        name != "lm_head.weight" && !name.ends_with("embed_tokens.weight")
+    })?;
     let load_secs = load_start.elapsed().as_secs_f64();
     let scoring_start = std::time::Instant::now();
     let batch = args.batch.unwrap_or(if placement.is_gpu() {
