@@ -24,9 +24,17 @@ fn similarity_command_matches_transformers_and_skips_bad_samples() {
     ]);
     let data_path = tmp.path().join("data.json");
     std::fs::write(&data_path, data.to_string()).unwrap();
-    // One sample per pass (the CPU default) and all three in one packed pass.
-    for batch in ["1", "3"] {
-        let sim = tmp.path().join(format!("sim-{batch}.json"));
+    // One sample per pass, all three in one packed pass, two workers taking one sample at
+    // a time (the scores are added in row order whichever finishes first), and the
+    // defaults (one worker per core; passes of 2 with two cores).
+    let settings: [&[&str]; 4] = [
+        &["--batch", "1", "--workers", "1"],
+        &["--batch", "3", "--workers", "1"],
+        &["--batch", "1", "--workers", "2"],
+        &[],
+    ];
+    for (i, setting) in settings.iter().enumerate() {
+        let sim = tmp.path().join(format!("sim-{i}.json"));
         let out = common::cli()
             .args([
                 "similarity",
@@ -43,10 +51,9 @@ fn similarity_command_matches_transformers_and_skips_bad_samples() {
                 // The fixture cases were preprocessed by the PIL image processor.
                 "--image-backend",
                 "pil",
-                "--batch",
-                batch,
-                "--out",
             ])
+            .args(*setting)
+            .arg("--out")
             .arg(&sim)
             .output()
             .unwrap();
@@ -61,6 +68,9 @@ fn similarity_command_matches_transformers_and_skips_bad_samples() {
             "{report}"
         );
         assert!(report.contains("missing.png"), "{report}");
+        if setting.contains(&"2") {
+            assert!(report.contains("2 worker(s)"), "{report}");
+        }
 
         assert!(std::fs::read_to_string(sim.with_extension("svg"))
             .unwrap()

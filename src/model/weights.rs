@@ -401,3 +401,89 @@ pub fn save_tensors(
     safetensors::serialize_to_file(refs, metadata, path)
         .map_err(|e| anyhow::anyhow!("{}: cannot write ({e})", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::{bf16, f16};
+
+    /// Stored bytes decoded in one pass equal candle's own conversion (exact: every
+    /// conversion taken is a widening or the identity), and laid out they are the same
+    /// values in the transposed storage; conversions that round are left to candle.
+    #[test]
+    fn decoding_stored_bytes_equals_candles_conversion() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let (rows, cols) = (19, 37);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as f32) * 0.37 - 100.0) * if i % 3 == 0 { 1e-3 } else { 1.0 })
+            .collect();
+        let stored: [(DType, Vec<u8>); 3] = [
+            (
+                DType::F32,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            (
+                DType::BF16,
+                values
+                    .iter()
+                    .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                DType::F16,
+                values
+                    .iter()
+                    .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
+        ];
+        let mut decoded = 0;
+        for (from, bytes) in &stored {
+            for to in [DType::F32, DType::BF16, DType::F16] {
+                let want = candle_core::Tensor::from_raw_buffer(bytes, *from, &[rows, cols], &dev)?
+                    .to_dtype(to)?;
+                for lay_out in [false, true] {
+                    let got = decode(bytes, *from, to, &[rows, cols], lay_out, &dev)?;
+                    let exact = to == DType::F32 || to == *from;
+                    let Some(got) = got else {
+                        assert!(!exact, "{from:?} -> {to:?} should be decoded directly");
+                        continue;
+                    };
+                    assert!(exact, "{from:?} -> {to:?} rounds: candle's to convert");
+                    assert_eq!(got.dims(), &[rows, cols]);
+                    assert_eq!(got.dtype(), to);
+                    // Laid out: the storage is (cols, rows)-contiguous, seen transposed.
+                    assert_eq!(got.is_contiguous(), !lay_out);
+                    let (g, w) = (got.to_dtype(DType::F32)?, want.to_dtype(DType::F32)?);
+                    let g: Vec<u32> = g
+                        .flatten_all()?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    let w: Vec<u32> = w
+                        .flatten_all()?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    assert_eq!(g, w, "{from:?} -> {to:?}, laid out {lay_out}");
+                    decoded += 1;
+                }
+            }
+        }
+        // f32 from each of the three, and bf16 and f16 from themselves, both layouts.
+        assert_eq!(decoded, 2 * 5);
+        // A byte count that does not fit the shape is an error, not a panic.
+        assert!(decode(
+            &stored[0].1[1..],
+            DType::F32,
+            DType::F32,
+            &[rows, cols],
+            true,
+            &dev
+        )
+        .is_err());
+        Ok(())
+    }
+}
