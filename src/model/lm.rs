@@ -417,7 +417,10 @@ impl Model {
     /// The token embeddings of `ids` (n,) -> (n, hidden), in either layout of the table.
     fn embed_rows(&self, ids: &Tensor) -> Result<Tensor> {
         let e = &self.embed_tokens;
-        Ok(if e.is_contiguous() {
+        Ok(if e.rank() == 3 {
+            // Stored as the tied LM head's panels: row t is column t % 32 of panel t / 32.
+            super::ops::panel_rows(e, ids)?
+        } else if e.is_contiguous() {
             e.index_select(ids, 0)?
         } else {
             // Stored (hidden, vocab)-contiguous by `lay_out_for_forward`: gather columns.

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod qwen2_vl;
 pub mod qwen3_vl;
 pub mod rope;
+pub mod sgemm;
 pub mod vision;
 pub mod weights;
 

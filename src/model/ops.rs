@@ -1212,8 +1212,115 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
+/// [`linear`] for a weight stored as [`super::sgemm`]'s panels (a 3-D (n/32, 32, k) view,
+/// see [`super::weights::decode_panels`]; only models that run forward hold them).
+fn linear_panels(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let (p, nr, k) = w.dims3()?;
+    let n = p * nr;
+    let dims = x.dims().to_vec();
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let y = if x.track_op()
+        || b.is_some_and(|b| b.track_op())
+        || x.dtype() != DType::F32
+        || !x.device().is_cpu()
+        || !super::sgemm::available()
+    {
+        // Not a forward-only product on this CPU: the weight back in torch's layout (a copy).
+        return linear(x, &w.reshape((n, k))?, b);
+    } else {
+        x.reshape((rows, k))?
+            .contiguous()?
+            .apply_op1_no_bwd(&PanelLinear {
+                w: w.clone(),
+                b: b.cloned(),
+            })?
+    };
+    let mut out = dims;
+    let last = out.len() - 1;
+    out[last] = n;
+    y.reshape(out)
+}
+
+/// Rows `ids` (n,) of a weight stored as [`super::sgemm`]'s panels (see [`linear_panels`]),
+/// as an (n, k) tensor: the token embeddings when they are also the tied LM head.
+pub fn panel_rows(w: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    use super::sgemm::PANEL;
+    let (p, nr, k) = w.dims3()?;
+    if nr != PANEL || w.stride() != [PANEL * k, 1, PANEL] {
+        candle_core::bail!(
+            "panel-rows: a weight of shape {:?}, strides {:?}",
+            w.dims(),
+            w.stride()
+        );
+    }
+    let ids = ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?;
+    let (ws, wl) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
+        candle_core::bail!("panel-rows: the weight is not f32 on the CPU");
+    };
+    let panels = &wd[wl.start_offset()..wl.start_offset() + p * PANEL * k];
+    let mut out: Vec<f32> = Vec::with_capacity(ids.len() * k);
+    for &id in &ids {
+        let id = id as usize;
+        if id >= p * PANEL {
+            candle_core::bail!("panel-rows: row {id} of {}", p * PANEL);
+        }
+        let panel = &panels[id / PANEL * PANEL * k..][..PANEL * k];
+        out.extend(panel.iter().skip(id % PANEL).step_by(PANEL));
+    }
+    Tensor::from_vec(out, (ids.len(), k), w.device())
+}
+
+/// `x @ w.T + b` on the CPU in f32 by [`super::sgemm`], `w` as its panels.
+struct PanelLinear {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl candle_core::CustomOp1 for PanelLinear {
+    fn name(&self) -> &'static str {
+        "panel-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use super::sgemm::PANEL;
+        let x = cpu_f32(storage, layout)?;
+        let (m, k) = layout.shape().dims2()?;
+        let (p, nr, wk) = self.w.dims3()?;
+        let n = p * nr;
+        if nr != PANEL || wk != k || self.w.stride() != [PANEL * k, 1, PANEL] {
+            candle_core::bail!(
+                "panel-linear: ({m}, {k}) times a weight of shape {:?}, strides {:?}",
+                self.w.dims(),
+                self.w.stride()
+            );
+        }
+        let bias = match &self.b {
+            Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let (ws, wl) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
+            candle_core::bail!("panel-linear: the weight is not f32 on the CPU");
+        };
+        let panels = &wd[wl.start_offset()..wl.start_offset() + n * k];
+        let out = super::sgemm::product((m, n, k), x, k, panels, bias.as_deref());
+        Ok((
+            candle_core::CpuStorage::F32(out),
+            candle_core::Shape::from((m, n)),
+        ))
+    }
+}
+
 /// `x @ w.T (+ b)` for a torch-layout Linear weight, with any number of leading dimensions.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if w.rank() == 3 {
+        return linear_panels(x, w, b);
+    }
     let dims = x.dims().to_vec();
     let in_dim = dims[dims.len() - 1];
     let rows: usize = dims[..dims.len() - 1].iter().product();

@@ -192,11 +192,57 @@ impl FileBackend {
             && info.shape.len() == 2
             && !name.ends_with("pos_embed.weight")
             && self.lay_out.as_ref().is_some_and(|f| f(name));
+        // A linear weight in f32 on a CPU that runs `sgemm` is stored as its panels (the
+        // token embeddings too: as the tied LM head they are a linear weight, and their rows
+        // are gathered from the panels).
+        if lay_out
+            && dtype == DType::F32
+            && super::sgemm::available()
+            && super::sgemm::packable(info.shape[0])
+        {
+            if let Some(t) = decode_panels(&bytes, stored, (info.shape[0], info.shape[1]), dev)? {
+                return Ok(t);
+            }
+        }
         if let Some(t) = decode(&bytes, stored, dtype, &info.shape, lay_out, dev)? {
             return Ok(t);
         }
         candle_core::Tensor::from_raw_buffer(&bytes, stored, &info.shape, dev)?.to_dtype(dtype)
     }
+}
+
+/// A weight (n, k) in f32 as [`super::sgemm`]'s panels, from its stored bytes: a 3-D tensor
+/// (n/32, 32, k) whose values are the weight's rows in order (w.reshape(n/32, 32, k)) and
+/// whose storage is the panels (strides (32k, 1, 32)); [`super::ops::linear`] multiplies
+/// by it in place. None: a stored type this does not convert exactly.
+pub fn decode_panels(
+    bytes: &[u8],
+    stored: DType,
+    (n, k): (usize, usize),
+    dev: &Device,
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    use super::sgemm::{pack_panels, PANEL};
+    use half::{bf16, f16};
+    fn chunks<const N: usize>(bytes: &[u8], len: usize) -> candle_core::Result<&[[u8; N]]> {
+        let (src, rest) = bytes.as_chunks::<N>();
+        if !rest.is_empty() || src.len() != len {
+            candle_core::bail!("stored tensor of {} bytes for {len} elements", bytes.len());
+        }
+        Ok(src)
+    }
+    let v = match stored {
+        DType::F32 => pack_panels(chunks::<4>(bytes, n * k)?, (n, k), f32::from_le_bytes),
+        DType::BF16 => pack_panels(chunks::<2>(bytes, n * k)?, (n, k), |b| {
+            bf16::from_le_bytes(b).to_f32()
+        }),
+        DType::F16 => pack_panels(chunks::<2>(bytes, n * k)?, (n, k), |b| {
+            f16::from_le_bytes(b).to_f32()
+        }),
+        _ => return Ok(None),
+    };
+    Ok(Some(
+        candle_core::Tensor::from_vec(v, (n / PANEL, k, PANEL), dev)?.transpose(1, 2)?,
+    ))
 }
 
 /// The tensor `shape` of `dtype` from its stored little-endian bytes, in one pass and one
@@ -268,7 +314,9 @@ impl candle_nn::var_builder::SimpleBackend for FileBackend {
         dev: &Device,
     ) -> candle_core::Result<candle_core::Tensor> {
         let t = self.read(name, dtype, dev)?;
-        if t.shape() != &s {
+        // A weight stored as panels has the (n/32, 32, k) shape of the same values.
+        let panels = t.rank() == 3 && s.dims() == [t.dim(0)? * t.dim(1)?, t.dim(2)?];
+        if t.shape() != &s && !panels {
             Err(candle_core::Error::UnexpectedShape {
                 msg: format!("shape mismatch for {name}"),
                 expected: s,

@@ -1,0 +1,533 @@
+//! The CPU's f32 matrix product for the linear layers of a model that only runs forward,
+//! `x · wᵀ (+ b)`, on AVX-512, with the weight packed once at load time.
+//!
+//! candle's CPU matrix product (the `gemm` crate) repacks the weight on every call, from
+//! memory, before it multiplies: on the 2-core AVX-512 Xeon of BENCHMARKS.md (session 26)
+//! that packing was 12 % of the forward pass and the products ran at 260–290 GFLOP/s where
+//! PyTorch's MKL reached 300–360. Here the weight is stored as [`PANEL`]-column panels
+//! (see [`pack_panels`]), each reduction step of a panel one contiguous 128-byte row, so
+//! the product reads it in place:
+//!
+//! - the output is computed in 12 × 32 tiles kept in 24 zmm registers: per step of the
+//!   reduction, two vector loads of the weight panel, twelve broadcasts of the activations,
+//!   24 FMAs (on one core this loop ran at about 96 % of the FMA peak measured on the same
+//!   core);
+//! - the reduction is cut in blocks of `KC` so that a block of a panel (32 KiB) stays in L1
+//!   while every 12-row strip of the activations passes over it; the activations are read
+//!   in place (the last, partial strip is copied with zero rows);
+//! - the panels are split between rayon's threads (one pool for everything), and the bias
+//!   is added when a tile is first stored.
+//!
+//! The reduction runs in a different order than gemm's or MKL's, so results differ from
+//! theirs in the last bits (the tests compare with sums in f64; every parity test against
+//! transformers runs through it on a CPU with AVX-512).
+
+/// Rows of the output tile (tokens).
+const MR: usize = 12;
+/// Columns of the output tile and of a weight panel (output features): two 16-float vectors.
+pub const PANEL: usize = 32;
+const NR: usize = PANEL;
+/// Largest reduction block: a KC × NR block of a panel is 32 KiB, within a 48 KiB L1.
+const KC: usize = 256;
+
+/// Whether this CPU runs [`matmul`] (x86-64 with AVX-512F; checked once).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether a weight with `n` output features can be stored as panels.
+pub fn packable(n: usize) -> bool {
+    n > 0 && n.is_multiple_of(PANEL)
+}
+
+/// The panels of a weight `w` (n, k), row-major, given element by element through `get(row,
+/// col)` (its stored bytes, converted): panel p holds columns 32p..32p+32 of `wᵀ`, row by
+/// row: `out[p·k·32 + kk·32 + j] = w[32p + j][kk]`. `n` must be [`packable`].
+pub fn pack_panels<T: Copy + Send + Sync>(
+    src: &[T],
+    (n, k): (usize, usize),
+    f: impl Fn(T) -> f32 + Sync,
+) -> Vec<f32> {
+    assert!(
+        packable(n) && src.len() == n * k,
+        "sgemm: cannot pack ({n}, {k})"
+    );
+    let mut out = vec![0f32; n * k];
+    // Each panel is the transpose of a 32-row block of w.
+    crate::workers::on_all_cores(|| {
+        use rayon::prelude::*;
+        out.par_chunks_mut(NR * k)
+            .zip(src.par_chunks(NR * k))
+            .for_each(|(panel, block)| {
+                for (j, row) in block.chunks_exact(k).enumerate() {
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * NR + j] = f(v);
+                    }
+                }
+            })
+    });
+    out
+}
+
+/// `c = a · wᵀ (+ bias)`: `a` (m, k) row-major with row stride `lda`, `w` (n, k) given as
+/// its [`pack_panels`], `bias` (n,), `c` (m, n) row-major, overwritten. Panics unless
+/// [`available`] and `n` is [`packable`] (callers check), or when a slice is too short.
+pub fn matmul(
+    mnk: (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    panels: &[f32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) {
+    // SAFETY: f32 and MaybeUninit<f32> have the same layout; every element of an
+    // initialised slice stays initialised.
+    let c = unsafe {
+        std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut std::mem::MaybeUninit<f32>, c.len())
+    };
+    matmul_uninit(mnk, a, lda, panels, bias, c)
+}
+
+/// The product `c` (m, n) of `a` (m, k) and the weight `w` (n, k) as a new vector.
+pub fn product(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    panels: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(m * n);
+    matmul_uninit(
+        (m, n, k),
+        a,
+        lda,
+        panels,
+        bias,
+        &mut out.spare_capacity_mut()[..m * n],
+    );
+    // SAFETY: `matmul_uninit` wrote all m·n elements.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
+/// [`matmul`] into memory that need not be initialised: every element of `c[..m·n]` is
+/// written (the first reduction block stores, later ones add to what it stored).
+fn matmul_uninit(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    panels: &[f32],
+    bias: Option<&[f32]>,
+    c: &mut [std::mem::MaybeUninit<f32>],
+) {
+    assert!(available(), "sgemm: this CPU has no AVX-512");
+    assert!(
+        packable(n),
+        "sgemm: {n} output features are not whole panels"
+    );
+    assert!(
+        lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k),
+        "sgemm: a is too short"
+    );
+    assert!(
+        panels.len() >= n * k,
+        "sgemm: the weight panels are too short"
+    );
+    assert!(c.len() >= m * n, "sgemm: c is too short");
+    if let Some(bias) = bias {
+        assert!(bias.len() >= n, "sgemm: bias is too short");
+    }
+    if m == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in c[..m * n].chunks_mut(n) {
+            for (j, v) in row.iter_mut().enumerate() {
+                v.write(bias.map_or(0.0, |b| b[j]));
+            }
+        }
+        return;
+    }
+    // The activations, packed once for all threads: strip s (rows 12s..12s+12, zero rows
+    // past m) as [kk][r] at s·12·k.
+    // Long rows are copied (a row stride of 8 KiB or more put all twelve rows of a strip
+    // in the same L1 sets: the 800 × 2048 → 6144 product ran at 210-220 GFLOP/s in place,
+    // 247-268 packed); short ones are read in place, where the copy cost more than it saved.
+    let shared = k >= 2048;
+    let strips = m.div_ceil(MR);
+    let mut apk = Vec::new();
+    if shared {
+        apk = vec![0f32; strips * MR * k];
+        use rayon::prelude::*;
+        apk.par_chunks_mut(MR * k)
+            .enumerate()
+            .for_each(|(s, strip)| {
+                let i0 = s * MR;
+                for r in 0..MR.min(m - i0) {
+                    let row = &a[(i0 + r) * lda..][..k];
+                    for (kk, &v) in row.iter().enumerate() {
+                        strip[kk * MR + r] = v;
+                    }
+                }
+            });
+    }
+    let apk = shared.then_some(&apk[..]);
+    let count = n / NR;
+    let threads = rayon::current_num_threads().clamp(1, count);
+    let c_ptr = SendPtr(c.as_mut_ptr() as *mut f32);
+    let run = |t: usize| {
+        // Panels split as evenly as possible, in order.
+        let range = count * t / threads..count * (t + 1) / threads;
+        // SAFETY: each thread writes only the columns of its own panels; `c` outlives
+        // the scope; the CPU has AVX-512 (asserted above); the slices were checked.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            x86::run_panels((m, n, k), a, lda, apk, panels, bias, c_ptr, range)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (range, c_ptr);
+            unreachable!()
+        }
+    };
+    if threads == 1 {
+        run(0);
+    } else {
+        use rayon::prelude::*;
+        (0..threads).into_par_iter().for_each(run);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the threads write disjoint elements (see `matmul`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{SendPtr, KC, MR, NR};
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Per-thread buffer for the last, partial strip of the activations.
+        static TAIL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Output panels `panels` of `c = a · wᵀ + bias`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn run_panels(
+        (m, n, k): (usize, usize, usize),
+        a: &[f32],
+        lda: usize,
+        apk: Option<&[f32]>,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        c: SendPtr,
+        panels: std::ops::Range<usize>,
+    ) {
+        // Equal reduction blocks no longer than KC.
+        let kcb = k.div_ceil(k.div_ceil(KC));
+        let full = m / MR * MR;
+        TAIL.with(|tail| {
+            let mut tail = tail.borrow_mut();
+            tail.resize(MR * kcb, 0.0);
+            for pc in (0..k).step_by(kcb) {
+                let kc = kcb.min(k - pc);
+                if full < m && apk.is_none() {
+                    pack_a(a, lda, full, pc, m - full, kc, &mut tail);
+                }
+                for p in panels.clone() {
+                    let j0 = p * NR;
+                    let bp = w.as_ptr().add(p * k * NR + pc * NR);
+                    let bias = if pc == 0 {
+                        Some(bias.map(|b| b[j0..].as_ptr()))
+                    } else {
+                        None
+                    };
+                    // The same block of the next panel, into L2 a share before each strip:
+                    // a weight is read from memory once per pass, and without this every
+                    // block's first strip waited for it (the LM head ran at half speed).
+                    let next = bp.wrapping_add(k * NR) as *const i8;
+                    let lines = if p + 1 < panels.end {
+                        kc * NR * 4 / 64
+                    } else {
+                        0
+                    };
+                    let per_strip = lines.div_ceil(m.div_ceil(MR));
+                    let mut line = 0;
+                    for (s, i0) in (0..m).step_by(MR).enumerate() {
+                        let until = lines.min(line + per_strip);
+                        while line < until {
+                            _mm_prefetch::<_MM_HINT_T1>(next.add(line * 64));
+                            line += 1;
+                        }
+                        let out = c.0.add(i0 * n + j0);
+                        let rows = MR.min(m - i0);
+                        if let Some(apk) = apk {
+                            let ap = apk.as_ptr().add(s * MR * k + pc * MR);
+                            kernel_packed_rows(rows, kc, ap, bp, out, n, bias);
+                        } else if rows == MR {
+                            let ap = a.as_ptr().add(i0 * lda + pc);
+                            kernel_in_place(kc, ap, lda, bp, out, n, bias);
+                        } else {
+                            kernel_packed_rows(rows, kc, tail.as_ptr(), bp, out, n, bias);
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Rows `ic..ic + mc`, columns `pc..pc + kc` of `a`, as strips of MR rows, each k-major
+    /// (`[strip][kk][r]`); rows past the end are zeros.
+    fn pack_a(a: &[f32], lda: usize, ic: usize, pc: usize, mc: usize, kc: usize, out: &mut [f32]) {
+        for (s, strip) in out[..mc.div_ceil(MR) * MR * kc]
+            .chunks_exact_mut(MR * kc)
+            .enumerate()
+        {
+            let i0 = ic + s * MR;
+            let rows = MR.min(ic + mc - i0);
+            for r in 0..rows {
+                let row = &a[(i0 + r) * lda + pc..][..kc];
+                for (kk, &v) in row.iter().enumerate() {
+                    strip[kk * MR + r] = v;
+                }
+            }
+            for r in rows..MR {
+                for kk in 0..kc {
+                    strip[kk * MR + r] = 0.0;
+                }
+            }
+        }
+    }
+
+    /// `c[0..12] (+)= a · panel block` with the twelve rows of `a` read in place (row
+    /// stride `lda`), plus the bias on the first reduction block (see [`store`]).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_in_place(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        first: Option<Option<*const f32>>,
+    ) {
+        prefetch_tile(c, ldc, MR);
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut bp = b;
+        // Four base pointers three rows apart, each row addressed as base + {0, 1, 2}·lda.
+        let mut base = [a, a.add(3 * lda), a.add(6 * lda), a.add(9 * lda)];
+        for _ in 0..kc {
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for (g, p) in base.iter().enumerate() {
+                for i in 0..3 {
+                    let av = _mm512_set1_ps(*p.add(i * lda));
+                    let acc = &mut acc[g * 3 + i];
+                    acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+                }
+            }
+            for p in base.iter_mut() {
+                *p = p.add(1);
+            }
+            bp = bp.add(NR);
+        }
+        store(&acc, c, ldc, first);
+    }
+
+    /// `c[0..ROWS] (+)= a · panel block` with `a` a packed strip (`[kk][12]`, rows past
+    /// ROWS unused): only ROWS rows are computed, so one row (decoding a token) costs a
+    /// twelfth of a full strip.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel_packed<const ROWS: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        first: Option<Option<*const f32>>,
+    ) {
+        prefetch_tile(c, ldc, ROWS);
+        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ap.add(r));
+                acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+        store(&acc, c, ldc, first);
+    }
+
+    /// [`kernel_packed`] for `rows` in 1..=12.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_packed_rows(
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        first: Option<Option<*const f32>>,
+    ) {
+        macro_rules! dispatch {
+            ($($r:literal)*) => {
+                match rows {
+                    $($r => kernel_packed::<$r>(kc, a, b, c, ldc, first),)*
+                    _ => unreachable!("a strip holds 1 to 12 rows"),
+                }
+            };
+        }
+        dispatch!(1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+
+    /// The output tile is read (later blocks) or written at the end: fetch its lines first,
+    /// so the misses overlap the reduction instead of following it.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn prefetch_tile(c: *mut f32, ldc: usize, rows: usize) {
+        for r in 0..rows {
+            let row = c.add(r * ldc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.add(64));
+        }
+    }
+
+    /// Stores `acc` into the tile at `c`: plus the bias on the first reduction block
+    /// (`Some(Some(bias))`), as is on the first block without bias (`Some(None)`), added
+    /// to what is there on later blocks (`None`).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store<const ROWS: usize>(
+        acc: &[[__m512; 2]; ROWS],
+        c: *mut f32,
+        ldc: usize,
+        first: Option<Option<*const f32>>,
+    ) {
+        let (base0, base1) = match first {
+            Some(Some(bias)) => (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))),
+            _ => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        };
+        let accumulate = first.is_none();
+        for (r, acc) in acc.iter().enumerate() {
+            let row = c.add(r * ldc);
+            let (mut v0, mut v1) = (_mm512_add_ps(acc[0], base0), _mm512_add_ps(acc[1], base1));
+            if accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+            }
+            _mm512_storeu_ps(row, v0);
+            _mm512_storeu_ps(row.add(16), v1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        (0..len)
+            .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn panels_hold_the_transposed_column_blocks() {
+        let (n, k) = (64, 5);
+        let w: Vec<u32> = (0..(n * k) as u32).collect();
+        let p = pack_panels(&w, (n, k), |v| v as f32);
+        for row in 0..n {
+            for kk in 0..k {
+                let (panel, j) = (row / PANEL, row % PANEL);
+                assert_eq!(p[panel * k * PANEL + kk * PANEL + j], (row * k + kk) as f32);
+            }
+        }
+        assert!(!packable(0) && !packable(33) && packable(96));
+    }
+
+    /// Against the product summed in f64, at every edge: rows not a multiple of the 12-row
+    /// tile (and fewer than 12), a reduction longer than one block and not a multiple of
+    /// it, a row stride of `a` beyond its width, with and without bias, 1 and 2 threads.
+    #[test]
+    fn matches_the_exact_product_at_every_edge() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let pools: Vec<_> = [1, 2]
+            .iter()
+            .map(|&t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let mut checked = 0;
+        for &(m, n, k, lda) in &[
+            (1, 32, 1, 1),
+            (5, 64, 3, 3),
+            (12, 32, 256, 256),
+            (13, 96, 257, 300),
+            (25, 64, 600, 600),
+            (500, 32, 40, 41),
+            (30, 128, 513, 513),
+            // Long rows: the activations are packed once for both threads.
+            (7, 32, 2048, 2048),
+            (27, 64, 2100, 2111),
+        ] {
+            let a = values(m * lda, (m * 31 + k) as u64);
+            let w = values(n * k, (n * 17 + k) as u64);
+            let bias = values(n, 7);
+            let panels = pack_panels(&w, (n, k), |v| v);
+            for with_bias in [false, true] {
+                let bias = with_bias.then_some(&bias[..]);
+                for pool in &pools {
+                    let mut c = vec![f32::NAN; m * n];
+                    pool.install(|| matmul((m, n, k), &a, lda, &panels, bias, &mut c));
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut want = bias.map_or(0.0, |b| b[j] as f64);
+                            for kk in 0..k {
+                                want += a[i * lda + kk] as f64 * w[j * k + kk] as f64;
+                            }
+                            let got = c[i * n + j] as f64;
+                            // f32 accumulation of k terms of size ≤ 1.
+                            assert!(
+                                (got - want).abs() <= 1e-6 * (k as f64 + 1.0),
+                                "({m}, {n}, {k}) bias {with_bias} at ({i}, {j}): {got} vs {want}"
+                            );
+                        }
+                    }
+                    // The same product into a new, uninitialised vector.
+                    let fresh = pool.install(|| product((m, n, k), &a, lda, &panels, bias));
+                    assert_eq!(
+                        fresh.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 9 * 2 * 2);
+    }
+}
