@@ -329,7 +329,9 @@ mod x86 {
         prefetch_tile(c, ldc, MR);
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         let mut bp = b;
-        // Four base pointers three rows apart, each row addressed as base + {0, 1, 2}·lda.
+        // Four base pointers three rows apart, each row addressed as base + {0, 1, 2}·lda
+        // (LLVM re-derives the twelve addresses its own way anyway: about ten integer adds
+        // per reduction step beside the 24 FMAs, in the asm of this build).
         let mut base = [a, a.add(3 * lda), a.add(6 * lda), a.add(9 * lda)];
         for _ in 0..kc {
             let b0 = _mm512_loadu_ps(bp);

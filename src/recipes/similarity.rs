@@ -117,8 +117,13 @@ pub fn run(args: &SimilarityArgs) -> Result<String> {
     let mut rows = portion.iter();
     // Rows are read here, a round at a time; within a round the workers take passes of
     // `batch` rows in turn and each pass's scores are added in row order afterwards, so the
-    // result is the same for any number of workers.
-    let round = batch * workers * 8;
+    // result is the same for any number of workers. One worker reads one pass at a time
+    // (a GPU's passes hold 16 samples and their images).
+    let round = if workers == 1 {
+        batch
+    } else {
+        batch * workers * 8
+    };
     loop {
         // The outer error is a corrupt file: stop. A bad row is skipped like a bad image.
         let mut chosen = Vec::with_capacity(round);
