@@ -211,6 +211,15 @@ impl FileBackend {
     }
 }
 
+/// `bytes` as `len` elements of N bytes each, or an error naming both counts.
+fn chunks<const N: usize>(bytes: &[u8], len: usize) -> candle_core::Result<&[[u8; N]]> {
+    let (src, rest) = bytes.as_chunks::<N>();
+    if !rest.is_empty() || src.len() != len {
+        candle_core::bail!("stored tensor of {} bytes for {len} elements", bytes.len());
+    }
+    Ok(src)
+}
+
 /// A weight (n, k) in f32 as [`super::sgemm`]'s panels, from its stored bytes: a 3-D tensor
 /// (n/32, 32, k) whose values are the weight's rows in order (w.reshape(n/32, 32, k)) and
 /// whose storage is the panels (strides (32k, 1, 32)); [`super::ops::linear`] multiplies
@@ -223,13 +232,6 @@ pub fn decode_panels(
 ) -> candle_core::Result<Option<candle_core::Tensor>> {
     use super::sgemm::{pack_panels, PANEL};
     use half::{bf16, f16};
-    fn chunks<const N: usize>(bytes: &[u8], len: usize) -> candle_core::Result<&[[u8; N]]> {
-        let (src, rest) = bytes.as_chunks::<N>();
-        if !rest.is_empty() || src.len() != len {
-            candle_core::bail!("stored tensor of {} bytes for {len} elements", bytes.len());
-        }
-        Ok(src)
-    }
     let v = match stored {
         DType::F32 => pack_panels(chunks::<4>(bytes, n * k)?, (n, k), f32::from_le_bytes),
         DType::BF16 => pack_panels(chunks::<2>(bytes, n * k)?, (n, k), |b| {
@@ -265,10 +267,7 @@ fn decode(
         dev: &Device,
         f: impl Fn([u8; N]) -> T + Sync,
     ) -> candle_core::Result<candle_core::Tensor> {
-        let (src, rest) = bytes.as_chunks::<N>();
-        if !rest.is_empty() || src.len() != shape.iter().product::<usize>() {
-            candle_core::bail!("stored tensor of {} bytes for shape {shape:?}", bytes.len());
-        }
+        let src = chunks::<N>(bytes, shape.iter().product())?;
         if lay_out {
             let (rows, cols) = (shape[0], shape[1]);
             let v = super::fastmath::transpose_map(src, rows, cols, f);
@@ -283,10 +282,7 @@ fn decode(
     }
     Ok(Some(match (stored, dtype) {
         (DType::F32, DType::F32) if lay_out => {
-            let (src, rest) = bytes.as_chunks::<4>();
-            if !rest.is_empty() || src.len() != shape.iter().product::<usize>() {
-                candle_core::bail!("stored tensor of {} bytes for shape {shape:?}", bytes.len());
-            }
+            let src = chunks::<4>(bytes, shape.iter().product())?;
             let (rows, cols) = (shape[0], shape[1]);
             let v = super::fastmath::transpose_le_f32(src, rows, cols);
             candle_core::Tensor::from_vec(v, (cols, rows), dev)?.t()?
