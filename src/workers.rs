@@ -51,6 +51,21 @@ pub fn on_all_cores<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// `f()` on a thread of rayon's global pool, the calling thread waiting: the CPU's tensor
+/// ops of a whole pass then split their work from inside the pool. Called from outside it,
+/// every matrix product handed its shares to the pool and put this thread to sleep until
+/// they were done, and the pool's threads slept between products: the mid-size forward
+/// pass of BENCHMARKS.md took 172–188 ms that way and 160–163 ms this way (session 27).
+/// Runs `f` here when this already is a rayon thread, or when the tensor ops are
+/// single-threaded (RAYON_NUM_THREADS=1, several `--workers`: the pool has one thread).
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let single = std::env::var_os("RAYON_NUM_THREADS").is_some_and(|v| v == "1");
+    if single || rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
+}
+
 /// `f(w)` for w in 0..n, on n threads (on this one for n = 1); the results in order of w,
 /// or the first error.
 pub fn on_threads<T: Send>(

@@ -157,8 +157,7 @@ impl DecoderLayer {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate_proj.forward(x)?;
-        let u = self.up_proj.forward(x)?;
+        let [g, u] = Linear::forward_many(x, [&self.gate_proj, &self.up_proj])?;
         let h = if self.act == candle_nn::Activation::Silu {
             ops::swiglu(&g, &u)?
         } else {
@@ -197,18 +196,10 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let hd = self.head_dim;
-        let q = self
-            .q_proj
-            .forward(x)?
-            .reshape((b, seq, self.num_heads, hd))?;
-        let k = self
-            .k_proj
-            .forward(x)?
-            .reshape((b, seq, self.num_kv_heads, hd))?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((b, seq, self.num_kv_heads, hd))?;
+        let [q, k, v] = Linear::forward_many(x, [&self.q_proj, &self.k_proj, &self.v_proj])?;
+        let q = q.reshape((b, seq, self.num_heads, hd))?;
+        let k = k.reshape((b, seq, self.num_kv_heads, hd))?;
+        let v = v.reshape((b, seq, self.num_kv_heads, hd))?;
         let rotate = |t: &Tensor, heads: usize| -> Result<Tensor> {
             if rope.batch_pad.is_empty() {
                 return Ok(ops::apply_rope(t, &rope.cos, &rope.sin, grad)?);

@@ -26,6 +26,16 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::linear(x, &self.weight, self.bias.as_ref())
     }
+
+    /// Several layers applied to the same input, their outputs in order: one product on the
+    /// CPU's panel path (see [`ops::linear_many`]).
+    pub fn forward_many<const N: usize>(x: &Tensor, layers: [&Linear; N]) -> Result<[Tensor; N]> {
+        let ws = layers.map(|l| (&l.weight, l.bias.as_ref()));
+        let outs = ops::linear_many(x, &ws)?;
+        Ok(outs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("linear_many returns one output per weight")))
+    }
 }
 
 /// `nn.LayerNorm` with weight and bias (eps 1e-6 throughout Qwen3-VL's vision tower).

@@ -85,7 +85,7 @@ pub enum Flow {
 /// model *before* any DeepStack addition; L is the final output after the final norm.
 /// `layer` is the original index of the decoder layer that produced the state (None for
 /// the embeddings), which differs from `index - 1` in a pruned model.
-pub trait LayerObserver {
+pub trait LayerObserver: Send {
     fn observe(&mut self, index: usize, layer: Option<usize>, hidden: &Tensor) -> Result<Flow>;
 }
 
@@ -430,6 +430,16 @@ impl Model {
         })
     }
 
+    /// `f()` where this model's CPU work runs fastest: on a thread of rayon's pool (see
+    /// [`crate::workers::on_pool`]) for a model on the CPU, here on a GPU.
+    fn pooled<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        if self.device().is_cpu() {
+            crate::workers::on_pool(f)
+        } else {
+            f()
+        }
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -496,6 +506,11 @@ impl Model {
 
     /// Token embeddings with image features placed, DeepStack features, rotary tables, mask.
     pub fn embed(&self, inputs: &ModelInputs, grad: Grad) -> Result<Embedded> {
+        self.pooled(|| self.embed_here(inputs, grad))
+    }
+
+    /// [`Model::embed`] on the calling thread.
+    fn embed_here(&self, inputs: &ModelInputs, grad: Grad) -> Result<Embedded> {
         let seq = inputs.input_ids.len();
         if seq == 0 {
             bail!("empty input");
@@ -587,6 +602,16 @@ impl Model {
     pub fn run_decoder(
         &self,
         emb: &Embedded,
+        observer: Option<&mut dyn LayerObserver>,
+        grad: Grad,
+    ) -> Result<Option<Tensor>> {
+        self.pooled(|| self.run_decoder_here(emb, observer, grad))
+    }
+
+    /// [`Model::run_decoder`] on the calling thread.
+    fn run_decoder_here(
+        &self,
+        emb: &Embedded,
         mut observer: Option<&mut dyn LayerObserver>,
         grad: Grad,
     ) -> Result<Option<Tensor>> {
@@ -633,6 +658,18 @@ impl Model {
         &self,
         emb: &Embedded,
         stack: &[usize],
+        h: Tensor,
+        range: std::ops::Range<usize>,
+        grad: Grad,
+    ) -> Result<Tensor> {
+        self.pooled(|| self.run_stack_here(emb, stack, h, range, grad))
+    }
+
+    /// [`Model::run_stack`] on the calling thread.
+    fn run_stack_here(
+        &self,
+        emb: &Embedded,
+        stack: &[usize],
         mut h: Tensor,
         range: std::ops::Range<usize>,
         grad: Grad,
@@ -659,6 +696,11 @@ impl Model {
     /// Final norm and LM head at the given positions of (1, seq, hidden) decoder output:
     /// (positions, vocab) logits, never the vocabulary-sized logits of every position.
     pub fn logits_at(&self, hidden: &Tensor, positions: &[u32], grad: Grad) -> Result<Tensor> {
+        self.pooled(|| self.logits_at_here(hidden, positions, grad))
+    }
+
+    /// [`Model::logits_at`] on the calling thread.
+    fn logits_at_here(&self, hidden: &Tensor, positions: &[u32], grad: Grad) -> Result<Tensor> {
         let pos = Tensor::new(positions, hidden.device())?;
         let rows = hidden.squeeze(0)?.index_select(&pos, 0)?;
         let rows = self.norm.forward(&rows, grad)?;
@@ -668,6 +710,11 @@ impl Model {
     /// Prefill for generation: runs the whole prompt, filling `cache` (one slot per layer),
     /// and returns the logits (vocab) of the last position.
     pub fn prefill(&self, emb: &Embedded, cache: &mut Vec<KvSlot>) -> Result<Tensor> {
+        self.pooled(|| self.prefill_here(emb, cache))
+    }
+
+    /// [`Model::prefill`] on the calling thread.
+    fn prefill_here(&self, emb: &Embedded, cache: &mut Vec<KvSlot>) -> Result<Tensor> {
         let h = self.run_filling_cache(emb, cache)?;
         let last = h.dim(1)? - 1;
         Ok(self.logits_at(&h, &[last as u32], Grad::None)?.squeeze(0)?)
@@ -696,6 +743,11 @@ impl Model {
     /// M-RoPE axes, as transformers continues after the prompt: cache position + rope
     /// delta), attending over `cache`. Returns the logits (vocab).
     pub fn decode_step(&self, token: u32, position: i64, cache: &mut [KvSlot]) -> Result<Tensor> {
+        self.pooled(|| self.decode_step_here(token, position, cache))
+    }
+
+    /// [`Model::decode_step`] on the calling thread.
+    fn decode_step_here(&self, token: u32, position: i64, cache: &mut [KvSlot]) -> Result<Tensor> {
         // A batch of one without padding.
         Ok(self
             .decode_batch(&[token], &[position], cache, &[0])?
@@ -708,6 +760,15 @@ impl Model {
     /// [`Model::decode_batch`]. Returns the logits (batch, vocab) of each prompt's
     /// last position and each prompt's left padding.
     pub fn prefill_batch(
+        &self,
+        prompts: Vec<Embedded>,
+        cache: &mut Vec<KvSlot>,
+    ) -> Result<(Tensor, Vec<usize>)> {
+        self.pooled(|| self.prefill_batch_here(prompts, cache))
+    }
+
+    /// [`Model::prefill_batch`] on the calling thread.
+    fn prefill_batch_here(
         &self,
         prompts: Vec<Embedded>,
         cache: &mut Vec<KvSlot>,
@@ -742,6 +803,17 @@ impl Model {
     /// over the left-padded `cache` of [`Model::prefill_batch`] (whose first
     /// `left_pad[b]` positions of entry b are padding). Returns the logits (batch, vocab).
     pub fn decode_batch(
+        &self,
+        tokens: &[u32],
+        positions: &[i64],
+        cache: &mut [KvSlot],
+        left_pad: &[usize],
+    ) -> Result<Tensor> {
+        self.pooled(|| self.decode_batch_here(tokens, positions, cache, left_pad))
+    }
+
+    /// [`Model::decode_batch`] on the calling thread.
+    fn decode_batch_here(
         &self,
         tokens: &[u32],
         positions: &[i64],
@@ -796,6 +868,15 @@ impl Model {
 
     /// Full forward pass: logits (seq, vocab).
     pub fn forward(
+        &self,
+        inputs: &ModelInputs,
+        observer: Option<&mut dyn LayerObserver>,
+    ) -> Result<Tensor> {
+        self.pooled(|| self.forward_here(inputs, observer))
+    }
+
+    /// [`Model::forward`] on the calling thread.
+    fn forward_here(
         &self,
         inputs: &ModelInputs,
         observer: Option<&mut dyn LayerObserver>,

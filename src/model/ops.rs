@@ -1212,33 +1212,96 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
-/// [`linear`] for a weight stored as [`super::sgemm`]'s panels (a 3-D (n/32, 32, k) view,
-/// see [`super::weights::decode_panels`]; only models that run forward hold them).
+/// [`linear`] of one input by several weights, each weight's output in order: on this
+/// CPU's panel path one product for all of them (see [`super::sgemm::products`]: a
+/// layer's q, k and v, or gate and up), otherwise one [`linear`] each.
+pub fn linear_many(x: &Tensor, ws: &[(&Tensor, Option<&Tensor>)]) -> Result<Vec<Tensor>> {
+    if ws.iter().all(|(w, b)| panel_product_applies(x, w, *b)) {
+        return panel_products(x, ws);
+    }
+    ws.iter().map(|(w, b)| linear(x, w, *b)).collect()
+}
+
+/// Whether `x · wᵀ (+ b)` runs on [`super::sgemm`]: `w` is stored as its panels (a 3-D
+/// (n/32, 32, k) view, see [`super::weights::decode_panels`]; only models that run forward
+/// hold them), nothing needs a gradient, and the input is f32 on a CPU that runs it.
+fn panel_product_applies(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
+    w.rank() == 3
+        && !x.track_op()
+        && !b.is_some_and(|b| b.track_op())
+        && x.dtype() == DType::F32
+        && x.device().is_cpu()
+        && super::sgemm::available()
+}
+
+/// [`linear`] for a weight stored as [`super::sgemm`]'s panels.
 fn linear_panels(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let (p, nr, k) = w.dims3()?;
-    let n = p * nr;
-    let dims = x.dims().to_vec();
-    let rows: usize = dims[..dims.len() - 1].iter().product();
-    let y = if x.track_op()
-        || b.is_some_and(|b| b.track_op())
-        || x.dtype() != DType::F32
-        || !x.device().is_cpu()
-        || !super::sgemm::available()
-    {
+    if !panel_product_applies(x, w, b) {
         // Not a forward-only product on this CPU: the weight back in torch's layout (a copy).
-        return linear(x, &w.reshape((n, k))?, b);
-    } else {
-        x.reshape((rows, k))?
-            .contiguous()?
-            .apply_op1_no_bwd(&PanelLinear {
-                w: w.clone(),
-                b: b.cloned(),
-            })?
+        let (p, nr, k) = w.dims3()?;
+        return linear(x, &w.reshape((p * nr, k))?, b);
+    }
+    Ok(panel_products(x, &[(w, b)])?.remove(0))
+}
+
+/// The outputs of [`linear_many`] on [`super::sgemm`], every weight in panels (checked by
+/// [`panel_product_applies`]).
+fn panel_products(x: &Tensor, ws: &[(&Tensor, Option<&Tensor>)]) -> Result<Vec<Tensor>> {
+    use super::sgemm::{Weight, PANEL};
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let x = x.reshape((rows, k))?.contiguous()?;
+    let (xs, xl) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(xs) = &*xs else {
+        candle_core::bail!("panel-linear: the input is not on the CPU");
     };
-    let mut out = dims;
-    let last = out.len() - 1;
-    out[last] = n;
-    y.reshape(out)
+    let xd = cpu_f32(xs, xl)?;
+    let mut guards = Vec::with_capacity(ws.len());
+    let mut biases = Vec::with_capacity(ws.len());
+    for (w, b) in ws {
+        let (p, nr, wk) = w.dims3()?;
+        if nr != PANEL || wk != k || w.stride() != [PANEL * k, 1, PANEL] {
+            candle_core::bail!(
+                "panel-linear: ({rows}, {k}) times a weight of shape {:?}, strides {:?}",
+                w.dims(),
+                w.stride()
+            );
+        }
+        guards.push((w.storage_and_layout(), p * PANEL));
+        biases.push(match b {
+            Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        });
+    }
+    let mut weights = Vec::with_capacity(ws.len());
+    for (((ws, wl), n), bias) in guards.iter().zip(&biases) {
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &**ws else {
+            candle_core::bail!("panel-linear: the weight is not f32 on the CPU");
+        };
+        if bias.as_ref().is_some_and(|b| b.len() != *n) {
+            candle_core::bail!("panel-linear: a bias for {n} features of another length");
+        }
+        weights.push(Weight {
+            panels: &wd[wl.start_offset()..wl.start_offset() + n * k],
+            n: *n,
+            bias: bias.as_deref(),
+        });
+    }
+    let outs = super::sgemm::products((rows, k), xd, k, &weights);
+    let mut shape = dims;
+    let last = shape.len() - 1;
+    outs.into_iter()
+        .zip(&weights)
+        .map(|((v, offset), w)| {
+            shape[last] = w.n;
+            let len = v.len();
+            // The product starts `offset` floats in (a 64-byte boundary): a view from there.
+            Tensor::from_vec(v, len, x.device())?
+                .narrow(0, offset, rows * w.n)?
+                .reshape(shape.as_slice())
+        })
+        .collect()
 }
 
 /// Rows `ids` (n,) of a weight stored as [`super::sgemm`]'s panels (see [`linear_panels`]),
@@ -1269,51 +1332,6 @@ pub fn panel_rows(w: &Tensor, ids: &Tensor) -> Result<Tensor> {
         out.extend(panel.iter().skip(id % PANEL).step_by(PANEL));
     }
     Tensor::from_vec(out, (ids.len(), k), w.device())
-}
-
-/// `x @ w.T + b` on the CPU in f32 by [`super::sgemm`], `w` as its panels.
-struct PanelLinear {
-    w: Tensor,
-    b: Option<Tensor>,
-}
-
-impl candle_core::CustomOp1 for PanelLinear {
-    fn name(&self) -> &'static str {
-        "panel-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use super::sgemm::PANEL;
-        let x = cpu_f32(storage, layout)?;
-        let (m, k) = layout.shape().dims2()?;
-        let (p, nr, wk) = self.w.dims3()?;
-        let n = p * nr;
-        if nr != PANEL || wk != k || self.w.stride() != [PANEL * k, 1, PANEL] {
-            candle_core::bail!(
-                "panel-linear: ({m}, {k}) times a weight of shape {:?}, strides {:?}",
-                self.w.dims(),
-                self.w.stride()
-            );
-        }
-        let bias = match &self.b {
-            Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
-            None => None,
-        };
-        let (ws, wl) = self.w.storage_and_layout();
-        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
-            candle_core::bail!("panel-linear: the weight is not f32 on the CPU");
-        };
-        let panels = &wd[wl.start_offset()..wl.start_offset() + n * k];
-        let out = super::sgemm::product((m, n, k), x, k, panels, bias.as_deref());
-        Ok((
-            candle_core::CpuStorage::F32(out),
-            candle_core::Shape::from((m, n)),
-        ))
-    }
 }
 
 /// `x @ w.T (+ b)` for a torch-layout Linear weight, with any number of leading dimensions.

@@ -30,6 +30,8 @@ pub const PANEL: usize = 32;
 const NR: usize = PANEL;
 /// Largest reduction block: a KC × NR block of a panel is 32 KiB, within a 48 KiB L1.
 const KC: usize = 256;
+/// Reduction steps of the in-place kernel per prefetched line of the next panel.
+const PF_EVERY: usize = 8;
 
 /// Whether this CPU runs [`matmul`] (x86-64 with AVX-512F; checked once).
 pub fn available() -> bool {
@@ -49,19 +51,26 @@ pub fn packable(n: usize) -> bool {
     n > 0 && n.is_multiple_of(PANEL)
 }
 
-/// The panels of a weight `w` (n, k), row-major, given element by element through `get(row,
-/// col)` (its stored bytes, converted): panel p holds columns 32p..32p+32 of `wᵀ`, row by
-/// row: `out[p·k·32 + kk·32 + j] = w[32p + j][kk]`. `n` must be [`packable`].
+/// The panels of a weight `w` (n, k), row-major, given element by element through `f` (its
+/// stored values, converted): panel p holds columns 32p..32p+32 of `wᵀ`, row by row:
+/// `panels[p·k·32 + kk·32 + j] = w[32p + j][kk]`, where `panels` is `vec[offset..offset +
+/// n·k]`. The panels start on a 64-byte boundary, so that every 16-float row of a panel is
+/// one cache line: the allocator gives 16-byte alignment, and then each of the kernel's
+/// weight loads straddled two lines (the products ran 5–12 % slower). `n` must be
+/// [`packable`].
 pub fn pack_panels<T: Copy + Send + Sync>(
     src: &[T],
     (n, k): (usize, usize),
     f: impl Fn(T) -> f32 + Sync,
-) -> Vec<f32> {
+) -> (Vec<f32>, usize) {
     assert!(
         packable(n) && src.len() == n * k,
         "sgemm: cannot pack ({n}, {k})"
     );
-    let mut out = vec![0f32; n * k];
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    let mut vec = vec![0f32; n * k + LINE - 1];
+    let offset = vec.as_ptr().align_offset(64).min(LINE - 1);
+    let out = &mut vec[offset..offset + n * k];
     // Each panel is the transpose of a 32-row block of w.
     crate::workers::on_all_cores(|| {
         use rayon::prelude::*;
@@ -75,84 +84,110 @@ pub fn pack_panels<T: Copy + Send + Sync>(
                 }
             })
     });
-    out
+    (vec, offset)
+}
+
+/// One weight of a product: `n` output features as [`pack_panels`]' panels (n·k floats),
+/// an optional bias (n,).
+#[derive(Clone, Copy)]
+pub struct Weight<'a> {
+    pub panels: &'a [f32],
+    pub n: usize,
+    pub bias: Option<&'a [f32]>,
 }
 
 /// `c = a · wᵀ (+ bias)`: `a` (m, k) row-major with row stride `lda`, `w` (n, k) given as
 /// its [`pack_panels`], `bias` (n,), `c` (m, n) row-major, overwritten. Panics unless
 /// [`available`] and `n` is [`packable`] (callers check), or when a slice is too short.
 pub fn matmul(
-    mnk: (usize, usize, usize),
+    (m, n, k): (usize, usize, usize),
     a: &[f32],
     lda: usize,
     panels: &[f32],
     bias: Option<&[f32]>,
     c: &mut [f32],
 ) {
-    // SAFETY: f32 and MaybeUninit<f32> have the same layout; every element of an
-    // initialised slice stays initialised.
-    let c = unsafe {
-        std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut std::mem::MaybeUninit<f32>, c.len())
-    };
-    matmul_uninit(mnk, a, lda, panels, bias, c)
+    assert!(c.len() >= m * n, "sgemm: c is too short");
+    let w = Weight { panels, n, bias };
+    // SAFETY: `c` holds m·n floats (checked) and is borrowed for the call.
+    unsafe { matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))]) }
 }
 
-/// The product `c` (m, n) of `a` (m, k) and the weight `w` (n, k) as a new vector.
-pub fn product(
-    (m, n, k): (usize, usize, usize),
+/// The products `a · wᵢᵀ (+ biasᵢ)` of one activation `a` (m, k) (row stride `lda`) with
+/// each weight of `weights`, as new row-major (m, nᵢ) matrices: each one is
+/// `vec[offset..offset + m·nᵢ]` of the returned `(vec, offset)`, starting on a 64-byte
+/// boundary (the kernel's tile rows are then whole cache lines).
+///
+/// Several weights (a layer's q, k and v; gate and up) are one product over all their
+/// panels: one hand-off to the threads instead of one per weight, the activations read
+/// from cache by every weight, and the panels shared evenly however unequal the weights.
+pub fn products(
+    (m, k): (usize, usize),
     a: &[f32],
     lda: usize,
-    panels: &[f32],
-    bias: Option<&[f32]>,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(m * n);
-    matmul_uninit(
-        (m, n, k),
-        a,
-        lda,
-        panels,
-        bias,
-        &mut out.spare_capacity_mut()[..m * n],
-    );
-    // SAFETY: `matmul_uninit` wrote all m·n elements.
-    unsafe { out.set_len(m * n) };
-    out
+    weights: &[Weight],
+) -> Vec<(Vec<f32>, usize)> {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    let mut outs: Vec<(Vec<f32>, usize)> = weights
+        .iter()
+        .map(|w| {
+            let mut v = Vec::<f32>::with_capacity(m * w.n + LINE - 1);
+            let offset = v.as_ptr().align_offset(64).min(LINE - 1);
+            v.resize(offset, 0.0);
+            (v, offset)
+        })
+        .collect();
+    let jobs: Vec<(Weight, SendPtr)> = weights
+        .iter()
+        .zip(outs.iter_mut())
+        // SAFETY: the capacity is offset + m·n at least.
+        .map(|(w, (v, offset))| (*w, SendPtr(unsafe { v.as_mut_ptr().add(*offset) })))
+        .collect();
+    // SAFETY: each vector's capacity holds m·nᵢ floats from its offset; they outlive the
+    // call and are disjoint.
+    unsafe { matmul_into((m, k), a, lda, &jobs) };
+    for ((v, offset), w) in outs.iter_mut().zip(weights) {
+        // SAFETY: `matmul_into` wrote all m·n floats after the offset.
+        unsafe { v.set_len(*offset + m * w.n) };
+    }
+    outs
 }
 
-/// [`matmul`] into memory that need not be initialised: every element of `c[..m·n]` is
-/// written (the first reduction block stores, later ones add to what it stored).
-fn matmul_uninit(
-    (m, n, k): (usize, usize, usize),
-    a: &[f32],
-    lda: usize,
-    panels: &[f32],
-    bias: Option<&[f32]>,
-    c: &mut [std::mem::MaybeUninit<f32>],
-) {
+/// Each job's `c` (m, n) `= a · wᵀ (+ bias)`, into memory that need not be initialised:
+/// every element of `c[..m·n]` is written (the first reduction block stores, later ones
+/// add to what it stored).
+///
+/// # Safety
+/// Each job's pointer must be valid for writing m·n floats, the jobs' outputs disjoint.
+unsafe fn matmul_into((m, k): (usize, usize), a: &[f32], lda: usize, jobs: &[(Weight, SendPtr)]) {
     assert!(available(), "sgemm: this CPU has no AVX-512");
-    assert!(
-        packable(n),
-        "sgemm: {n} output features are not whole panels"
-    );
     assert!(
         lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k),
         "sgemm: a is too short"
     );
-    assert!(
-        panels.len() >= n * k,
-        "sgemm: the weight panels are too short"
-    );
-    assert!(c.len() >= m * n, "sgemm: c is too short");
-    if let Some(bias) = bias {
-        assert!(bias.len() >= n, "sgemm: bias is too short");
+    for (w, _) in jobs {
+        let n = w.n;
+        assert!(
+            packable(n),
+            "sgemm: {n} output features are not whole panels"
+        );
+        assert!(
+            w.panels.len() >= n * k,
+            "sgemm: the weight panels are too short"
+        );
+        if let Some(bias) = w.bias {
+            assert!(bias.len() >= n, "sgemm: bias is too short");
+        }
     }
     if m == 0 {
         return;
     }
     if k == 0 {
-        for row in c[..m * n].chunks_mut(n) {
-            for (j, v) in row.iter_mut().enumerate() {
-                v.write(bias.map_or(0.0, |b| b[j]));
+        for (w, c) in jobs {
+            for i in 0..m {
+                for j in 0..w.n {
+                    c.0.add(i * w.n + j).write(w.bias.map_or(0.0, |b| b[j]));
+                }
             }
         }
         return;
@@ -181,21 +216,20 @@ fn matmul_uninit(
             });
     }
     let apk = shared.then_some(&apk[..]);
-    let count = n / NR;
+    let count: usize = jobs.iter().map(|(w, _)| w.n / NR).sum();
     let threads = rayon::current_num_threads().clamp(1, count);
-    let c_ptr = SendPtr(c.as_mut_ptr() as *mut f32);
     let run = |t: usize| {
         // Panels split as evenly as possible, in order.
         let range = count * t / threads..count * (t + 1) / threads;
-        // SAFETY: each thread writes only the columns of its own panels; `c` outlives
-        // the scope; the CPU has AVX-512 (asserted above); the slices were checked.
+        // SAFETY: each thread writes only the columns of its own panels; the outputs
+        // outlive the scope; the CPU has AVX-512 (asserted above); the slices were checked.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            x86::run_panels((m, n, k), a, lda, apk, panels, bias, c_ptr, range)
+            x86::run_panels((m, k), a, lda, apk, jobs, range)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (range, c_ptr);
+            let _ = range;
             unreachable!()
         }
     };
@@ -215,7 +249,7 @@ unsafe impl Sync for SendPtr {}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{SendPtr, KC, MR, NR};
+    use super::{SendPtr, Weight, KC, MR, NR, PF_EVERY};
     use std::arch::x86_64::*;
     use std::cell::RefCell;
 
@@ -224,19 +258,27 @@ mod x86 {
         static TAIL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Output panels `panels` of `c = a · wᵀ + bias`.
+    /// Output panels `panels` of the jobs' products, the panels numbered through the jobs
+    /// in order.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn run_panels(
-        (m, n, k): (usize, usize, usize),
+        (m, k): (usize, usize),
         a: &[f32],
         lda: usize,
         apk: Option<&[f32]>,
-        w: &[f32],
-        bias: Option<&[f32]>,
-        c: SendPtr,
+        jobs: &[(Weight, SendPtr)],
         panels: std::ops::Range<usize>,
     ) {
+        // Panel p as (job, panel within the job).
+        let locate = |mut p: usize| {
+            for (j, (w, _)) in jobs.iter().enumerate() {
+                if p < w.n / NR {
+                    return (j, p);
+                }
+                p -= w.n / NR;
+            }
+            unreachable!("a panel past the jobs")
+        };
         // Equal reduction blocks no longer than KC.
         let kcb = k.div_ceil(k.div_ceil(KC));
         let full = m / MR * MR;
@@ -248,43 +290,66 @@ mod x86 {
                 if full < m && apk.is_none() {
                     pack_a(a, lda, full, pc, m - full, kc, &mut tail);
                 }
+                let (mut j, mut q) = locate(panels.start);
                 for p in panels.clone() {
-                    let j0 = p * NR;
-                    let bp = w.as_ptr().add(p * k * NR + pc * NR);
+                    if q == jobs[j].0.n / NR {
+                        (j, q) = (j + 1, 0);
+                    }
+                    let (w, c) = &jobs[j];
+                    let n = w.n;
+                    let j0 = q * NR;
+                    let bp = w.panels.as_ptr().add(q * k * NR + pc * NR);
                     let bias = if pc == 0 {
-                        Some(bias.map(|b| b[j0..].as_ptr()))
+                        Some(w.bias.map(|b| b[j0..].as_ptr()))
                     } else {
                         None
                     };
                     // The same block of the next panel, into L2 a share before each strip:
                     // a weight is read from memory once per pass, and without this every
                     // block's first strip waited for it (the LM head ran at half speed).
-                    let next = bp.wrapping_add(k * NR) as *const i8;
-                    let lines = if p + 1 < panels.end {
-                        kc * NR * 4 / 64
+                    let next = if p + 1 < panels.end {
+                        let (nj, nq) = if q + 1 < n / NR {
+                            (j, q + 1)
+                        } else {
+                            (j + 1, 0)
+                        };
+                        jobs[nj].0.panels.as_ptr().add(nq * k * NR + pc * NR) as *const i8
                     } else {
-                        0
+                        std::ptr::null()
                     };
+                    let lines = if next.is_null() { 0 } else { kc * NR * 4 / 64 };
                     let per_strip = lines.div_ceil(m.div_ceil(MR));
                     let mut line = 0;
                     for (s, i0) in (0..m).step_by(MR).enumerate() {
                         let until = lines.min(line + per_strip);
-                        while line < until {
-                            _mm_prefetch::<_MM_HINT_T1>(next.add(line * 64));
-                            line += 1;
-                        }
                         let out = c.0.add(i0 * n + j0);
                         let rows = MR.min(m - i0);
+                        // The in-place kernel spreads its share of the prefetches over its
+                        // reduction (one line every PF_EVERY steps): issued in one burst,
+                        // they filled the line-fill buffers and stalled the loads beside
+                        // them (perf gave the burst 6–9 % of a forward pass).
+                        let spread = if apk.is_none() && rows == MR {
+                            (until - line).min((kc - 1) / PF_EVERY)
+                        } else {
+                            0
+                        };
+                        while line + spread < until {
+                            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line * 64));
+                            line += 1;
+                        }
                         if let Some(apk) = apk {
                             let ap = apk.as_ptr().add(s * MR * k + pc * MR);
                             kernel_packed_rows(rows, kc, ap, bp, out, n, bias);
                         } else if rows == MR {
                             let ap = a.as_ptr().add(i0 * lda + pc);
-                            kernel_in_place(kc, ap, lda, bp, out, n, bias);
+                            let pf = (next.wrapping_add(line * 64), spread);
+                            kernel_in_place(kc, ap, lda, bp, out, n, bias, pf);
+                            line += spread;
                         } else {
                             kernel_packed_rows(rows, kc, tail.as_ptr(), bp, out, n, bias);
                         }
                     }
+                    q += 1;
                 }
             }
         })
@@ -314,7 +379,9 @@ mod x86 {
     }
 
     /// `c[0..12] (+)= a · panel block` with the twelve rows of `a` read in place (row
-    /// stride `lda`), plus the bias on the first reduction block (see [`store`]).
+    /// stride `lda`), plus the bias on the first reduction block (see [`store`]); prefetches
+    /// `pf.1` lines from `pf.0` into L2 on the way, one every [`PF_EVERY`] steps
+    /// (`pf.1 · PF_EVERY < kc`).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_in_place(
@@ -325,29 +392,57 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         first: Option<Option<*const f32>>,
+        (mut pf, pf_lines): (*const i8, usize),
     ) {
+        debug_assert!(pf_lines * PF_EVERY < kc);
         prefetch_tile(c, ldc, MR);
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        let mut bp = b;
         // Four base pointers three rows apart, each row addressed as base + {0, 1, 2}·lda
         // (LLVM re-derives the twelve addresses its own way anyway: about ten integer adds
         // per reduction step beside the 24 FMAs, in the asm of this build).
         let mut base = [a, a.add(3 * lda), a.add(6 * lda), a.add(9 * lda)];
-        for _ in 0..kc {
-            let b0 = _mm512_loadu_ps(bp);
-            let b1 = _mm512_loadu_ps(bp.add(16));
-            for (g, p) in base.iter().enumerate() {
-                for i in 0..3 {
-                    let av = _mm512_set1_ps(*p.add(i * lda));
-                    let acc = &mut acc[g * 3 + i];
-                    acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+        let mut bp = b;
+        // The first step multiplies (a product plus zero is the same product, rounded
+        // once), so that the accumulators need no zeroing: zeroed, they were a memset of
+        // the whole array on the stack per call.
+        let b0 = _mm512_loadu_ps(bp);
+        let b1 = _mm512_loadu_ps(bp.add(16));
+        let mut acc = [[b0; 2]; MR];
+        for (g, p) in base.iter().enumerate() {
+            for i in 0..3 {
+                let av = _mm512_set1_ps(*p.add(i * lda));
+                acc[g * 3 + i] = [_mm512_mul_ps(av, b0), _mm512_mul_ps(av, b1)];
+            }
+        }
+        let step =
+            |base: &mut [*const f32; 4], bp: &mut *const f32, acc: &mut [[__m512; 2]; MR]| {
+                for p in base.iter_mut() {
+                    *p = p.add(1);
                 }
+                *bp = bp.add(NR);
+                let b0 = _mm512_loadu_ps(*bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                for (g, p) in base.iter().enumerate() {
+                    for i in 0..3 {
+                        let av = _mm512_set1_ps(*p.add(i * lda));
+                        let acc = &mut acc[g * 3 + i];
+                        acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                        acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+                    }
+                }
+            };
+        // Steps 1..kc: PF_EVERY at a time with one prefetch while lines are left, then
+        // the rest.
+        let mut done = 1;
+        for _ in 0..pf_lines {
+            _mm_prefetch::<_MM_HINT_T1>(pf);
+            pf = pf.add(64);
+            for _ in 0..PF_EVERY {
+                step(&mut base, &mut bp, &mut acc);
             }
-            for p in base.iter_mut() {
-                *p = p.add(1);
-            }
-            bp = bp.add(NR);
+            done += PF_EVERY;
+        }
+        for _ in done.min(kc)..kc {
+            step(&mut base, &mut bp, &mut acc);
         }
         store(&acc, c, ldc, first);
     }
@@ -457,7 +552,9 @@ mod tests {
     fn panels_hold_the_transposed_column_blocks() {
         let (n, k) = (64, 5);
         let w: Vec<u32> = (0..(n * k) as u32).collect();
-        let p = pack_panels(&w, (n, k), |v| v as f32);
+        let (v, off) = pack_panels(&w, (n, k), |v| v as f32);
+        assert_eq!(v[off..].as_ptr() as usize % 64, 0);
+        let p = &v[off..off + n * k];
         for row in 0..n {
             for kk in 0..k {
                 let (panel, j) = (row / PANEL, row % PANEL);
@@ -501,12 +598,16 @@ mod tests {
             let a = values(m * lda, (m * 31 + k) as u64);
             let w = values(n * k, (n * 17 + k) as u64);
             let bias = values(n, 7);
-            let panels = pack_panels(&w, (n, k), |v| v);
+            let (v, off) = pack_panels(&w, (n, k), |v| v);
+            let panels = &v[off..off + n * k];
+            let w2 = values(32 * k, (k + 5) as u64);
+            let (v2, off2) = pack_panels(&w2, (32, k), |v| v);
+            let panels2 = &v2[off2..off2 + 32 * k];
             for with_bias in [false, true] {
                 let bias = with_bias.then_some(&bias[..]);
                 for pool in &pools {
                     let mut c = vec![f32::NAN; m * n];
-                    pool.install(|| matmul((m, n, k), &a, lda, &panels, bias, &mut c));
+                    pool.install(|| matmul((m, n, k), &a, lda, panels, bias, &mut c));
                     for i in 0..m {
                         for j in 0..n {
                             let mut want = bias.map_or(0.0, |b| b[j] as f64);
@@ -521,12 +622,26 @@ mod tests {
                             );
                         }
                     }
-                    // The same product into a new, uninitialised vector.
-                    let fresh = pool.install(|| product((m, n, k), &a, lda, &panels, bias));
-                    assert_eq!(
-                        fresh.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-                    );
+                    // The same product into new, uninitialised, aligned vectors, as one
+                    // product with a second weight (of 32 features, no bias) after it.
+                    let mut c2 = vec![f32::NAN; m * 32];
+                    pool.install(|| matmul((m, 32, k), &a, lda, panels2, None, &mut c2));
+                    let both = [
+                        Weight { panels, n, bias },
+                        Weight {
+                            panels: panels2,
+                            n: 32,
+                            bias: None,
+                        },
+                    ];
+                    let fresh = pool.install(|| products((m, k), &a, lda, &both));
+                    for ((v, off), want) in fresh.iter().zip([&c, &c2]) {
+                        assert_eq!(v[*off..].as_ptr() as usize % 64, 0);
+                        assert_eq!(
+                            v[*off..].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                        );
+                    }
                     checked += 1;
                 }
             }

@@ -232,7 +232,7 @@ pub fn decode_panels(
 ) -> candle_core::Result<Option<candle_core::Tensor>> {
     use super::sgemm::{pack_panels, PANEL};
     use half::{bf16, f16};
-    let v = match stored {
+    let (v, offset) = match stored {
         DType::F32 => pack_panels(chunks::<4>(bytes, n * k)?, (n, k), f32::from_le_bytes),
         DType::BF16 => pack_panels(chunks::<2>(bytes, n * k)?, (n, k), |b| {
             bf16::from_le_bytes(b).to_f32()
@@ -242,8 +242,14 @@ pub fn decode_panels(
         }),
         _ => return Ok(None),
     };
+    // The panels start `offset` floats into the vector (a 64-byte boundary): the tensor is
+    // a view from there.
+    let len = v.len();
     Ok(Some(
-        candle_core::Tensor::from_vec(v, (n / PANEL, k, PANEL), dev)?.transpose(1, 2)?,
+        candle_core::Tensor::from_vec(v, len, dev)?
+            .narrow(0, offset, n * k)?
+            .reshape((n / PANEL, k, PANEL))?
+            .transpose(1, 2)?,
     ))
 }
 
