@@ -1118,13 +1118,6 @@ pub fn attention_padded(
     }
     let scale = (hd as f64).powf(-0.5);
     let rep = heads / kv_heads;
-    let q = q
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, kv_heads, rep * seq, hd))?;
-    let k = k.transpose(1, 2)?.contiguous()?;
-    let v = v.transpose(1, 2)?.contiguous()?;
-    let scores = q.matmul(&k.t()?)?; // (b, kv, rep*seq, seq_k)
     let op = ScaledMaskedSoftmax {
         scale: scale as f32,
         causal,
@@ -1132,6 +1125,23 @@ pub fn attention_padded(
         rows_per_batch: kv_heads * rep * seq,
         left_pad: left_pad.iter().map(|&p| p as u32).collect(),
     };
+    if grad == Grad::None
+        && [q, k, v]
+            .iter()
+            .all(|t| t.dtype() == DType::F32 && t.device().is_cpu())
+        && hd % super::sgemm::PANEL == 0
+        && k.dim(1)? > 0
+        && super::sgemm::available()
+    {
+        return attention_panels(q, k, v, &op);
+    }
+    let q = q
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, kv_heads, rep * seq, hd))?;
+    let k = k.transpose(1, 2)?.contiguous()?;
+    let v = v.transpose(1, 2)?.contiguous()?;
+    let scores = q.matmul(&k.t()?)?; // (b, kv, rep*seq, seq_k)
     let apply = |t: &Tensor| match grad {
         Grad::None => t.apply_op1_no_bwd(&op),
         Grad::Track => t.apply_op1(op.clone()),
@@ -1146,6 +1156,108 @@ pub fn attention_padded(
         .reshape((b, heads, seq, hd))?
         .transpose(1, 2)?
         .reshape((b, seq, heads * hd))
+}
+
+/// [`attention_padded`] forward-only in f32 on a CPU that runs [`super::sgemm`], the head
+/// dimension whole panels: each (batch entry, key/value head) on one thread, its keys and
+/// values packed as panels once for its query heads, both products by `sgemm` on that
+/// thread, the softmax of `op` between them. The query heads are read in place and no
+/// transposed copy of q, k, v or the output is made: on the mid-size model of
+/// BENCHMARKS.md candle's path (transposed copies, then `gemm` per head) was about 7 % of
+/// a forward pass.
+fn attention_panels(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    op: &ScaledMaskedSoftmax,
+) -> Result<Tensor> {
+    use super::sgemm::{matmul_here, PANEL};
+    use rayon::prelude::*;
+    let (b, seq, heads, hd) = q.dims4()?;
+    let (_, seq_k, kv_heads, _) = k.dims4()?;
+    let rep = heads / kv_heads;
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let guards = [
+        q.storage_and_layout(),
+        k.storage_and_layout(),
+        v.storage_and_layout(),
+    ];
+    let mut data = Vec::with_capacity(3);
+    for (storage, layout) in &guards {
+        let candle_core::Storage::Cpu(cpu) = &**storage else {
+            candle_core::bail!("attention: a tensor that is not on the CPU");
+        };
+        data.push(cpu_f32(cpu, layout)?);
+    }
+    let (qd, kd, vd) = (data[0], data[1], data[2]);
+    // Keys padded with zero keys to whole panels (their scores are never read).
+    let n_pad = seq_k.div_ceil(PANEL) * PANEL;
+    let per_head = |(bi, g): (usize, usize)| -> Vec<f32> {
+        let at = |t: &[f32], pos: usize, d: usize| t[((bi * seq_k + pos) * kv_heads + g) * hd + d];
+        // The keys as the weight of q · kᵀ: (n_pad, hd) in panels.
+        let mut kp = vec![0f32; n_pad * hd];
+        for (p, panel) in kp.chunks_exact_mut(PANEL * hd).enumerate() {
+            for j in 0..PANEL.min(seq_k - p * PANEL) {
+                for d in 0..hd {
+                    panel[d * PANEL + j] = at(kd, p * PANEL + j, d);
+                }
+            }
+        }
+        // The values as the weight of p · v: vᵀ (hd, seq_k) in panels, each a 32-column
+        // slice of v's rows.
+        let mut vp = vec![0f32; hd * seq_k];
+        for (p, panel) in vp.chunks_exact_mut(PANEL * seq_k).enumerate() {
+            for (pos, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                let start = ((bi * seq_k + pos) * kv_heads + g) * hd + p * PANEL;
+                row.copy_from_slice(&vd[start..start + PANEL]);
+            }
+        }
+        let mut scores = vec![0f32; seq * n_pad];
+        let mut probs = vec![0f32; seq * n_pad];
+        let mut out = vec![0f32; rep * seq * hd];
+        for (r, out) in out.chunks_exact_mut(seq * hd).enumerate() {
+            let h = g * rep + r;
+            // Query rows of head h: row stride heads·hd in q (b, seq, heads, hd).
+            let a = &qd[(bi * seq * heads + h) * hd..];
+            matmul_here((seq, n_pad, hd), a, heads * hd, &kp, &mut scores);
+            for (i, (srow, prow)) in scores
+                .chunks_exact(n_pad)
+                .zip(probs.chunks_exact_mut(n_pad))
+                .enumerate()
+            {
+                // The same rows, masks and arithmetic as the op's own CPU kernel.
+                let range = op.visible(bi * op.rows_per_batch + i, seq_k);
+                prow[..seq_k].fill(0.0);
+                let (d, s) = (&mut prow[range.clone()], &srow[range]);
+                if s.is_empty() {
+                    continue;
+                }
+                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * op.scale;
+                fastmath::exp_scaled_slice(s, op.scale, max, d);
+                let sum: f32 = d.iter().sum();
+                d.iter_mut().for_each(|o| *o /= sum);
+            }
+            matmul_here((seq, hd, seq_k), &probs, n_pad, &vp, out);
+        }
+        out
+    };
+    let tasks: Vec<(usize, usize)> = (0..b)
+        .flat_map(|bi| (0..kv_heads).map(move |g| (bi, g)))
+        .collect();
+    let parts: Vec<Vec<f32>> = tasks.par_iter().map(|&t| per_head(t)).collect();
+    // (b, seq, heads, hd) from each task's (rep, seq, hd).
+    let mut o = vec![0f32; b * seq * heads * hd];
+    for (&(bi, g), part) in tasks.iter().zip(&parts) {
+        for (r, head) in part.chunks_exact(seq * hd).enumerate() {
+            let h = g * rep + r;
+            for (i, row) in head.chunks_exact(hd).enumerate() {
+                let start = ((bi * seq + i) * heads + h) * hd;
+                o[start..start + hd].copy_from_slice(row);
+            }
+        }
+    }
+    drop(guards);
+    Tensor::from_vec(o, (b, seq, heads * hd), q.device())
 }
 
 /// `x @ w.T` for a frozen weight (one that no gradient must reach) on the CPU or the GPU:
@@ -1391,6 +1503,90 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    /// Attention from its definition in f64: softmax(q·kᵀ/√hd) · v per query head, its
+    /// key/value head `h / rep`, over the keys a query may see (causal: key j ≤ i + seq_k −
+    /// seq; the first `left_pad[b]` keys of entry b never).
+    fn attention_f64(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        causal: bool,
+        left_pad: &[usize],
+    ) -> Result<Vec<f64>> {
+        let (b, seq, heads, hd) = q.dims4()?;
+        let (_, seq_k, kv_heads, _) = k.dims4()?;
+        let rep = heads / kv_heads;
+        let [q, k, v] = [q, k, v].map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let mut out = vec![0f64; b * seq * heads * hd];
+        for bi in 0..b {
+            for h in 0..heads {
+                let g = h / rep;
+                for i in 0..seq {
+                    let end = if causal { i + seq_k - seq + 1 } else { seq_k };
+                    let begin = left_pad.get(bi).copied().unwrap_or(0).min(end);
+                    let qi = |d: usize| q[((bi * seq + i) * heads + h) * hd + d] as f64;
+                    let kv = |t: &[f32], j: usize, d: usize| {
+                        t[((bi * seq_k + j) * kv_heads + g) * hd + d] as f64
+                    };
+                    let scores: Vec<f64> = (begin..end)
+                        .map(|j| {
+                            (0..hd).map(|d| qi(d) * kv(&k, j, d)).sum::<f64>() / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        out[((bi * seq + i) * heads + h) * hd + d] = (begin..end)
+                            .zip(&e)
+                            .map(|(j, e)| e / sum * kv(&v, j, d))
+                            .sum();
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forward-only attention in f32 on the CPU (on AVX-512 the panel path, elsewhere
+    /// candle's products) against the definition, at the edges of the panel path: head
+    /// dimensions of one and two panels, key counts not a multiple of 32, grouped heads, a
+    /// cache longer than the queries, left padding, a batch of two, a reduction over more
+    /// than 2048 keys (whose probabilities are packed).
+    #[test]
+    fn forward_attention_matches_its_definition() -> Result<()> {
+        let dev = Device::Cpu;
+        let cases: &[(usize, usize, usize, usize, usize, usize, bool, &[usize])] = &[
+            // (b, seq, seq_k, heads, kv_heads, hd, causal, left_pad)
+            (1, 7, 7, 2, 2, 32, false, &[]),
+            (1, 45, 45, 8, 4, 64, true, &[]),
+            (1, 3, 40, 4, 1, 64, true, &[]),
+            (2, 1, 33, 4, 2, 32, true, &[5, 0]),
+            (2, 9, 9, 2, 1, 32, true, &[3, 0]),
+            (1, 3, 2100, 2, 2, 32, true, &[]),
+            (1, 5, 5, 2, 2, 16, true, &[]),
+        ];
+        for &(b, seq, seq_k, heads, kv_heads, hd, causal, left_pad) in cases {
+            let q = Tensor::randn(0f32, 1.0, (b, seq, heads, hd), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (b, seq_k, kv_heads, hd), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (b, seq_k, kv_heads, hd), &dev)?;
+            let got = attention_padded(&q, &k, &v, causal, left_pad, Grad::None)?;
+            assert_eq!(got.dims(), [b, seq, heads * hd]);
+            let got = got.flatten_all()?.to_vec1::<f32>()?;
+            let want = attention_f64(&q, &k, &v, causal, left_pad)?;
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (*g as f64 - w).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                err < 1e-5,
+                "(b {b}, seq {seq}, keys {seq_k}, heads {heads}/{kv_heads}, hd {hd}): off by {err}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

@@ -110,7 +110,26 @@ pub fn matmul(
     assert!(c.len() >= m * n, "sgemm: c is too short");
     let w = Weight { panels, n, bias };
     // SAFETY: `c` holds m·n floats (checked) and is borrowed for the call.
-    unsafe { matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))]) }
+    unsafe { matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))], true) }
+}
+
+/// [`matmul`] on the calling thread alone (no bias): for many small products run side by
+/// side, such as attention's heads.
+pub fn matmul_here(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    panels: &[f32],
+    c: &mut [f32],
+) {
+    assert!(c.len() >= m * n, "sgemm: c is too short");
+    let w = Weight {
+        panels,
+        n,
+        bias: None,
+    };
+    // SAFETY: `c` holds m·n floats (checked) and is borrowed for the call.
+    unsafe { matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))], false) }
 }
 
 /// The products `a · wᵢᵀ (+ biasᵢ)` of one activation `a` (m, k) (row stride `lda`) with
@@ -145,7 +164,7 @@ pub fn products(
         .collect();
     // SAFETY: each vector's capacity holds m·nᵢ floats from its offset; they outlive the
     // call and are disjoint.
-    unsafe { matmul_into((m, k), a, lda, &jobs) };
+    unsafe { matmul_into((m, k), a, lda, &jobs, true) };
     for ((v, offset), w) in outs.iter_mut().zip(weights) {
         // SAFETY: `matmul_into` wrote all m·n floats after the offset.
         unsafe { v.set_len(*offset + m * w.n) };
@@ -159,7 +178,13 @@ pub fn products(
 ///
 /// # Safety
 /// Each job's pointer must be valid for writing m·n floats, the jobs' outputs disjoint.
-unsafe fn matmul_into((m, k): (usize, usize), a: &[f32], lda: usize, jobs: &[(Weight, SendPtr)]) {
+unsafe fn matmul_into(
+    (m, k): (usize, usize),
+    a: &[f32],
+    lda: usize,
+    jobs: &[(Weight, SendPtr)],
+    parallel: bool,
+) {
     assert!(available(), "sgemm: this CPU has no AVX-512");
     assert!(
         lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k),
@@ -202,22 +227,29 @@ unsafe fn matmul_into((m, k): (usize, usize), a: &[f32], lda: usize, jobs: &[(We
     let mut apk = Vec::new();
     if shared {
         apk = vec![0f32; strips * MR * k];
-        use rayon::prelude::*;
-        apk.par_chunks_mut(MR * k)
-            .enumerate()
-            .for_each(|(s, strip)| {
-                let i0 = s * MR;
-                for r in 0..MR.min(m - i0) {
-                    let row = &a[(i0 + r) * lda..][..k];
-                    for (kk, &v) in row.iter().enumerate() {
-                        strip[kk * MR + r] = v;
-                    }
+        let pack = |(s, strip): (usize, &mut [f32])| {
+            let i0 = s * MR;
+            for r in 0..MR.min(m - i0) {
+                let row = &a[(i0 + r) * lda..][..k];
+                for (kk, &v) in row.iter().enumerate() {
+                    strip[kk * MR + r] = v;
                 }
-            });
+            }
+        };
+        if parallel {
+            use rayon::prelude::*;
+            apk.par_chunks_mut(MR * k).enumerate().for_each(pack);
+        } else {
+            apk.chunks_mut(MR * k).enumerate().for_each(pack);
+        }
     }
     let apk = shared.then_some(&apk[..]);
     let count: usize = jobs.iter().map(|(w, _)| w.n / NR).sum();
-    let threads = rayon::current_num_threads().clamp(1, count);
+    let threads = if parallel {
+        rayon::current_num_threads().clamp(1, count)
+    } else {
+        1
+    };
     let run = |t: usize| {
         // Panels split as evenly as possible, in order.
         let range = count * t / threads..count * (t + 1) / threads;
