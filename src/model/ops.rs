@@ -1558,7 +1558,18 @@ mod tests {
     #[test]
     fn forward_attention_matches_its_definition() -> Result<()> {
         let dev = Device::Cpu;
-        let cases: &[(usize, usize, usize, usize, usize, usize, bool, &[usize])] = &[
+        // (b, seq, seq_k, heads, kv_heads, hd, causal, left_pad)
+        type Case = (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            bool,
+            &'static [usize],
+        );
+        let cases: &[Case] = &[
             // (b, seq, seq_k, heads, kv_heads, hd, causal, left_pad)
             (1, 7, 7, 2, 2, 32, false, &[]),
             (1, 45, 45, 8, 4, 64, true, &[]),
