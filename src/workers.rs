@@ -66,6 +66,20 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
+/// The fewest items rayon may split off a parallel iterator over a tensor op's rows or
+/// chunks (its `with_min_len`): all of them, so that the calling thread runs the op alone,
+/// on a `--workers` thread (not one of rayon's, the tensor ops single-threaded: rayon's
+/// pool has one thread); otherwise 1. From such a thread every parallel op was handed to
+/// that one pool thread and waited for: the workers took turns on it, two thread switches
+/// per op.
+pub fn min_split() -> usize {
+    if rayon::current_thread_index().is_none() && rayon::current_num_threads() == 1 {
+        usize::MAX
+    } else {
+        1
+    }
+}
+
 /// `f(w)` for w in 0..n, on n threads (on this one for n = 1); the results in order of w,
 /// or the first error.
 pub fn on_threads<T: Send>(

@@ -137,6 +137,7 @@ pub fn par_map1(x: &[f32], f: fn(&[f32], &mut [f32])) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
+        .with_min_len(crate::workers::min_split())
         .for_each(|(y, x)| f(x, y));
     y
 }
@@ -147,6 +148,7 @@ pub fn par_map2(a: &[f32], b: &[f32], f: fn(&[f32], &[f32], &mut [f32])) -> Vec<
     let mut y = vec![0f32; a.len()];
     y.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .with_min_len(crate::workers::min_split())
         .for_each(|(y, (a, b))| f(a, b, y));
     y
 }

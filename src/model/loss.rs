@@ -106,6 +106,7 @@ impl candle_core::CustomOp1 for CrossEntropy {
         let loss: Vec<f32> = x
             .par_chunks(vocab)
             .zip(&self.labels)
+            .with_min_len(crate::workers::min_split())
             .map(|(row, &label)| {
                 let (m, lse) = Self::max_lse(row);
                 lse - (row[label as usize] - m)
@@ -169,6 +170,7 @@ impl candle_core::CustomOp2 for CrossEntropyBackward {
         dx.par_chunks_mut(vocab)
             .zip(x.par_chunks(vocab))
             .zip(self.labels.par_iter().zip(g.par_iter()))
+            .with_min_len(crate::workers::min_split())
             .for_each(|((out, row), (&label, &gr))| {
                 let (m, lse) = CrossEntropy::max_lse(row);
                 for (o, &v) in out.iter_mut().zip(row) {

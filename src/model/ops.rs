@@ -107,6 +107,7 @@ impl candle_core::CustomOp2 for RmsNormRounded {
                 let mut y = vec![<$ty>::ZERO; x.len()];
                 y.par_chunks_mut(d)
                     .zip(x.par_chunks(d))
+                    .with_min_len(crate::workers::min_split())
                     .for_each(|(yr, xr)| self.row(xr, w, yr, <$ty>::to_f32, <$ty>::from_f32));
                 S::$wrap(y)
             }};
@@ -211,6 +212,7 @@ impl candle_core::CustomOp2 for RmsNormTrack {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(d)
             .zip(x.par_chunks(d))
+            .with_min_len(crate::workers::min_split())
             .for_each(|(yr, xr)| {
                 let r = self.inv_rms(xr);
                 for ((o, &v), &wv) in yr.iter_mut().zip(xr).zip(w) {
@@ -286,6 +288,7 @@ impl candle_core::CustomOp2 for RmsNormTrack {
         let partial: Vec<Vec<f32>> = dx
             .par_chunks_mut(d * BLOCK)
             .zip(xs.par_chunks(d * BLOCK).zip(gs.par_chunks(d * BLOCK)))
+            .with_min_len(crate::workers::min_split())
             .map(|(dxb, (xb, gb))| {
                 let mut dw = vec![0f32; d];
                 for (dxr, (xr, gr)) in dxb.chunks_mut(d).zip(xb.chunks(d).zip(gb.chunks(d))) {
@@ -509,16 +512,19 @@ impl Rope {
         let h = d / 2;
         let r = |v: f32| to(from(v));
         let mut y = x.to_vec();
-        y.par_chunks_mut(d).enumerate().for_each(|(row, yr)| {
-            let t = (row / heads) % seq;
-            let (cs, ss) = (&c[t * h..(t + 1) * h], &s[t * h..(t + 1) * h]);
-            for i in 0..h {
-                let (a, b) = (to(yr[i]), to(yr[i + h]));
-                let (cv, sv) = (to(cs[i]), self.sign * to(ss[i]));
-                yr[i] = from(r(a * cv) - r(b * sv));
-                yr[i + h] = from(r(b * cv) + r(a * sv));
-            }
-        });
+        y.par_chunks_mut(d)
+            .enumerate()
+            .with_min_len(crate::workers::min_split())
+            .for_each(|(row, yr)| {
+                let t = (row / heads) % seq;
+                let (cs, ss) = (&c[t * h..(t + 1) * h], &s[t * h..(t + 1) * h]);
+                for i in 0..h {
+                    let (a, b) = (to(yr[i]), to(yr[i + h]));
+                    let (cv, sv) = (to(cs[i]), self.sign * to(ss[i]));
+                    yr[i] = from(r(a * cv) - r(b * sv));
+                    yr[i + h] = from(r(b * cv) + r(a * sv));
+                }
+            });
         y
     }
 }
@@ -626,6 +632,7 @@ impl SwiGlu {
         let mut y = vec![T::default(); g.len()];
         y.par_iter_mut()
             .zip(g.par_iter().zip(u))
+            .with_min_len(crate::workers::min_split())
             .for_each(|(o, (&gv, &uv))| {
                 let (act, _) = silu_parts(to(gv), |v| to(from(v)));
                 *o = from(act * to(uv));
@@ -649,6 +656,7 @@ impl SwiGlu {
         dg.par_iter_mut()
             .zip(du.par_iter_mut())
             .zip(g.par_iter().zip(u.par_iter().zip(dy)))
+            .with_min_len(crate::workers::min_split())
             .for_each(|((dgo, duo), (&gv, (&uv, &dv)))| {
                 let (gv, d) = (to(gv), to(dv));
                 let (act, s) = silu_parts(gv, |v| to(from(v)));
@@ -742,6 +750,7 @@ impl candle_core::CustomOp3 for SwiGluBackward {
             dg.par_chunks_mut(c)
                 .zip(du.par_chunks_mut(c))
                 .zip(g.par_chunks(c).zip(u.par_chunks(c)).zip(d.par_chunks(c)))
+                .with_min_len(crate::workers::min_split())
                 .for_each(|((dg, du), ((g, u), d))| fastmath::swiglu_grad_slice(g, u, d, dg, du));
             return Ok((S::F32(out), candle_core::Shape::from(2 * n)));
         }
@@ -828,6 +837,7 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
         dst.par_chunks_mut(seq_k)
             .zip(src.par_chunks(seq_k))
             .enumerate()
+            .with_min_len(crate::workers::min_split())
             .for_each(|(r, (d, s))| {
                 let range = self.visible(r, seq_k);
                 let (d, s) = (&mut d[range.clone()], &s[range]);
@@ -941,6 +951,7 @@ impl candle_core::CustomOp2 for SoftmaxGrad {
         let mut dx = vec![0f32; y.len()];
         dx.par_chunks_mut(d)
             .zip(y.par_chunks(d).zip(g.par_chunks(d)))
+            .with_min_len(crate::workers::min_split())
             .for_each(|(o, (yr, gr))| {
                 let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
                 for ((o, &yv), &gv) in o.iter_mut().zip(yr).zip(gr) {
@@ -1007,6 +1018,7 @@ impl candle_core::CustomOp1 for GeluTanh {
         let out = per_float_type!(self.name(), (storage), |x; to, from| {
             x[r.0..r.1]
                 .par_iter()
+                .with_min_len(crate::workers::min_split())
                 .map(|&v| from(fastmath::gelu_tanh(to(v))))
                 .collect()
         });
@@ -1063,6 +1075,7 @@ impl candle_core::CustomOp2 for GeluTanhBackward {
             x[xr.0..xr.1]
                 .par_iter()
                 .zip(&g[gr.0..gr.1])
+                .with_min_len(crate::workers::min_split())
                 .map(|(&v, &d)| from(to(d) * fastmath::gelu_tanh_derivative(to(v))))
                 .collect()
         });
@@ -1244,7 +1257,11 @@ fn attention_panels(
     let tasks: Vec<(usize, usize)> = (0..b)
         .flat_map(|bi| (0..kv_heads).map(move |g| (bi, g)))
         .collect();
-    let parts: Vec<Vec<f32>> = tasks.par_iter().map(|&t| per_head(t)).collect();
+    let parts: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .with_min_len(crate::workers::min_split())
+        .map(|&t| per_head(t))
+        .collect();
     // (b, seq, heads, hd) from each task's (rep, seq, hd).
     let mut o = vec![0f32; b * seq * heads * hd];
     for (&(bi, g), part) in tasks.iter().zip(&parts) {
