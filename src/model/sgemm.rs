@@ -17,7 +17,12 @@
 //!   while every 12-row strip of the activations passes over it; the activations are read
 //!   in place (the last, partial strip is copied with zero rows);
 //! - the panels are split between rayon's threads (one pool for everything), and the bias
-//!   is added when a tile is first stored.
+//!   is added when a tile is first stored;
+//! - panels and outputs start on 64-byte boundaries (each 16-float load one cache line), and
+//!   the next panel is prefetched into L2 a line every few reduction steps;
+//! - several weights applied to the same input (a layer's q, k, v; gate and up) are one
+//!   product ([`products`]), and attention's two products per head run on one thread each
+//!   ([`matmul_here`], from `ops::attention_panels`).
 //!
 //! The reduction runs in a different order than gemm's or MKL's, so results differ from
 //! theirs in the last bits (the tests compare with sums in f64; every parity test against
