@@ -812,6 +812,23 @@ impl ScaledMaskedSoftmax {
             .map_or(0, |&p| (p as usize).min(end));
         begin..end
     }
+
+    /// Row `r` of the probabilities from its scores `s` (all `seq_k` keys) into `d`: the
+    /// softmax of the scaled scores over the keys the row may see, zero for the others
+    /// (all zero when it sees none).
+    fn row(&self, r: usize, s: &[f32], d: &mut [f32]) {
+        let range = self.visible(r, s.len());
+        d[..range.start].fill(0.0);
+        d[range.end..].fill(0.0);
+        let (d, s) = (&mut d[range.clone()], &s[range]);
+        if s.is_empty() {
+            return;
+        }
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
+        fastmath::exp_scaled_slice(s, self.scale, max, d);
+        let sum: f32 = d.iter().sum();
+        d.iter_mut().for_each(|o| *o /= sum);
+    }
 }
 
 impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
@@ -838,17 +855,7 @@ impl candle_core::CustomOp1 for ScaledMaskedSoftmax {
             .zip(src.par_chunks(seq_k))
             .enumerate()
             .with_min_len(crate::workers::min_split())
-            .for_each(|(r, (d, s))| {
-                let range = self.visible(r, seq_k);
-                let (d, s) = (&mut d[range.clone()], &s[range]);
-                if s.is_empty() {
-                    return;
-                }
-                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * self.scale;
-                fastmath::exp_scaled_slice(s, self.scale, max, d);
-                let sum: f32 = d.iter().sum();
-                d.iter_mut().for_each(|o| *o /= sum);
-            });
+            .for_each(|(r, (d, s))| self.row(r, s, d));
         Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
     }
 
@@ -1239,16 +1246,11 @@ fn attention_panels(
                 .enumerate()
             {
                 // The same rows, masks and arithmetic as the op's own CPU kernel.
-                let range = op.visible(bi * op.rows_per_batch + i, seq_k);
-                prow[..seq_k].fill(0.0);
-                let (d, s) = (&mut prow[range.clone()], &srow[range]);
-                if s.is_empty() {
-                    continue;
-                }
-                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * op.scale;
-                fastmath::exp_scaled_slice(s, op.scale, max, d);
-                let sum: f32 = d.iter().sum();
-                d.iter_mut().for_each(|o| *o /= sum);
+                op.row(
+                    bi * op.rows_per_batch + i,
+                    &srow[..seq_k],
+                    &mut prow[..seq_k],
+                );
             }
             matmul_here((seq, hd, seq_k), &probs, n_pad, &vp, out);
         }
