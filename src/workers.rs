@@ -55,12 +55,11 @@ pub fn on_all_cores<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// ops of a whole pass then split their work from inside the pool. Called from outside it,
 /// every matrix product handed its shares to the pool and put this thread to sleep until
 /// they were done, and the pool's threads slept between products: the mid-size forward
-/// pass of BENCHMARKS.md took 172–188 ms that way and 160–163 ms this way (session 27).
-/// Runs `f` here when this already is a rayon thread, or when the tensor ops are
-/// single-threaded (RAYON_NUM_THREADS=1, several `--workers`: the pool has one thread).
+/// pass of BENCHMARKS.md took 177–188 ms that way and 160–163 ms this way (session 27).
+/// Runs `f` here when this already is a rayon thread, or when the pool has one thread
+/// (the tensor ops single-threaded for several `--workers`, see [`resolve`]).
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let single = std::env::var_os("RAYON_NUM_THREADS").is_some_and(|v| v == "1");
-    if single || rayon::current_thread_index().is_some() {
+    if rayon::current_thread_index().is_some() || rayon::current_num_threads() == 1 {
         return f();
     }
     rayon::scope(|_| f())
