@@ -26,6 +26,33 @@ LENGTHS = [45, 70]
 NEW_TOKENS = 8
 
 
+TRAIN_LAYER = 1
+
+
+def make_train(model, cases) -> None:
+    """Gradients of layer TRAIN_LAYER for the sum of both sequences' losses (cross-entropy of
+    each token of the second half from the position before it) over all those tokens."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    named = {}
+    for n, p in model.model.layers[TRAIN_LAYER].named_parameters():
+        p.requires_grad_(True)
+        named[f"model.layers.{TRAIN_LAYER}.{n}"] = p
+    total = sum(n - n // 2 for n in LENGTHS)
+    loss_sum = 0.0
+    for n in LENGTHS:
+        ids = cases[f"{n}.input_ids"][None, :]
+        logits = model(input_ids=ids, use_cache=False).logits[0].float()
+        target = ids[0, n // 2:]
+        ls = torch.nn.functional.cross_entropy(logits[n // 2 - 1:n - 1], target, reduction="sum")
+        (ls / total).backward()
+        loss_sum += float(ls)
+    grads = {f"grad.{k}": p.grad.detach().clone().contiguous() for k, p in named.items()}
+    save_file(grads, str(OUT / "train.safetensors"), metadata={"format": "pt"})
+    meta = {"layer": TRAIN_LAYER, "supervised_from": "n // 2", "loss": loss_sum / total, "tokens": total}
+    (OUT / "train.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def main() -> None:
     torch.manual_seed(32)
     cfg = Qwen3Config(
@@ -68,6 +95,7 @@ def main() -> None:
             tensors[f"{n}.generated"] = g[0, n:].to(torch.int64)
     save_file(tensors, str(OUT / "cases.safetensors"), metadata={"format": "pt"})
     (OUT / "cases.json").write_text(json.dumps(meta, indent=1) + "\n")
+    make_train(model, tensors)
     import transformers
     (OUT / "README.md").write_text(
         "# Heads 32 wide (generated: do not edit by hand)\n\n"
@@ -78,6 +106,9 @@ def main() -> None:
         f"- `cases.safetensors`: for each length n in {LENGTHS}, `n.input_ids` (random ids),\n"
         "  `n.hidden.{i}` (transformers' `hidden_states`), `n.logits`, and `n.generated` (greedy\n"
         f"  `generate`, {NEW_TOKENS} new tokens, no end token).\n"
+        f"- `train.safetensors` + `train.json`: fine-tuning layer {TRAIN_LAYER} alone (the others\n"
+        "  frozen) on both sequences, the loss on their second halves: the loss and every\n"
+        "  gradient of the layer (`grad.<name>`), as a trainer computes them for one step.\n"
     )
     print(f"wrote {OUT}")
 

@@ -22,9 +22,9 @@ pub struct Attention {
     /// Qwen3 and Qwen3-VL normalise each head of q and k; the others have no such norm.
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
+    pub(crate) num_heads: usize,
+    pub(crate) num_kv_heads: usize,
+    pub(crate) head_dim: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
-    act: candle_nn::Activation,
+    pub(crate) act: candle_nn::Activation,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +139,23 @@ impl DecoderLayer {
     /// Like [`DecoderLayer::forward`], appending this pass's keys and values to `cache` and
     /// attending over everything cached (generation). `rope` covers the new positions only.
     pub fn forward_with_cache(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        causal: bool,
+        grad: Grad,
+        cache: Option<&mut KvSlot>,
+    ) -> Result<Tensor> {
+        if super::train_layer::applies(self, x, rope, grad, cache.is_some()) {
+            return Ok(super::train_layer::forward(self, x, rope, causal)?);
+        }
+        self.forward_composed(x, rope, causal, grad, cache)
+    }
+
+    /// [`DecoderLayer::forward_with_cache`] as a composition of the ops in
+    /// [`crate::model::ops`] (every case but training in f32 on the CPU, see
+    /// [`super::train_layer`]).
+    pub(crate) fn forward_composed(
         &self,
         x: &Tensor,
         rope: &RopeTables,

@@ -262,6 +262,32 @@ impl Model {
         Self::load_inner(dir, dtype, device, f32_layers, None)
     }
 
+    /// [`Model::load_with_f32_layers`] for fine-tuning the decoder layers at `trained`
+    /// (positions in the checkpoint), everything else frozen: in f32 on a CPU with AVX-512
+    /// every other linear weight (the vision tower, the frozen decoder layers, the token
+    /// embeddings as the tied LM head) is stored as [`super::sgemm`]'s panels, as
+    /// [`Model::load_for_inference`] stores them. The frozen layers' forward products then
+    /// read them in place, and the gradient that flows through a frozen layer is computed
+    /// from the same panels ([`super::sgemm::gemm_by_panels`]); no weight is held twice.
+    pub fn load_for_finetune(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+        trained: &[usize],
+    ) -> Result<Self> {
+        if dtype != DType::F32 || !device.is_cpu() || !super::sgemm::available() {
+            return Self::load_with_f32_layers(dir, dtype, device, trained);
+        }
+        let infos = weights::read_tensor_infos(&weights::weight_files(dir)?)?;
+        let names = TensorNames::detect(infos.iter().map(|i| i.name.as_str()));
+        let trained = trained.to_vec();
+        Self::load_laid_out(dir, dtype, device, move |name: &str| {
+            names
+                .split_layer(name)
+                .is_none_or(|(i, _)| !trained.contains(&i))
+        })
+    }
+
     fn load_inner(
         dir: &Path,
         dtype: DType,

@@ -17,6 +17,7 @@ pub mod qwen2_vl;
 pub mod qwen3_vl;
 pub mod rope;
 pub mod sgemm;
+pub(crate) mod train_layer;
 pub mod vision;
 pub mod weights;
 

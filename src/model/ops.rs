@@ -787,13 +787,13 @@ impl candle_core::CustomOp3 for SwiGluBackward {
 /// batch entry `r / rows_per_batch`. Row `r` sees the keys `[left_pad[batch], end)` with
 /// `end` the causal limit (or every key); the rest get probability 0.
 #[derive(Clone)]
-struct ScaledMaskedSoftmax {
-    scale: f32,
-    causal: bool,
-    seq_q: usize,
-    rows_per_batch: usize,
+pub(super) struct ScaledMaskedSoftmax {
+    pub(super) scale: f32,
+    pub(super) causal: bool,
+    pub(super) seq_q: usize,
+    pub(super) rows_per_batch: usize,
     /// Masked keys at the start of each batch entry's row (left-padded batches); empty: none.
-    left_pad: Vec<u32>,
+    pub(super) left_pad: Vec<u32>,
 }
 
 impl ScaledMaskedSoftmax {
@@ -816,7 +816,7 @@ impl ScaledMaskedSoftmax {
     /// Row `r` of the probabilities from its scores `s` (all `seq_k` keys) into `d`: the
     /// softmax of the scaled scores over the keys the row may see, zero for the others
     /// (all zero when it sees none).
-    fn row(&self, r: usize, s: &[f32], d: &mut [f32]) {
+    pub(super) fn row(&self, r: usize, s: &[f32], d: &mut [f32]) {
         let range = self.visible(r, s.len());
         d[..range.start].fill(0.0);
         d[range.end..].fill(0.0);
@@ -1343,6 +1343,69 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
+/// `x · wᵀ` for a frozen weight stored as [`super::sgemm`]'s panels, inside the training
+/// graph: forward on the panels, backward only the input's gradient `dy · w`, from the
+/// same panels ([`super::sgemm::gemm_by_panels`]).
+struct FrozenPanels {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenPanels {
+    fn name(&self) -> &'static str {
+        "frozen-panels"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (m, k) = layout.shape().dims2()?;
+        let x = cpu_f32(storage, layout)?;
+        let (p, nr, wk) = self.w.dims3()?;
+        if wk != k {
+            candle_core::bail!(
+                "frozen-panels: ({m}, {k}) times panels of {:?}",
+                self.w.dims()
+            );
+        }
+        let n = p * nr;
+        let (ws, wl) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
+            candle_core::bail!("frozen-panels: the weight is not f32 on the CPU");
+        };
+        let panels = &wd[wl.start_offset()..wl.start_offset() + n * k];
+        let mut y = vec![0f32; m * n];
+        super::sgemm::matmul((m, n, k), x, k, panels, None, &mut y);
+        Ok((
+            candle_core::CpuStorage::F32(y),
+            candle_core::Shape::from((m, n)),
+        ))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let (m, k) = arg.dims2()?;
+        let (p, nr, _) = self.w.dims3()?;
+        let n = p * nr;
+        let dy = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let (ws, wl) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
+            candle_core::bail!("frozen-panels: the weight is not f32 on the CPU");
+        };
+        let panels = &wd[wl.start_offset()..wl.start_offset() + n * k];
+        let mut dx = vec![0f32; m * k];
+        super::sgemm::gemm_by_panels(
+            (m, k, n),
+            super::sgemm::View::rows(&dy, n),
+            panels,
+            &mut dx,
+            false,
+            true,
+        );
+        Ok(Some(Tensor::from_vec(dx, (m, k), arg.device())?))
+    }
+}
+
 /// [`linear`] of one input by several weights, each weight's output in order: on this
 /// CPU's panel path one product for all of them (see [`super::sgemm::products`]: a
 /// layer's q, k and v, or gate and up), otherwise one [`linear`] each.
@@ -1367,6 +1430,28 @@ fn panel_product_applies(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
 
 /// [`linear`] for a weight stored as [`super::sgemm`]'s panels.
 fn linear_panels(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if x.track_op()
+        && !w.track_op()
+        && b.is_none()
+        && x.dtype() == DType::F32
+        && x.device().is_cpu()
+        && super::sgemm::available()
+    {
+        // A frozen weight inside the training graph (the tied LM head of a fine-tuned
+        // model): forward by the panels, the input's gradient from them too.
+        let dims = x.dims().to_vec();
+        let k = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let (p, nr, _) = w.dims3()?;
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = p * nr;
+        return x
+            .reshape((rows, k))?
+            .contiguous()?
+            .apply_op1(FrozenPanels { w: w.clone() })?
+            .reshape(out);
+    }
     if !panel_product_applies(x, w, b) {
         // Not a forward-only product on this CPU: the weight back in torch's layout (a copy).
         let (p, nr, k) = w.dims3()?;

@@ -177,6 +177,251 @@ pub fn products(
     outs
 }
 
+/// A strided f32 matrix: element (i, j) at `data[i·rs + j·cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major (·, cols) matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of this view (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+
+    /// Whether every element of an (m, n) matrix lies in `data`.
+    fn holds(&self, m: usize, n: usize) -> bool {
+        m == 0 || n == 0 || (m - 1) * self.rs + (n - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `c = a · b` (or `c += a · b` with `accumulate`): `a` (m, k) and `b` (k, n) any strided
+/// [`View`]s, `c` (m, n) row-major. For training's products (a layer's input gradient
+/// `dy · w`, a weight's gradient `dyᵀ · x`, attention's products per head), where no
+/// operand is packed ahead: `b` is packed into panels here (zero columns past `n`), `a` is
+/// read in place when its rows are contiguous and copied otherwise; the kernel is
+/// [`matmul`]'s. `parallel`: split the panels over rayon's threads (false inside a task
+/// that already has its own thread). Without AVX-512, candle's product (copies in and
+/// out).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    (m, n, k): (usize, usize, usize),
+    a: View,
+    b: View,
+    c: &mut [f32],
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(
+        a.holds(m, k) && b.holds(k, n) && c.len() >= m * n,
+        "sgemm: a view is too short for ({m}, {n}, {k})"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    if !available() {
+        let dense = |v: View, r: usize, cols: usize| -> Vec<f32> {
+            (0..r)
+                .flat_map(|i| (0..cols).map(move |j| (i, j)))
+                .map(|(i, j)| v.at(i, j))
+                .collect()
+        };
+        let cpu = candle_core::Device::Cpu;
+        let product = candle_core::Tensor::from_vec(dense(a, m, k), (m, k), &cpu)
+            .and_then(|ta| {
+                let tb = candle_core::Tensor::from_vec(dense(b, k, n), (k, n), &cpu)?;
+                ta.matmul(&tb)?.flatten_all()?.to_vec1::<f32>()
+            })
+            .expect("sgemm: candle's CPU product of f32 matrices");
+        if accumulate {
+            c[..m * n]
+                .iter_mut()
+                .zip(&product)
+                .for_each(|(o, v)| *o += v);
+        } else {
+            c[..m * n].copy_from_slice(&product);
+        }
+        return;
+    }
+    // b as panels of 32 columns, [kk][j] within each (zero columns past n).
+    let np = n.div_ceil(NR) * NR;
+    let (mut pv, off) = aligned(np * k);
+    let panels = &mut pv[off..off + np * k];
+    for (p, panel) in panels.chunks_exact_mut(NR * k).enumerate() {
+        let j0 = p * NR;
+        let cols = NR.min(n - j0);
+        if b.cs == 1 {
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                row[..cols].copy_from_slice(&b.data[kk * b.rs + j0..][..cols]);
+            }
+        } else {
+            for j in 0..cols {
+                let base = (j0 + j) * b.cs;
+                if b.rs == 1 {
+                    let col = &b.data[base..base + k];
+                    for (kk, &v) in col.iter().enumerate() {
+                        panel[kk * NR + j] = v;
+                    }
+                } else {
+                    for kk in 0..k {
+                        panel[kk * NR + j] = b.data[base + kk * b.rs];
+                    }
+                }
+            }
+        }
+    }
+    run_packed(
+        (m, n, k),
+        a,
+        &pv[off..off + np * k],
+        c,
+        accumulate,
+        parallel,
+    );
+}
+
+/// [`gemm`] with `b` (k, n) given as [`pack_panels`]' panels of its k rows (a torch-layout
+/// weight (k, n) of a model that runs forward is stored so; `k` a multiple of 32): the
+/// input's gradient `dy · w` of a frozen linear layer. Each 32 × 32 block of the panels is
+/// transposed into the product's panels (one pass over the weight, in cache-sized blocks).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_by_panels(
+    (m, n, k): (usize, usize, usize),
+    a: View,
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(
+        packable(k) && b.len() >= n * k && a.holds(m, k) && c.len() >= m * n,
+        "sgemm: ({m}, {k}) times panels of ({k}, {n})"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let np = n.div_ceil(NR) * NR;
+    let (mut pv, off) = aligned(np * k);
+    let out = &mut pv[off..off + np * k];
+    // Source panel p: [col][r] = b[32p + r][col]; output panel q: [kk][jj] = b[kk][32q + jj].
+    for (q, panel) in out.chunks_exact_mut(NR * k).enumerate() {
+        let j0 = q * NR;
+        let cols = NR.min(n - j0);
+        for p in 0..k / NR {
+            let src = &b[p * NR * n + j0 * NR..][..cols * NR];
+            let dst = &mut panel[p * NR * NR..][..NR * NR];
+            // Row by row of the output (contiguous stores; the 4 KiB source is in L1).
+            for (r, row) in dst.chunks_exact_mut(NR).enumerate() {
+                for (jj, o) in row[..cols].iter_mut().enumerate() {
+                    *o = src[jj * NR + r];
+                }
+            }
+        }
+    }
+    run_packed(
+        (m, n, k),
+        a,
+        &pv[off..off + np * k],
+        c,
+        accumulate,
+        parallel,
+    );
+}
+
+/// A zeroed vector of `len` floats plus the offset at which they start on a 64-byte
+/// boundary.
+fn aligned(len: usize) -> (Vec<f32>, usize) {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    let v = vec![0f32; len + LINE - 1];
+    let off = v.as_ptr().align_offset(64).min(LINE - 1);
+    (v, off)
+}
+
+/// `a` (m, k) as a row-major copy, in 16 × 16 blocks (both sides stay in cache when `a` is
+/// a transposed view).
+fn dense(a: View, m: usize, k: usize) -> Vec<f32> {
+    const B: usize = 16;
+    let mut out = vec![0f32; m * k];
+    for i0 in (0..m).step_by(B) {
+        for l0 in (0..k).step_by(B) {
+            for l in l0..(l0 + B).min(k) {
+                for i in i0..(i0 + B).min(m) {
+                    out[i * k + l] = a.data[i * a.rs + l * a.cs];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The product of [`gemm`] with `b` packed as `panels` (n rounded up to whole panels).
+fn run_packed(
+    (m, n, k): (usize, usize, usize),
+    a: View,
+    panels: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+    parallel: bool,
+) {
+    // a in place (row stride rs) when its rows are contiguous, else a row-major copy.
+    let copied;
+    let (ad, lda) = if a.cs == 1 {
+        (&a.data[..(m - 1) * a.rs + k], a.rs)
+    } else {
+        copied = dense(a, m, k);
+        (&copied[..], k)
+    };
+    let np = panels.len() / k;
+    let w = Weight {
+        panels,
+        n: np,
+        bias: None,
+    };
+    if np == n && !accumulate {
+        // SAFETY: c holds m·n floats (asserted by the callers) and is borrowed for the call.
+        unsafe { matmul_into((m, k), ad, lda, &[(w, SendPtr(c.as_mut_ptr()))], parallel) };
+        return;
+    }
+    let mut tmp = Vec::<f32>::with_capacity(m * np);
+    // SAFETY: tmp's capacity is m·np; matmul_into writes all of it.
+    unsafe {
+        matmul_into((m, k), ad, lda, &[(w, SendPtr(tmp.as_mut_ptr()))], parallel);
+        tmp.set_len(m * np);
+    }
+    for (crow, trow) in c[..m * n].chunks_exact_mut(n).zip(tmp.chunks_exact(np)) {
+        if accumulate {
+            crow.iter_mut().zip(trow).for_each(|(o, v)| *o += v);
+        } else {
+            crow.copy_from_slice(&trow[..n]);
+        }
+    }
+}
+
 /// Each job's `c` (m, n) `= a · wᵀ (+ bias)`, into memory that need not be initialised:
 /// every element of `c[..m·n]` is written (the first reduction block stores, later ones
 /// add to what it stored).
@@ -583,6 +828,106 @@ mod tests {
         (0..len)
             .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
             .collect()
+    }
+
+    /// [`gemm`] against the product summed in f64, for every orientation of both operands,
+    /// widths that are and are not whole panels, overwriting and accumulating.
+    #[test]
+    fn strided_products_match_the_exact_product() {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (13, 40, 7),
+            (30, 64, 300),
+            (7, 3, 2100),
+            (50, 96, 33),
+        ] {
+            let av = values(m * k, (m * 7 + k) as u64);
+            let bv = values(k * n, (n * 5 + k) as u64);
+            let start = values(m * n, 3);
+            for a_t in [false, true] {
+                for b_t in [false, true] {
+                    // a (m, k) stored row-major or as its transpose; b likewise.
+                    let a = if a_t {
+                        View::rows(&av, m).t()
+                    } else {
+                        View::rows(&av, k)
+                    };
+                    let b = if b_t {
+                        View::rows(&bv, k).t()
+                    } else {
+                        View::rows(&bv, n)
+                    };
+                    for accumulate in [false, true] {
+                        for parallel in [false, true] {
+                            let mut c = start.clone();
+                            gemm((m, n, k), a, b, &mut c, accumulate, parallel);
+                            for i in 0..m {
+                                for j in 0..n {
+                                    let mut want = if accumulate {
+                                        start[i * n + j] as f64
+                                    } else {
+                                        0.0
+                                    };
+                                    for l in 0..k {
+                                        want += a.at(i, l) as f64 * b.at(l, j) as f64;
+                                    }
+                                    let got = c[i * n + j] as f64;
+                                    assert!(
+                                        (got - want).abs() <= 1e-6 * (k as f64 + 2.0),
+                                        "({m}, {n}, {k}) a_t {a_t} b_t {b_t} acc {accumulate}: \
+                                         ({i}, {j}) {got} vs {want}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`gemm_by_panels`] against the product summed in f64: `a · w` for a weight `w`
+    /// (k, n) given as its panels, n whole panels or not, overwriting and accumulating.
+    #[test]
+    fn products_by_stored_panels_match_the_exact_product() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        for &(m, n, k) in &[(1, 1, 32), (13, 40, 64), (30, 64, 96), (50, 7, 32)] {
+            let av = values(m * k, (m * 3 + k) as u64);
+            let w = values(k * n, (n * 11 + k) as u64);
+            let (v, off) = pack_panels(&w, (k, n), |v| v);
+            let start = values(m * n, 9);
+            for accumulate in [false, true] {
+                let mut c = start.clone();
+                gemm_by_panels(
+                    (m, n, k),
+                    View::rows(&av, k),
+                    &v[off..off + k * n],
+                    &mut c,
+                    accumulate,
+                    true,
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut want = if accumulate {
+                            start[i * n + j] as f64
+                        } else {
+                            0.0
+                        };
+                        for l in 0..k {
+                            want += av[i * k + l] as f64 * w[l * n + j] as f64;
+                        }
+                        let got = c[i * n + j] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-6 * (k as f64 + 2.0),
+                            "({m}, {n}, {k}) acc {accumulate}: ({i}, {j}) {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -336,7 +336,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     }
     // The trained layers are read in f32: their master weights start exact.
     let mut model =
-        Model::load_with_f32_layers(&args.model, placement.dtype, &placement.device, &positions)?;
+        Model::load_for_finetune(&args.model, placement.dtype, &placement.device, &positions)?;
     let distill = match &args.distill {
         None => None,
         Some(dir) => {

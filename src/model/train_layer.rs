@@ -1,0 +1,924 @@
+//! A decoder layer's training pass as one autograd node, on the CPU in f32: the forward
+//! pass keeps what its backward needs, and the backward is written out by hand, every
+//! product on [`super::sgemm::gemm`].
+//!
+//! Composed of candle's ops, a layer is about thirty nodes of the autograd graph, and
+//! candle's backward gives every input of every node a zeroed gradient buffer that it then
+//! adds into (a memset, an allocation and an element-wise add per edge), and repacks both
+//! operands of every product: on the mid-size fine-tuning benchmark of BENCHMARKS.md
+//! (session 28) those were a quarter of a step. Here a layer is one node.
+//!
+//! The gradients of trainable weights reach candle's gradient store through one small node
+//! per weight ([`Inject`]) between the layer's input and the layer: its forward is the
+//! identity on the input; its backward passes the input's gradient through and hands over
+//! the weight's gradient, which the layer's backward (run first: the layer is downstream)
+//! has left in a shared cell. Callers see the usual contract: `grads.get(weight)`.
+//!
+//! Used by [`super::decoder::DecoderLayer`] when [`applies`] (training, f32, CPU, SiLU MLP,
+//! no KV cache, no left-padded batch); the result equals the composed ops' up to the order
+//! of f32 sums (tests below, and every fine-tuning test against PyTorch runs through it).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::decoder::{DecoderLayer, RopeTables};
+use super::ops::{Grad, ScaledMaskedSoftmax};
+use super::sgemm::{gemm, View};
+
+/// The layer's tensors, by slot.
+const WQ: usize = 0;
+const WK: usize = 1;
+const WV: usize = 2;
+const WO: usize = 3;
+const WG: usize = 4;
+const WU: usize = 5;
+const WD: usize = 6;
+const N_IN: usize = 7;
+const N_POST: usize = 8;
+const N_Q: usize = 9;
+const N_K: usize = 10;
+/// Biases: slot `BIAS + i` for weight slot i (q, k, v, o, gate, up, down).
+const BIAS: usize = 11;
+const SLOTS: usize = 18;
+
+/// Whether [`forward`] runs this layer's pass: training (`grad`), f32 on the CPU, SiLU,
+/// every tensor f32 on the CPU, no cache, no left-padded batch.
+pub(crate) fn applies(
+    layer: &DecoderLayer,
+    x: &Tensor,
+    rope: &RopeTables,
+    grad: Grad,
+    cached: bool,
+) -> bool {
+    grad == Grad::Track
+        && !cached
+        && rope.batch_pad.is_empty()
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && x.rank() == 3
+        && layer.mlp.act == candle_nn::Activation::Silu
+        && slots(layer)
+            .iter()
+            .flatten()
+            .all(|t| t.dtype() == DType::F32 && t.device().is_cpu())
+        && slots(layer)[..WD + 1]
+            .iter()
+            .flatten()
+            .all(|t| t.rank() == 2 || (is_panels(t) && !t.track_op()))
+}
+
+/// Whether `t` is a weight stored as [`super::sgemm`]'s panels (a frozen weight of a model
+/// loaded with its frozen layers laid out for the forward product).
+fn is_panels(t: &Tensor) -> bool {
+    use super::sgemm::PANEL;
+    t.rank() == 3 && t.dim(1).ok() == Some(PANEL) && {
+        let k = t.dim(2).unwrap_or(0);
+        t.stride() == [PANEL * k, 1, PANEL]
+    }
+}
+
+fn slots(layer: &DecoderLayer) -> [Option<&Tensor>; SLOTS] {
+    let (a, m) = (&layer.self_attn, &layer.mlp);
+    let lin = [
+        &a.q_proj,
+        &a.k_proj,
+        &a.v_proj,
+        &a.o_proj,
+        &m.gate_proj,
+        &m.up_proj,
+        &m.down_proj,
+    ];
+    let mut out: [Option<&Tensor>; SLOTS] = [None; SLOTS];
+    for (i, l) in lin.iter().enumerate() {
+        out[i] = Some(&l.weight);
+        out[BIAS + i] = l.bias.as_ref();
+    }
+    out[N_IN] = Some(&layer.input_layernorm.weight);
+    out[N_POST] = Some(&layer.post_attention_layernorm.weight);
+    out[N_Q] = a.q_norm.as_ref().map(|n| &n.weight);
+    out[N_K] = a.k_norm.as_ref().map(|n| &n.weight);
+    out
+}
+
+/// The layer on `x` (batch, seq, hidden) as one node of the autograd graph (see the
+/// module's doc). Call only where [`applies`].
+pub(crate) fn forward(
+    layer: &DecoderLayer,
+    x: &Tensor,
+    rope: &RopeTables,
+    causal: bool,
+) -> Result<Tensor> {
+    let (b, seq, h) = x.dims3()?;
+    let a = &layer.self_attn;
+    let hd = a.head_dim;
+    let eps = |n: Option<&super::layers::RmsNorm>| n.map_or(0.0, |n| n.eps as f32);
+    let dims = Dims {
+        t: b * seq,
+        seq,
+        h,
+        nh: a.num_heads,
+        nkv: a.num_kv_heads,
+        hd,
+        inter: {
+            let w = &layer.mlp.gate_proj.weight;
+            w.elem_count() / w.dim(w.rank() - 1)?
+        },
+        eps: [
+            layer.input_layernorm.eps as f32,
+            layer.post_attention_layernorm.eps as f32,
+            eps(a.q_norm.as_ref()),
+            eps(a.k_norm.as_ref()),
+        ],
+    };
+    if rope.cos.dims() != [seq, hd] || rope.sin.dims() != [seq, hd] || !hd.is_multiple_of(2) {
+        candle_core::bail!(
+            "train-layer: rotary tables {:?} for a sequence of {seq}, head dimension {hd}",
+            rope.cos.dims()
+        );
+    }
+    let table = |t: &Tensor| -> Result<Vec<f32>> {
+        t.narrow(1, 0, hd / 2)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    // Attention stays within each segment: the packed conversations, or the batch entries.
+    let segments: Vec<(usize, usize)> = if rope.segments.len() > 1 {
+        if b != 1 || rope.segments.iter().sum::<usize>() != seq {
+            candle_core::bail!("train-layer: segments {:?} for ({b}, {seq})", rope.segments);
+        }
+        let mut start = 0;
+        rope.segments
+            .iter()
+            .map(|&len| {
+                start += len;
+                (start - len, len)
+            })
+            .collect()
+    } else {
+        (0..b).map(|i| (i * seq, seq)).collect()
+    };
+    let tensors = slots(layer);
+    let trainable: [bool; SLOTS] = tensors.map(|t| t.is_some_and(|t| t.track_op()));
+    let cell = Arc::new(Mutex::new(vec![None; SLOTS]));
+    let mut input = x.contiguous()?;
+    for (slot, t) in tensors.iter().enumerate() {
+        if let (true, Some(t)) = (trainable[slot], t) {
+            input = input.apply_op2(
+                t,
+                Inject {
+                    cell: cell.clone(),
+                    slot,
+                },
+            )?;
+        }
+    }
+    input.apply_op1(Layer {
+        dims,
+        weights: tensors.map(|t| t.cloned()),
+        trainable,
+        need_dx: x.track_op(),
+        causal,
+        segments,
+        cos: table(&rope.cos)?,
+        sin: table(&rope.sin)?,
+        saved: Mutex::new(None),
+        cell,
+    })
+}
+
+#[derive(Clone, Copy)]
+struct Dims {
+    /// Tokens (batch · seq), rows of the rotary tables, hidden size.
+    t: usize,
+    seq: usize,
+    h: usize,
+    /// Query heads, key/value heads, head dimension, MLP width.
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    inter: usize,
+    /// eps of the input, post-attention, q and k norms.
+    eps: [f32; 4],
+}
+
+/// One node: the whole layer.
+struct Layer {
+    dims: Dims,
+    weights: [Option<Tensor>; SLOTS],
+    trainable: [bool; SLOTS],
+    /// Whether the layer's input needs its gradient (false for the first trained layer
+    /// above a frozen prefix: its backward then skips the input's products).
+    need_dx: bool,
+    causal: bool,
+    /// (first token, length) of each attention segment.
+    segments: Vec<(usize, usize)>,
+    /// The rotary tables' first halves, (seq, hd/2).
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    saved: Mutex<Option<Saved>>,
+    cell: Arc<Mutex<Vec<Option<Vec<f32>>>>>,
+}
+
+/// What the backward pass needs from the forward pass (all row-major, token-major).
+struct Saved {
+    x: Vec<f32>,
+    /// 1/rms of each row of x, of x2, of each head of q and of k.
+    r1: Vec<f32>,
+    r2: Vec<f32>,
+    rq: Vec<f32>,
+    rk: Vec<f32>,
+    h1: Vec<f32>,
+    /// q and k before their norms (kept only with the norms), after the rotation, and v.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    qr: Vec<f32>,
+    kr: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention probabilities per (segment, key/value head): `rep` (len, len) blocks.
+    probs: Vec<Vec<f32>>,
+    o: Vec<f32>,
+    x2: Vec<f32>,
+    h2: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+}
+
+/// A linear weight as stored: torch's (out, in) rows, or [`super::sgemm`]'s panels.
+#[derive(Clone, Copy)]
+enum Wt<'a> {
+    Rows(&'a [f32]),
+    Panels(&'a [f32]),
+}
+
+/// The layer's f32 tensors, read in place for one pass.
+struct Weights<'a> {
+    s: [Option<Wt<'a>>; SLOTS],
+}
+
+impl<'a> Weights<'a> {
+    fn get(&self, slot: usize) -> Wt<'a> {
+        self.s[slot].expect("train-layer: a weight that the layer has")
+    }
+
+    /// A norm's weight or a bias (always rows).
+    fn vec(&self, slot: usize) -> Option<&'a [f32]> {
+        match self.s[slot] {
+            Some(Wt::Rows(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// `f` with the f32 contents of `tensors` (contiguous CPU tensors, or panels).
+fn with_weights<R>(
+    tensors: &[Option<Tensor>; SLOTS],
+    f: impl FnOnce(&Weights) -> Result<R>,
+) -> Result<R> {
+    let guards: Vec<_> = tensors
+        .iter()
+        .map(|t| t.as_ref().map(|t| (t.storage_and_layout(), is_panels(t))))
+        .collect();
+    let mut s: [Option<Wt>; SLOTS] = [None; SLOTS];
+    for (slot, g) in guards.iter().enumerate() {
+        if let Some(((storage, layout), panels)) = g {
+            let candle_core::Storage::Cpu(CpuStorage::F32(data)) = &**storage else {
+                candle_core::bail!("train-layer: a weight that is not f32 on the CPU");
+            };
+            s[slot] = Some(if *panels {
+                let start = layout.start_offset();
+                Wt::Panels(&data[start..start + layout.shape().elem_count()])
+            } else {
+                let Some((a, b)) = layout.contiguous_offsets() else {
+                    candle_core::bail!("train-layer: a weight that is not contiguous");
+                };
+                Wt::Rows(&data[a..b])
+            });
+        }
+    }
+    f(&Weights { s })
+}
+
+/// The rows of a contiguous f32 CPU tensor.
+fn cpu_rows<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("train-layer: f32 only");
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        candle_core::bail!("train-layer: input must be contiguous");
+    };
+    Ok(&data[a..b])
+}
+
+/// `x · wᵀ (+ b)` for a linear weight `w` (n, k): (rows, n).
+fn linear(x: &[f32], k: usize, w: Wt, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let rows = x.len() / k.max(1);
+    let mut y = vec![0f32; rows * n];
+    match w {
+        Wt::Panels(p) => {
+            super::sgemm::matmul((rows, n, k), x, k, p, bias, &mut y);
+            return y;
+        }
+        Wt::Rows(w) => gemm(
+            (rows, n, k),
+            View::rows(x, k),
+            View::rows(w, k).t(),
+            &mut y,
+            false,
+            true,
+        ),
+    }
+    if let Some(b) = bias {
+        y.par_chunks_mut(n)
+            .with_min_len(min_split())
+            .for_each(|r| r.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+    }
+    y
+}
+
+/// `dx (+)= dy · w` for a linear weight `w` (n, k) and `dy` (rows, n).
+fn input_grad(dy: &[f32], n: usize, w: Wt, k: usize, dx: &mut [f32], accumulate: bool) {
+    let rows = dy.len() / n.max(1);
+    let a = View::rows(dy, n);
+    match w {
+        Wt::Panels(p) => super::sgemm::gemm_by_panels((rows, k, n), a, p, dx, accumulate, true),
+        Wt::Rows(w) => gemm((rows, k, n), a, View::rows(w, k), dx, accumulate, true),
+    }
+}
+
+/// `dyᵀ · x` (n, k): a weight's gradient from its output's gradient `dy` (rows, n) and its
+/// input `x` (rows, k).
+fn weight_grad(dy: &[f32], n: usize, x: &[f32], k: usize) -> Vec<f32> {
+    let rows = dy.len() / n.max(1);
+    let mut dw = vec![0f32; n * k];
+    gemm(
+        (n, k, rows),
+        View::rows(dy, n).t(),
+        View::rows(x, k),
+        &mut dw,
+        false,
+        true,
+    );
+    dw
+}
+
+/// Column sums of `dy` (rows, n): a bias's gradient, summed over fixed blocks of rows in
+/// order (reproducible whatever the threads).
+fn column_sums(dy: &[f32], n: usize) -> Vec<f32> {
+    block_sums(dy, n, |block, acc| {
+        for row in block.chunks_exact(n) {
+            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+        }
+    })
+}
+
+/// Rows of fixed-size blocks folded into one `d`-wide sum per block by `f`, the block sums
+/// added in order.
+fn block_sums(data: &[f32], d: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    const BLOCK: usize = 64;
+    let partial: Vec<Vec<f32>> = data
+        .par_chunks(d * BLOCK)
+        .with_min_len(min_split())
+        .map(|block| {
+            let mut acc = vec![0f32; d];
+            f(block, &mut acc);
+            acc
+        })
+        .collect();
+    let mut out = vec![0f32; d];
+    for p in &partial {
+        out.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    out
+}
+
+/// One head's rows of a (tokens, heads·hd) matrix: from element `start`, row stride `rs`.
+fn head(t: &[f32], start: usize, rs: usize) -> View<'_> {
+    View {
+        data: &t[start..],
+        rs,
+        cs: 1,
+    }
+}
+
+/// A norm's weight the layer always has.
+fn norm<'a>(w: &Weights<'a>, slot: usize) -> &'a [f32] {
+    w.vec(slot).expect("train-layer: the layer's norm weights")
+}
+
+fn min_split() -> usize {
+    crate::workers::min_split()
+}
+
+/// 1/sqrt(mean(x²) + eps) of a row, as `ops::rms_norm`'s training kernel computes it.
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+/// RMSNorm of each `d`-wide row: (y, 1/rms per row).
+fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let mut y = vec![0f32; x.len()];
+    let mut r = vec![0f32; x.len() / d];
+    y.par_chunks_mut(d)
+        .zip(r.par_iter_mut())
+        .zip(x.par_chunks(d))
+        .with_min_len(min_split())
+        .for_each(|((yr, rr), xr)| {
+            *rr = inv_rms(xr, eps);
+            for ((o, &v), &wv) in yr.iter_mut().zip(xr).zip(w) {
+                *o = v * *rr * wv;
+            }
+        });
+    (y, r)
+}
+
+/// RMSNorm's backward on `d`-wide rows: `dx (+)= r·(w∘g) − r³/d · x · Σ(w∘g∘x)`, and
+/// `Σ_rows g∘x·r` (the weight's gradient) when `want_dw`.
+fn rms_rows_backward(
+    x: &[f32],
+    r: &[f32],
+    w: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+    want_dw: bool,
+) -> Option<Vec<f32>> {
+    let d = w.len();
+    dx.par_chunks_mut(d)
+        .zip(x.par_chunks(d).zip(g.par_chunks(d)))
+        .zip(r.par_iter())
+        .with_min_len(min_split())
+        .for_each(|((dxr, (xr, gr)), &rv)| {
+            let dot: f32 = xr
+                .iter()
+                .zip(gr)
+                .zip(w)
+                .map(|((&xv, &gv), &wv)| wv * gv * xv)
+                .sum();
+            let c = rv * rv * rv * dot / d as f32;
+            for j in 0..d {
+                let v = rv * w[j] * gr[j] - c * xr[j];
+                if accumulate {
+                    dxr[j] += v;
+                } else {
+                    dxr[j] = v;
+                }
+            }
+        });
+    if !want_dw {
+        return None;
+    }
+    // Σ g∘x·r over rows, in fixed blocks: pair each row with its r.
+    const BLOCK: usize = 64;
+    let partial: Vec<Vec<f32>> = x
+        .par_chunks(d * BLOCK)
+        .zip(g.par_chunks(d * BLOCK))
+        .zip(r.par_chunks(BLOCK))
+        .with_min_len(min_split())
+        .map(|((xb, gb), rb)| {
+            let mut acc = vec![0f32; d];
+            for ((xr, gr), &rv) in xb.chunks_exact(d).zip(gb.chunks_exact(d)).zip(rb) {
+                for j in 0..d {
+                    acc[j] += gr[j] * xr[j] * rv;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut dw = vec![0f32; d];
+    for p in &partial {
+        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    Some(dw)
+}
+
+/// The rotation of `heads` heads per token in place (`sign` −1: its inverse, the backward).
+fn rope_rows(
+    x: &mut [f32],
+    heads: usize,
+    hd: usize,
+    dims: &Dims,
+    cos: &[f32],
+    sin: &[f32],
+    sign: f32,
+) {
+    let half = hd / 2;
+    x.par_chunks_mut(hd)
+        .enumerate()
+        .with_min_len(min_split())
+        .for_each(|(row, xr)| {
+            let t = (row / heads) % dims.seq;
+            let (c, s) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+            for i in 0..half {
+                let (a, b) = (xr[i], xr[i + half]);
+                let sv = sign * s[i];
+                xr[i] = a * c[i] - b * sv;
+                xr[i + half] = b * c[i] + a * sv;
+            }
+        });
+}
+
+impl Layer {
+    fn softmax(&self, len: usize, scale: f32) -> ScaledMaskedSoftmax {
+        ScaledMaskedSoftmax {
+            scale,
+            causal: self.causal,
+            seq_q: len,
+            rows_per_batch: len,
+            left_pad: Vec::new(),
+        }
+    }
+
+    /// The (segment, key/value head) tasks.
+    fn tasks(&self) -> Vec<((usize, usize), usize)> {
+        let nkv = self.dims.nkv;
+        self.segments
+            .iter()
+            .flat_map(|&s| (0..nkv).map(move |g| (s, g)))
+            .collect()
+    }
+
+    fn forward_pass(&self, w: &Weights, x: &[f32]) -> (Vec<f32>, Saved) {
+        let d = self.dims;
+        let (h, nh, nkv, hd) = (d.h, d.nh, d.nkv, d.hd);
+        let bias = |slot: usize| w.vec(BIAS + slot);
+        let (h1, r1) = rms_rows(x, norm(w, N_IN), d.eps[0]);
+        let q = linear(&h1, h, w.get(WQ), nh * hd, bias(WQ));
+        let k = linear(&h1, h, w.get(WK), nkv * hd, bias(WK));
+        let v = linear(&h1, h, w.get(WV), nkv * hd, bias(WV));
+        let (mut qr, rq) = match w.vec(N_Q) {
+            Some(n) => rms_rows(&q, n, d.eps[2]),
+            None => (q.clone(), Vec::new()),
+        };
+        let (mut kr, rk) = match w.vec(N_K) {
+            Some(n) => rms_rows(&k, n, d.eps[3]),
+            None => (k.clone(), Vec::new()),
+        };
+        rope_rows(&mut qr, nh, hd, &d, &self.cos, &self.sin, 1.0);
+        rope_rows(&mut kr, nkv, hd, &d, &self.cos, &self.sin, 1.0);
+        // Attention, each (segment, key/value head) on one thread.
+        let rep = nh / nkv;
+        let scale = (hd as f64).powf(-0.5) as f32;
+        let (qs, ks) = (nh * hd, nkv * hd);
+        let tasks = self.tasks();
+        let parts: Vec<(Vec<f32>, Vec<f32>)> = tasks
+            .par_iter()
+            .with_min_len(min_split())
+            .map(|&((st, len), g)| {
+                let sm = self.softmax(len, scale);
+                let mut probs = vec![0f32; rep * len * len];
+                let mut out = vec![0f32; rep * len * hd];
+                let mut scores = vec![0f32; len * len];
+                let kv = View {
+                    data: &kr[st * ks + g * hd..],
+                    rs: 1,
+                    cs: ks,
+                };
+                for r in 0..rep {
+                    let hq = g * rep + r;
+                    let qv = View {
+                        data: &qr[st * qs + hq * hd..],
+                        rs: qs,
+                        cs: 1,
+                    };
+                    gemm((len, len, hd), qv, kv, &mut scores, false, false);
+                    let p = &mut probs[r * len * len..][..len * len];
+                    for (i, (s, pr)) in scores
+                        .chunks_exact(len)
+                        .zip(p.chunks_exact_mut(len))
+                        .enumerate()
+                    {
+                        sm.row(i, s, pr);
+                    }
+                    let vv = View {
+                        data: &v[st * ks + g * hd..],
+                        rs: ks,
+                        cs: 1,
+                    };
+                    gemm(
+                        (len, hd, len),
+                        View::rows(p, len),
+                        vv,
+                        &mut out[r * len * hd..][..len * hd],
+                        false,
+                        false,
+                    );
+                }
+                (probs, out)
+            })
+            .collect();
+        let mut o = vec![0f32; d.t * qs];
+        let mut probs = Vec::with_capacity(tasks.len());
+        for (&((st, len), g), (p, out)) in tasks.iter().zip(parts) {
+            for r in 0..rep {
+                let hq = g * rep + r;
+                for i in 0..len {
+                    o[(st + i) * qs + hq * hd..][..hd]
+                        .copy_from_slice(&out[(r * len + i) * hd..][..hd]);
+                }
+            }
+            probs.push(p);
+        }
+        let a = linear(&o, qs, w.get(WO), h, bias(WO));
+        let mut x2 = a;
+        x2.iter_mut().zip(x).for_each(|(o, v)| *o += v);
+        let (h2, r2) = rms_rows(&x2, norm(w, N_POST), d.eps[1]);
+        let g = linear(&h2, h, w.get(WG), d.inter, bias(WG));
+        let u = linear(&h2, h, w.get(WU), d.inter, bias(WU));
+        let m = super::fastmath::par_map2(&g, &u, super::fastmath::swiglu_slice);
+        let mut y = linear(&m, d.inter, w.get(WD), h, bias(WD));
+        y.iter_mut().zip(&x2).for_each(|(o, v)| *o += v);
+        let keep_qk = w.vec(N_Q).is_some() || w.vec(N_K).is_some();
+        let saved = Saved {
+            x: x.to_vec(),
+            r1,
+            r2,
+            rq,
+            rk,
+            h1,
+            q: if keep_qk { q } else { Vec::new() },
+            k: if keep_qk { k } else { Vec::new() },
+            qr,
+            kr,
+            v,
+            probs,
+            o,
+            x2,
+            h2,
+            g,
+            u,
+        };
+        (y, saved)
+    }
+
+    /// The input's gradient (when needed) from the output's `dy`; the trainable tensors'
+    /// gradients into `grads` by slot.
+    fn backward_pass(
+        &self,
+        w: &Weights,
+        s: &Saved,
+        dy: &[f32],
+        grads: &mut [Option<Vec<f32>>],
+    ) -> Option<Vec<f32>> {
+        let d = self.dims;
+        let (h, nh, nkv, hd, inter) = (d.h, d.nh, d.nkv, d.hd, d.inter);
+        let (qs, ks) = (nh * hd, nkv * hd);
+        let tr = |slot: usize| self.trainable[slot];
+        let mut put = |slot: usize, g: Vec<f32>| grads[slot] = Some(g);
+        // MLP: y = x2 + down(silu(g)·u).
+        if tr(WD) {
+            let m = super::fastmath::par_map2(&s.g, &s.u, super::fastmath::swiglu_slice);
+            put(WD, weight_grad(dy, h, &m, inter));
+        }
+        if tr(BIAS + WD) {
+            put(BIAS + WD, column_sums(dy, h));
+        }
+        let mut dm = vec![0f32; d.t * inter];
+        input_grad(dy, h, w.get(WD), inter, &mut dm, false);
+        let mut dg = vec![0f32; d.t * inter];
+        let mut du = vec![0f32; d.t * inter];
+        {
+            const CHUNK: usize = super::fastmath::CHUNK;
+            dg.par_chunks_mut(CHUNK)
+                .zip(du.par_chunks_mut(CHUNK))
+                .zip(s.g.par_chunks(CHUNK).zip(s.u.par_chunks(CHUNK)))
+                .zip(dm.par_chunks(CHUNK))
+                .with_min_len(min_split())
+                .for_each(|(((dg, du), (g, u)), dm)| {
+                    super::fastmath::swiglu_grad_slice(g, u, dm, dg, du)
+                });
+        }
+        drop(dm);
+        for (slot, grad) in [(WG, &dg), (WU, &du)] {
+            if tr(slot) {
+                put(slot, weight_grad(grad, inter, &s.h2, h));
+            }
+            if tr(BIAS + slot) {
+                put(BIAS + slot, column_sums(grad, inter));
+            }
+        }
+        let mut dh2 = vec![0f32; d.t * h];
+        input_grad(&dg, inter, w.get(WG), h, &mut dh2, false);
+        input_grad(&du, inter, w.get(WU), h, &mut dh2, true);
+        drop((dg, du));
+        // x2's gradient: the residual's and the norm's.
+        let mut dx2 = dy.to_vec();
+        if let Some(dw) = rms_rows_backward(
+            &s.x2,
+            &s.r2,
+            norm(w, N_POST),
+            &dh2,
+            &mut dx2,
+            true,
+            tr(N_POST),
+        ) {
+            put(N_POST, dw);
+        }
+        drop(dh2);
+        // Attention's output projection.
+        if tr(WO) {
+            put(WO, weight_grad(&dx2, h, &s.o, qs));
+        }
+        if tr(BIAS + WO) {
+            put(BIAS + WO, column_sums(&dx2, h));
+        }
+        let mut dout = vec![0f32; d.t * qs];
+        input_grad(&dx2, h, w.get(WO), qs, &mut dout, false);
+        // Attention, per (segment, key/value head).
+        let rep = nh / nkv;
+        let scale = (hd as f64).powf(-0.5) as f32;
+        let tasks = self.tasks();
+        let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = tasks
+            .par_iter()
+            .zip(s.probs.par_iter())
+            .with_min_len(min_split())
+            .map(|(&((st, len), g), probs)| {
+                let mut dq = vec![0f32; rep * len * hd];
+                let mut dk = vec![0f32; len * hd];
+                let mut dv = vec![0f32; len * hd];
+                let mut dp = vec![0f32; len * len];
+                let kv = |t| head(t, st * ks + g * hd, ks);
+                for r in 0..rep {
+                    let hq = g * rep + r;
+                    let qv = |t| head(t, st * qs + hq * hd, qs);
+                    let p = &probs[r * len * len..][..len * len];
+                    // dP = dO · vᵀ; dv += Pᵀ · dO.
+                    gemm(
+                        (len, len, hd),
+                        qv(&dout),
+                        kv(&s.v).t(),
+                        &mut dp,
+                        false,
+                        false,
+                    );
+                    gemm(
+                        (len, hd, len),
+                        View::rows(p, len).t(),
+                        qv(&dout),
+                        &mut dv,
+                        true,
+                        false,
+                    );
+                    // dS = P ∘ (dP − Σ P∘dP) · scale, in place of dP.
+                    for (pr, dr) in p.chunks_exact(len).zip(dp.chunks_exact_mut(len)) {
+                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                        for (o, &pv) in dr.iter_mut().zip(pr) {
+                            *o = pv * (*o - dot) * scale;
+                        }
+                    }
+                    // dq = dS · k; dk += dSᵀ · q.
+                    gemm(
+                        (len, hd, len),
+                        View::rows(&dp, len),
+                        kv(&s.kr),
+                        &mut dq[r * len * hd..][..len * hd],
+                        false,
+                        false,
+                    );
+                    gemm(
+                        (len, hd, len),
+                        View::rows(&dp, len).t(),
+                        qv(&s.qr),
+                        &mut dk,
+                        true,
+                        false,
+                    );
+                }
+                (dq, dk, dv)
+            })
+            .collect();
+        drop(dout);
+        let mut dq = vec![0f32; d.t * qs];
+        let mut dk = vec![0f32; d.t * ks];
+        let mut dv = vec![0f32; d.t * ks];
+        for (&((st, len), g), (pq, pk, pv)) in tasks.iter().zip(parts) {
+            for i in 0..len {
+                for r in 0..rep {
+                    let hq = g * rep + r;
+                    dq[(st + i) * qs + hq * hd..][..hd]
+                        .copy_from_slice(&pq[(r * len + i) * hd..][..hd]);
+                }
+                dk[(st + i) * ks + g * hd..][..hd].copy_from_slice(&pk[i * hd..][..hd]);
+                dv[(st + i) * ks + g * hd..][..hd].copy_from_slice(&pv[i * hd..][..hd]);
+            }
+        }
+        // Undo the rotation, then the q/k norms.
+        rope_rows(&mut dq, nh, hd, &d, &self.cos, &self.sin, -1.0);
+        rope_rows(&mut dk, nkv, hd, &d, &self.cos, &self.sin, -1.0);
+        for (slot, raw, r, grad) in [(N_Q, &s.q, &s.rq, &mut dq), (N_K, &s.k, &s.rk, &mut dk)] {
+            if let Some(nw) = w.vec(slot) {
+                let mut dx = vec![0f32; grad.len()];
+                if let Some(dw) = rms_rows_backward(raw, r, nw, grad, &mut dx, false, tr(slot)) {
+                    put(slot, dw);
+                }
+                *grad = dx;
+            }
+        }
+        // q, k, v projections.
+        for (slot, grad, n) in [(WQ, &dq, qs), (WK, &dk, ks), (WV, &dv, ks)] {
+            if tr(slot) {
+                put(slot, weight_grad(grad, n, &s.h1, h));
+            }
+            if tr(BIAS + slot) {
+                put(BIAS + slot, column_sums(grad, n));
+            }
+        }
+        let want_norm = tr(N_IN);
+        if !self.need_dx && !want_norm {
+            return None;
+        }
+        let mut dh1 = vec![0f32; d.t * h];
+        input_grad(&dq, qs, w.get(WQ), h, &mut dh1, false);
+        input_grad(&dk, ks, w.get(WK), h, &mut dh1, true);
+        input_grad(&dv, ks, w.get(WV), h, &mut dh1, true);
+        if let Some(dw) =
+            rms_rows_backward(&s.x, &s.r1, norm(w, N_IN), &dh1, &mut dx2, true, want_norm)
+        {
+            put(N_IN, dw);
+        }
+        self.need_dx.then_some(dx2)
+    }
+}
+
+impl candle_core::CustomOp1 for Layer {
+    fn name(&self) -> &'static str {
+        "train-layer"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims;
+        if layout.shape().elem_count() != d.t * d.h {
+            candle_core::bail!("train-layer: input {:?}", layout.dims());
+        }
+        let x = cpu_rows(storage, layout)?;
+        let (y, saved) = with_weights(&self.weights, |w| Ok(self.forward_pass(w, x)))?;
+        *self.saved.lock().expect("train-layer: saved state") = Some(saved);
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let Some(saved) = self.saved.lock().expect("train-layer: saved state").take() else {
+            candle_core::bail!("train-layer: a second backward pass through one forward pass");
+        };
+        let dy = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut grads = vec![None; SLOTS];
+        let dx = with_weights(&self.weights, |w| {
+            Ok(self.backward_pass(w, &saved, &dy, &mut grads))
+        })?;
+        *self.cell.lock().expect("train-layer: gradient cell") = grads;
+        let any_trainable = self.trainable.iter().any(|&t| t);
+        Ok(match dx {
+            Some(dx) => Some(Tensor::from_vec(dx, arg.shape(), arg.device())?),
+            // The trainable tensors' gradients travel back through the input's nodes.
+            None if any_trainable => Some(arg.zeros_like()?),
+            None => None,
+        })
+    }
+}
+
+/// Identity on the layer's input `x`; backward, the input's gradient passed through and
+/// the weight `slot`'s gradient from the layer's backward (see the module's doc).
+struct Inject {
+    cell: Arc<Mutex<Vec<Option<Vec<f32>>>>>,
+    slot: usize,
+}
+
+impl candle_core::CustomOp2 for Inject {
+    fn name(&self) -> &'static str {
+        "train-layer-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Ok((
+            CpuStorage::F32(cpu_rows(s1, l1)?.to_vec()),
+            l1.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(gw) = self.cell.lock().expect("train-layer: gradient cell")[self.slot].take()
+        else {
+            candle_core::bail!("train-layer: no gradient for weight slot {}", self.slot);
+        };
+        Ok((
+            Some(grad.clone()),
+            Some(Tensor::from_vec(gw, w.shape(), w.device())?),
+        ))
+    }
+}
