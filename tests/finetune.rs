@@ -15,12 +15,26 @@ use interlace::train::schedule::{warmup_steps, CosineSchedule};
 use interlace::train::trainer::{TrainOptions, Trainer};
 
 fn check_two_steps(grad_checkpoint: bool, micro_batch: usize, workers: usize) {
-    common::check_two_f32_steps(&Device::Cpu, grad_checkpoint, micro_batch, workers, None);
+    common::check_two_f32_steps(
+        &Device::Cpu,
+        grad_checkpoint,
+        micro_batch,
+        workers,
+        None,
+        true,
+    );
 }
 
 #[test]
 fn two_steps_match_pytorch() {
     check_two_steps(false, 1, 1);
+}
+
+/// The model as `Model::load` gives it (every weight in torch's layout), as a library user
+/// building a `Trainer` may hold it.
+#[test]
+fn two_steps_match_pytorch_with_every_weight_as_loaded() {
+    common::check_two_f32_steps(&Device::Cpu, false, 2, 1, None, false);
 }
 
 #[test]
@@ -47,8 +61,8 @@ fn two_steps_match_pytorch_with_two_workers_and_gradient_checkpointing() {
 /// tensors) also matches PyTorch, and on the CPU it gives the host loops' bits.
 #[test]
 fn two_steps_match_pytorch_with_the_tensor_update() {
-    let host = common::check_two_f32_steps(&Device::Cpu, false, 2, 1, Some(false));
-    let tensors = common::check_two_f32_steps(&Device::Cpu, false, 2, 1, Some(true));
+    let host = common::check_two_f32_steps(&Device::Cpu, false, 2, 1, Some(false), true);
+    let tensors = common::check_two_f32_steps(&Device::Cpu, false, 2, 1, Some(true), true);
     assert!(
         host == tensors,
         "the tensor update differs from the host loops"

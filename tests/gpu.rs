@@ -387,9 +387,9 @@ fn cuda_packed_similarity_matches_transformers() {
 #[ignore = "needs a GPU and the cuda feature"]
 fn cuda_f32_finetune_steps_equal_pytorch_and_the_cpu() {
     let p = gpu(DTypeChoice::F32);
-    let cpu = check_two_f32_steps(&Device::Cpu, false, 1, 1, None);
+    let cpu = check_two_f32_steps(&Device::Cpu, false, 1, 1, None, true);
     for (checkpointing, micro) in [(false, 1), (true, 4)] {
-        let cuda = check_two_f32_steps(&p.device, checkpointing, micro, 1, None);
+        let cuda = check_two_f32_steps(&p.device, checkpointing, micro, 1, None, true);
         let worst = cuda
             .iter()
             .zip(&cpu)

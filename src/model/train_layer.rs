@@ -66,7 +66,29 @@ pub(crate) fn applies(
         && slots(layer)[..WD + 1]
             .iter()
             .flatten()
-            .all(|t| t.rank() == 2 || (is_panels(t) && !t.track_op()))
+            .all(|t| layout_of(t).is_some())
+}
+
+/// How a linear weight is stored, if the layer's pass reads it: torch's rows, its
+/// transpose (a frozen weight laid out for the forward product, see
+/// `Model::lay_out_for_forward`), or [`super::sgemm`]'s panels.
+fn layout_of(t: &Tensor) -> Option<Stored> {
+    if is_panels(t) && !t.track_op() {
+        Some(Stored::Panels)
+    } else if t.rank() <= 2 && t.is_contiguous() {
+        Some(Stored::Rows)
+    } else if t.rank() == 2 && t.stride() == [1, t.dim(0).ok()?] {
+        Some(Stored::Cols)
+    } else {
+        None
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stored {
+    Rows,
+    Cols,
+    Panels,
 }
 
 /// Whether `t` is a weight stored as [`super::sgemm`]'s panels (a frozen weight of a model
@@ -246,10 +268,12 @@ struct Saved {
     u: Vec<f32>,
 }
 
-/// A linear weight as stored: torch's (out, in) rows, or [`super::sgemm`]'s panels.
+/// A linear weight (n, k) as stored: torch's rows, its transpose (k, n) row-major, or
+/// [`super::sgemm`]'s panels.
 #[derive(Clone, Copy)]
 enum Wt<'a> {
     Rows(&'a [f32]),
+    Cols(&'a [f32]),
     Panels(&'a [f32]),
 }
 
@@ -279,22 +303,25 @@ fn with_weights<R>(
 ) -> Result<R> {
     let guards: Vec<_> = tensors
         .iter()
-        .map(|t| t.as_ref().map(|t| (t.storage_and_layout(), is_panels(t))))
+        .map(|t| t.as_ref().map(|t| (t.storage_and_layout(), layout_of(t))))
         .collect();
     let mut s: [Option<Wt>; SLOTS] = [None; SLOTS];
     for (slot, g) in guards.iter().enumerate() {
-        if let Some(((storage, layout), panels)) = g {
+        if let Some(((storage, layout), stored)) = g {
             let candle_core::Storage::Cpu(CpuStorage::F32(data)) = &**storage else {
                 candle_core::bail!("train-layer: a weight that is not f32 on the CPU");
             };
-            s[slot] = Some(if *panels {
-                let start = layout.start_offset();
-                Wt::Panels(&data[start..start + layout.shape().elem_count()])
-            } else {
-                let Some((a, b)) = layout.contiguous_offsets() else {
-                    candle_core::bail!("train-layer: a weight that is not contiguous");
-                };
-                Wt::Rows(&data[a..b])
+            let start = layout.start_offset();
+            let data = &data[start..start + layout.shape().elem_count()];
+            s[slot] = Some(match stored {
+                Some(Stored::Rows) => Wt::Rows(data),
+                Some(Stored::Cols) => Wt::Cols(data),
+                Some(Stored::Panels) => Wt::Panels(data),
+                None => candle_core::bail!(
+                    "train-layer: a weight of shape {:?}, strides {:?}",
+                    layout.dims(),
+                    layout.stride()
+                ),
             });
         }
     }
@@ -329,6 +356,14 @@ fn linear(x: &[f32], k: usize, w: Wt, n: usize, bias: Option<&[f32]>) -> Vec<f32
             false,
             true,
         ),
+        Wt::Cols(wt) => gemm(
+            (rows, n, k),
+            View::rows(x, k),
+            View::rows(wt, n),
+            &mut y,
+            false,
+            true,
+        ),
     }
     if let Some(b) = bias {
         y.par_chunks_mut(n)
@@ -345,6 +380,7 @@ fn input_grad(dy: &[f32], n: usize, w: Wt, k: usize, dx: &mut [f32], accumulate:
     match w {
         Wt::Panels(p) => super::sgemm::gemm_by_panels((rows, k, n), a, p, dx, accumulate, true),
         Wt::Rows(w) => gemm((rows, k, n), a, View::rows(w, k), dx, accumulate, true),
+        Wt::Cols(wt) => gemm((rows, k, n), a, View::rows(wt, n).t(), dx, accumulate, true),
     }
 }
 

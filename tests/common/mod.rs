@@ -582,6 +582,7 @@ pub fn check_two_f32_steps(
     micro_batch: usize,
     workers: usize,
     tensor_update: Option<bool>,
+    for_finetune: bool,
 ) -> Vec<Vec<f32>> {
     let meta = fixture_json("train/step.json");
     let reference = load_tensors(&fixtures().join("train/step.safetensors"));
@@ -589,7 +590,14 @@ pub fn check_two_f32_steps(
     let layers: Vec<usize> = serde_json::from_value(meta["finetune"].clone()).unwrap();
     let lr = meta["lr"].as_f64().unwrap();
     let data = prepared_train_data(name);
-    let model = interlace::model::Model::load(&model_dir(name), DType::F32, device).unwrap();
+    // As `interlace finetune` loads it (on the CPU the frozen weights laid out for the
+    // forward product: for tiny-b's widths their transposes), or as plain `Model::load`.
+    let model = if for_finetune {
+        interlace::model::Model::load_for_finetune(&model_dir(name), DType::F32, device, &layers)
+            .unwrap()
+    } else {
+        interlace::model::Model::load(&model_dir(name), DType::F32, device).unwrap()
+    };
     let frozen_before = to_f32_vec(&model.layers[0].self_attn.q_proj.weight);
     let options = interlace::train::trainer::TrainOptions {
         grad_checkpoint,
