@@ -268,7 +268,44 @@ pub fn gemm(
         }
         return;
     }
-    // b as panels of 32 columns, [kk][j] within each (zero columns past n).
+    let (pv, off) = pack_view(b, n, k);
+    let np = n.div_ceil(NR) * NR;
+    run_packed(
+        (m, n, k),
+        a,
+        &pv[off..off + np * k],
+        Out::Into(c, accumulate),
+        parallel,
+    );
+}
+
+/// [`gemm`] into a new vector (m·n, not zeroed first).
+pub fn gemm_new((m, n, k): (usize, usize, usize), a: View, b: View, parallel: bool) -> Vec<f32> {
+    if m == 0 || n == 0 || k == 0 || !available() {
+        let mut c = vec![0f32; m * n];
+        gemm((m, n, k), a, b, &mut c, false, parallel);
+        return c;
+    }
+    assert!(
+        a.holds(m, k) && b.holds(k, n),
+        "sgemm: a view is too short for ({m}, {n}, {k})"
+    );
+    let (pv, off) = pack_view(b, n, k);
+    let np = n.div_ceil(NR) * NR;
+    let mut c = Vec::new();
+    run_packed(
+        (m, n, k),
+        a,
+        &pv[off..off + np * k],
+        Out::Fresh(&mut c),
+        parallel,
+    );
+    c
+}
+
+/// `b` (k, n) as panels of 32 columns, [kk][j] within each (zero columns past n):
+/// `(vec, offset)` as [`pack_panels`] returns them.
+fn pack_view(b: View, n: usize, k: usize) -> (Vec<f32>, usize) {
     let np = n.div_ceil(NR) * NR;
     let (mut pv, off) = aligned(np * k);
     let panels = &mut pv[off..off + np * k];
@@ -295,14 +332,7 @@ pub fn gemm(
             }
         }
     }
-    run_packed(
-        (m, n, k),
-        a,
-        &pv[off..off + np * k],
-        c,
-        accumulate,
-        parallel,
-    );
+    (pv, off)
 }
 
 /// [`gemm`] with `b` (k, n) given as [`pack_panels`]' panels of its k rows (a torch-layout
@@ -325,6 +355,46 @@ pub fn gemm_by_panels(
     if m == 0 || n == 0 {
         return;
     }
+    let (pv, off) = transpose_panels(b, n, k);
+    let np = n.div_ceil(NR) * NR;
+    run_packed(
+        (m, n, k),
+        a,
+        &pv[off..off + np * k],
+        Out::Into(c, accumulate),
+        parallel,
+    );
+}
+
+/// [`gemm_by_panels`] into a new vector (m·n, not zeroed first).
+pub fn gemm_by_panels_new(
+    (m, n, k): (usize, usize, usize),
+    a: View,
+    b: &[f32],
+    parallel: bool,
+) -> Vec<f32> {
+    assert!(
+        packable(k) && b.len() >= n * k && a.holds(m, k),
+        "sgemm: ({m}, {k}) times panels of ({k}, {n})"
+    );
+    if m == 0 || n == 0 {
+        return vec![0f32; m * n];
+    }
+    let (pv, off) = transpose_panels(b, n, k);
+    let np = n.div_ceil(NR) * NR;
+    let mut c = Vec::new();
+    run_packed(
+        (m, n, k),
+        a,
+        &pv[off..off + np * k],
+        Out::Fresh(&mut c),
+        parallel,
+    );
+    c
+}
+
+/// The product's panels of `b` (k, n) from its stored panels (see [`gemm_by_panels`]).
+fn transpose_panels(b: &[f32], n: usize, k: usize) -> (Vec<f32>, usize) {
     let np = n.div_ceil(NR) * NR;
     let (mut pv, off) = aligned(np * k);
     let out = &mut pv[off..off + np * k];
@@ -343,14 +413,14 @@ pub fn gemm_by_panels(
             }
         }
     }
-    run_packed(
-        (m, n, k),
-        a,
-        &pv[off..off + np * k],
-        c,
-        accumulate,
-        parallel,
-    );
+    (pv, off)
+}
+
+/// Where [`run_packed`] puts the product: into a slice (overwritten, or added to), or into
+/// an empty vector, which it fills (no zeroing first).
+enum Out<'a> {
+    Into(&'a mut [f32], bool),
+    Fresh(&'a mut Vec<f32>),
 }
 
 /// A zeroed vector of `len` floats plus the offset at which they start on a 64-byte
@@ -380,14 +450,7 @@ fn dense(a: View, m: usize, k: usize) -> Vec<f32> {
 }
 
 /// The product of [`gemm`] with `b` packed as `panels` (n rounded up to whole panels).
-fn run_packed(
-    (m, n, k): (usize, usize, usize),
-    a: View,
-    panels: &[f32],
-    c: &mut [f32],
-    accumulate: bool,
-    parallel: bool,
-) {
+fn run_packed((m, n, k): (usize, usize, usize), a: View, panels: &[f32], out: Out, parallel: bool) {
     // a in place (row stride rs) when its rows are contiguous, else a row-major copy.
     let copied;
     let (ad, lda) = if a.cs == 1 {
@@ -401,6 +464,34 @@ fn run_packed(
         panels,
         n: np,
         bias: None,
+    };
+    let (c, accumulate) = match out {
+        Out::Into(c, accumulate) => (c, accumulate),
+        Out::Fresh(v) => {
+            v.clear();
+            v.reserve_exact(m * n);
+            let ptr = v.as_mut_ptr();
+            if np == n {
+                // SAFETY: the capacity is m·n; matmul_into writes every element.
+                unsafe {
+                    matmul_into((m, k), ad, lda, &[(w, SendPtr(ptr))], parallel);
+                    v.set_len(m * n);
+                }
+                return;
+            }
+            let mut tmp = Vec::<f32>::with_capacity(m * np);
+            // SAFETY: tmp's capacity is m·np and matmul_into writes all of it; then each of
+            // the m rows of v gets its n values (the capacity is m·n).
+            unsafe {
+                matmul_into((m, k), ad, lda, &[(w, SendPtr(tmp.as_mut_ptr()))], parallel);
+                tmp.set_len(m * np);
+                for (i, row) in tmp.chunks_exact(np).enumerate() {
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), ptr.add(i * n), n);
+                }
+                v.set_len(m * n);
+            }
+            return;
+        }
     };
     if np == n && !accumulate {
         // SAFETY: c holds m·n floats (asserted by the callers) and is borrowed for the call.
@@ -488,7 +579,10 @@ unsafe fn matmul_into(
         };
         if parallel {
             use rayon::prelude::*;
-            apk.par_chunks_mut(MR * k).enumerate().for_each(pack);
+            apk.par_chunks_mut(MR * k)
+                .enumerate()
+                .with_min_len(crate::workers::min_split())
+                .for_each(pack);
         } else {
             apk.chunks_mut(MR * k).enumerate().for_each(pack);
         }
@@ -861,6 +955,10 @@ mod tests {
                         for parallel in [false, true] {
                             let mut c = start.clone();
                             gemm((m, n, k), a, b, &mut c, accumulate, parallel);
+                            if !accumulate {
+                                // Into a new vector: the same bits.
+                                assert_eq!(gemm_new((m, n, k), a, b, parallel), c);
+                            }
                             for i in 0..m {
                                 for j in 0..n {
                                     let mut want = if accumulate {
@@ -901,6 +999,24 @@ mod tests {
             let start = values(m * n, 9);
             for accumulate in [false, true] {
                 let mut c = start.clone();
+                if !accumulate {
+                    let fresh = gemm_by_panels_new(
+                        (m, n, k),
+                        View::rows(&av, k),
+                        &v[off..off + k * n],
+                        true,
+                    );
+                    let mut into = vec![0f32; m * n];
+                    gemm_by_panels(
+                        (m, n, k),
+                        View::rows(&av, k),
+                        &v[off..off + k * n],
+                        &mut into,
+                        false,
+                        true,
+                    );
+                    assert_eq!(fresh, into);
+                }
                 gemm_by_panels(
                     (m, n, k),
                     View::rows(&av, k),

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use super::decoder::{DecoderLayer, RopeTables};
 use super::ops::{Grad, ScaledMaskedSoftmax};
-use super::sgemm::{gemm, View};
+use super::sgemm::{gemm, gemm_by_panels_new, gemm_new, View};
 
 /// The layer's tensors, by slot.
 const WQ: usize = 0;
@@ -342,35 +342,32 @@ fn cpu_rows<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
 /// `x · wᵀ (+ b)` for a linear weight `w` (n, k): (rows, n).
 fn linear(x: &[f32], k: usize, w: Wt, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let rows = x.len() / k.max(1);
-    let mut y = vec![0f32; rows * n];
-    match w {
+    let mut y = match w {
         Wt::Panels(p) => {
+            let mut y = vec![0f32; rows * n];
             super::sgemm::matmul((rows, n, k), x, k, p, bias, &mut y);
             return y;
         }
-        Wt::Rows(w) => gemm(
-            (rows, n, k),
-            View::rows(x, k),
-            View::rows(w, k).t(),
-            &mut y,
-            false,
-            true,
-        ),
-        Wt::Cols(wt) => gemm(
-            (rows, n, k),
-            View::rows(x, k),
-            View::rows(wt, n),
-            &mut y,
-            false,
-            true,
-        ),
-    }
+        Wt::Rows(w) => gemm_new((rows, n, k), View::rows(x, k), View::rows(w, k).t(), true),
+        Wt::Cols(wt) => gemm_new((rows, n, k), View::rows(x, k), View::rows(wt, n), true),
+    };
     if let Some(b) = bias {
         y.par_chunks_mut(n)
             .with_min_len(min_split())
             .for_each(|r| r.iter_mut().zip(b).for_each(|(o, b)| *o += b));
     }
     y
+}
+
+/// `dy · w` (rows, k) for a linear weight `w` (n, k) and `dy` (rows, n).
+fn input_grad_new(dy: &[f32], n: usize, w: Wt, k: usize) -> Vec<f32> {
+    let rows = dy.len() / n.max(1);
+    let a = View::rows(dy, n);
+    match w {
+        Wt::Panels(p) => gemm_by_panels_new((rows, k, n), a, p, true),
+        Wt::Rows(w) => gemm_new((rows, k, n), a, View::rows(w, k), true),
+        Wt::Cols(wt) => gemm_new((rows, k, n), a, View::rows(wt, n).t(), true),
+    }
 }
 
 /// `dx (+)= dy · w` for a linear weight `w` (n, k) and `dy` (rows, n).
@@ -388,16 +385,7 @@ fn input_grad(dy: &[f32], n: usize, w: Wt, k: usize, dx: &mut [f32], accumulate:
 /// input `x` (rows, k).
 fn weight_grad(dy: &[f32], n: usize, x: &[f32], k: usize) -> Vec<f32> {
     let rows = dy.len() / n.max(1);
-    let mut dw = vec![0f32; n * k];
-    gemm(
-        (n, k, rows),
-        View::rows(dy, n).t(),
-        View::rows(x, k),
-        &mut dw,
-        false,
-        true,
-    );
-    dw
+    gemm_new((n, k, rows), View::rows(dy, n).t(), View::rows(x, k), true)
 }
 
 /// Column sums of `dy` (rows, n): a bias's gradient, summed over fixed blocks of rows in
@@ -569,6 +557,23 @@ impl Layer {
         }
     }
 
+    /// Attention's blocks of query rows `(first, end, keys)` for a segment of `len`: with a
+    /// causal mask, blocks of 64 rows each see only the keys up to their last row (about
+    /// half the products of the full square); otherwise one block over every key.
+    fn row_blocks(&self, len: usize) -> Vec<(usize, usize, usize)> {
+        const ROWS: usize = 64;
+        if !self.causal {
+            return vec![(0, len, len)];
+        }
+        (0..len)
+            .step_by(ROWS)
+            .map(|r0| {
+                let r1 = (r0 + ROWS).min(len);
+                (r0, r1, r1)
+            })
+            .collect()
+    }
+
     /// The (segment, key/value head) tasks.
     fn tasks(&self) -> Vec<((usize, usize), usize)> {
         let nkv = self.dims.nkv;
@@ -614,35 +619,28 @@ impl Layer {
                     rs: 1,
                     cs: ks,
                 };
+                let vv = head(&v, st * ks + g * hd, ks);
                 for r in 0..rep {
                     let hq = g * rep + r;
-                    let qv = View {
-                        data: &qr[st * qs + hq * hd..],
-                        rs: qs,
-                        cs: 1,
-                    };
-                    gemm((len, len, hd), qv, kv, &mut scores, false, false);
                     let p = &mut probs[r * len * len..][..len * len];
-                    for (i, (s, pr)) in scores
-                        .chunks_exact(len)
-                        .zip(p.chunks_exact_mut(len))
-                        .enumerate()
-                    {
-                        sm.row(i, s, pr);
+                    let o_h = &mut out[r * len * hd..][..len * hd];
+                    for &(r0, r1, kend) in &self.row_blocks(len) {
+                        let rb = r1 - r0;
+                        let qv = head(&qr, (st + r0) * qs + hq * hd, qs);
+                        let blk = &mut scores[..rb * kend];
+                        gemm((rb, kend, hd), qv, kv, blk, false, false);
+                        for (ii, srow) in blk.chunks_exact(kend).enumerate() {
+                            sm.row(r0 + ii, srow, &mut p[(r0 + ii) * len..][..kend]);
+                        }
+                        gemm(
+                            (rb, hd, kend),
+                            head(p, r0 * len, len),
+                            vv,
+                            &mut o_h[r0 * hd..][..rb * hd],
+                            false,
+                            false,
+                        );
                     }
-                    let vv = View {
-                        data: &v[st * ks + g * hd..],
-                        rs: ks,
-                        cs: 1,
-                    };
-                    gemm(
-                        (len, hd, len),
-                        View::rows(p, len),
-                        vv,
-                        &mut out[r * len * hd..][..len * hd],
-                        false,
-                        false,
-                    );
                 }
                 (probs, out)
             })
@@ -713,8 +711,7 @@ impl Layer {
         if tr(BIAS + WD) {
             put(BIAS + WD, column_sums(dy, h));
         }
-        let mut dm = vec![0f32; d.t * inter];
-        input_grad(dy, h, w.get(WD), inter, &mut dm, false);
+        let dm = input_grad_new(dy, h, w.get(WD), inter);
         let mut dg = vec![0f32; d.t * inter];
         let mut du = vec![0f32; d.t * inter];
         {
@@ -737,8 +734,7 @@ impl Layer {
                 put(BIAS + slot, column_sums(grad, inter));
             }
         }
-        let mut dh2 = vec![0f32; d.t * h];
-        input_grad(&dg, inter, w.get(WG), h, &mut dh2, false);
+        let mut dh2 = input_grad_new(&dg, inter, w.get(WG), h);
         input_grad(&du, inter, w.get(WU), h, &mut dh2, true);
         drop((dg, du));
         // x2's gradient: the residual's and the norm's.
@@ -762,8 +758,7 @@ impl Layer {
         if tr(BIAS + WO) {
             put(BIAS + WO, column_sums(&dx2, h));
         }
-        let mut dout = vec![0f32; d.t * qs];
-        input_grad(&dx2, h, w.get(WO), qs, &mut dout, false);
+        let dout = input_grad_new(&dx2, h, w.get(WO), qs);
         // Attention, per (segment, key/value head).
         let rep = nh / nkv;
         let scale = (hd as f64).powf(-0.5) as f32;
@@ -780,49 +775,49 @@ impl Layer {
                 let kv = |t| head(t, st * ks + g * hd, ks);
                 for r in 0..rep {
                     let hq = g * rep + r;
-                    let qv = |t| head(t, st * qs + hq * hd, qs);
                     let p = &probs[r * len * len..][..len * len];
-                    // dP = dO · vᵀ; dv += Pᵀ · dO.
-                    gemm(
-                        (len, len, hd),
-                        qv(&dout),
-                        kv(&s.v).t(),
-                        &mut dp,
-                        false,
-                        false,
-                    );
-                    gemm(
-                        (len, hd, len),
-                        View::rows(p, len).t(),
-                        qv(&dout),
-                        &mut dv,
-                        true,
-                        false,
-                    );
-                    // dS = P ∘ (dP − Σ P∘dP) · scale, in place of dP.
-                    for (pr, dr) in p.chunks_exact(len).zip(dp.chunks_exact_mut(len)) {
-                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                        for (o, &pv) in dr.iter_mut().zip(pr) {
-                            *o = pv * (*o - dot) * scale;
+                    for &(r0, r1, kend) in &self.row_blocks(len) {
+                        let rb = r1 - r0;
+                        let rows = |t| head(t, (st + r0) * qs + hq * hd, qs);
+                        let pb = head(p, r0 * len, len);
+                        // dP = dO · vᵀ; dv += Pᵀ · dO (the block's rows, its keys).
+                        let blk = &mut dp[..rb * kend];
+                        gemm((rb, kend, hd), rows(&dout), kv(&s.v).t(), blk, false, false);
+                        gemm(
+                            (kend, hd, rb),
+                            pb.t(),
+                            rows(&dout),
+                            &mut dv[..kend * hd],
+                            true,
+                            false,
+                        );
+                        // dS = P ∘ (dP − Σ P∘dP) · scale, in place of dP.
+                        for (ii, dr) in blk.chunks_exact_mut(kend).enumerate() {
+                            let pr = &p[(r0 + ii) * len..][..kend];
+                            let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                            for (o, &pv) in dr.iter_mut().zip(pr) {
+                                *o = pv * (*o - dot) * scale;
+                            }
                         }
+                        let ds = View::rows(&dp[..rb * kend], kend);
+                        // dq = dS · k; dk += dSᵀ · q.
+                        gemm(
+                            (rb, hd, kend),
+                            ds,
+                            kv(&s.kr),
+                            &mut dq[(r * len + r0) * hd..][..rb * hd],
+                            false,
+                            false,
+                        );
+                        gemm(
+                            (kend, hd, rb),
+                            ds.t(),
+                            rows(&s.qr),
+                            &mut dk[..kend * hd],
+                            true,
+                            false,
+                        );
                     }
-                    // dq = dS · k; dk += dSᵀ · q.
-                    gemm(
-                        (len, hd, len),
-                        View::rows(&dp, len),
-                        kv(&s.kr),
-                        &mut dq[r * len * hd..][..len * hd],
-                        false,
-                        false,
-                    );
-                    gemm(
-                        (len, hd, len),
-                        View::rows(&dp, len).t(),
-                        qv(&s.qr),
-                        &mut dk,
-                        true,
-                        false,
-                    );
                 }
                 (dq, dk, dv)
             })
@@ -867,8 +862,7 @@ impl Layer {
         if !self.need_dx && !want_norm {
             return None;
         }
-        let mut dh1 = vec![0f32; d.t * h];
-        input_grad(&dq, qs, w.get(WQ), h, &mut dh1, false);
+        let mut dh1 = input_grad_new(&dq, qs, w.get(WQ), h);
         input_grad(&dk, ks, w.get(WK), h, &mut dh1, true);
         input_grad(&dv, ks, w.get(WV), h, &mut dh1, true);
         if let Some(dw) =
