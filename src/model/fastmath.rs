@@ -240,7 +240,7 @@ fn has_avx() -> bool {
 /// unpack / shuffle / lane-permute sequence, eight row stores.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn transpose8x8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+pub(crate) unsafe fn transpose8x8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
     use std::arch::x86_64::*;
     let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);

@@ -317,14 +317,24 @@ fn pack_view(b: View, n: usize, k: usize) -> (Vec<f32>, usize) {
                 row[..cols].copy_from_slice(&b.data[kk * b.rs + j0..][..cols]);
             }
         } else {
+            if b.rs == 1 {
+                // Rows j0.. of b's storage, each k long, transposed into the panel.
+                // SAFETY: b holds (k, n) (asserted by the callers), so data[(j0 + j)·cs + kk]
+                // exists for j < cols, kk < k; the panel has k·NR elements.
+                unsafe {
+                    transpose_block(
+                        b.data.as_ptr().add(j0 * b.cs),
+                        b.cs,
+                        panel.as_mut_ptr(),
+                        NR,
+                        (cols, k),
+                    )
+                };
+                continue;
+            }
             for j in 0..cols {
                 let base = (j0 + j) * b.cs;
-                if b.rs == 1 {
-                    let col = &b.data[base..base + k];
-                    for (kk, &v) in col.iter().enumerate() {
-                        panel[kk * NR + j] = v;
-                    }
-                } else {
+                {
                     for kk in 0..k {
                         panel[kk * NR + j] = b.data[base + kk * b.rs];
                     }
@@ -405,12 +415,8 @@ fn transpose_panels(b: &[f32], n: usize, k: usize) -> (Vec<f32>, usize) {
         for p in 0..k / NR {
             let src = &b[p * NR * n + j0 * NR..][..cols * NR];
             let dst = &mut panel[p * NR * NR..][..NR * NR];
-            // Row by row of the output (contiguous stores; the 4 KiB source is in L1).
-            for (r, row) in dst.chunks_exact_mut(NR).enumerate() {
-                for (jj, o) in row[..cols].iter_mut().enumerate() {
-                    *o = src[jj * NR + r];
-                }
-            }
+            // SAFETY: src holds cols·NR values, dst NR·NR.
+            unsafe { transpose_block(src.as_ptr(), NR, dst.as_mut_ptr(), NR, (cols, NR)) };
         }
     }
     (pv, off)
@@ -437,6 +443,13 @@ fn aligned(len: usize) -> (Vec<f32>, usize) {
 fn dense(a: View, m: usize, k: usize) -> Vec<f32> {
     const B: usize = 16;
     let mut out = vec![0f32; m * k];
+    if a.rs == 1 {
+        // a's columns are rows of its storage: out[i·k + l] = data[l·cs + i].
+        // SAFETY: a holds (m, k) (asserted by the callers: data[l·cs + i] for l < k, i < m);
+        // out has m·k elements.
+        unsafe { transpose_block(a.data.as_ptr(), a.cs, out.as_mut_ptr(), k, (k, m)) };
+        return out;
+    }
     for i0 in (0..m).step_by(B) {
         for l0 in (0..k).step_by(B) {
             for l in l0..(l0 + B).min(k) {
@@ -447,6 +460,41 @@ fn dense(a: View, m: usize, k: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// `dst[j·ldd + i] = src[i·lds + j]` for `i < rows`, `j < cols`: 8 × 8 blocks through AVX
+/// registers (`fastmath::transpose8x8`), the edges element by element.
+///
+/// # Safety
+/// `src` must be valid for reading every `src[i·lds + j]`, `dst` for writing every
+/// `dst[j·ldd + i]`, and the CPU must have AVX (every CPU with AVX-512 has).
+unsafe fn transpose_block(
+    src: *const f32,
+    lds: usize,
+    dst: *mut f32,
+    ldd: usize,
+    (rows, cols): (usize, usize),
+) {
+    for i0 in (0..rows).step_by(8) {
+        for j0 in (0..cols).step_by(8) {
+            if i0 + 8 <= rows && j0 + 8 <= cols {
+                #[cfg(target_arch = "x86_64")]
+                crate::model::fastmath::transpose8x8(
+                    src.add(i0 * lds + j0),
+                    lds,
+                    dst.add(j0 * ldd + i0),
+                    ldd,
+                );
+                #[cfg(target_arch = "x86_64")]
+                continue;
+            }
+            for i in i0..(i0 + 8).min(rows) {
+                for j in j0..(j0 + 8).min(cols) {
+                    *dst.add(j * ldd + i) = *src.add(i * lds + j);
+                }
+            }
+        }
+    }
 }
 
 /// The product of [`gemm`] with `b` packed as `panels` (n rounded up to whole panels).
