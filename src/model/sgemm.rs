@@ -268,12 +268,10 @@ pub fn gemm(
         }
         return;
     }
-    let (pv, off) = pack_view(b, n, k);
-    let np = n.div_ceil(NR) * NR;
     run_packed(
         (m, n, k),
         a,
-        &pv[off..off + np * k],
+        pack_view(b, n, k),
         Out::Into(c, accumulate),
         parallel,
     );
@@ -290,13 +288,11 @@ pub fn gemm_new((m, n, k): (usize, usize, usize), a: View, b: View, parallel: bo
         a.holds(m, k) && b.holds(k, n),
         "sgemm: a view is too short for ({m}, {n}, {k})"
     );
-    let (pv, off) = pack_view(b, n, k);
-    let np = n.div_ceil(NR) * NR;
     let mut c = Vec::new();
     run_packed(
         (m, n, k),
         a,
-        &pv[off..off + np * k],
+        pack_view(b, n, k),
         Out::Fresh(&mut c),
         parallel,
     );
@@ -365,12 +361,10 @@ pub fn gemm_by_panels(
     if m == 0 || n == 0 {
         return;
     }
-    let (pv, off) = transpose_panels(b, n, k);
-    let np = n.div_ceil(NR) * NR;
     run_packed(
         (m, n, k),
         a,
-        &pv[off..off + np * k],
+        transpose_panels(b, n, k),
         Out::Into(c, accumulate),
         parallel,
     );
@@ -390,13 +384,11 @@ pub fn gemm_by_panels_new(
     if m == 0 || n == 0 {
         return vec![0f32; m * n];
     }
-    let (pv, off) = transpose_panels(b, n, k);
-    let np = n.div_ceil(NR) * NR;
     let mut c = Vec::new();
     run_packed(
         (m, n, k),
         a,
-        &pv[off..off + np * k],
+        transpose_panels(b, n, k),
         Out::Fresh(&mut c),
         parallel,
     );
@@ -497,8 +489,16 @@ unsafe fn transpose_block(
     }
 }
 
-/// The product of [`gemm`] with `b` packed as `panels` (n rounded up to whole panels).
-fn run_packed((m, n, k): (usize, usize, usize), a: View, panels: &[f32], out: Out, parallel: bool) {
+/// The product of [`gemm`] with `b` packed as `(vec, offset)` panels (n rounded up to whole
+/// panels).
+fn run_packed(
+    (m, n, k): (usize, usize, usize),
+    a: View,
+    (pv, off): (Vec<f32>, usize),
+    out: Out,
+    parallel: bool,
+) {
+    let panels = &pv[off..off + n.div_ceil(NR) * NR * k];
     // a in place (row stride rs) when its rows are contiguous, else a row-major copy.
     let copied;
     let (ad, lda) = if a.cs == 1 {
