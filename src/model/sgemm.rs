@@ -305,7 +305,7 @@ fn pack_view(b: View, n: usize, k: usize) -> (Vec<f32>, usize) {
     let np = n.div_ceil(NR) * NR;
     let (mut pv, off) = aligned(np * k);
     let panels = &mut pv[off..off + np * k];
-    for (p, panel) in panels.chunks_exact_mut(NR * k).enumerate() {
+    each_panel(panels, k, |p, panel| {
         let j0 = p * NR;
         let cols = NR.min(n - j0);
         if b.cs == 1 {
@@ -326,19 +326,29 @@ fn pack_view(b: View, n: usize, k: usize) -> (Vec<f32>, usize) {
                         (cols, k),
                     )
                 };
-                continue;
+                return;
             }
             for j in 0..cols {
                 let base = (j0 + j) * b.cs;
-                {
-                    for kk in 0..k {
-                        panel[kk * NR + j] = b.data[base + kk * b.rs];
-                    }
+                for kk in 0..k {
+                    panel[kk * NR + j] = b.data[base + kk * b.rs];
                 }
             }
         }
-    }
+    });
     (pv, off)
+}
+
+/// `f(p, panel)` for each `NR · k`-float panel of `panels`, on rayon's threads (on the
+/// calling thread alone from a `--workers` thread, see `workers::min_split`): packing a
+/// 2B-shaped weight on one thread took as long as multiplying by it on two.
+fn each_panel(panels: &mut [f32], k: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    use rayon::prelude::*;
+    panels
+        .par_chunks_mut(NR * k)
+        .enumerate()
+        .with_min_len(crate::workers::min_split())
+        .for_each(|(p, panel)| f(p, panel));
 }
 
 /// [`gemm`] with `b` (k, n) given as [`pack_panels`]' panels of its k rows (a torch-layout
@@ -443,7 +453,7 @@ fn transpose_panels(
     let (mut pv, off) = aligned(np * k);
     let out = &mut pv[off..off + np * k];
     // Source panel p: [col][r] = b[32p + r][col]; output panel q: [kk][jj] = b[kk][32q + jj].
-    for (q, panel) in out.chunks_exact_mut(NR * k).enumerate() {
+    each_panel(out, k, |q, panel| {
         let j0 = cols.start + q * NR;
         let cols = NR.min(cols.end - j0);
         for p in 0..k / NR {
@@ -452,7 +462,7 @@ fn transpose_panels(
             // SAFETY: src holds cols·NR values, dst NR·NR.
             unsafe { transpose_block(src.as_ptr(), NR, dst.as_mut_ptr(), NR, (cols, NR)) };
         }
-    }
+    });
     (pv, off)
 }
 
