@@ -663,7 +663,7 @@ unsafe fn matmul_into(
     // Long rows are copied (a row stride of 8 KiB or more put all twelve rows of a strip
     // in the same L1 sets: the 800 × 2048 → 6144 product ran at 210-220 GFLOP/s in place,
     // 247-268 packed); short ones are read in place, where the copy cost more than it saved.
-    let shared = k >= std::env::var("SG_SHARED").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
+    let shared = k >= 2048;
     let strips = m.div_ceil(MR);
     let mut apk = Vec::new();
     if shared {
