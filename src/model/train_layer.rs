@@ -15,8 +15,9 @@
 //! has left in a shared cell. Callers see the usual contract: `grads.get(weight)`.
 //!
 //! Used by [`super::decoder::DecoderLayer`] when [`applies`] (training, f32, CPU, SiLU MLP,
-//! no KV cache, no left-padded batch); the result equals the composed ops' up to the order
-//! of f32 sums (tests below, and every fine-tuning test against PyTorch runs through it).
+//! no KV cache, no left-padded batch). Checked against PyTorch's gradients by
+//! tests/wide_head.rs (frozen weights as panels, packed and separate conversations, two
+//! workers, checkpointing) and by every other fine-tuning test, which run through it.
 
 use std::sync::{Arc, Mutex};
 
