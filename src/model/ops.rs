@@ -186,11 +186,91 @@ struct RmsNormTrack {
     eps: f64,
 }
 
-impl RmsNormTrack {
-    fn inv_rms(&self, row: &[f32]) -> f32 {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
-        1.0 / (ms + self.eps as f32).sqrt()
+/// 1/sqrt(mean(x²) + eps) of a row, as [`RmsNormTrack`] computes it.
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+/// RMSNorm of each `d`-wide row: (y, 1/rms per row); [`RmsNormTrack`]'s CPU forward, and
+/// `train_layer`'s.
+pub(super) fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
+    let d = w.len();
+    let mut y = vec![0f32; x.len()];
+    let mut r = vec![0f32; x.len() / d];
+    y.par_chunks_mut(d)
+        .zip(r.par_iter_mut())
+        .zip(x.par_chunks(d))
+        .with_min_len(crate::workers::min_split())
+        .for_each(|((yr, rr), xr)| {
+            *rr = inv_rms(xr, eps);
+            for ((o, &v), &wv) in yr.iter_mut().zip(xr).zip(w) {
+                *o = v * *rr * wv;
+            }
+        });
+    (y, r)
+}
+
+/// RMSNorm's backward on `d`-wide rows: `dx (+)= r·(w∘g) − r³/d · x · Σ(w∘g∘x)`, and
+/// `Σ_rows g∘x·r` (the weight's gradient) when `want_dw`.
+pub(super) fn rms_rows_backward(
+    x: &[f32],
+    r: &[f32],
+    w: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+    want_dw: bool,
+) -> Option<Vec<f32>> {
+    use rayon::prelude::*;
+    let d = w.len();
+    dx.par_chunks_mut(d)
+        .zip(x.par_chunks(d).zip(g.par_chunks(d)))
+        .zip(r.par_iter())
+        .with_min_len(crate::workers::min_split())
+        .for_each(|((dxr, (xr, gr)), &rv)| {
+            let dot: f32 = xr
+                .iter()
+                .zip(gr)
+                .zip(w)
+                .map(|((&xv, &gv), &wv)| wv * gv * xv)
+                .sum();
+            let c = rv * rv * rv * dot / d as f32;
+            for j in 0..d {
+                let v = rv * w[j] * gr[j] - c * xr[j];
+                if accumulate {
+                    dxr[j] += v;
+                } else {
+                    dxr[j] = v;
+                }
+            }
+        });
+    if !want_dw {
+        return None;
     }
+    // Σ g∘x·r over rows, in fixed blocks: pair each row with its r.
+    const BLOCK: usize = 64;
+    let partial: Vec<Vec<f32>> = x
+        .par_chunks(d * BLOCK)
+        .zip(g.par_chunks(d * BLOCK))
+        .zip(r.par_chunks(BLOCK))
+        .with_min_len(crate::workers::min_split())
+        .map(|((xb, gb), rb)| {
+            let mut acc = vec![0f32; d];
+            for ((xr, gr), &rv) in xb.chunks_exact(d).zip(gb.chunks_exact(d)).zip(rb) {
+                for j in 0..d {
+                    acc[j] += gr[j] * xr[j] * rv;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut dw = vec![0f32; d];
+    for p in &partial {
+        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    Some(dw)
 }
 
 impl candle_core::CustomOp2 for RmsNormTrack {
@@ -205,20 +285,9 @@ impl candle_core::CustomOp2 for RmsNormTrack {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
         row_weight_ranges(self.name(), l1, l2)?;
         let (x, w) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
-        let d = w.len();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .with_min_len(crate::workers::min_split())
-            .for_each(|(yr, xr)| {
-                let r = self.inv_rms(xr);
-                for ((o, &v), &wv) in yr.iter_mut().zip(xr).zip(w) {
-                    *o = v * r * wv;
-                }
-            });
+        let (y, _) = rms_rows(x, w, self.eps as f32);
         Ok((candle_core::CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -263,7 +332,6 @@ impl candle_core::CustomOp2 for RmsNormTrack {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        use rayon::prelude::*;
         if x.device().is_cuda() {
             // dx and the per-row terms of dw from one kernel; dw sums them over rows.
             let d = w.elem_count();
@@ -281,37 +349,11 @@ impl candle_core::CustomOp2 for RmsNormTrack {
         let ws = w.to_vec1::<f32>()?;
         let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let d = ws.len();
-        // Fixed blocks of rows, each giving its share of dw, summed in block order: the
-        // result does not depend on how rayon schedules the work (runs stay reproducible).
-        const BLOCK: usize = 64;
+        let eps = self.eps as f32;
+        let r: Vec<f32> = xs.chunks(d).map(|row| inv_rms(row, eps)).collect();
         let mut dx = vec![0f32; xs.len()];
-        let partial: Vec<Vec<f32>> = dx
-            .par_chunks_mut(d * BLOCK)
-            .zip(xs.par_chunks(d * BLOCK).zip(gs.par_chunks(d * BLOCK)))
-            .with_min_len(crate::workers::min_split())
-            .map(|(dxb, (xb, gb))| {
-                let mut dw = vec![0f32; d];
-                for (dxr, (xr, gr)) in dxb.chunks_mut(d).zip(xb.chunks(d).zip(gb.chunks(d))) {
-                    let r = self.inv_rms(xr);
-                    let dot: f32 = xr
-                        .iter()
-                        .zip(gr)
-                        .zip(&ws)
-                        .map(|((&xv, &gv), &wv)| wv * gv * xv)
-                        .sum();
-                    let c = r * r * r * dot / d as f32;
-                    for j in 0..d {
-                        dxr[j] = r * ws[j] * gr[j] - c * xr[j];
-                        dw[j] += gr[j] * xr[j] * r;
-                    }
-                }
-                dw
-            })
-            .collect();
-        let mut dw = vec![0f32; d];
-        for p in &partial {
-            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-        }
+        let dw = rms_rows_backward(&xs, &r, &ws, &gs, &mut dx, false, true)
+            .expect("the weight's gradient, asked for");
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),

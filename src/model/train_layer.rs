@@ -25,7 +25,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::decoder::{DecoderLayer, RopeTables};
-use super::ops::{Grad, ScaledMaskedSoftmax};
+use super::ops::{rms_rows, rms_rows_backward, Grad, ScaledMaskedSoftmax};
 use super::sgemm::{gemm, gemm_by_panels_new, gemm_new, View};
 
 /// The layer's tensors, by slot.
@@ -435,90 +435,6 @@ fn norm<'a>(w: &Weights<'a>, slot: usize) -> &'a [f32] {
 
 fn min_split() -> usize {
     crate::workers::min_split()
-}
-
-/// 1/sqrt(mean(x²) + eps) of a row, as `ops::rms_norm`'s training kernel computes it.
-fn inv_rms(row: &[f32], eps: f32) -> f32 {
-    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
-    1.0 / (ms + eps).sqrt()
-}
-
-/// RMSNorm of each `d`-wide row: (y, 1/rms per row).
-fn rms_rows(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
-    let d = w.len();
-    let mut y = vec![0f32; x.len()];
-    let mut r = vec![0f32; x.len() / d];
-    y.par_chunks_mut(d)
-        .zip(r.par_iter_mut())
-        .zip(x.par_chunks(d))
-        .with_min_len(min_split())
-        .for_each(|((yr, rr), xr)| {
-            *rr = inv_rms(xr, eps);
-            for ((o, &v), &wv) in yr.iter_mut().zip(xr).zip(w) {
-                *o = v * *rr * wv;
-            }
-        });
-    (y, r)
-}
-
-/// RMSNorm's backward on `d`-wide rows: `dx (+)= r·(w∘g) − r³/d · x · Σ(w∘g∘x)`, and
-/// `Σ_rows g∘x·r` (the weight's gradient) when `want_dw`.
-fn rms_rows_backward(
-    x: &[f32],
-    r: &[f32],
-    w: &[f32],
-    g: &[f32],
-    dx: &mut [f32],
-    accumulate: bool,
-    want_dw: bool,
-) -> Option<Vec<f32>> {
-    let d = w.len();
-    dx.par_chunks_mut(d)
-        .zip(x.par_chunks(d).zip(g.par_chunks(d)))
-        .zip(r.par_iter())
-        .with_min_len(min_split())
-        .for_each(|((dxr, (xr, gr)), &rv)| {
-            let dot: f32 = xr
-                .iter()
-                .zip(gr)
-                .zip(w)
-                .map(|((&xv, &gv), &wv)| wv * gv * xv)
-                .sum();
-            let c = rv * rv * rv * dot / d as f32;
-            for j in 0..d {
-                let v = rv * w[j] * gr[j] - c * xr[j];
-                if accumulate {
-                    dxr[j] += v;
-                } else {
-                    dxr[j] = v;
-                }
-            }
-        });
-    if !want_dw {
-        return None;
-    }
-    // Σ g∘x·r over rows, in fixed blocks: pair each row with its r.
-    const BLOCK: usize = 64;
-    let partial: Vec<Vec<f32>> = x
-        .par_chunks(d * BLOCK)
-        .zip(g.par_chunks(d * BLOCK))
-        .zip(r.par_chunks(BLOCK))
-        .with_min_len(min_split())
-        .map(|((xb, gb), rb)| {
-            let mut acc = vec![0f32; d];
-            for ((xr, gr), &rv) in xb.chunks_exact(d).zip(gb.chunks_exact(d)).zip(rb) {
-                for j in 0..d {
-                    acc[j] += gr[j] * xr[j] * rv;
-                }
-            }
-            acc
-        })
-        .collect();
-    let mut dw = vec![0f32; d];
-    for p in &partial {
-        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
-    Some(dw)
 }
 
 /// The rotation of `heads` heads per token in place (`sign` −1: its inverse, the backward).
