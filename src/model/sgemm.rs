@@ -425,10 +425,7 @@ pub fn gemm_by_panels(
                     // SAFETY: row i0 + ii < m of c, columns rows.start + j0.. + w ≤ n: c
                     // holds m·n floats (asserted), and no other thread writes these columns.
                     let crow = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.at((i0 + ii) * n + rows.start + j0),
-                            w,
-                        )
+                        std::slice::from_raw_parts_mut(out.at((i0 + ii) * n + rows.start + j0), w)
                     };
                     if accumulate {
                         crow.iter_mut().zip(brow).for_each(|(o, v)| *o += v);
@@ -848,7 +845,9 @@ mod x86 {
         rows: std::ops::Range<usize>,
     ) {
         let mp = m.div_ceil(NR) * NR;
-        debug_assert!(rows.start.is_multiple_of(MR) && rows.end <= n && ct.len() >= rows.len() * mp);
+        debug_assert!(
+            rows.start.is_multiple_of(MR) && rows.end <= n && ct.len() >= rows.len() * mp
+        );
         debug_assert!(b.len() >= n * k && tokens.len() >= mp * k && k % NR == 0);
         // Reduction blocks of whole panels, about KC steps each.
         let kcb = (k / NR).div_ceil((k / NR).div_ceil(KC / NR)) * NR;

@@ -214,25 +214,69 @@ pub fn update_moments(
     g: &[f32],
     lr: f64,
 ) -> Result<()> {
+    update_scaled(c, step, m, p, g, None, lr)
+}
+
+/// [`update_moments`] with the gradient multiplied by `coef` first (gradient clipping; each
+/// product rounded to f32, as torch's `clip_grad_norm_` scales the gradients in place).
+/// Long tensors are updated in chunks on rayon's threads: every element's update depends
+/// only on its own values, so the result is the same on any number of threads.
+pub fn update_scaled(
+    c: AdamWConfig,
+    step: u64,
+    m: &mut Moments,
+    p: &mut [f32],
+    g: &[f32],
+    coef: Option<f32>,
+    lr: f64,
+) -> Result<()> {
+    use rayon::prelude::*;
     if p.len() != g.len() || p.len() != m.len() {
         bail!("parameter and gradient sizes differ");
     }
     let s = StepScalars::new(c, step, lr);
+    let decay = c.weight_decay != 0.0;
     let (exp_avg, exp_avg_sq) = m.host_mut()?;
-    for i in 0..p.len() {
-        if c.weight_decay != 0.0 {
-            p[i] *= s.decay;
+    let update = |p: &mut [f32], g: &[f32], exp_avg: &mut [f32], exp_avg_sq: &mut [f32]| {
+        for i in 0..p.len() {
+            if decay {
+                p[i] *= s.decay;
+            }
+            let gi = match coef {
+                Some(c) => g[i] * c,
+                None => g[i],
+            };
+            // exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg[i] += s.w1 * (gi - exp_avg[i]);
+            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            exp_avg_sq[i] = exp_avg_sq[i] * s.b2 + s.w2 * gi * gi;
+            let denom = exp_avg_sq[i].sqrt() / s.bc2_sqrt + s.eps;
+            // param.addcdiv_(exp_avg, denom, value=-step_size)
+            p[i] += -s.step_size * (exp_avg[i] / denom);
         }
-        let gi = g[i];
-        // exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg[i] += s.w1 * (gi - exp_avg[i]);
-        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        exp_avg_sq[i] = exp_avg_sq[i] * s.b2 + s.w2 * gi * gi;
-        let denom = exp_avg_sq[i].sqrt() / s.bc2_sqrt + s.eps;
-        // param.addcdiv_(exp_avg, denom, value=-step_size)
-        p[i] += -s.step_size * (exp_avg[i] / denom);
-    }
+    };
+    p.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(exp_avg.par_chunks_mut(CHUNK))
+        .zip(exp_avg_sq.par_chunks_mut(CHUNK))
+        .with_min_len(crate::workers::min_split())
+        .for_each(|(((p, g), m), v)| update(p, g, m, v));
     Ok(())
+}
+
+/// Elements per task of the parallel update and of [`sum_of_squares`].
+const CHUNK: usize = 1 << 16;
+
+/// `Σ x²` in f64: chunks of [`CHUNK`] summed in order, on rayon's threads, and their sums
+/// added in order (the same on any number of threads).
+pub fn sum_of_squares(x: &[f32]) -> f64 {
+    use rayon::prelude::*;
+    let parts: Vec<f64> = x
+        .par_chunks(CHUNK)
+        .with_min_len(crate::workers::min_split())
+        .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+        .collect();
+    parts.iter().sum()
 }
 
 /// [`update_moments`] with tensors, on whatever device they are (a GPU's parameters,

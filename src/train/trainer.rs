@@ -10,12 +10,12 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::adamw::{update_moments, update_tensors, AdamW, AdamWConfig, Moments};
+use super::adamw::{sum_of_squares, update_scaled, update_tensors, AdamW, AdamWConfig, Moments};
 use crate::data::labels::Supervised;
 use crate::model::loss::{cross_entropy_sum, kl_div_sum};
 use crate::model::ops::Grad;
 use crate::model::{Model, ModelInputs};
-use crate::workers::{on_groups, on_threads};
+use crate::workers::on_threads;
 
 /// Name prefix of decoder layer tensors in a Qwen3-VL checkpoint.
 
@@ -605,10 +605,11 @@ impl Trainer {
     }
 
     /// One optimizer step on `batch` at learning rate `lr`. A non-finite loss or gradient
-    /// norm is an error and leaves the weights and optimizer untouched. On the CPU each
-    /// worker updates its share of the parameters one at a time, so the step needs little
-    /// memory beyond the gradients; on a GPU everything stays there and only the
-    /// per-tensor squared norms come back.
+    /// norm is an error and leaves the weights and optimizer untouched. On the CPU the
+    /// gradients are read where they are and each master weight is updated in place,
+    /// split over rayon's threads, so the step needs no memory beyond the gradients and
+    /// moments; on a GPU everything stays there and only the per-tensor squared norms
+    /// come back.
     pub fn step(&mut self, batch: &[Supervised], lr: f64) -> Result<StepStats> {
         let (grads, loss, tokens) = self.gradient_tensors(batch)?;
         if self.opt.moments.len() != self.params.len() {
@@ -619,8 +620,6 @@ impl Trainer {
             );
         }
         let on_tensors = self.tensor_update();
-        let sizes: Vec<usize> = self.params.iter().map(|p| p.var.elem_count()).collect();
-        let groups = balanced_groups(&sizes, self.options.workers);
         // Per-tensor sums of squares in f64, added in tensor order.
         let sums: Vec<f64> = if on_tensors {
             let sums = grads
@@ -629,10 +628,10 @@ impl Trainer {
                 .collect::<candle_core::Result<Vec<_>>>()?;
             Tensor::stack(&sums, 0)?.to_vec1::<f64>()?
         } else {
-            on_groups(&groups, |i| {
-                let g = grads[i].flatten_all()?.to_vec1::<f32>()?;
-                Ok(g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-            })?
+            grads
+                .iter()
+                .map(|g| cpu_values(g, sum_of_squares))
+                .collect::<Result<Vec<_>>>()?
         };
         let grad_norm = sums.iter().sum::<f64>().sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
@@ -653,28 +652,18 @@ impl Trainer {
                 p.var.set(&v.reshape(p.var.shape())?)?;
             }
         } else {
-            // Each tensor's update is independent of the others': the same on any worker.
-            let moments: Vec<std::sync::Mutex<&mut Moments>> = self
-                .opt
-                .moments
-                .iter_mut()
-                .map(std::sync::Mutex::new)
-                .collect();
-            let device = self.model.device();
-            on_groups(&groups, |i| {
-                let p = &self.params[i];
-                let mut g = grads[i].flatten_all()?.to_vec1::<f32>()?;
-                if let Some(c) = coef {
-                    g.iter_mut().for_each(|x| *x *= c);
-                }
-                let mut v = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                let mut m = moments[i]
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("a worker panicked"))?;
-                update_moments(config, opt_step, &mut m, &mut v, &g, lr * self.lr_scale[i])?;
-                p.var.set(&Tensor::from_vec(v, p.var.shape(), device)?)?;
-                Ok(())
-            })?;
+            // In place, in the master weight's own storage (which an f32 model computes
+            // with), each tensor split over rayon's threads (see `update_scaled`).
+            for (i, (p, g)) in self.params.iter().zip(&grads).enumerate() {
+                let op = InPlaceAdamW {
+                    config,
+                    step: opt_step,
+                    lr: lr * self.lr_scale[i],
+                    coef,
+                    moments: std::sync::Mutex::new(&mut self.opt.moments[i]),
+                };
+                p.var.as_tensor().inplace_op2(g, &op)?;
+            }
         }
         self.sync_compute_weights()?;
         Ok(StepStats {
@@ -687,21 +676,62 @@ impl Trainer {
     }
 }
 
-/// Item indices in `workers` groups of about equal total size (largest first, each to the
-/// lightest group so far).
-fn balanced_groups(sizes: &[usize], workers: usize) -> Vec<Vec<usize>> {
-    let mut groups = vec![(0usize, Vec::new()); workers.max(1)];
-    let mut order: Vec<usize> = (0..sizes.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
-    for i in order {
-        let g = groups
-            .iter_mut()
-            .min_by_key(|(load, _)| *load)
-            .expect("at least one group");
-        g.0 += sizes[i];
-        g.1.push(i);
+/// `f` of a CPU f32 tensor's values, read where they are (contiguous), or of a copy.
+fn cpu_values<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
+    let (storage, layout) = t.storage_and_layout();
+    if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) =
+        (&*storage, layout.contiguous_offsets())
+    {
+        return Ok(f(&v[a..b]));
     }
-    groups.into_iter().map(|(_, items)| items).collect()
+    drop(storage);
+    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
+}
+
+/// One AdamW update of a master weight in place, its gradient the second operand
+/// ([`update_scaled`]).
+struct InPlaceAdamW<'a> {
+    config: AdamWConfig,
+    step: u64,
+    lr: f64,
+    coef: Option<f32>,
+    moments: std::sync::Mutex<&'a mut Moments>,
+}
+
+impl candle_core::InplaceOp2 for InPlaceAdamW<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let (candle_core::CpuStorage::F32(p), candle_core::CpuStorage::F32(g)) = (s1, s2) else {
+            candle_core::bail!("adamw-in-place: f32 master weights and gradients only");
+        };
+        let (Some((pa, pb)), Some((ga, gb))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("adamw-in-place: the weight and its gradient must be contiguous");
+        };
+        let mut m = self
+            .moments
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("adamw-in-place: a thread panicked".into()))?;
+        update_scaled(
+            self.config,
+            self.step,
+            &mut m,
+            &mut p[pa..pb],
+            &g[ga..gb],
+            self.coef,
+            self.lr,
+        )
+        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    }
 }
 
 /// `acc += g`, where an empty `acc` takes `g` as it is (no zeros to add to).
