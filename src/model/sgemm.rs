@@ -862,11 +862,14 @@ mod x86 {
                     let bp = tokens.as_ptr().add(t * NR * k + pc * NR);
                     let out = ct.as_mut_ptr().add((j0 - rows.start) * mp + i0);
                     let two = m - i0 > NR / 2;
+                    // The first pass over a tile brings the next tile's blocks (right after
+                    // this tile's in each panel) into L2.
+                    let pf = t == 0 && j0 + MR < rows.end;
                     macro_rules! dispatch {
                         ($($r:literal)*) => {
                             match (h, two) {
-                                $(($r, true) => kernel_t::<$r, 2>(kc, ap, n * NR, bp, out, mp, first),
-                                  ($r, false) => kernel_t::<$r, 1>(kc, ap, n * NR, bp, out, mp, first),)*
+                                $(($r, true) => kernel_t::<$r, 2>(kc, ap, n * NR, bp, out, mp, first, pf),
+                                  ($r, false) => kernel_t::<$r, 1>(kc, ap, n * NR, bp, out, mp, first, pf),)*
                                 _ => unreachable!("a tile has 1 to 12 rows"),
                             }
                         };
@@ -890,11 +893,16 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         first: bool,
+        pf: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
         let (mut ap, mut bp) = (a, b);
         for _ in 0..kc / NR {
             for kk in 0..NR {
+                // 24 lines (a 12-row block of the next tile) over the 32 steps of a panel.
+                if pf && kk < MR * NR / 16 {
+                    _mm_prefetch::<_MM_HINT_T1>(ap.add(MR * NR + 16 * kk) as *const i8);
+                }
                 let mut bv = [_mm512_setzero_ps(); V];
                 for (v, bv) in bv.iter_mut().enumerate() {
                     *bv = _mm512_loadu_ps(bp.add(16 * v));
