@@ -164,7 +164,7 @@ fn rms_norm_composed(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// f32 rows of a contiguous CPU tensor.
-fn cpu_f32<'a>(
+pub(crate) fn cpu_f32<'a>(
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
 ) -> Result<&'a [f32]> {

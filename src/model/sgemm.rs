@@ -899,9 +899,11 @@ mod x86 {
         let (mut ap, mut bp) = (a, b);
         for _ in 0..kc / NR {
             for kk in 0..NR {
-                // 24 lines (a 12-row block of the next tile) over the 32 steps of a panel.
+                // 24 lines (a 12-row block of the next tile) over the 32 steps of a panel;
+                // past the weight's end when that tile is partial (wrapping: a prefetch
+                // never faults, and no pointer past the allocation is formed with `add`).
                 if pf && kk < MR * NR / 16 {
-                    _mm_prefetch::<_MM_HINT_T1>(ap.add(MR * NR + 16 * kk) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(ap.wrapping_add(MR * NR + 16 * kk) as *const i8);
                 }
                 let mut bv = [_mm512_setzero_ps(); V];
                 for (v, bv) in bv.iter_mut().enumerate() {

@@ -679,10 +679,10 @@ impl Trainer {
 /// `f` of a CPU f32 tensor's values, read where they are (contiguous), or of a copy.
 fn cpu_values<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
     let (storage, layout) = t.storage_and_layout();
-    if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) =
-        (&*storage, layout.contiguous_offsets())
-    {
-        return Ok(f(&v[a..b]));
+    if let candle_core::Storage::Cpu(cpu) = &*storage {
+        if let Ok(v) = crate::model::ops::cpu_f32(cpu, layout) {
+            return Ok(f(v));
+        }
     }
     drop(storage);
     Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
@@ -710,12 +710,10 @@ impl candle_core::InplaceOp2 for InPlaceAdamW<'_> {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> candle_core::Result<()> {
-        let (candle_core::CpuStorage::F32(p), candle_core::CpuStorage::F32(g)) = (s1, s2) else {
-            candle_core::bail!("adamw-in-place: f32 master weights and gradients only");
-        };
-        let (Some((pa, pb)), Some((ga, gb))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        let g = crate::model::ops::cpu_f32(s2, l2)?;
+        let (candle_core::CpuStorage::F32(p), Some((pa, pb))) = (s1, l1.contiguous_offsets())
         else {
-            candle_core::bail!("adamw-in-place: the weight and its gradient must be contiguous");
+            candle_core::bail!("adamw-in-place: the master weight must be f32 and contiguous");
         };
         let mut m = self
             .moments
@@ -726,7 +724,7 @@ impl candle_core::InplaceOp2 for InPlaceAdamW<'_> {
             self.step,
             &mut m,
             &mut p[pa..pb],
-            &g[ga..gb],
+            g,
             self.coef,
             self.lr,
         )
