@@ -1429,19 +1429,22 @@ impl candle_core::CustomOp1 for FrozenPanels {
         let (m, k) = arg.dims2()?;
         let (p, nr, _) = self.w.dims3()?;
         let n = p * nr;
-        let dy = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        // The output's gradient read where it is (m × 151 936 floats for a 2B-shaped head).
+        let grad = grad_res.contiguous()?;
+        let (gs, gl) = grad.storage_and_layout();
+        let candle_core::Storage::Cpu(gcpu) = &*gs else {
+            candle_core::bail!("frozen-panels: the gradient is not on the CPU");
+        };
+        let dy = cpu_f32(gcpu, gl)?;
         let (ws, wl) = self.w.storage_and_layout();
         let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
             candle_core::bail!("frozen-panels: the weight is not f32 on the CPU");
         };
         let panels = &wd[wl.start_offset()..wl.start_offset() + n * k];
-        let mut dx = vec![0f32; m * k];
-        super::sgemm::gemm_by_panels(
+        let dx = super::sgemm::gemm_by_panels_new(
             (m, k, n),
-            super::sgemm::View::rows(&dy, n),
+            super::sgemm::View::rows(dy, n),
             panels,
-            &mut dx,
-            false,
             true,
         );
         Ok(Some(Tensor::from_vec(dx, (m, k), arg.device())?))
