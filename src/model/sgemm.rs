@@ -115,7 +115,7 @@ pub fn matmul(
     assert!(c.len() >= m * n, "sgemm: c is too short");
     let w = Weight { panels, n, bias };
     // SAFETY: `c` holds m·n floats (checked) and is borrowed for the call.
-    unsafe { matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))], true) }
+    unsafe { matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))], false, true) }
 }
 
 /// [`matmul`] on the calling thread alone (no bias): for many small products run side by
@@ -134,7 +134,16 @@ pub fn matmul_here(
         bias: None,
     };
     // SAFETY: `c` holds m·n floats (checked) and is borrowed for the call.
-    unsafe { matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))], false) }
+    unsafe {
+        matmul_into(
+            (m, k),
+            a,
+            lda,
+            &[(w, SendPtr(c.as_mut_ptr()))],
+            false,
+            false,
+        )
+    }
 }
 
 /// The products `a · wᵢᵀ (+ biasᵢ)` of one activation `a` (m, k) (row stride `lda`) with
@@ -169,7 +178,7 @@ pub fn products(
         .collect();
     // SAFETY: each vector's capacity holds m·nᵢ floats from its offset; they outlive the
     // call and are disjoint.
-    unsafe { matmul_into((m, k), a, lda, &jobs, true) };
+    unsafe { matmul_into((m, k), a, lda, &jobs, false, true) };
     for ((v, offset), w) in outs.iter_mut().zip(weights) {
         // SAFETY: `matmul_into` wrote all m·n floats after the offset.
         unsafe { v.set_len(*offset + m * w.n) };
@@ -268,13 +277,9 @@ pub fn gemm(
         }
         return;
     }
-    run_packed(
-        (m, n, k),
-        a,
-        pack_view(b, n, k),
-        Out::Into(c, accumulate),
-        parallel,
-    );
+    with_packed(b, n, k, |panels| {
+        run_packed((m, n, k), a, panels, Out::Into(c, accumulate), parallel)
+    });
 }
 
 /// [`gemm`] into a new vector (m·n, not zeroed first).
@@ -289,25 +294,61 @@ pub fn gemm_new((m, n, k): (usize, usize, usize), a: View, b: View, parallel: bo
         "sgemm: a view is too short for ({m}, {n}, {k})"
     );
     let mut c = Vec::new();
-    run_packed(
-        (m, n, k),
-        a,
-        pack_view(b, n, k),
-        Out::Fresh(&mut c),
-        parallel,
-    );
+    with_packed(b, n, k, |panels| {
+        run_packed((m, n, k), a, panels, Out::Fresh(&mut c), parallel)
+    });
     c
 }
 
-/// `b` (k, n) as panels of 32 columns, [kk][j] within each (zero columns past n):
-/// `(vec, offset)` as [`pack_panels`] returns them.
-fn pack_view(b: View, n: usize, k: usize) -> (Vec<f32>, usize) {
-    let np = n.div_ceil(NR) * NR;
-    let (mut pv, off) = aligned(np * k);
-    let panels = &mut pv[off..off + np * k];
+thread_local! {
+    /// Each thread's buffer for [`with_packed`]'s panels, kept between products.
+    static PACKING: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest packing (floats) that [`with_packed`] keeps for the thread's next product.
+const KEEP: usize = 16 << 20;
+
+/// `f(panels)` with `b` (k, n) packed as panels of 32 columns, [kk][j] within each (zero
+/// columns past n), starting on a 64-byte boundary.
+///
+/// Up to [`KEEP`] floats, the panels go into the thread's own buffer, which stays for its
+/// next product: a fresh one per product is fresh pages, above glibc's largest mmap
+/// threshold (32 MiB), and a trained 2B-shaped MLP weight (50 MB), packed for each of its
+/// products, was a page fault per 4 KiB, a third of a fine-tuning step's faults
+/// (BENCHMARKS.md, session 30). When the buffer is in use (a product that waits for
+/// rayon's threads may run another one on its own), a fresh one.
+fn with_packed<R>(b: View, n: usize, k: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    let len = n.div_ceil(NR) * NR * k;
+    PACKING.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) if len + LINE - 1 <= KEEP => {
+            if buf.len() < len + LINE - 1 {
+                buf.resize(len + LINE - 1, 0.0);
+            }
+            let off = buf.as_ptr().align_offset(64).min(LINE - 1);
+            let panels = &mut buf[off..off + len];
+            pack_into(b, n, k, panels);
+            f(panels)
+        }
+        _ => {
+            let (mut pv, off) = aligned(len);
+            pack_into(b, n, k, &mut pv[off..off + len]);
+            f(&pv[off..off + len])
+        }
+    })
+}
+
+/// `b` (k, n) into `panels` (n rounded up to whole panels, times k) as [`with_packed`]
+/// lays it out; every element written.
+fn pack_into(b: View, n: usize, k: usize, panels: &mut [f32]) {
     each_panel(panels, k, |p, panel| {
         let j0 = p * NR;
         let cols = NR.min(n - j0);
+        if cols < NR {
+            for row in panel.chunks_exact_mut(NR) {
+                row[cols..].fill(0.0);
+            }
+        }
         if b.cs == 1 {
             for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
                 row[..cols].copy_from_slice(&b.data[kk * b.rs + j0..][..cols]);
@@ -336,7 +377,6 @@ fn pack_view(b: View, n: usize, k: usize) -> (Vec<f32>, usize) {
             }
         }
     });
-    (pv, off)
 }
 
 /// `f(p, panel)` for each `NR · k`-float panel of `panels`, on rayon's threads (on the
@@ -380,9 +420,21 @@ pub fn gemm_by_panels(
         return;
     }
     // aᵀ (k, m) as panels of 32 of its columns (a's rows), zero columns past m.
-    let (tv, toff) = pack_view(a.t(), m, k);
+    with_packed(a.t(), m, k, |tokens| {
+        by_panels((m, n, k), tokens, b, c, accumulate, parallel)
+    });
+}
+
+/// [`gemm_by_panels`] with aᵀ packed (`tokens`).
+fn by_panels(
+    (m, n, k): (usize, usize, usize),
+    tokens: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+    parallel: bool,
+) {
     let mp = m.div_ceil(NR) * NR;
-    let tokens = &tv[toff..toff + mp * k];
     let tiles = n.div_ceil(MR);
     let threads = if parallel {
         rayon::current_num_threads().clamp(1, tiles)
@@ -531,16 +583,10 @@ unsafe fn transpose_block(
     }
 }
 
-/// The product of [`gemm`] with `b` packed as `(vec, offset)` panels (n rounded up to whole
+/// The product of [`gemm`] with `b` packed as `panels` ([`with_packed`]; n rounded up to whole
 /// panels).
-fn run_packed(
-    (m, n, k): (usize, usize, usize),
-    a: View,
-    (pv, off): (Vec<f32>, usize),
-    out: Out,
-    parallel: bool,
-) {
-    let panels = &pv[off..off + n.div_ceil(NR) * NR * k];
+fn run_packed((m, n, k): (usize, usize, usize), a: View, panels: &[f32], out: Out, parallel: bool) {
+    let panels = &panels[..n.div_ceil(NR) * NR * k];
     // a in place (row stride rs) when its rows are contiguous, else a row-major copy.
     let copied;
     let (ad, lda) = if a.cs == 1 {
@@ -564,7 +610,7 @@ fn run_packed(
             if np == n {
                 // SAFETY: the capacity is m·n; matmul_into writes every element.
                 unsafe {
-                    matmul_into((m, k), ad, lda, &[(w, SendPtr(ptr))], parallel);
+                    matmul_into((m, k), ad, lda, &[(w, SendPtr(ptr))], false, parallel);
                     v.set_len(m * n);
                 }
                 return;
@@ -573,7 +619,14 @@ fn run_packed(
             // SAFETY: tmp's capacity is m·np and matmul_into writes all of it; then each of
             // the m rows of v gets its n values (the capacity is m·n).
             unsafe {
-                matmul_into((m, k), ad, lda, &[(w, SendPtr(tmp.as_mut_ptr()))], parallel);
+                matmul_into(
+                    (m, k),
+                    ad,
+                    lda,
+                    &[(w, SendPtr(tmp.as_mut_ptr()))],
+                    false,
+                    parallel,
+                );
                 tmp.set_len(m * np);
                 for (i, row) in tmp.chunks_exact(np).enumerate() {
                     std::ptr::copy_nonoverlapping(row.as_ptr(), ptr.add(i * n), n);
@@ -583,15 +636,31 @@ fn run_packed(
             return;
         }
     };
-    if np == n && !accumulate {
+    if np == n {
         // SAFETY: c holds m·n floats (asserted by the callers) and is borrowed for the call.
-        unsafe { matmul_into((m, k), ad, lda, &[(w, SendPtr(c.as_mut_ptr()))], parallel) };
+        unsafe {
+            matmul_into(
+                (m, k),
+                ad,
+                lda,
+                &[(w, SendPtr(c.as_mut_ptr()))],
+                accumulate,
+                parallel,
+            )
+        };
         return;
     }
     let mut tmp = Vec::<f32>::with_capacity(m * np);
     // SAFETY: tmp's capacity is m·np; matmul_into writes all of it.
     unsafe {
-        matmul_into((m, k), ad, lda, &[(w, SendPtr(tmp.as_mut_ptr()))], parallel);
+        matmul_into(
+            (m, k),
+            ad,
+            lda,
+            &[(w, SendPtr(tmp.as_mut_ptr()))],
+            false,
+            parallel,
+        );
         tmp.set_len(m * np);
     }
     for (crow, trow) in c[..m * n].chunks_exact_mut(n).zip(tmp.chunks_exact(np)) {
@@ -605,15 +674,19 @@ fn run_packed(
 
 /// Each job's `c` (m, n) `= a · wᵀ (+ bias)`, into memory that need not be initialised:
 /// every element of `c[..m·n]` is written (the first reduction block stores, later ones
-/// add to what it stored).
+/// add to what it stored). With `accumulate`, `c += a · wᵀ` instead (every block adds;
+/// no bias): a weight's gradient summed over micro-batches in place, with no product-sized
+/// temporary.
 ///
 /// # Safety
-/// Each job's pointer must be valid for writing m·n floats, the jobs' outputs disjoint.
+/// Each job's pointer must be valid for writing m·n floats (and, with `accumulate`, for
+/// reading them initialised), the jobs' outputs disjoint.
 unsafe fn matmul_into(
     (m, k): (usize, usize),
     a: &[f32],
     lda: usize,
     jobs: &[(Weight, SendPtr)],
+    accumulate: bool,
     parallel: bool,
 ) {
     assert!(available(), "sgemm: this CPU has no AVX-512");
@@ -633,9 +706,10 @@ unsafe fn matmul_into(
         );
         if let Some(bias) = w.bias {
             assert!(bias.len() >= n, "sgemm: bias is too short");
+            assert!(!accumulate, "sgemm: a bias while accumulating");
         }
     }
-    if m == 0 {
+    if m == 0 || (k == 0 && accumulate) {
         return;
     }
     if k == 0 {
@@ -691,7 +765,7 @@ unsafe fn matmul_into(
         // outlive the scope; the CPU has AVX-512 (asserted above); the slices were checked.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            x86::run_panels((m, k), a, lda, apk, jobs, range)
+            x86::run_panels((m, k), a, lda, apk, jobs, range, accumulate)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -736,7 +810,7 @@ mod x86 {
     }
 
     /// Output panels `panels` of the jobs' products, the panels numbered through the jobs
-    /// in order.
+    /// in order; added to the outputs with `accumulate`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn run_panels(
         (m, k): (usize, usize),
@@ -745,6 +819,7 @@ mod x86 {
         apk: Option<&[f32]>,
         jobs: &[(Weight, SendPtr)],
         panels: std::ops::Range<usize>,
+        accumulate: bool,
     ) {
         // Panel p as (job, panel within the job).
         let locate = |mut p: usize| {
@@ -776,7 +851,7 @@ mod x86 {
                     let n = w.n;
                     let j0 = q * NR;
                     let bp = w.panels.as_ptr().add(q * k * NR + pc * NR);
-                    let bias = if pc == 0 {
+                    let bias = if pc == 0 && !accumulate {
                         Some(w.bias.map(|b| b[j0..].as_ptr()))
                     } else {
                         None
@@ -1135,6 +1210,9 @@ mod tests {
             (30, 64, 300),
             (7, 3, 2100),
             (50, 96, 33),
+            // Whole panels, the activations packed (k ≥ 2048), a partial strip: adds in
+            // place when accumulating.
+            (13, 64, 2100),
         ] {
             let av = values(m * k, (m * 7 + k) as u64);
             let bv = values(k * n, (n * 5 + k) as u64);

@@ -19,9 +19,11 @@
 //! tests/wide_head.rs (frozen weights as panels, packed and separate conversations, two
 //! workers, checkpointing) and by every other fine-tuning test, which run through it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor, TensorId};
 use rayon::prelude::*;
 
 use super::decoder::{DecoderLayer, RopeTables};
@@ -43,6 +45,40 @@ const N_K: usize = 10;
 /// Biases: slot `BIAS + i` for weight slot i (q, k, v, o, gate, up, down).
 const BIAS: usize = 11;
 const SLOTS: usize = 18;
+
+/// Trainable tensors' gradients, summed in place over the backward passes that run while
+/// the sink is installed ([`sinking`]), by tensor.
+///
+/// Handed over through candle's gradient store, a weight's gradient costs four buffers of
+/// its size per micro-batch: the product's output, the store's zeros, their sum, and the
+/// trainer's running sum. For a 2B-shaped layer's MLP weights (50 MB each) those were
+/// nearly all of a fine-tuning step's page faults (BENCHMARKS.md, session 30). With a sink
+/// installed, the layer's backward adds each gradient product straight into the tensor's
+/// running sum, and the weights get no gradient in candle's store.
+#[derive(Default)]
+pub(crate) struct GradSink(HashMap<TensorId, Vec<f32>>);
+
+impl GradSink {
+    /// The gradient summed for `t` so far, taken out of the sink.
+    pub(crate) fn take(&mut self, t: &Tensor) -> Option<Vec<f32>> {
+        self.0.remove(&t.id())
+    }
+}
+
+thread_local! {
+    /// The sink of the backward passes that run on this thread, if one is installed.
+    static SINK: RefCell<Option<GradSink>> = const { RefCell::new(None) };
+}
+
+/// `f()` with `sink` installed on this thread: the backward pass of every layer node that
+/// runs on it (candle runs a backward pass on the thread that calls it) adds its
+/// trainable tensors' gradients to `sink` instead of handing them to candle's store.
+pub(crate) fn sinking<R>(sink: &mut GradSink, f: impl FnOnce() -> R) -> R {
+    let outer = SINK.with(|s| s.replace(Some(std::mem::take(sink))));
+    let out = f();
+    *sink = SINK.with(|s| s.replace(outer)).unwrap_or_default();
+    out
+}
 
 /// Whether [`forward`] runs this layer's pass: training (`grad`), f32 on the CPU, SiLU,
 /// every tensor f32 on the CPU, no cache, no left-padded batch.
@@ -185,7 +221,7 @@ pub(crate) fn forward(
     };
     let tensors = slots(layer);
     let trainable: [bool; SLOTS] = tensors.map(|t| t.is_some_and(|t| t.track_op()));
-    let cell = Arc::new(Mutex::new(vec![None; SLOTS]));
+    let cell = Arc::new(Mutex::new(Handover::default()));
     let mut input = x.contiguous()?;
     for (slot, t) in tensors.iter().enumerate() {
         if let (true, Some(t)) = (trainable[slot], t) {
@@ -242,7 +278,15 @@ struct Layer {
     cos: Vec<f32>,
     sin: Vec<f32>,
     saved: Mutex<Option<Saved>>,
-    cell: Arc<Mutex<Vec<Option<Vec<f32>>>>>,
+    cell: Arc<Mutex<Handover>>,
+}
+
+/// The trainable tensors' gradients by slot, from the layer's backward to the [`Inject`]
+/// nodes; `sunk` when they went to a [`GradSink`] instead.
+#[derive(Default)]
+struct Handover {
+    grads: Vec<Option<Vec<f32>>>,
+    sunk: bool,
 }
 
 /// What the backward pass needs from the forward pass (all row-major, token-major).
@@ -382,11 +426,24 @@ fn input_grad(dy: &[f32], n: usize, w: Wt, k: usize, dx: &mut [f32], accumulate:
     }
 }
 
-/// `dyᵀ · x` (n, k): a weight's gradient from its output's gradient `dy` (rows, n) and its
-/// input `x` (rows, k).
-fn weight_grad(dy: &[f32], n: usize, x: &[f32], k: usize) -> Vec<f32> {
+/// `acc (+)= dyᵀ · x` (n, k): a weight's gradient from its output's gradient `dy` (rows, n)
+/// and its input `x` (rows, k), added in place to what `acc` holds (earlier micro-batches'
+/// gradients, see [`GradSink`]) or into a new vector.
+fn weight_grad(dy: &[f32], n: usize, x: &[f32], k: usize, acc: &mut Option<Vec<f32>>) {
     let rows = dy.len() / n.max(1);
-    gemm_new((n, k, rows), View::rows(dy, n).t(), View::rows(x, k), true)
+    let (a, b) = (View::rows(dy, n).t(), View::rows(x, k));
+    match acc {
+        Some(c) => gemm((n, k, rows), a, b, c, true, true),
+        None => *acc = Some(gemm_new((n, k, rows), a, b, true)),
+    }
+}
+
+/// `acc += g`, or `acc = g` when it holds nothing yet.
+fn add_to(acc: &mut Option<Vec<f32>>, g: Vec<f32>) {
+    match acc {
+        Some(a) => a.iter_mut().zip(&g).for_each(|(a, g)| *a += g),
+        None => *acc = Some(g),
+    }
 }
 
 /// Column sums of `dy` (rows, n): a bias's gradient, summed over fixed blocks of rows in
@@ -619,14 +676,13 @@ impl Layer {
         let (h, nh, nkv, hd, inter) = (d.h, d.nh, d.nkv, d.hd, d.inter);
         let (qs, ks) = (nh * hd, nkv * hd);
         let tr = |slot: usize| self.trainable[slot];
-        let mut put = |slot: usize, g: Vec<f32>| grads[slot] = Some(g);
         // MLP: y = x2 + down(silu(g)·u).
         if tr(WD) {
             let m = super::fastmath::par_map2(&s.g, &s.u, super::fastmath::swiglu_slice);
-            put(WD, weight_grad(dy, h, &m, inter));
+            weight_grad(dy, h, &m, inter, &mut grads[WD]);
         }
         if tr(BIAS + WD) {
-            put(BIAS + WD, column_sums(dy, h));
+            add_to(&mut grads[BIAS + WD], column_sums(dy, h));
         }
         let dm = input_grad_new(dy, h, w.get(WD), inter);
         let mut dg = vec![0f32; d.t * inter];
@@ -645,10 +701,10 @@ impl Layer {
         drop(dm);
         for (slot, grad) in [(WG, &dg), (WU, &du)] {
             if tr(slot) {
-                put(slot, weight_grad(grad, inter, &s.h2, h));
+                weight_grad(grad, inter, &s.h2, h, &mut grads[slot]);
             }
             if tr(BIAS + slot) {
-                put(BIAS + slot, column_sums(grad, inter));
+                add_to(&mut grads[BIAS + slot], column_sums(grad, inter));
             }
         }
         let mut dh2 = input_grad_new(&dg, inter, w.get(WG), h);
@@ -665,15 +721,15 @@ impl Layer {
             true,
             tr(N_POST),
         ) {
-            put(N_POST, dw);
+            add_to(&mut grads[N_POST], dw);
         }
         drop(dh2);
         // Attention's output projection.
         if tr(WO) {
-            put(WO, weight_grad(&dx2, h, &s.o, qs));
+            weight_grad(&dx2, h, &s.o, qs, &mut grads[WO]);
         }
         if tr(BIAS + WO) {
-            put(BIAS + WO, column_sums(&dx2, h));
+            add_to(&mut grads[BIAS + WO], column_sums(&dx2, h));
         }
         let dout = input_grad_new(&dx2, h, w.get(WO), qs);
         // Attention, per (segment, key/value head).
@@ -761,7 +817,7 @@ impl Layer {
             if let Some(nw) = w.vec(slot) {
                 let mut dx = vec![0f32; grad.len()];
                 if let Some(dw) = rms_rows_backward(raw, r, nw, grad, &mut dx, false, tr(slot)) {
-                    put(slot, dw);
+                    add_to(&mut grads[slot], dw);
                 }
                 *grad = dx;
             }
@@ -769,10 +825,10 @@ impl Layer {
         // q, k, v projections.
         for (slot, grad, n) in [(WQ, &dq, qs), (WK, &dk, ks), (WV, &dv, ks)] {
             if tr(slot) {
-                put(slot, weight_grad(grad, n, &s.h1, h));
+                weight_grad(grad, n, &s.h1, h, &mut grads[slot]);
             }
             if tr(BIAS + slot) {
-                put(BIAS + slot, column_sums(grad, n));
+                add_to(&mut grads[BIAS + slot], column_sums(grad, n));
             }
         }
         let want_norm = tr(N_IN);
@@ -785,7 +841,7 @@ impl Layer {
         if let Some(dw) =
             rms_rows_backward(&s.x, &s.r1, norm(w, N_IN), &dh1, &mut dx2, true, want_norm)
         {
-            put(N_IN, dw);
+            add_to(&mut grads[N_IN], dw);
         }
         self.need_dx.then_some(dx2)
     }
@@ -813,14 +869,35 @@ impl candle_core::CustomOp1 for Layer {
         };
         let dy = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let mut grads = vec![None; SLOTS];
+        // With a sink installed, the backward adds to the running sums it holds.
+        let mut sink = SINK.with(|s| s.borrow_mut().take());
+        let owned = |slot: usize| self.weights[slot].as_ref().filter(|_| self.trainable[slot]);
+        if let Some(sink) = sink.as_mut() {
+            for (slot, g) in grads.iter_mut().enumerate() {
+                if let Some(t) = owned(slot) {
+                    *g = sink.take(t);
+                }
+            }
+        }
         let dx = with_weights(&self.weights, |w| {
             Ok(self.backward_pass(w, &saved, &dy, &mut grads))
-        })?;
-        *self.cell.lock().expect("train-layer: gradient cell") = grads;
+        });
+        let sunk = sink.is_some();
+        if let Some(sink) = sink.as_mut() {
+            for (slot, g) in grads.iter_mut().enumerate() {
+                if let (Some(t), Some(g)) = (owned(slot), g.take()) {
+                    sink.0.insert(t.id(), g);
+                }
+            }
+        }
+        SINK.with(|s| *s.borrow_mut() = sink);
+        let dx = dx?;
+        *self.cell.lock().expect("train-layer: gradient cell") = Handover { grads, sunk };
         let any_trainable = self.trainable.iter().any(|&t| t);
         Ok(match dx {
             Some(dx) => Some(Tensor::from_vec(dx, arg.shape(), arg.device())?),
-            // The trainable tensors' gradients travel back through the input's nodes.
+            // The trainable tensors' nodes sit on the input's path, and candle's backward
+            // expects a gradient for every node of the graph.
             None if any_trainable => Some(arg.zeros_like()?),
             None => None,
         })
@@ -830,7 +907,7 @@ impl candle_core::CustomOp1 for Layer {
 /// Identity on the layer's input `x`; backward, the input's gradient passed through and
 /// the weight `slot`'s gradient from the layer's backward (see the module's doc).
 struct Inject {
-    cell: Arc<Mutex<Vec<Option<Vec<f32>>>>>,
+    cell: Arc<Mutex<Handover>>,
     slot: usize,
 }
 
@@ -859,13 +936,12 @@ impl candle_core::CustomOp2 for Inject {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let Some(gw) = self.cell.lock().expect("train-layer: gradient cell")[self.slot].take()
-        else {
-            candle_core::bail!("train-layer: no gradient for weight slot {}", self.slot);
+        let mut cell = self.cell.lock().expect("train-layer: gradient cell");
+        let gw = match cell.grads.get_mut(self.slot).and_then(Option::take) {
+            Some(gw) => Some(Tensor::from_vec(gw, w.shape(), w.device())?),
+            None if cell.sunk => None,
+            None => candle_core::bail!("train-layer: no gradient for weight slot {}", self.slot),
         };
-        Ok((
-            Some(grad.clone()),
-            Some(Tensor::from_vec(gw, w.shape(), w.device())?),
-        ))
+        Ok((Some(grad.clone()), gw))
     }
 }

@@ -14,6 +14,7 @@ use super::adamw::{sum_of_squares, update_scaled, update_tensors, AdamW, AdamWCo
 use crate::data::labels::Supervised;
 use crate::model::loss::{cross_entropy_sum, kl_div_sum};
 use crate::model::ops::Grad;
+use crate::model::train_layer::{sinking, GradSink};
 use crate::model::{Model, ModelInputs};
 use crate::workers::on_threads;
 
@@ -536,8 +537,18 @@ impl Trainer {
         let run = |w: usize| -> Result<(Vec<Option<Tensor>>, f64)> {
             let mut acc = vec![None; self.params.len()];
             let mut loss = 0.0;
+            // Layers that run as one node (model::train_layer, the CPU in f32) add their
+            // weights' gradients in place over the micro-batches, outside candle's store.
+            let mut sink = GradSink::default();
             for micro in chunks.iter().skip(w).step_by(workers) {
-                loss += self.accumulate_gradients(micro, scale, &mut acc)?;
+                loss += sinking(&mut sink, || {
+                    self.accumulate_gradients(micro, scale, &mut acc)
+                })?;
+            }
+            for (p, a) in self.params.iter().zip(acc.iter_mut()) {
+                if let Some(g) = sink.take(p.var.as_tensor()) {
+                    add_into(a, &Tensor::from_vec(g, p.var.shape(), self.device())?)?;
+                }
             }
             Ok((acc, loss))
         };
