@@ -1417,8 +1417,7 @@ impl candle_core::CustomOp1 for FrozenPanels {
             candle_core::bail!("frozen-panels: the weight is not f32 on the CPU");
         };
         let panels = &wd[wl.start_offset()..wl.start_offset() + n * k];
-        let mut y = vec![0f32; m * n];
-        super::sgemm::matmul((m, n, k), x, k, panels, None, &mut y);
+        let y = super::sgemm::matmul_new((m, n, k), x, k, panels, None);
         Ok((
             candle_core::CpuStorage::F32(y),
             candle_core::Shape::from((m, n)),

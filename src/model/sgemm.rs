@@ -118,6 +118,24 @@ pub fn matmul(
     unsafe { matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))], false, true) }
 }
 
+/// [`matmul`] into a new vector (m·n), not zeroed first.
+pub fn matmul_new(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    panels: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut c = Vec::<f32>::with_capacity(m * n);
+    let w = Weight { panels, n, bias };
+    // SAFETY: the capacity is m·n floats, and matmul_into writes every one of them.
+    unsafe {
+        matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))], false, true);
+        c.set_len(m * n);
+    }
+    c
+}
+
 /// [`matmul`] on the calling thread alone (no bias): for many small products run side by
 /// side, such as attention's heads.
 pub fn matmul_here(
@@ -421,16 +439,36 @@ pub fn gemm_by_panels(
     }
     // aᵀ (k, m) as panels of 32 of its columns (a's rows), zero columns past m.
     with_packed(a.t(), m, k, |tokens| {
-        by_panels((m, n, k), tokens, b, c, accumulate, parallel)
+        // SAFETY: c holds m·n floats (asserted), initialised, borrowed for the call.
+        unsafe {
+            by_panels(
+                (m, n, k),
+                tokens,
+                b,
+                SendPtr(c.as_mut_ptr()),
+                accumulate,
+                parallel,
+            )
+        }
     });
 }
 
-/// [`gemm_by_panels`] with aᵀ packed (`tokens`).
-fn by_panels(
+thread_local! {
+    /// Each thread's `cᵀ` buffer for [`by_panels`], kept between products (zeroed anew
+    /// for every product, it was a memset of the product's size).
+    static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`gemm_by_panels`] with aᵀ packed (`tokens`, mp·k) and `b`'s panels checked (n·k).
+///
+/// # Safety
+/// `c` must be valid for writing m·n floats (and for reading them, initialised, with
+/// `accumulate`), and not accessed elsewhere during the call; the CPU must have AVX-512.
+unsafe fn by_panels(
     (m, n, k): (usize, usize, usize),
     tokens: &[f32],
     b: &[f32],
-    c: &mut [f32],
+    out: SendPtr,
     accumulate: bool,
     parallel: bool,
 ) {
@@ -441,58 +479,95 @@ fn by_panels(
     } else {
         1
     };
-    let out = SendPtr(c.as_mut_ptr());
     let run = |t: usize| {
         let range = tiles * t / threads..tiles * (t + 1) / threads;
         if range.is_empty() {
             return;
         }
         let rows = range.start * MR..(range.end * MR).min(n);
-        // cᵀ for this thread's rows of bᵀ (columns of c): rows.len() × mp.
-        let mut ct = vec![0f32; rows.len() * mp];
-        // SAFETY: the panels hold n·k floats (asserted), the packed aᵀ mp·k, ct
-        // rows.len()·mp; the CPU has AVX-512 (asserted above).
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            x86::run_transposed((m, n, k), b, tokens, &mut ct, rows.clone())
-        };
-        // c[i][j] (+)= cᵀ[j][i] for this thread's columns j, 16 at a time.
-        const B: usize = 16;
-        let mut block = [0f32; B * NR];
-        for j0 in (0..rows.len()).step_by(B) {
-            let w = B.min(rows.len() - j0);
-            for i0 in (0..m).step_by(NR) {
-                let h = NR.min(m - i0);
-                // SAFETY: ct holds rows.len()·mp floats; block holds NR·B.
-                unsafe {
-                    transpose_block(
-                        ct.as_ptr().add(j0 * mp + i0),
-                        mp,
-                        block.as_mut_ptr(),
-                        B,
-                        (w, h),
-                    )
-                };
-                for (ii, brow) in block.chunks_exact(B).take(h).enumerate() {
-                    // SAFETY: row i0 + ii < m of c, columns rows.start + j0.. + w ≤ n: c
-                    // holds m·n floats (asserted), and no other thread writes these columns.
-                    let crow = unsafe {
-                        std::slice::from_raw_parts_mut(out.at((i0 + ii) * n + rows.start + j0), w)
-                    };
-                    if accumulate {
-                        crow.iter_mut().zip(brow).for_each(|(o, v)| *o += v);
-                    } else {
-                        crow.copy_from_slice(&brow[..w]);
+        // cᵀ for this thread's rows of bᵀ (columns of c): rows.len() × mp, every element
+        // that is read below written by the kernel first.
+        let len = rows.len() * mp;
+        TRANSPOSED.with(|cell| {
+            let mut kept = cell.try_borrow_mut().ok().filter(|_| len <= KEEP);
+            let mut fresh = Vec::new();
+            let ct = match kept.as_deref_mut() {
+                Some(buf) => {
+                    if buf.len() < len {
+                        buf.resize(len, 0.0);
                     }
+                    &mut buf[..len]
                 }
-            }
-        }
+                None => {
+                    fresh.resize(len, 0.0);
+                    &mut fresh[..]
+                }
+            };
+            // SAFETY: the panels hold n·k floats, the packed aᵀ mp·k, ct rows.len()·mp;
+            // the CPU has AVX-512 (the caller's contract).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                x86::run_transposed((m, n, k), b, tokens, ct, rows.clone())
+            };
+            transpose_out(ct, mp, m, n, rows.clone(), out, accumulate);
+        });
     };
     if threads == 1 {
         run(0);
     } else {
         use rayon::prelude::*;
         (0..threads).into_par_iter().for_each(run);
+    }
+}
+
+/// `c[i][j] (+)= cᵀ[j][i]` for the columns `rows` of `c` (m, n), `ct` (rows.len(), mp).
+///
+/// # Safety
+/// As for [`by_panels`]'s `c`; no other thread touches these columns.
+unsafe fn transpose_out(
+    ct: &[f32],
+    mp: usize,
+    m: usize,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    out: SendPtr,
+    accumulate: bool,
+) {
+    // c[i][j] (+)= cᵀ[j][i] for this thread's columns j, 16 at a time.
+    const B: usize = 16;
+    let mut block = [0f32; B * NR];
+    for j0 in (0..rows.len()).step_by(B) {
+        let w = B.min(rows.len() - j0);
+        for i0 in (0..m).step_by(NR) {
+            let h = NR.min(m - i0);
+            // SAFETY: ct holds rows.len()·mp floats; block holds NR·B.
+            unsafe {
+                transpose_block(
+                    ct.as_ptr().add(j0 * mp + i0),
+                    mp,
+                    block.as_mut_ptr(),
+                    B,
+                    (w, h),
+                )
+            };
+            for (ii, brow) in block.chunks_exact(B).take(h).enumerate() {
+                // SAFETY: row i0 + ii < m of c, columns rows.start + j0.. + w ≤ n: c
+                // holds m·n floats, and no other thread writes these columns (the
+                // caller's contract); uninitialised unless accumulating, so written
+                // through the pointer.
+                unsafe {
+                    let dst = out.at((i0 + ii) * n + rows.start + j0);
+                    if accumulate {
+                        std::slice::from_raw_parts_mut(dst, w)
+                            .iter_mut()
+                            .zip(brow)
+                            .for_each(|(o, v)| *o += v);
+                    } else {
+                        std::ptr::copy_nonoverlapping(brow.as_ptr(), dst, w);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -503,8 +578,30 @@ pub fn gemm_by_panels_new(
     b: &[f32],
     parallel: bool,
 ) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    gemm_by_panels((m, n, k), a, b, &mut c, false, parallel);
+    assert!(
+        packable(k) && b.len() >= n * k && a.holds(m, k),
+        "sgemm: ({m}, {k}) times panels of ({k}, {n})"
+    );
+    assert!(available(), "sgemm: this CPU has no AVX-512");
+    let mut c = Vec::<f32>::with_capacity(m * n);
+    if m > 0 && n > 0 {
+        with_packed(a.t(), m, k, |tokens| {
+            // SAFETY: c's capacity is m·n floats, written (not read) by the call, which
+            // writes every one of them.
+            unsafe {
+                by_panels(
+                    (m, n, k),
+                    tokens,
+                    b,
+                    SendPtr(c.as_mut_ptr()),
+                    false,
+                    parallel,
+                )
+            }
+        });
+    }
+    // SAFETY: every element was written above (or there are none).
+    unsafe { c.set_len(m * n) };
     c
 }
 

@@ -388,11 +388,7 @@ fn cpu_rows<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
 fn linear(x: &[f32], k: usize, w: Wt, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let rows = x.len() / k.max(1);
     let mut y = match w {
-        Wt::Panels(p) => {
-            let mut y = vec![0f32; rows * n];
-            super::sgemm::matmul((rows, n, k), x, k, p, bias, &mut y);
-            return y;
-        }
+        Wt::Panels(p) => return super::sgemm::matmul_new((rows, n, k), x, k, p, bias),
         Wt::Rows(w) => gemm_new((rows, n, k), View::rows(x, k), View::rows(w, k).t(), true),
         Wt::Cols(wt) => gemm_new((rows, n, k), View::rows(x, k), View::rows(wt, n), true),
     };
