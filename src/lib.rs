@@ -45,6 +45,22 @@ pub fn tune_process() {
     }
 }
 
+/// Hands memory that is free but still held back to the system: the matrix products'
+/// per-thread buffers (on rayon's threads and this one) and glibc's free heap memory
+/// (kept by [`tune_process`]'s trim threshold, and in the threads' own arenas). For a
+/// command that is done with its large working set before a phase that needs memory of
+/// its own, such as `finetune` writing its checkpoint: on the 2B-shaped benchmark up to
+/// a gigabyte more was still held there in some runs (BENCHMARKS.md, session 30).
+pub fn release_free_memory() {
+    rayon::broadcast(|_| model::sgemm::release_thread_buffers());
+    model::sgemm::release_thread_buffers();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// One line for a user: every context of the error chain, joined by ": ", keeping only the
 /// first line of each (candle's errors may append a backtrace on further lines).
 pub fn error_line(err: &anyhow::Error) -> String {

@@ -323,6 +323,18 @@ thread_local! {
     static PACKING: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Frees this thread's buffers kept between products ([`with_packed`]'s and
+/// [`gemm_by_panels`]'s); a later product makes new ones.
+pub fn release_thread_buffers() {
+    for cell in [&PACKING, &TRANSPOSED] {
+        cell.with(|c| {
+            if let Ok(mut buf) = c.try_borrow_mut() {
+                *buf = Vec::new();
+            }
+        });
+    }
+}
+
 /// Largest packing (floats) that [`with_packed`] keeps for the thread's next product.
 const KEEP: usize = 16 << 20;
 

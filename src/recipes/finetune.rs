@@ -434,6 +434,7 @@ pub fn run(args: &FinetuneArgs) -> Result<String> {
     // The frozen weights are no longer needed; free them before the output is written
     // (which maps the source shards: holding both would double the peak memory).
     drop(trainer);
+    crate::release_free_memory();
     write_output(args, &trained, &plan, &done.log_lines)?;
     let _ = std::fs::remove_dir_all(&state_dir);
     Ok(format!(
