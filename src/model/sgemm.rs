@@ -126,12 +126,29 @@ pub fn matmul_new(
     panels: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let mut c = Vec::<f32>::with_capacity(m * n);
-    let w = Weight { panels, n, bias };
+    fresh_product((m, k), a, lda, Weight { panels, n, bias }, true)
+}
+
+/// `a · wᵀ (+ bias)` (m, w.n) into a new vector, not zeroed first (see [`matmul_into`]).
+fn fresh_product(
+    (m, k): (usize, usize),
+    a: &[f32],
+    lda: usize,
+    w: Weight,
+    parallel: bool,
+) -> Vec<f32> {
+    let mut c = Vec::<f32>::with_capacity(m * w.n);
     // SAFETY: the capacity is m·n floats, and matmul_into writes every one of them.
     unsafe {
-        matmul_into((m, k), a, lda, &[(w, SendPtr(c.as_mut_ptr()))], false, true);
-        c.set_len(m * n);
+        matmul_into(
+            (m, k),
+            a,
+            lda,
+            &[(w, SendPtr(c.as_mut_ptr()))],
+            false,
+            parallel,
+        );
+        c.set_len(m * w.n);
     }
     c
 }
@@ -441,8 +458,34 @@ pub fn gemm_by_panels(
     accumulate: bool,
     parallel: bool,
 ) {
+    assert!(c.len() >= m * n, "sgemm: c is too short");
+    // SAFETY: c holds m·n floats (asserted), initialised, borrowed for the call.
+    unsafe {
+        panels_into(
+            (m, n, k),
+            a,
+            b,
+            SendPtr(c.as_mut_ptr()),
+            accumulate,
+            parallel,
+        )
+    }
+}
+
+/// [`gemm_by_panels`] into `c` given by its pointer.
+///
+/// # Safety
+/// As for [`by_panels`]'s `c`.
+unsafe fn panels_into(
+    (m, n, k): (usize, usize, usize),
+    a: View,
+    b: &[f32],
+    c: SendPtr,
+    accumulate: bool,
+    parallel: bool,
+) {
     assert!(
-        packable(k) && b.len() >= n * k && a.holds(m, k) && c.len() >= m * n,
+        packable(k) && b.len() >= n * k && a.holds(m, k),
         "sgemm: ({m}, {k}) times panels of ({k}, {n})"
     );
     assert!(available(), "sgemm: this CPU has no AVX-512");
@@ -451,17 +494,8 @@ pub fn gemm_by_panels(
     }
     // aᵀ (k, m) as panels of 32 of its columns (a's rows), zero columns past m.
     with_packed(a.t(), m, k, |tokens| {
-        // SAFETY: c holds m·n floats (asserted), initialised, borrowed for the call.
-        unsafe {
-            by_panels(
-                (m, n, k),
-                tokens,
-                b,
-                SendPtr(c.as_mut_ptr()),
-                accumulate,
-                parallel,
-            )
-        }
+        // SAFETY: the caller's contract.
+        unsafe { by_panels((m, n, k), tokens, b, c, accumulate, parallel) }
     });
 }
 
@@ -590,30 +624,13 @@ pub fn gemm_by_panels_new(
     b: &[f32],
     parallel: bool,
 ) -> Vec<f32> {
-    assert!(
-        packable(k) && b.len() >= n * k && a.holds(m, k),
-        "sgemm: ({m}, {k}) times panels of ({k}, {n})"
-    );
-    assert!(available(), "sgemm: this CPU has no AVX-512");
     let mut c = Vec::<f32>::with_capacity(m * n);
-    if m > 0 && n > 0 {
-        with_packed(a.t(), m, k, |tokens| {
-            // SAFETY: c's capacity is m·n floats, written (not read) by the call, which
-            // writes every one of them.
-            unsafe {
-                by_panels(
-                    (m, n, k),
-                    tokens,
-                    b,
-                    SendPtr(c.as_mut_ptr()),
-                    false,
-                    parallel,
-                )
-            }
-        });
+    // SAFETY: c's capacity is m·n floats, written (not read) by the call, which writes
+    // every one of them (or panics); then they are initialised.
+    unsafe {
+        panels_into((m, n, k), a, b, SendPtr(c.as_mut_ptr()), false, parallel);
+        c.set_len(m * n);
     }
-    // SAFETY: every element was written above (or there are none).
-    unsafe { c.set_len(m * n) };
     c
 }
 
@@ -724,19 +741,9 @@ fn run_packed((m, n, k): (usize, usize, usize), a: View, panels: &[f32], out: Ou
                 }
                 return;
             }
-            let mut tmp = Vec::<f32>::with_capacity(m * np);
-            // SAFETY: tmp's capacity is m·np and matmul_into writes all of it; then each of
-            // the m rows of v gets its n values (the capacity is m·n).
+            let tmp = fresh_product((m, k), ad, lda, w, parallel);
+            // SAFETY: each of the m rows of v gets its n values (the capacity is m·n).
             unsafe {
-                matmul_into(
-                    (m, k),
-                    ad,
-                    lda,
-                    &[(w, SendPtr(tmp.as_mut_ptr()))],
-                    false,
-                    parallel,
-                );
-                tmp.set_len(m * np);
                 for (i, row) in tmp.chunks_exact(np).enumerate() {
                     std::ptr::copy_nonoverlapping(row.as_ptr(), ptr.add(i * n), n);
                 }
@@ -759,19 +766,7 @@ fn run_packed((m, n, k): (usize, usize, usize), a: View, panels: &[f32], out: Ou
         };
         return;
     }
-    let mut tmp = Vec::<f32>::with_capacity(m * np);
-    // SAFETY: tmp's capacity is m·np; matmul_into writes all of it.
-    unsafe {
-        matmul_into(
-            (m, k),
-            ad,
-            lda,
-            &[(w, SendPtr(tmp.as_mut_ptr()))],
-            false,
-            parallel,
-        );
-        tmp.set_len(m * np);
-    }
+    let tmp = fresh_product((m, k), ad, lda, w, parallel);
     for (crow, trow) in c[..m * n].chunks_exact_mut(n).zip(tmp.chunks_exact(np)) {
         if accumulate {
             crow.iter_mut().zip(trow).for_each(|(o, v)| *o += v);
