@@ -12,7 +12,10 @@
 //! per weight ([`Inject`]) between the layer's input and the layer: its forward is the
 //! identity on the input; its backward passes the input's gradient through and hands over
 //! the weight's gradient, which the layer's backward (run first: the layer is downstream)
-//! has left in a shared cell. Callers see the usual contract: `grads.get(weight)`.
+//! has left in a shared cell. Callers see the usual contract: `grads.get(weight)`. The
+//! trainer instead installs a [`GradSink`] around its backward passes: the layer's backward
+//! then adds each weight's gradient in place to its running sum over the micro-batches,
+//! and the weights get nothing through candle's store.
 //!
 //! Used by [`super::decoder::DecoderLayer`] when [`applies`] (training, f32, CPU, SiLU MLP,
 //! no KV cache, no left-padded batch). Checked against PyTorch's gradients by
