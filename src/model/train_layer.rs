@@ -73,6 +73,26 @@ thread_local! {
     static SINK: RefCell<Option<GradSink>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// Set on a pool thread that runs part of a pass for a thread with a sink installed
+    /// ([`crate::workers::on_pool`]): the layers built there are built for the sink.
+    static FOR_SINK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the layer nodes built on this thread now will be backpropagated with a
+/// [`GradSink`] installed.
+pub(crate) fn building_for_sink() -> bool {
+    FOR_SINK.with(std::cell::Cell::get) || SINK.with(|s| s.borrow().is_some())
+}
+
+/// `f()` with [`building_for_sink`] answering `on` on this thread.
+pub(crate) fn building_for_sink_as<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let outer = FOR_SINK.with(|c| c.replace(on));
+    let out = f();
+    FOR_SINK.with(|c| c.set(outer));
+    out
+}
+
 /// `f()` with `sink` installed on this thread: the backward pass of every layer node that
 /// runs on it (candle runs a backward pass on the thread that calls it) adds its
 /// trainable tensors' gradients to `sink` instead of handing them to candle's store.
@@ -225,9 +245,19 @@ pub(crate) fn forward(
     let tensors = slots(layer);
     let trainable: [bool; SLOTS] = tensors.map(|t| t.is_some_and(|t| t.track_op()));
     let cell = Arc::new(Mutex::new(Handover::default()));
+    // With a sink installed, the backward adds every trainable tensor's gradient to the
+    // sink itself, and one node keeps the layer on the graph's path to a variable (the
+    // first trained layer's input needs no gradient); each node costs a copy of the input
+    // forward and a zeroed buffer plus an add backward.
+    let to_sink = building_for_sink();
     let mut input = x.contiguous()?;
+    let mut injected = 0;
     for (slot, t) in tensors.iter().enumerate() {
         if let (true, Some(t)) = (trainable[slot], t) {
+            if to_sink && injected == 1 {
+                break;
+            }
+            injected += 1;
             input = input.apply_op2(
                 t,
                 Inject {
@@ -248,6 +278,7 @@ pub(crate) fn forward(
         sin: table(&rope.sin)?,
         saved: Mutex::new(None),
         cell,
+        to_sink,
     })
 }
 
@@ -282,6 +313,9 @@ struct Layer {
     sin: Vec<f32>,
     saved: Mutex<Option<Saved>>,
     cell: Arc<Mutex<Handover>>,
+    /// Built with a [`GradSink`] installed: only the first trainable tensor has an
+    /// [`Inject`] node, and the backward must find the sink.
+    to_sink: bool,
 }
 
 /// The trainable tensors' gradients by slot, from the layer's backward to the [`Inject`]
@@ -870,6 +904,9 @@ impl candle_core::CustomOp1 for Layer {
         let mut grads = vec![None; SLOTS];
         // With a sink installed, the backward adds to the running sums it holds.
         let mut sink = SINK.with(|s| s.borrow_mut().take());
+        if self.to_sink && sink.is_none() {
+            candle_core::bail!("train-layer: built for a gradient sink, none installed backward");
+        }
         let owned = |slot: usize| self.weights[slot].as_ref().filter(|_| self.trainable[slot]);
         if let Some(sink) = sink.as_mut() {
             for (slot, g) in grads.iter_mut().enumerate() {

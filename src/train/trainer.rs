@@ -446,32 +446,41 @@ impl Trainer {
             return Ok(loss.to_scalar::<f32>()? as f64);
         }
 
-        // Forward without a graph, keeping each layer's input.
+        // Forward without a graph, keeping each layer's input. The last layer keeps its
+        // graph: its recomputation would come right after. A layer's input is a variable
+        // except the first trained layer's, which needs no gradient: as a plain tensor its
+        // backward skips the input's products.
+        let input = |pos: usize, h: &Tensor| -> Result<Tensor> {
+            Ok(if pos > first {
+                Var::from_tensor(h)?.as_tensor().clone()
+            } else {
+                h.clone()
+            })
+        };
         let mut saved = Vec::with_capacity(n - first);
         let mut h = h;
-        for pos in first..n {
+        for pos in first..n - 1 {
             saved.push(h.clone());
             h = model.run_stack(&emb, &stack, h, pos..pos + 1, Grad::None)?;
         }
-        let top = Var::from_tensor(&h)?;
-        let logits = model.logits_at(top.as_tensor(), &positions, Grad::Track)?;
+        let mut x = input(n - 1, &h)?;
+        drop(h);
+        let top = model.run_stack(&emb, &stack, x.clone(), n - 1..n, Grad::Track)?;
+        let logits = model.logits_at(&top, &positions, Grad::Track)?;
         let loss = self.objective(&logits, &labels, teacher.as_ref())?;
-        let grads = (&loss * scale)?.backward()?;
-        let mut g = grads
-            .get(top.as_tensor())
-            .context("no gradient reached the last decoder layer")?
-            .clone();
+        let mut grads = (&loss * scale)?.backward()?;
+        drop((top, logits));
         let mut param_index = self.params.len();
         for pos in (first..n).rev() {
-            let x = Var::from_tensor(&saved[pos - first])?;
-            let y = model.run_stack(
-                &emb,
-                &stack,
-                x.as_tensor().clone(),
-                pos..pos + 1,
-                Grad::Track,
-            )?;
-            let grads = (y * &g)?.sum_all()?.backward()?;
+            if pos < n - 1 {
+                let g = grads
+                    .get(&x)
+                    .context("no gradient reached a layer input")?
+                    .clone();
+                x = input(pos, &saved[pos - first])?;
+                let y = model.run_stack(&emb, &stack, x.clone(), pos..pos + 1, Grad::Track)?;
+                grads = (y * g)?.sum_all()?.backward()?;
+            }
             if self.trainable.binary_search(&pos).is_ok() {
                 let prefix = format!("{}{pos}.", model.names.layers_prefix());
                 let start = self.params[..param_index]
@@ -487,12 +496,6 @@ impl Trainer {
                     }
                 }
                 param_index = start;
-            }
-            if pos > first {
-                g = grads
-                    .get(x.as_tensor())
-                    .context("no gradient reached a layer input")?
-                    .clone();
             }
         }
         Ok(loss.to_scalar::<f32>()? as f64)
