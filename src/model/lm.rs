@@ -719,6 +719,29 @@ impl Model {
         Ok(h)
     }
 
+    /// The gradient with respect to `x` (when `need_dx`) of `Σ layer(x) ⊙ g` for the layer
+    /// at stack position `pos`, its trainable tensors' gradients added to the gradient
+    /// sink installed on this thread, without an autograd graph: gradient checkpointing's
+    /// recomputed layer (see `train_layer::input_gradient`). `Ok(None)`, nothing done,
+    /// where the layer does not run as one node or no sink is installed.
+    pub(crate) fn layer_input_gradient(
+        &self,
+        emb: &Embedded,
+        stack: &[usize],
+        pos: usize,
+        x: &Tensor,
+        g: &Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Option<Tensor>>> {
+        let layer = stack
+            .get(pos)
+            .and_then(|&i| self.layers.get(i))
+            .context("decoder stack position out of range")?;
+        Ok(super::train_layer::input_gradient(
+            layer, x, &emb.rope, emb.causal, g, need_dx,
+        )?)
+    }
+
     /// Final norm and LM head at the given positions of (1, seq, hidden) decoder output:
     /// (positions, vocab) logits, never the vocabulary-sized logits of every position.
     pub fn logits_at(&self, hidden: &Tensor, positions: &[u32], grad: Grad) -> Result<Tensor> {

@@ -192,6 +192,83 @@ pub(crate) fn forward(
     rope: &RopeTables,
     causal: bool,
 ) -> Result<Tensor> {
+    // With a sink installed, the backward adds every trainable tensor's gradient to the
+    // sink itself, and one node keeps the layer on the graph's path to a variable (the
+    // first trained layer's input needs no gradient); each node costs a copy of the input
+    // forward and a zeroed buffer plus an add backward.
+    let to_sink = building_for_sink();
+    let node = node(layer, x, rope, causal, x.track_op(), to_sink)?;
+    let mut input = x.contiguous()?;
+    let mut injected = 0;
+    for (slot, t) in node.weights.iter().enumerate() {
+        if let (true, Some(t)) = (node.trainable[slot], t) {
+            if to_sink && injected == 1 {
+                break;
+            }
+            injected += 1;
+            input = input.apply_op2(
+                t,
+                Inject {
+                    cell: node.cell.clone(),
+                    slot,
+                },
+            )?;
+        }
+    }
+    input.apply_op1(node)
+}
+
+/// The gradient of `Σ layer(x) ⊙ g` with respect to `x` (when `need_dx`; else `None`),
+/// the layer's trainable tensors' gradients added to the [`GradSink`] installed on this
+/// thread: the backward pass of a layer that gradient checkpointing recomputes, without
+/// an autograd graph and without the layer's output (its last product, the MLP's down
+/// projection, feeds nothing the backward needs: a quarter of a 2B-shaped layer's forward
+/// products). `Ok(None)` (nothing done) unless [`applies`] holds and a sink is installed.
+pub(crate) fn input_gradient(
+    layer: &DecoderLayer,
+    x: &Tensor,
+    rope: &RopeTables,
+    causal: bool,
+    g: &Tensor,
+    need_dx: bool,
+) -> Result<Option<Option<Tensor>>> {
+    if !applies(layer, x, rope, Grad::Track, false) || g.dims() != x.dims() {
+        return Ok(None);
+    }
+    let Some(sink) = SINK.with(|s| s.borrow_mut().take()) else {
+        return Ok(None);
+    };
+    let node = node(layer, x, rope, causal, need_dx, true)?;
+    // On a thread of the pool, as the forward pass runs (workers::on_pool), the sink with it.
+    let (dx, sink) = crate::workers::on_pool(move || {
+        let outer = SINK.with(|s| s.replace(Some(sink)));
+        let dx = (|| {
+            let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let dy = g.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            with_weights(&node.weights, |w| {
+                let (_, saved) = node.forward_pass(w, &x, false);
+                drop(x);
+                Ok(node.backward_sinking(w, &saved, &dy)?.0)
+            })
+        })();
+        (dx, SINK.with(|s| s.replace(outer)))
+    });
+    SINK.with(|s| *s.borrow_mut() = sink);
+    Ok(Some(match dx? {
+        Some(dx) => Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+        None => None,
+    }))
+}
+
+/// The layer's node for `x`, not yet applied. Call only where [`applies`].
+fn node(
+    layer: &DecoderLayer,
+    x: &Tensor,
+    rope: &RopeTables,
+    causal: bool,
+    need_dx: bool,
+    to_sink: bool,
+) -> Result<Layer> {
     let (b, seq, h) = x.dims3()?;
     let a = &layer.self_attn;
     let hd = a.head_dim;
@@ -243,41 +320,17 @@ pub(crate) fn forward(
         (0..b).map(|i| (i * seq, seq)).collect()
     };
     let tensors = slots(layer);
-    let trainable: [bool; SLOTS] = tensors.map(|t| t.is_some_and(|t| t.track_op()));
-    let cell = Arc::new(Mutex::new(Handover::default()));
-    // With a sink installed, the backward adds every trainable tensor's gradient to the
-    // sink itself, and one node keeps the layer on the graph's path to a variable (the
-    // first trained layer's input needs no gradient); each node costs a copy of the input
-    // forward and a zeroed buffer plus an add backward.
-    let to_sink = building_for_sink();
-    let mut input = x.contiguous()?;
-    let mut injected = 0;
-    for (slot, t) in tensors.iter().enumerate() {
-        if let (true, Some(t)) = (trainable[slot], t) {
-            if to_sink && injected == 1 {
-                break;
-            }
-            injected += 1;
-            input = input.apply_op2(
-                t,
-                Inject {
-                    cell: cell.clone(),
-                    slot,
-                },
-            )?;
-        }
-    }
-    input.apply_op1(Layer {
+    Ok(Layer {
         dims,
         weights: tensors.map(|t| t.cloned()),
-        trainable,
-        need_dx: x.track_op(),
+        trainable: tensors.map(|t| t.is_some_and(|t| t.track_op())),
+        need_dx,
         causal,
         segments,
         cos: table(&rope.cos)?,
         sin: table(&rope.sin)?,
         saved: Mutex::new(None),
-        cell,
+        cell: Arc::new(Mutex::new(Handover::default())),
         to_sink,
     })
 }
@@ -590,7 +643,7 @@ impl Layer {
             .collect()
     }
 
-    fn forward_pass(&self, w: &Weights, x: &[f32]) -> (Vec<f32>, Saved) {
+    fn forward_pass(&self, w: &Weights, x: &[f32], output: bool) -> (Vec<f32>, Saved) {
         let d = self.dims;
         let (h, nh, nkv, hd) = (d.h, d.nh, d.nkv, d.hd);
         let bias = |slot: usize| w.vec(BIAS + slot);
@@ -670,9 +723,14 @@ impl Layer {
         let (h2, r2) = rms_rows(&x2, norm(w, N_POST), d.eps[1]);
         let g = linear(&h2, h, w.get(WG), d.inter, bias(WG));
         let u = linear(&h2, h, w.get(WU), d.inter, bias(WU));
-        let m = super::fastmath::par_map2(&g, &u, super::fastmath::swiglu_slice);
-        let mut y = linear(&m, d.inter, w.get(WD), h, bias(WD));
-        y.iter_mut().zip(&x2).for_each(|(o, v)| *o += v);
+        let y = if output {
+            let m = super::fastmath::par_map2(&g, &u, super::fastmath::swiglu_slice);
+            let mut y = linear(&m, d.inter, w.get(WD), h, bias(WD));
+            y.iter_mut().zip(&x2).for_each(|(o, v)| *o += v);
+            y
+        } else {
+            Vec::new()
+        };
         let keep_qk = w.vec(N_Q).is_some() || w.vec(N_K).is_some();
         let saved = Saved {
             x: x.to_vec(),
@@ -694,6 +752,43 @@ impl Layer {
             u,
         };
         (y, saved)
+    }
+
+    /// [`Layer::backward_pass`] adding the trainable tensors' gradients to the sink
+    /// installed on this thread, if any (then returned `sunk`, the gradients all `None`),
+    /// else returning them by slot.
+    #[allow(clippy::type_complexity)]
+    fn backward_sinking(
+        &self,
+        w: &Weights,
+        saved: &Saved,
+        dy: &[f32],
+    ) -> Result<(Option<Vec<f32>>, Vec<Option<Vec<f32>>>, bool)> {
+        let mut grads = vec![None; SLOTS];
+        // With a sink installed, the backward adds to the running sums it holds.
+        let mut sink = SINK.with(|s| s.borrow_mut().take());
+        if self.to_sink && sink.is_none() {
+            candle_core::bail!("train-layer: built for a gradient sink, none installed backward");
+        }
+        let owned = |slot: usize| self.weights[slot].as_ref().filter(|_| self.trainable[slot]);
+        if let Some(sink) = sink.as_mut() {
+            for (slot, g) in grads.iter_mut().enumerate() {
+                if let Some(t) = owned(slot) {
+                    *g = sink.take(t);
+                }
+            }
+        }
+        let dx = self.backward_pass(w, saved, dy, &mut grads);
+        let sunk = sink.is_some();
+        if let Some(sink) = sink.as_mut() {
+            for (slot, g) in grads.iter_mut().enumerate() {
+                if let (Some(t), Some(g)) = (owned(slot), g.take()) {
+                    sink.0.insert(t.id(), g);
+                }
+            }
+        }
+        SINK.with(|s| *s.borrow_mut() = sink);
+        Ok((dx, grads, sunk))
     }
 
     /// The input's gradient (when needed) from the output's `dy`; the trainable tensors'
@@ -891,7 +986,7 @@ impl candle_core::CustomOp1 for Layer {
             candle_core::bail!("train-layer: input {:?}", layout.dims());
         }
         let x = cpu_rows(storage, layout)?;
-        let (y, saved) = with_weights(&self.weights, |w| Ok(self.forward_pass(w, x)))?;
+        let (y, saved) = with_weights(&self.weights, |w| Ok(self.forward_pass(w, x, true)))?;
         *self.saved.lock().expect("train-layer: saved state") = Some(saved);
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
@@ -901,33 +996,8 @@ impl candle_core::CustomOp1 for Layer {
             candle_core::bail!("train-layer: a second backward pass through one forward pass");
         };
         let dy = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let mut grads = vec![None; SLOTS];
-        // With a sink installed, the backward adds to the running sums it holds.
-        let mut sink = SINK.with(|s| s.borrow_mut().take());
-        if self.to_sink && sink.is_none() {
-            candle_core::bail!("train-layer: built for a gradient sink, none installed backward");
-        }
-        let owned = |slot: usize| self.weights[slot].as_ref().filter(|_| self.trainable[slot]);
-        if let Some(sink) = sink.as_mut() {
-            for (slot, g) in grads.iter_mut().enumerate() {
-                if let Some(t) = owned(slot) {
-                    *g = sink.take(t);
-                }
-            }
-        }
-        let dx = with_weights(&self.weights, |w| {
-            Ok(self.backward_pass(w, &saved, &dy, &mut grads))
-        });
-        let sunk = sink.is_some();
-        if let Some(sink) = sink.as_mut() {
-            for (slot, g) in grads.iter_mut().enumerate() {
-                if let (Some(t), Some(g)) = (owned(slot), g.take()) {
-                    sink.0.insert(t.id(), g);
-                }
-            }
-        }
-        SINK.with(|s| *s.borrow_mut() = sink);
-        let dx = dx?;
+        let (dx, grads, sunk) =
+            with_weights(&self.weights, |w| self.backward_sinking(w, &saved, &dy))?;
         *self.cell.lock().expect("train-layer: gradient cell") = Handover { grads, sunk };
         let any_trainable = self.trainable.iter().any(|&t| t);
         Ok(match dx {

@@ -463,42 +463,71 @@ impl Trainer {
             saved.push(h.clone());
             h = model.run_stack(&emb, &stack, h, pos..pos + 1, Grad::None)?;
         }
-        let mut x = input(n - 1, &h)?;
+        let x = input(n - 1, &h)?;
         drop(h);
         let top = model.run_stack(&emb, &stack, x.clone(), n - 1..n, Grad::Track)?;
         let logits = model.logits_at(&top, &positions, Grad::Track)?;
         let loss = self.objective(&logits, &labels, teacher.as_ref())?;
-        let mut grads = (&loss * scale)?.backward()?;
+        let grads = (&loss * scale)?.backward()?;
         drop((top, logits));
-        let mut param_index = self.params.len();
-        for pos in (first..n).rev() {
-            if pos < n - 1 {
-                let g = grads
-                    .get(&x)
-                    .context("no gradient reached a layer input")?
-                    .clone();
-                x = input(pos, &saved[pos - first])?;
-                let y = model.run_stack(&emb, &stack, x.clone(), pos..pos + 1, Grad::Track)?;
-                grads = (y * g)?.sum_all()?.backward()?;
-            }
-            if self.trainable.binary_search(&pos).is_ok() {
-                let prefix = format!("{}{pos}.", model.names.layers_prefix());
-                let start = self.params[..param_index]
-                    .iter()
-                    .position(|p| p.name.starts_with(&prefix))
-                    .context("internal error: trainable layer without parameters")?;
-                for (p, a) in self.params[start..param_index]
-                    .iter()
-                    .zip(acc[start..param_index].iter_mut())
-                {
-                    if let Some(gp) = grads.get(p.var.as_tensor()) {
-                        add_into(a, gp)?;
+        self.collect_layer(model, n - 1, &grads, acc)?;
+        let reached = |grads: &candle_core::backprop::GradStore, x: &Tensor| -> Result<Tensor> {
+            Ok(grads
+                .get(x)
+                .context("no gradient reached a layer input")?
+                .clone())
+        };
+        let mut g = if n - 1 > first {
+            reached(&grads, &x)?
+        } else {
+            return Ok(loss.to_scalar::<f32>()? as f64);
+        };
+        drop(grads);
+        for pos in (first..n - 1).rev() {
+            let need_dx = pos > first;
+            let h = &saved[pos - first];
+            // As one node (the CPU in f32), straight to the gradients; else through a graph.
+            match model.layer_input_gradient(&emb, &stack, pos, h, &g, need_dx)? {
+                Some(dx) => {
+                    if let Some(dx) = dx {
+                        g = dx;
                     }
                 }
-                param_index = start;
+                None => {
+                    let x = input(pos, h)?;
+                    let y = model.run_stack(&emb, &stack, x.clone(), pos..pos + 1, Grad::Track)?;
+                    let grads = (y * &g)?.sum_all()?.backward()?;
+                    self.collect_layer(model, pos, &grads, acc)?;
+                    if need_dx {
+                        g = reached(&grads, &x)?;
+                    }
+                }
             }
         }
         Ok(loss.to_scalar::<f32>()? as f64)
+    }
+
+    /// Adds the gradients in `grads` of layer `pos`'s trainable tensors (none if it is
+    /// frozen) to their sums in `acc`.
+    fn collect_layer(
+        &self,
+        model: &Model,
+        pos: usize,
+        grads: &candle_core::backprop::GradStore,
+        acc: &mut [Option<Tensor>],
+    ) -> Result<()> {
+        if self.trainable.binary_search(&pos).is_err() {
+            return Ok(());
+        }
+        let prefix = format!("{}{pos}.", model.names.layers_prefix());
+        for (p, a) in self.params.iter().zip(acc.iter_mut()) {
+            if p.name.starts_with(&prefix) {
+                if let Some(gp) = grads.get(p.var.as_tensor()) {
+                    add_into(a, gp)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The summed loss of a micro-batch's supervised tokens: cross-entropy, mixed with the
