@@ -719,27 +719,62 @@ impl Model {
         Ok(h)
     }
 
-    /// The gradient with respect to `x` (when `need_dx`) of `Σ layer(x) ⊙ g` for the layer
-    /// at stack position `pos`, its trainable tensors' gradients added to the gradient
-    /// sink installed on this thread, without an autograd graph: gradient checkpointing's
-    /// recomputed layer (see `train_layer::input_gradient`). `Ok(None)`, nothing done,
-    /// where the layer does not run as one node or no sink is installed.
-    pub(crate) fn layer_input_gradient(
+    /// Whether every decoder layer at stack positions `range` runs its training pass as
+    /// one node on input like `x` (`train_layer::applies`: the CPU in f32).
+    pub(crate) fn layers_run_as_nodes(
+        &self,
+        emb: &Embedded,
+        stack: &[usize],
+        range: std::ops::Range<usize>,
+        x: &Tensor,
+    ) -> bool {
+        range.into_iter().all(|pos| {
+            stack
+                .get(pos)
+                .and_then(|&i| self.layers.get(i))
+                .is_some_and(|l| super::train_layer::applies(l, x, &emb.rope, Grad::Track, false))
+        })
+    }
+
+    /// The decoder layer at stack position `pos` on `x`, kept for its backward pass
+    /// outside the autograd graph (`train_layer::forward_pending`): its output (with the
+    /// DeepStack features added after it, as [`Model::run_stack`] does) unless `output` is
+    /// false. `Ok(None)` where the layer does not run as one node.
+    pub(crate) fn layer_pending(
         &self,
         emb: &Embedded,
         stack: &[usize],
         pos: usize,
         x: &Tensor,
-        g: &Tensor,
         need_dx: bool,
-    ) -> Result<Option<Option<Tensor>>> {
-        let layer = stack
+        output: bool,
+    ) -> Result<Option<(Option<Tensor>, super::train_layer::Pending)>> {
+        let (i, layer) = stack
             .get(pos)
-            .and_then(|&i| self.layers.get(i))
+            .and_then(|&i| Some((i, self.layers.get(i)?)))
             .context("decoder stack position out of range")?;
-        Ok(super::train_layer::input_gradient(
-            layer, x, &emb.rope, emb.causal, g, need_dx,
-        )?)
+        let run = || -> Result<_> {
+            let Some((y, pending)) = super::train_layer::forward_pending(
+                layer, x, &emb.rope, emb.causal, need_dx, output,
+            )?
+            else {
+                return Ok(None);
+            };
+            let y = match y {
+                Some(mut y) => {
+                    let mut watch = FiniteWatch::default();
+                    watch.see(Some((i, layer.original_index)), &y)?;
+                    watch.check(&self.source, &self.names)?;
+                    if let Some(ds) = emb.deepstack.get(pos) {
+                        y = (y + ds)?;
+                    }
+                    Some(y)
+                }
+                None => None,
+            };
+            Ok(Some((y, pending)))
+        };
+        self.pooled(run)
     }
 
     /// Final norm and LM head at the given positions of (1, seq, hidden) decoder output:

@@ -218,46 +218,80 @@ pub(crate) fn forward(
     input.apply_op1(node)
 }
 
-/// The gradient of `Σ layer(x) ⊙ g` with respect to `x` (when `need_dx`; else `None`),
-/// the layer's trainable tensors' gradients added to the [`GradSink`] installed on this
-/// thread: the backward pass of a layer that gradient checkpointing recomputes, without
-/// an autograd graph and without the layer's output (its last product, the MLP's down
-/// projection, feeds nothing the backward needs: a quarter of a 2B-shaped layer's forward
-/// products). `Ok(None)` (nothing done) unless [`applies`] holds and a sink is installed.
-pub(crate) fn input_gradient(
+/// A layer's forward pass on the CPU in f32 kept for its backward pass, outside candle's
+/// autograd graph: [`Pending::input_gradient`] adds the layer's trainable tensors'
+/// gradients to the [`GradSink`] installed on the calling thread. The trainer runs its
+/// decoder layers this way: no graph nodes, no zeroed gradient buffers, no copies of the
+/// input for the weights' nodes.
+pub(crate) struct Pending(Layer);
+
+/// The layer on `x` (batch, seq, hidden), kept for its backward pass ([`Pending`]), with
+/// its output unless `output` is false: gradient checkpointing's recomputed layer needs
+/// none, and its last product, the MLP's down projection, feeds nothing the backward needs
+/// (a quarter of a 2B-shaped layer's forward products). The backward computes the input's
+/// gradient only with `need_dx`. `Ok(None)` (nothing done) unless [`applies`] holds.
+pub(crate) fn forward_pending(
     layer: &DecoderLayer,
     x: &Tensor,
     rope: &RopeTables,
     causal: bool,
-    g: &Tensor,
     need_dx: bool,
-) -> Result<Option<Option<Tensor>>> {
-    if !applies(layer, x, rope, Grad::Track, false) || g.dims() != x.dims() {
+    output: bool,
+) -> Result<Option<(Option<Tensor>, Pending)>> {
+    if !applies(layer, x, rope, Grad::Track, false) {
         return Ok(None);
     }
-    let Some(sink) = SINK.with(|s| s.borrow_mut().take()) else {
-        return Ok(None);
-    };
     let node = node(layer, x, rope, causal, need_dx, true)?;
-    // On a thread of the pool, as the forward pass runs (workers::on_pool), the sink with it.
-    let (dx, sink) = crate::workers::on_pool(move || {
-        let outer = SINK.with(|s| s.replace(Some(sink)));
-        let dx = (|| {
-            let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            let dy = g.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            with_weights(&node.weights, |w| {
-                let (_, saved) = node.forward_pass(w, &x, false);
-                drop(x);
-                Ok(node.backward_sinking(w, &saved, &dy)?.0)
-            })
-        })();
-        (dx, SINK.with(|s| s.replace(outer)))
-    });
-    SINK.with(|s| *s.borrow_mut() = sink);
-    Ok(Some(match dx? {
-        Some(dx) => Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-        None => None,
-    }))
+    let (y, saved) = {
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(storage) = &*storage else {
+            candle_core::bail!("train-layer: input not on the CPU");
+        };
+        let rows = cpu_rows(storage, layout)?;
+        with_weights(&node.weights, |w| Ok(node.forward_pass(w, rows, output)))?
+    };
+    *node.saved.lock().expect("train-layer: saved state") = Some(saved);
+    let y = match output {
+        true => Some(Tensor::from_vec(y, x.shape(), x.device())?),
+        false => None,
+    };
+    Ok(Some((y, Pending(node))))
+}
+
+impl Pending {
+    /// The gradient of `Σ layer(x) ⊙ g` with respect to the layer's input `x` (`None`
+    /// unless built with `need_dx`), its trainable tensors' gradients added to the sink
+    /// installed on this thread (an error if there is none). Runs on a thread of rayon's
+    /// pool, as the forward passes do ([`crate::workers::on_pool`]), the sink moved there.
+    pub(crate) fn input_gradient(self, g: &Tensor) -> Result<Option<Tensor>> {
+        let node = self.0;
+        let Some(saved) = node.saved.lock().expect("train-layer: saved state").take() else {
+            candle_core::bail!("train-layer: a second backward pass through one forward pass");
+        };
+        if g.elem_count() != node.dims.t * node.dims.h {
+            candle_core::bail!("train-layer: an output gradient of shape {:?}", g.dims());
+        }
+        let Some(sink) = SINK.with(|s| s.borrow_mut().take()) else {
+            candle_core::bail!("train-layer: no gradient sink installed");
+        };
+        let (dx, sink) = crate::workers::on_pool(|| {
+            let outer = SINK.with(|s| s.replace(Some(sink)));
+            let dx = g
+                .contiguous()
+                .and_then(|g| g.flatten_all()?.to_vec1::<f32>())
+                .and_then(|dy| {
+                    with_weights(&node.weights, |w| {
+                        Ok(node.backward_sinking(w, &saved, &dy)?.0)
+                    })
+                });
+            (dx, SINK.with(|s| s.replace(outer)))
+        });
+        SINK.with(|s| *s.borrow_mut() = sink);
+        match dx? {
+            Some(dx) => Ok(Some(Tensor::from_vec(dx, g.shape(), g.device())?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The layer's node for `x`, not yet applied. Call only where [`applies`].

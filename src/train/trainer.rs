@@ -382,6 +382,31 @@ impl Trainer {
         scale: f64,
         acc: &mut [Option<Tensor>],
     ) -> Result<f64> {
+        let mut sink = GradSink::default();
+        let loss = sinking(&mut sink, || self.accumulate_sunk(micro, scale, acc))?;
+        self.drain(&mut sink, acc)?;
+        Ok(loss)
+    }
+
+    /// Adds the gradients summed in `sink` to `acc`.
+    fn drain(&self, sink: &mut GradSink, acc: &mut [Option<Tensor>]) -> Result<()> {
+        for (p, a) in self.params.iter().zip(acc.iter_mut()) {
+            if let Some(g) = sink.take(p.var.as_tensor()) {
+                add_into(a, &Tensor::from_vec(g, p.var.shape(), self.device())?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Trainer::accumulate_gradients`] with a [`GradSink`] installed on this thread: the
+    /// gradients of the layers that run as one node (`model::train_layer`, the CPU in f32)
+    /// go to the sink, the others to `acc`.
+    fn accumulate_sunk(
+        &self,
+        micro: &[Supervised],
+        scale: f64,
+        acc: &mut [Option<Tensor>],
+    ) -> Result<f64> {
         let model = &self.model;
         let (mut positions, mut labels) = (Vec::new(), Vec::new());
         let mut parts = Vec::with_capacity(micro.len());
@@ -433,6 +458,39 @@ impl Trainer {
             }
         };
 
+        // Layers that run as one node (the CPU in f32) keep their forward passes outside
+        // the graph, and their backward passes add the trained weights' gradients to the
+        // sink the caller installed; the graph holds only the final norm, the LM head and
+        // the loss.
+        let as_nodes = !self.whole && model.layers_run_as_nodes(&emb, &stack, first..n, &h);
+        if !self.options.grad_checkpoint && as_nodes {
+            let mut pending = Vec::with_capacity(n - first);
+            let mut h = h;
+            for pos in first..n {
+                let (y, p) = model
+                    .layer_pending(&emb, &stack, pos, &h, pos > first, true)?
+                    .context("internal error: a layer that does not run as one node")?;
+                h = y.context("internal error: a layer pass without its output")?;
+                pending.push(p);
+            }
+            let top = Var::from_tensor(&h)?;
+            drop(h);
+            let logits = model.logits_at(top.as_tensor(), &positions, Grad::Track)?;
+            let loss = self.objective(&logits, &labels, teacher.as_ref())?;
+            let grads = (&loss * scale)?.backward()?;
+            let mut g = grads
+                .get(top.as_tensor())
+                .context("no gradient reached the last decoder layer")?
+                .clone();
+            drop((grads, logits, top));
+            while let Some(p) = pending.pop() {
+                match p.input_gradient(&g)? {
+                    Some(dx) => g = dx,
+                    None => break,
+                }
+            }
+            return Ok(loss.to_scalar::<f32>()? as f64);
+        }
         if !self.options.grad_checkpoint || self.whole {
             let h = model.run_stack(&emb, &stack, h, first..n, Grad::Track)?;
             let logits = model.logits_at(&h, &positions, Grad::Track)?;
@@ -487,9 +545,9 @@ impl Trainer {
             let need_dx = pos > first;
             let h = &saved[pos - first];
             // As one node (the CPU in f32), straight to the gradients; else through a graph.
-            match model.layer_input_gradient(&emb, &stack, pos, h, &g, need_dx)? {
-                Some(dx) => {
-                    if let Some(dx) = dx {
+            match model.layer_pending(&emb, &stack, pos, h, need_dx, false)? {
+                Some((_, p)) => {
+                    if let Some(dx) = p.input_gradient(&g)? {
                         g = dx;
                     }
                 }
@@ -573,15 +631,9 @@ impl Trainer {
             // weights' gradients in place over the micro-batches, outside candle's store.
             let mut sink = GradSink::default();
             for micro in chunks.iter().skip(w).step_by(workers) {
-                loss += sinking(&mut sink, || {
-                    self.accumulate_gradients(micro, scale, &mut acc)
-                })?;
+                loss += sinking(&mut sink, || self.accumulate_sunk(micro, scale, &mut acc))?;
             }
-            for (p, a) in self.params.iter().zip(acc.iter_mut()) {
-                if let Some(g) = sink.take(p.var.as_tensor()) {
-                    add_into(a, &Tensor::from_vec(g, p.var.shape(), self.device())?)?;
-                }
-            }
+            self.drain(&mut sink, &mut acc)?;
             Ok((acc, loss))
         };
         let mut parts = on_threads(workers, run)?.into_iter();
