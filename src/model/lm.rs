@@ -777,6 +777,31 @@ impl Model {
         self.pooled(run)
     }
 
+    /// The summed cross-entropy of the logits at `positions` of (1, seq, hidden) decoder
+    /// output against `labels`, the LM head and the loss one node of the training graph
+    /// (`loss::head_cross_entropy_sum`); `Ok(None)`, nothing done, unless the LM head is
+    /// stored as panels (a model loaded for fine-tuning on a CPU with AVX-512).
+    pub fn head_loss(
+        &self,
+        hidden: &Tensor,
+        positions: &[u32],
+        labels: &[u32],
+    ) -> Result<Option<Tensor>> {
+        let w = match &self.lm_head {
+            Some(l) => &l.weight,
+            None => &self.embed_tokens,
+        };
+        if super::ops::PanelWeight::of(w).is_none() {
+            return Ok(None);
+        }
+        self.pooled(|| {
+            let pos = Tensor::new(positions, hidden.device())?;
+            let rows = hidden.squeeze(0)?.index_select(&pos, 0)?;
+            let rows = self.norm.forward(&rows, Grad::Track)?;
+            super::loss::head_cross_entropy_sum(&rows, w, labels)
+        })
+    }
+
     /// Final norm and LM head at the given positions of (1, seq, hidden) decoder output:
     /// (positions, vocab) logits, never the vocabulary-sized logits of every position.
     pub fn logits_at(&self, hidden: &Tensor, positions: &[u32], grad: Grad) -> Result<Tensor> {

@@ -22,6 +22,115 @@ pub fn cross_entropy_sum(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
     Ok(logits.contiguous()?.apply_op1(op)?.sum_all()?)
 }
 
+/// [`cross_entropy_sum`] of `rows · wᵀ` for a frozen LM head `w` stored as
+/// [`super::sgemm`]'s panels, rows f32 on the CPU, as one node of the graph: the
+/// vocabulary-sized logits and their gradient stay inside it (through candle's backward
+/// they cost a zeroed buffer of their size and an add: 17 MB per micro-batch on the
+/// mid-size benchmark of BENCHMARKS.md), and the node hands back the rows' gradient only.
+/// `Ok(None)` (nothing done) where `w` is not such panels or `rows` not f32 on the CPU.
+pub fn head_cross_entropy_sum(rows: &Tensor, w: &Tensor, labels: &[u32]) -> Result<Option<Tensor>> {
+    let Some(panels) = super::ops::PanelWeight::of(w) else {
+        return Ok(None);
+    };
+    let (n, k) = (panels.n, panels.k);
+    let (m, rk) = rows.dims2()?;
+    if !rows.device().is_cpu() || rows.dtype() != DType::F32 || rk != k {
+        return Ok(None);
+    }
+    if labels.len() != m {
+        anyhow::bail!("{} labels for {m} rows", labels.len());
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= n) {
+        anyhow::bail!("label {bad} is beyond the vocabulary of {n}");
+    }
+    let op = HeadCrossEntropy {
+        w: panels,
+        labels: labels.to_vec(),
+        logits: std::sync::Mutex::new(None),
+    };
+    Ok(Some(rows.contiguous()?.apply_op1(op)?.sum_all()?))
+}
+
+/// The op of [`head_cross_entropy_sum`]: forward the per-row losses, keeping the logits;
+/// backward `g·(softmax − onehot) · w` per row.
+struct HeadCrossEntropy {
+    w: super::ops::PanelWeight,
+    labels: Vec<u32>,
+    /// The forward pass's logits, (rows, vocab), with each row's max and ln Σ exp(x − max).
+    #[allow(clippy::type_complexity)]
+    logits: std::sync::Mutex<Option<(Vec<f32>, Vec<(f32, f32)>)>>,
+}
+
+impl candle_core::CustomOp1 for HeadCrossEntropy {
+    fn name(&self) -> &'static str {
+        "head-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (m, k) = layout.shape().dims2()?;
+        let x = super::ops::cpu_f32(storage, layout)?;
+        let n = self.w.n;
+        let logits = self
+            .w
+            .with_panels(|p| super::sgemm::matmul_new((m, n, k), x, k, p, None))?;
+        let stats: Vec<(f32, f32)> = logits
+            .par_chunks(n)
+            .with_min_len(crate::workers::min_split())
+            .map(CrossEntropy::max_lse)
+            .collect();
+        let loss = logits
+            .chunks(n)
+            .zip(&stats)
+            .zip(&self.labels)
+            .map(|((row, &(mx, lse)), &label)| lse - (row[label as usize] - mx))
+            .collect();
+        *self.logits.lock().expect("head-cross-entropy: logits") = Some((logits, stats));
+        Ok((
+            candle_core::CpuStorage::F32(loss),
+            candle_core::Shape::from(m),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        rows: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        use rayon::prelude::*;
+        let Some((mut dl, stats)) = self
+            .logits
+            .lock()
+            .expect("head-cross-entropy: logits")
+            .take()
+        else {
+            candle_core::bail!("head-cross-entropy: a second backward pass through one forward");
+        };
+        let (m, k) = rows.dims2()?;
+        let n = self.w.n;
+        let g = grad.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        dl.par_chunks_mut(n)
+            .zip(stats.par_iter())
+            .zip(self.labels.par_iter().zip(g.par_iter()))
+            .with_min_len(crate::workers::min_split())
+            .for_each(|((row, &(mx, lse)), (&label, &gr))| {
+                for v in row.iter_mut() {
+                    *v = gr * (*v - mx - lse).exp();
+                }
+                row[label as usize] -= gr;
+            });
+        let dx = self.w.with_panels(|p| {
+            super::sgemm::gemm_by_panels_new((m, k, n), super::sgemm::View::rows(&dl, n), p, true)
+        })?;
+        Ok(Some(Tensor::from_vec(dx, (m, k), rows.device())?))
+    }
+}
+
 /// Row-wise log-softmax in f32 from differentiable ops (the row maximum is a constant
 /// shift and carries no gradient).
 fn log_softmax_rows(x: &Tensor) -> candle_core::Result<Tensor> {

@@ -1385,6 +1385,42 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
+/// A frozen f32 CPU weight (n, k) stored as [`super::sgemm`]'s panels: a (n/32, 32, k)
+/// tensor that tracks no op.
+pub(crate) struct PanelWeight {
+    w: Tensor,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl PanelWeight {
+    /// `w` as panels, if it is stored that way.
+    pub(crate) fn of(w: &Tensor) -> Option<Self> {
+        let (p, nr, k) = w.dims3().ok()?;
+        let ok = nr == super::sgemm::PANEL
+            && !w.track_op()
+            && w.dtype() == DType::F32
+            && w.device().is_cpu()
+            && w.stride() == [nr * k, 1, nr];
+        ok.then(|| Self {
+            w: w.clone(),
+            n: p * nr,
+            k,
+        })
+    }
+
+    /// `f` of the panels' floats.
+    pub(crate) fn with_panels<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+        let (ws, wl) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
+            candle_core::bail!("panels: the weight is not f32 on the CPU");
+        };
+        Ok(f(
+            &wd[wl.start_offset()..wl.start_offset() + self.n * self.k]
+        ))
+    }
+}
+
 /// `x · wᵀ` for a frozen weight stored as [`super::sgemm`]'s panels, inside the training
 /// graph: forward on the panels, backward only the input's gradient `dy · w`, from the
 /// same panels ([`super::sgemm::gemm_by_panels`]).

@@ -475,14 +475,14 @@ impl Trainer {
             }
             let top = Var::from_tensor(&h)?;
             drop(h);
-            let logits = model.logits_at(top.as_tensor(), &positions, Grad::Track)?;
-            let loss = self.objective(&logits, &labels, teacher.as_ref())?;
+            let loss =
+                self.head_objective(top.as_tensor(), &positions, &labels, teacher.as_ref())?;
             let grads = (&loss * scale)?.backward()?;
             let mut g = grads
                 .get(top.as_tensor())
                 .context("no gradient reached the last decoder layer")?
                 .clone();
-            drop((grads, logits, top));
+            drop((grads, top));
             while let Some(p) = pending.pop() {
                 match p.input_gradient(&g)? {
                     Some(dx) => g = dx,
@@ -493,8 +493,7 @@ impl Trainer {
         }
         if !self.options.grad_checkpoint || self.whole {
             let h = model.run_stack(&emb, &stack, h, first..n, Grad::Track)?;
-            let logits = model.logits_at(&h, &positions, Grad::Track)?;
-            let loss = self.objective(&logits, &labels, teacher.as_ref())?;
+            let loss = self.head_objective(&h, &positions, &labels, teacher.as_ref())?;
             let grads = (&loss * scale)?.backward()?;
             for (p, a) in self.params.iter().zip(acc.iter_mut()) {
                 if let Some(g) = grads.get(p.var.as_tensor()) {
@@ -524,10 +523,9 @@ impl Trainer {
         let x = input(n - 1, &h)?;
         drop(h);
         let top = model.run_stack(&emb, &stack, x.clone(), n - 1..n, Grad::Track)?;
-        let logits = model.logits_at(&top, &positions, Grad::Track)?;
-        let loss = self.objective(&logits, &labels, teacher.as_ref())?;
+        let loss = self.head_objective(&top, &positions, &labels, teacher.as_ref())?;
         let grads = (&loss * scale)?.backward()?;
-        drop((top, logits));
+        drop(top);
         self.collect_layer(model, n - 1, &grads, acc)?;
         let reached = |grads: &candle_core::backprop::GradStore, x: &Tensor| -> Result<Tensor> {
             Ok(grads
@@ -586,6 +584,25 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+
+    /// [`Trainer::objective`] of the logits at `positions` of the decoder output `top`.
+    /// Without a teacher, the LM head and the loss are one node of the graph where the
+    /// head is stored as panels ([`Model::head_loss`]).
+    fn head_objective(
+        &self,
+        top: &Tensor,
+        positions: &[u32],
+        labels: &[u32],
+        teacher: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if teacher.is_none() {
+            if let Some(loss) = self.model.head_loss(top, positions, labels)? {
+                return Ok(loss);
+            }
+        }
+        let logits = self.model.logits_at(top, positions, Grad::Track)?;
+        self.objective(&logits, labels, teacher)
     }
 
     /// The summed loss of a micro-batch's supervised tokens: cross-entropy, mixed with the
