@@ -15,7 +15,12 @@
 //! has left in a shared cell. Callers see the usual contract: `grads.get(weight)`. The
 //! trainer instead installs a [`GradSink`] around its backward passes: the layer's backward
 //! then adds each weight's gradient in place to its running sum over the micro-batches,
-//! and the weights get nothing through candle's store.
+//! and the weights get nothing through candle's store; with a sink installed, one such node
+//! per layer remains, only to keep the layer on the graph's path to a variable.
+//!
+//! The trainer itself keeps its decoder layers out of candle's graph: [`forward_pending`]
+//! runs a layer's forward pass and keeps it ([`Pending`]), and [`Pending::input_gradient`]
+//! runs its backward from the output's gradient, the weights' gradients into the sink.
 //!
 //! Used by [`super::decoder::DecoderLayer`] when [`applies`] (training, f32, CPU, SiLU MLP,
 //! no KV cache, no left-padded batch). Checked against PyTorch's gradients by
@@ -242,6 +247,7 @@ pub(crate) fn forward_pending(
         return Ok(None);
     }
     let node = node(layer, x, rope, causal, need_dx, true)?;
+    let x = x.contiguous()?;
     let (y, saved) = {
         let (storage, layout) = x.storage_and_layout();
         let candle_core::Storage::Cpu(storage) = &*storage else {

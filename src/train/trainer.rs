@@ -2,10 +2,16 @@
 //! respect to the trainable decoder layers only, gradient-norm clipping, AdamW.
 //!
 //! Layers below the first trainable one (and the vision tower) run with the fast inference
-//! kernels and weights laid out for them, and build no autograd graph; the rest run with differentiable ops. With gradient checkpointing only
-//! each layer's input is kept during the forward pass, and the backward pass goes layer by
-//! layer from the top, recomputing each layer (with its input as a leaf) and pulling the
-//! incoming gradient through it, so memory holds one layer's graph at a time.
+//! kernels and weights laid out for them, and build no autograd graph; the rest run with
+//! differentiable ops. On the CPU in f32 each of those layers runs as one pass kept for
+//! its backward (`model::train_layer::Pending`), outside candle's graph, which then holds
+//! only the final norm, the LM head and the loss; the layers' backward passes go down from
+//! the top, adding the trained weights' gradients to a gradient sink. With gradient
+//! checkpointing only each layer's input is kept during the forward pass (the last layer
+//! keeps its pass), and the backward pass goes layer by layer from the top, recomputing
+//! each layer and pulling the incoming gradient through it (on the CPU in f32 without the
+//! layer's output, which the backward does not need), so memory holds one layer's
+//! activations at a time.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
