@@ -62,9 +62,7 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() || rayon::current_num_threads() == 1 {
         return f();
     }
-    // Layers built on the pool thread are built for the caller's gradient sink, if any.
-    let for_sink = crate::model::train_layer::building_for_sink();
-    rayon::scope(|_| crate::model::train_layer::building_for_sink_as(for_sink, f))
+    rayon::scope(|_| f())
 }
 
 /// The fewest items rayon may split off a parallel iterator over a tensor op's rows or

@@ -15,8 +15,7 @@
 //! has left in a shared cell. Callers see the usual contract: `grads.get(weight)`. The
 //! trainer instead installs a [`GradSink`] around its backward passes: the layer's backward
 //! then adds each weight's gradient in place to its running sum over the micro-batches,
-//! and the weights get nothing through candle's store; with a sink installed, one such node
-//! per layer remains, only to keep the layer on the graph's path to a variable.
+//! and the weights get nothing through candle's store.
 //!
 //! The trainer itself keeps its decoder layers out of candle's graph: [`forward_pending`]
 //! runs a layer's forward pass and keeps it ([`Pending`]), and [`Pending::input_gradient`]
@@ -76,26 +75,6 @@ impl GradSink {
 thread_local! {
     /// The sink of the backward passes that run on this thread, if one is installed.
     static SINK: RefCell<Option<GradSink>> = const { RefCell::new(None) };
-}
-
-thread_local! {
-    /// Set on a pool thread that runs part of a pass for a thread with a sink installed
-    /// ([`crate::workers::on_pool`]): the layers built there are built for the sink.
-    static FOR_SINK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the layer nodes built on this thread now will be backpropagated with a
-/// [`GradSink`] installed.
-pub(crate) fn building_for_sink() -> bool {
-    FOR_SINK.with(std::cell::Cell::get) || SINK.with(|s| s.borrow().is_some())
-}
-
-/// `f()` with [`building_for_sink`] answering `on` on this thread.
-pub(crate) fn building_for_sink_as<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    let outer = FOR_SINK.with(|c| c.replace(on));
-    let out = f();
-    FOR_SINK.with(|c| c.set(outer));
-    out
 }
 
 /// `f()` with `sink` installed on this thread: the backward pass of every layer node that
@@ -197,20 +176,10 @@ pub(crate) fn forward(
     rope: &RopeTables,
     causal: bool,
 ) -> Result<Tensor> {
-    // With a sink installed, the backward adds every trainable tensor's gradient to the
-    // sink itself, and one node keeps the layer on the graph's path to a variable (the
-    // first trained layer's input needs no gradient); each node costs a copy of the input
-    // forward and a zeroed buffer plus an add backward.
-    let to_sink = building_for_sink();
-    let node = node(layer, x, rope, causal, x.track_op(), to_sink)?;
+    let node = node(layer, x, rope, causal, x.track_op())?;
     let mut input = x.contiguous()?;
-    let mut injected = 0;
     for (slot, t) in node.weights.iter().enumerate() {
         if let (true, Some(t)) = (node.trainable[slot], t) {
-            if to_sink && injected == 1 {
-                break;
-            }
-            injected += 1;
             input = input.apply_op2(
                 t,
                 Inject {
@@ -246,7 +215,7 @@ pub(crate) fn forward_pending(
     if !applies(layer, x, rope, Grad::Track, false) {
         return Ok(None);
     }
-    let node = node(layer, x, rope, causal, need_dx, true)?;
+    let node = node(layer, x, rope, causal, need_dx)?;
     let x = x.contiguous()?;
     let (y, saved) = {
         let (storage, layout) = x.storage_and_layout();
@@ -307,7 +276,6 @@ fn node(
     rope: &RopeTables,
     causal: bool,
     need_dx: bool,
-    to_sink: bool,
 ) -> Result<Layer> {
     let (b, seq, h) = x.dims3()?;
     let a = &layer.self_attn;
@@ -371,7 +339,6 @@ fn node(
         sin: table(&rope.sin)?,
         saved: Mutex::new(None),
         cell: Arc::new(Mutex::new(Handover::default())),
-        to_sink,
     })
 }
 
@@ -406,9 +373,6 @@ struct Layer {
     sin: Vec<f32>,
     saved: Mutex<Option<Saved>>,
     cell: Arc<Mutex<Handover>>,
-    /// Built with a [`GradSink`] installed: only the first trainable tensor has an
-    /// [`Inject`] node, and the backward must find the sink.
-    to_sink: bool,
 }
 
 /// The trainable tensors' gradients by slot, from the layer's backward to the [`Inject`]
@@ -807,9 +771,6 @@ impl Layer {
         let mut grads = vec![None; SLOTS];
         // With a sink installed, the backward adds to the running sums it holds.
         let mut sink = SINK.with(|s| s.borrow_mut().take());
-        if self.to_sink && sink.is_none() {
-            candle_core::bail!("train-layer: built for a gradient sink, none installed backward");
-        }
         let owned = |slot: usize| self.weights[slot].as_ref().filter(|_| self.trainable[slot]);
         if let Some(sink) = sink.as_mut() {
             for (slot, g) in grads.iter_mut().enumerate() {

@@ -7,11 +7,11 @@
 //! its backward (`model::train_layer::Pending`), outside candle's graph, which then holds
 //! only the final norm, the LM head and the loss; the layers' backward passes go down from
 //! the top, adding the trained weights' gradients to a gradient sink. With gradient
-//! checkpointing only each layer's input is kept during the forward pass (the last layer
-//! keeps its pass), and the backward pass goes layer by layer from the top, recomputing
-//! each layer and pulling the incoming gradient through it (on the CPU in f32 without the
-//! layer's output, which the backward does not need), so memory holds one layer's
-//! activations at a time.
+//! checkpointing only each layer's input is kept during the forward pass, and the backward
+//! pass goes layer by layer from the top, recomputing each layer and pulling the incoming
+//! gradient through it, so memory holds one layer's activations at a time; on the CPU in
+//! f32 the last layer's pass is kept instead of recomputed, and a recomputed layer skips
+//! its output, which the backward does not need.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -509,87 +509,91 @@ impl Trainer {
             return Ok(loss.to_scalar::<f32>()? as f64);
         }
 
-        // Forward without a graph, keeping each layer's input. The last layer keeps its
-        // graph: its recomputation would come right after. A layer's input is a variable
-        // except the first trained layer's, which needs no gradient: as a plain tensor its
-        // backward skips the input's products.
-        let input = |pos: usize, h: &Tensor| -> Result<Tensor> {
-            Ok(if pos > first {
-                Var::from_tensor(h)?.as_tensor().clone()
-            } else {
-                h.clone()
-            })
-        };
+        // On the CPU in f32, the forward without a graph keeps each layer's input but the
+        // last layer's, whose pass is kept (its recomputation would come right after); the
+        // backward recomputes each layer as one pass without its output, straight to the
+        // gradients. The first trained layer's input gets none.
+        if as_nodes {
+            let mut saved = Vec::with_capacity(n - first);
+            let mut h = h;
+            for pos in first..n - 1 {
+                saved.push(h.clone());
+                h = model.run_stack(&emb, &stack, h, pos..pos + 1, Grad::None)?;
+            }
+            let (y, last) = model
+                .layer_pending(&emb, &stack, n - 1, &h, n - 1 > first, true)?
+                .context("internal error: a layer that does not run as one node")?;
+            drop(h);
+            let top =
+                Var::from_tensor(&y.context("internal error: a layer pass without its output")?)?;
+            let loss =
+                self.head_objective(top.as_tensor(), &positions, &labels, teacher.as_ref())?;
+            let grads = (&loss * scale)?.backward()?;
+            let g = grads
+                .get(top.as_tensor())
+                .context("no gradient reached the last decoder layer")?
+                .clone();
+            drop((grads, top));
+            let mut g = last.input_gradient(&g)?;
+            for pos in (first..n - 1).rev() {
+                let Some(dy) = g else { break };
+                let (_, p) = model
+                    .layer_pending(&emb, &stack, pos, &saved[pos - first], pos > first, false)?
+                    .context("internal error: a layer that does not run as one node")?;
+                g = p.input_gradient(&dy)?;
+            }
+            return Ok(loss.to_scalar::<f32>()? as f64);
+        }
+
+        // Forward without a graph, keeping each layer's input.
         let mut saved = Vec::with_capacity(n - first);
         let mut h = h;
-        for pos in first..n - 1 {
+        for pos in first..n {
             saved.push(h.clone());
             h = model.run_stack(&emb, &stack, h, pos..pos + 1, Grad::None)?;
         }
-        let x = input(n - 1, &h)?;
-        drop(h);
-        let top = model.run_stack(&emb, &stack, x.clone(), n - 1..n, Grad::Track)?;
-        let loss = self.head_objective(&top, &positions, &labels, teacher.as_ref())?;
+        let top = Var::from_tensor(&h)?;
+        let loss = self.head_objective(top.as_tensor(), &positions, &labels, teacher.as_ref())?;
         let grads = (&loss * scale)?.backward()?;
-        drop(top);
-        self.collect_layer(model, n - 1, &grads, acc)?;
-        let reached = |grads: &candle_core::backprop::GradStore, x: &Tensor| -> Result<Tensor> {
-            Ok(grads
-                .get(x)
-                .context("no gradient reached a layer input")?
-                .clone())
-        };
-        let mut g = if n - 1 > first {
-            reached(&grads, &x)?
-        } else {
-            return Ok(loss.to_scalar::<f32>()? as f64);
-        };
-        drop(grads);
-        for pos in (first..n - 1).rev() {
-            let need_dx = pos > first;
-            let h = &saved[pos - first];
-            // As one node (the CPU in f32), straight to the gradients; else through a graph.
-            match model.layer_pending(&emb, &stack, pos, h, need_dx, false)? {
-                Some((_, p)) => {
-                    if let Some(dx) = p.input_gradient(&g)? {
-                        g = dx;
+        let mut g = grads
+            .get(top.as_tensor())
+            .context("no gradient reached the last decoder layer")?
+            .clone();
+        let mut param_index = self.params.len();
+        for pos in (first..n).rev() {
+            let x = Var::from_tensor(&saved[pos - first])?;
+            let y = model.run_stack(
+                &emb,
+                &stack,
+                x.as_tensor().clone(),
+                pos..pos + 1,
+                Grad::Track,
+            )?;
+            let grads = (y * &g)?.sum_all()?.backward()?;
+            if self.trainable.binary_search(&pos).is_ok() {
+                let prefix = format!("{}{pos}.", model.names.layers_prefix());
+                let start = self.params[..param_index]
+                    .iter()
+                    .position(|p| p.name.starts_with(&prefix))
+                    .context("internal error: trainable layer without parameters")?;
+                for (p, a) in self.params[start..param_index]
+                    .iter()
+                    .zip(acc[start..param_index].iter_mut())
+                {
+                    if let Some(gp) = grads.get(p.var.as_tensor()) {
+                        add_into(a, gp)?;
                     }
                 }
-                None => {
-                    let x = input(pos, h)?;
-                    let y = model.run_stack(&emb, &stack, x.clone(), pos..pos + 1, Grad::Track)?;
-                    let grads = (y * &g)?.sum_all()?.backward()?;
-                    self.collect_layer(model, pos, &grads, acc)?;
-                    if need_dx {
-                        g = reached(&grads, &x)?;
-                    }
-                }
+                param_index = start;
+            }
+            if pos > first {
+                g = grads
+                    .get(x.as_tensor())
+                    .context("no gradient reached a layer input")?
+                    .clone();
             }
         }
         Ok(loss.to_scalar::<f32>()? as f64)
-    }
-
-    /// Adds the gradients in `grads` of layer `pos`'s trainable tensors (none if it is
-    /// frozen) to their sums in `acc`.
-    fn collect_layer(
-        &self,
-        model: &Model,
-        pos: usize,
-        grads: &candle_core::backprop::GradStore,
-        acc: &mut [Option<Tensor>],
-    ) -> Result<()> {
-        if self.trainable.binary_search(&pos).is_err() {
-            return Ok(());
-        }
-        let prefix = format!("{}{pos}.", model.names.layers_prefix());
-        for (p, a) in self.params.iter().zip(acc.iter_mut()) {
-            if p.name.starts_with(&prefix) {
-                if let Some(gp) = grads.get(p.var.as_tensor()) {
-                    add_into(a, gp)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// [`Trainer::objective`] of the logits at `positions` of the decoder output `top`.
