@@ -6,8 +6,10 @@ Same checkpoint, same conversations (each one random 224x224 image, a question a
 answer), same batch size and accumulation, same trainable layers (everything else frozen),
 AdamW + clipping on both sides. The PyTorch side pads each micro-batch (as a Trainer with a
 padding collator does) and computes the loss on the assistant tokens; our side is the
-release binary. Reported: median seconds per optimizer step after the first, and peak
-resident memory of each process.
+release binary. Both sides resize the images within the same pixel bounds (`--max-pixels`,
+`--min-pixels`: `interlace finetune`'s defaults, 224 x 224 at most) and the run stops unless
+both trained on the same number of tokens. Reported: median seconds per optimizer step after
+the first, peak resident memory of each process, and the tokens of each step.
 
     /tmp/venv/bin/python tools/bench_forward.py --runs 1          # once: builds the mid model
     cargo build --release
@@ -73,11 +75,15 @@ def make_data(dir: Path, n: int) -> Path:
     return path
 
 
-def torch_side(args, data_path: Path) -> tuple[list[float], float]:
+def torch_side(args, data_path: Path) -> tuple[list[float], float, list[int]]:
     torch.set_num_threads(args.threads)
     model_dir = Path(args.dir)
     proc = AutoProcessor.from_pretrained(str(model_dir))
     proc.image_processor = AutoImageProcessor.from_pretrained(str(model_dir), backend="pil")
+    # The pixel bounds `interlace finetune` is given (its defaults, the paper's recipe), not
+    # the checkpoint's: with the mid-size model's 5120-pixel bound, transformers saw 16
+    # patches per image where ours saw 196 (sessions 27-31 compared such unequal steps).
+    proc.image_processor.size = {"shortest_edge": args.min_pixels, "longest_edge": args.max_pixels}
     model = Qwen3VLForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32)
     model.train()
     if args.grad_checkpoint:
@@ -94,15 +100,16 @@ def torch_side(args, data_path: Path) -> tuple[list[float], float]:
     convs = []
     for r in rows:
         img = Image.open(data_path.parent / r["image"]).convert("RGB")
-        q = r["conversations"][0]["value"].replace("<image>\n", "")
+        q = r["conversations"][0]["value"].replace("<image>", "")  # the image at its marker (SPEC)
         msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]},
                 {"role": "assistant", "content": [{"type": "text", "text": r["conversations"][1]["value"]}]}]
         enc, mask = supervised(proc, msgs, [img])
         convs.append((msgs, img, mask))
     per_step = args.batch_size * args.grad_accum
-    times = []
+    times, tokens = [], []
     for step in range(args.steps):
         t0 = time.perf_counter()
+        tokens.append(0)
         opt.zero_grad()
         chosen = [convs[(step * per_step + k) % len(convs)] for k in range(per_step)]
         total = sum(int(m[1:].sum()) for _, _, m in chosen)
@@ -110,6 +117,7 @@ def torch_side(args, data_path: Path) -> tuple[list[float], float]:
             part = chosen[mb * args.batch_size:(mb + 1) * args.batch_size]
             texts = [proc.apply_chat_template(m, tokenize=False) for m, _, _ in part]
             enc = proc(text=texts, images=[i for _, i, _ in part], padding=True, return_tensors="pt")
+            tokens[-1] += int(enc["attention_mask"].sum())
             labels = torch.full_like(enc["input_ids"], -100)
             for b, (_, _, m) in enumerate(part):
                 ids = enc["input_ids"][b, : len(m)]
@@ -125,10 +133,10 @@ def torch_side(args, data_path: Path) -> tuple[list[float], float]:
         times.append(time.perf_counter() - t0)
         print(f"  torch step {step + 1}: {times[-1]:.2f} s", flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
-    return times, peak
+    return times, peak, tokens
 
 
-def ours(args, data_path: Path) -> tuple[list[float], float]:
+def ours(args, data_path: Path) -> tuple[list[float], float, list[int]]:
     tmp = Path(tempfile.mkdtemp())
     plan = tmp / "plan.json"
     n = json.loads((Path(args.dir) / "config.json").read_text())["text_config"]["num_hidden_layers"]
@@ -140,7 +148,8 @@ def ours(args, data_path: Path) -> tuple[list[float], float]:
            "--model", args.dir, "--plan", str(plan), "--data", str(data_path), "--out", str(tmp / "out"),
            "--samples", str(min(args.samples, per_step * args.steps)), "--batch-size", str(args.batch_size),
            "--grad-accum", str(args.grad_accum), "--epochs", str(max(1, (per_step * args.steps) // args.samples)),
-           "--warmup-ratio", "0", "--lr", "1e-5"]
+           "--warmup-ratio", "0", "--lr", "1e-5",
+           "--min-pixels", str(args.min_pixels), "--max-pixels", str(args.max_pixels)]
     if args.grad_checkpoint:
         cmd.append("--grad-checkpoint")
     if args.workers:
@@ -150,11 +159,13 @@ def ours(args, data_path: Path) -> tuple[list[float], float]:
     if res.returncode != 0:
         raise SystemExit(res.stderr)
     peak_kb = int(res.stderr.strip().splitlines()[-1])
-    times = [json.loads(l)["seconds"] for l in (tmp / "out" / "training_log.jsonl").read_text().splitlines()]
+    log = [json.loads(l) for l in (tmp / "out" / "training_log.jsonl").read_text().splitlines()]
+    times = [r["seconds"] for r in log]
+    tokens = [round(r["tokens_per_s"] * r["seconds"]) for r in log]
     for i, t in enumerate(times):
         print(f"  interlace step {i + 1}: {t:.2f} s", flush=True)
     shutil.rmtree(tmp)
-    return times, peak_kb / 1024 / 1024
+    return times, peak_kb / 1024 / 1024, tokens
 
 
 def main():
@@ -168,6 +179,8 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grad-checkpoint", action="store_true")
+    ap.add_argument("--max-pixels", type=int, default=50176, help="both sides' image bound")
+    ap.add_argument("--min-pixels", type=int, default=784)
     ap.add_argument("--only", choices=["torch", "ours"])
     ap.add_argument("--workers", type=int, default=None,
                     help="interlace finetune --workers (default: its own, one per core)")
@@ -181,10 +194,15 @@ def main():
         results["torch"] = torch_side(args, data)
     if args.only != "torch":
         results["ours"] = ours(args, data)
-    for k, (times, peak) in results.items():
+    for k, (times, peak, tokens) in results.items():
         tail = times[1:] or times
-        print(f"{k}: median {statistics.median(tail):.2f} s/step (steps after the first), peak RSS {peak:.2f} GiB")
+        print(f"{k}: median {statistics.median(tail):.2f} s/step (steps after the first), peak RSS {peak:.2f} GiB, "
+              f"tokens per step {tokens}")
     if len(results) == 2:
+        # Ours shuffles the samples within each epoch, the PyTorch side takes them in order:
+        # per step the tokens differ, over whole epochs they must not.
+        if sum(results["torch"][2]) != sum(results["ours"][2]):
+            raise SystemExit("the two sides trained on different tokens: not the same job")
         t = statistics.median(results["torch"][0][1:] or results["torch"][0])
         o = statistics.median(results["ours"][0][1:] or results["ours"][0])
         print(f"speed-up (torch / interlace): {t / o:.2f}x; memory ratio (interlace / torch): "
