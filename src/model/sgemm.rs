@@ -1075,6 +1075,15 @@ mod x86 {
         pf: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); V]; ROWS];
+        // The tile's earlier sums, read at the end: fetched now, their misses overlap the
+        // reduction instead of stalling the stores.
+        if !first {
+            for r in 0..ROWS {
+                for v in 0..V {
+                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + 16 * v) as *const i8);
+                }
+            }
+        }
         let (mut ap, mut bp) = (a, b);
         for _ in 0..kc / NR {
             for kk in 0..NR {
@@ -1083,6 +1092,13 @@ mod x86 {
                 // never faults, and no pointer past the allocation is formed with `add`).
                 if pf && kk < MR * NR / 16 {
                     _mm_prefetch::<_MM_HINT_T1>(ap.wrapping_add(MR * NR + 16 * kk) as *const i8);
+                }
+                // The packed tokens stream from L2, a new 32 KiB block per tile of tokens
+                // (perf put the stalls on these loads): four steps ahead into L1 (wrapping
+                // past the block's end: a prefetch never faults). Session 32's probe: the
+                // product 1-6 % faster.
+                for v in 0..V {
+                    _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(NR * 4 + 16 * v) as *const i8);
                 }
                 let mut bv = [_mm512_setzero_ps(); V];
                 for (v, bv) in bv.iter_mut().enumerate() {
