@@ -66,24 +66,25 @@ fn wide_heads_match_transformers() {
     }
 }
 
-/// Fine-tuning layer 1 alone against PyTorch (`train.safetensors`): the loss and every
-/// gradient of the layer within 1e-4 of the largest, for both sequences packed into one
-/// micro-batch, one per micro-batch, two workers, and with gradient checkpointing. Loaded
-/// for fine-tuning on a CPU with AVX-512, the frozen layers and the tied LM head are
-/// panels, so this checks the trained layer's one-node pass (`model::train_layer`) and the
-/// gradients through frozen panels (`sgemm::gemm_by_panels`) against transformers.
-#[test]
-fn finetuning_gradients_match_pytorch() {
+/// The fine-tuning fixture's two conversations (`cases.safetensors`), the second half of
+/// each supervised, and PyTorch's loss and gradients for them (`train.safetensors`,
+/// `train.json`).
+struct TrainCase {
+    batch: Vec<interlace::data::labels::Supervised>,
+    reference: std::collections::HashMap<String, candle_core::Tensor>,
+    meta: serde_json::Value,
+    layer: usize,
+}
+
+fn train_case() -> TrainCase {
     use interlace::data::labels::Supervised;
     use interlace::processor::Encoded;
-    use interlace::train::trainer::{TrainOptions, Trainer};
     let dir = fixtures().join("wide-head");
     let cases = load_tensors(&dir.join("cases.safetensors"));
-    let reference = load_tensors(&dir.join("train.safetensors"));
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("train.json")).unwrap()).unwrap();
     let layer = meta["layer"].as_u64().unwrap() as usize;
-    let batch: Vec<Supervised> = LENGTHS
+    let batch = LENGTHS
         .iter()
         .map(|&n| {
             let ids: Vec<u32> = to_i64(&cases[&format!("{n}.input_ids")])
@@ -104,44 +105,99 @@ fn finetuning_gradients_match_pytorch() {
             }
         })
         .collect();
+    TrainCase {
+        batch,
+        reference: load_tensors(&dir.join("train.safetensors")),
+        meta,
+        layer,
+    }
+}
+
+/// The model loaded for fine-tuning its fixture layer, with the panels checked.
+fn finetune_model(case: &TrainCase) -> Model {
+    let dir = fixtures().join("wide-head");
+    let model =
+        Model::load_for_finetune(&dir.join("model"), DType::F32, &Device::Cpu, &[case.layer])
+            .unwrap();
+    if interlace::model::sgemm::available() {
+        assert_eq!(model.layers[case.layer].self_attn.q_proj.weight.rank(), 2);
+        assert_eq!(model.layers[case.layer + 1].mlp.down_proj.weight.rank(), 3);
+    }
+    model
+}
+
+/// The trainer's loss and gradients for the fixture's batch against PyTorch's.
+fn check_against_pytorch(
+    trainer: &interlace::train::trainer::Trainer,
+    case: &TrainCase,
+    what: &str,
+) {
+    let (grads, loss, tokens) = trainer.gradients(&case.batch).unwrap();
+    assert_eq!(
+        tokens as u64,
+        case.meta["tokens"].as_u64().unwrap(),
+        "{what}"
+    );
+    let want_loss = case.meta["loss"].as_f64().unwrap();
+    assert!(
+        ((loss - want_loss) / want_loss).abs() < 1e-5,
+        "{what}: loss {loss} vs {want_loss}"
+    );
+    assert_eq!(grads.len(), 11, "{what}: the layer's tensors");
+    for (p, g) in trainer.params.iter().zip(&grads) {
+        let want = common::to_f32_vec(&case.reference[&format!("grad.{}", p.name)]);
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let err = g
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        assert!(scale > 0.0 && g.len() == want.len(), "{what}: {}", p.name);
+        assert!(err < 1e-4, "{what}: {} gradient off by {err:e}", p.name);
+    }
+}
+
+/// Fine-tuning layer 1 alone against PyTorch (`train.safetensors`): the loss and every
+/// gradient of the layer within 1e-4 of the largest, for both sequences packed into one
+/// micro-batch, one per micro-batch, two workers, and with gradient checkpointing. Loaded
+/// for fine-tuning on a CPU with AVX-512, the frozen layers and the tied LM head are
+/// panels, so this checks the trained layer's pass (`model::train_layer`), the gradients
+/// through frozen panels (`sgemm::gemm_by_panels`) and the LM head fused with the loss
+/// (`loss::head_cross_entropy_sum`) against transformers.
+#[test]
+fn finetuning_gradients_match_pytorch() {
+    use interlace::train::trainer::{TrainOptions, Trainer};
+    let case = train_case();
     for (micro_batch, workers, grad_checkpoint) in
         [(2, 1, false), (1, 1, false), (2, 2, false), (2, 1, true)]
     {
-        let model =
-            Model::load_for_finetune(&dir.join("model"), DType::F32, &Device::Cpu, &[layer])
-                .unwrap();
-        if interlace::model::sgemm::available() {
-            assert_eq!(model.layers[layer].self_attn.q_proj.weight.rank(), 2);
-            assert_eq!(model.layers[layer + 1].mlp.down_proj.weight.rank(), 3);
-        }
         let options = TrainOptions {
             micro_batch,
             workers,
             grad_checkpoint,
             ..Default::default()
         };
-        let trainer = Trainer::new(model, &[layer], options).unwrap();
-        let (grads, loss, tokens) = trainer.gradients(&batch).unwrap();
-        let case = format!(
+        let trainer = Trainer::new(finetune_model(&case), &[case.layer], options).unwrap();
+        let what = format!(
             "micro-batch {micro_batch}, workers {workers}, checkpointing {grad_checkpoint}"
         );
-        assert_eq!(tokens as u64, meta["tokens"].as_u64().unwrap(), "{case}");
-        let want_loss = meta["loss"].as_f64().unwrap();
-        assert!(
-            ((loss - want_loss) / want_loss).abs() < 1e-5,
-            "{case}: loss {loss} vs {want_loss}"
-        );
-        assert_eq!(grads.len(), 11, "{case}: the layer's tensors");
-        for (p, g) in trainer.params.iter().zip(&grads) {
-            let want = common::to_f32_vec(&reference[&format!("grad.{}", p.name)]);
-            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let err = g
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-                / scale;
-            assert!(scale > 0.0 && g.len() == want.len(), "{case}: {}", p.name);
-            assert!(err < 1e-4, "{case}: {} gradient off by {err:e}", p.name);
-        }
+        check_against_pytorch(&trainer, &case, &what);
     }
+}
+
+/// The same step with a teacher whose weight is 0: the loss is then plain cross-entropy,
+/// but the LM head runs unfused, as a frozen-panel node of candle's graph
+/// (`ops::FrozenPanels`, whose backward is `dy · w` from the panels), so this checks that
+/// node's gradient against PyTorch's.
+#[test]
+fn finetuning_through_the_unfused_head_matches_pytorch() {
+    use interlace::train::trainer::{Distill, TrainOptions, Trainer};
+    let case = train_case();
+    let dir = fixtures().join("wide-head");
+    let mut student = finetune_model(&case);
+    let teacher = Model::load(&dir.join("model"), DType::F32, &Device::Cpu).unwrap();
+    let distill = Distill::new(&mut student, teacher, case.layer, 1.0, 0.0).unwrap();
+    let mut trainer = Trainer::new(student, &[case.layer], TrainOptions::default()).unwrap();
+    trainer.distill = Some(distill);
+    check_against_pytorch(&trainer, &case, "teacher with weight 0");
 }

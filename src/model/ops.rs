@@ -1424,9 +1424,7 @@ impl PanelWeight {
 /// `x · wᵀ` for a frozen weight stored as [`super::sgemm`]'s panels, inside the training
 /// graph: forward on the panels, backward only the input's gradient `dy · w`, from the
 /// same panels ([`super::sgemm::gemm_by_panels`]).
-struct FrozenPanels {
-    w: Tensor,
-}
+struct FrozenPanels(PanelWeight);
 
 impl candle_core::CustomOp1 for FrozenPanels {
     fn name(&self) -> &'static str {
@@ -1440,20 +1438,13 @@ impl candle_core::CustomOp1 for FrozenPanels {
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let (m, k) = layout.shape().dims2()?;
         let x = cpu_f32(storage, layout)?;
-        let (p, nr, wk) = self.w.dims3()?;
+        let (n, wk) = (self.0.n, self.0.k);
         if wk != k {
-            candle_core::bail!(
-                "frozen-panels: ({m}, {k}) times panels of {:?}",
-                self.w.dims()
-            );
+            candle_core::bail!("frozen-panels: ({m}, {k}) times panels of ({n}, {wk})");
         }
-        let n = p * nr;
-        let (ws, wl) = self.w.storage_and_layout();
-        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
-            candle_core::bail!("frozen-panels: the weight is not f32 on the CPU");
-        };
-        let panels = &wd[wl.start_offset()..wl.start_offset() + n * k];
-        let y = super::sgemm::matmul_new((m, n, k), x, k, panels, None);
+        let y = self
+            .0
+            .with_panels(|panels| super::sgemm::matmul_new((m, n, k), x, k, panels, None))?;
         Ok((
             candle_core::CpuStorage::F32(y),
             candle_core::Shape::from((m, n)),
@@ -1462,8 +1453,7 @@ impl candle_core::CustomOp1 for FrozenPanels {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let (m, k) = arg.dims2()?;
-        let (p, nr, _) = self.w.dims3()?;
-        let n = p * nr;
+        let n = self.0.n;
         // The output's gradient read where it is (m × 151 936 floats for a 2B-shaped head).
         let grad = grad_res.contiguous()?;
         let (gs, gl) = grad.storage_and_layout();
@@ -1471,17 +1461,14 @@ impl candle_core::CustomOp1 for FrozenPanels {
             candle_core::bail!("frozen-panels: the gradient is not on the CPU");
         };
         let dy = cpu_f32(gcpu, gl)?;
-        let (ws, wl) = self.w.storage_and_layout();
-        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(wd)) = &*ws else {
-            candle_core::bail!("frozen-panels: the weight is not f32 on the CPU");
-        };
-        let panels = &wd[wl.start_offset()..wl.start_offset() + n * k];
-        let dx = super::sgemm::gemm_by_panels_new(
-            (m, k, n),
-            super::sgemm::View::rows(dy, n),
-            panels,
-            true,
-        );
+        let dx = self.0.with_panels(|panels| {
+            super::sgemm::gemm_by_panels_new(
+                (m, k, n),
+                super::sgemm::View::rows(dy, n),
+                panels,
+                true,
+            )
+        })?;
         Ok(Some(Tensor::from_vec(dx, (m, k), arg.device())?))
     }
 }
@@ -1510,26 +1497,26 @@ fn panel_product_applies(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
 
 /// [`linear`] for a weight stored as [`super::sgemm`]'s panels.
 fn linear_panels(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    if x.track_op()
-        && !w.track_op()
+    let frozen = (x.track_op()
         && b.is_none()
         && x.dtype() == DType::F32
         && x.device().is_cpu()
-        && super::sgemm::available()
-    {
+        && super::sgemm::available())
+    .then(|| PanelWeight::of(w))
+    .flatten();
+    if let Some(pw) = frozen {
         // A frozen weight inside the training graph (the tied LM head of a fine-tuned
         // model): forward by the panels, the input's gradient from them too.
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let (p, nr, _) = w.dims3()?;
         let mut out = dims;
         let last = out.len() - 1;
-        out[last] = p * nr;
+        out[last] = pw.n;
         return x
             .reshape((rows, k))?
             .contiguous()?
-            .apply_op1(FrozenPanels { w: w.clone() })?
+            .apply_op1(FrozenPanels(pw))?
             .reshape(out);
     }
     if !panel_product_applies(x, w, b) {
