@@ -82,7 +82,7 @@ def torch_side(args, data_path: Path) -> tuple[list[float], float, list[int]]:
     proc.image_processor = AutoImageProcessor.from_pretrained(str(model_dir), backend="pil")
     # The pixel bounds `interlace finetune` is given (its defaults, the paper's recipe), not
     # the checkpoint's: with the mid-size model's 5120-pixel bound, transformers saw 16
-    # patches per image where ours saw 196 (sessions 27-31 compared such unequal steps).
+    # patches per image where ours saw 196 (every run before session 32 compared such steps).
     proc.image_processor.size = {"shortest_edge": args.min_pixels, "longest_edge": args.max_pixels}
     model = Qwen3VLForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32)
     model.train()

@@ -1078,11 +1078,7 @@ mod x86 {
         // The tile's earlier sums, read at the end: fetched now, their misses overlap the
         // reduction instead of stalling the stores.
         if !first {
-            for r in 0..ROWS {
-                for v in 0..V {
-                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + 16 * v) as *const i8);
-                }
-            }
+            prefetch_tile(c, ldc, ROWS);
         }
         let (mut ap, mut bp) = (a, b);
         for _ in 0..kc / NR {
