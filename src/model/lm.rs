@@ -795,9 +795,7 @@ impl Model {
             return Ok(None);
         }
         self.pooled(|| {
-            let pos = Tensor::new(positions, hidden.device())?;
-            let rows = hidden.squeeze(0)?.index_select(&pos, 0)?;
-            let rows = self.norm.forward(&rows, Grad::Track)?;
+            let rows = self.normed_rows_at(hidden, positions, Grad::Track)?;
             super::loss::head_cross_entropy_sum(&rows, w, labels)
         })
     }
@@ -810,10 +808,14 @@ impl Model {
 
     /// [`Model::logits_at`] on the calling thread.
     fn logits_at_here(&self, hidden: &Tensor, positions: &[u32], grad: Grad) -> Result<Tensor> {
+        self.logits(&self.normed_rows_at(hidden, positions, grad)?)
+    }
+
+    /// The final norm of the rows at `positions` of (1, seq, hidden) decoder output.
+    fn normed_rows_at(&self, hidden: &Tensor, positions: &[u32], grad: Grad) -> Result<Tensor> {
         let pos = Tensor::new(positions, hidden.device())?;
         let rows = hidden.squeeze(0)?.index_select(&pos, 0)?;
-        let rows = self.norm.forward(&rows, grad)?;
-        self.logits(&rows)
+        Ok(self.norm.forward(&rows, grad)?)
     }
 
     /// Prefill for generation: runs the whole prompt, filling `cache` (one slot per layer),

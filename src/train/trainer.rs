@@ -559,6 +559,9 @@ impl Trainer {
             .get(top.as_tensor())
             .context("no gradient reached the last decoder layer")?
             .clone();
+        // The head's gradients (vocabulary-sized for the logits) and the top's output are
+        // not needed while the layers are recomputed.
+        drop((grads, top, h));
         let mut param_index = self.params.len();
         for pos in (first..n).rev() {
             let x = Var::from_tensor(&saved[pos - first])?;
